@@ -1,0 +1,32 @@
+# bonemet: make demo | make test | make install | make nextflow
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint nextflow clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is required: set PYTHON=/path/to/python3"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install bonemet with the test extras
+
+demo: install  ## run the pipeline on 20,000 generated cells into results/demo
+	$(BIN)/bonemet demo --out results/demo
+
+test: install  ## the whole test suite
+	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check pipeline tests benchmarks notebooks
+	$(BIN)/ruff format --check pipeline tests benchmarks notebooks
+
+clean:
+	rm -rf $(VENV) results work .nextflow* .pytest_cache

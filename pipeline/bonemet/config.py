@@ -1,0 +1,237 @@
+"""One typed configuration for the Python API, the CLI and Nextflow.
+
+Defaults live in ``configs/default.yaml``; a run config (YAML or dict) overrides only
+the keys it names. Unknown keys and bad values fail before any work starts, with
+every problem listed at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._errors import ConfigError
+from ._resources import configs_dir
+
+__all__ = [
+    "Config",
+    "load_config",
+    "default_config_dict",
+    "config_to_yaml",
+]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InputConfig(_Section):
+    path: str | None = None
+    geo: str | None = None
+    samples: list[str] | None = None
+    format: Literal["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "samplesheet"] = "auto"
+    sample_key: str | None = None
+    label_key: str | None = None
+    batch_key: str | None = None
+    condition_key: str | None = None
+    species: Literal["auto", "human", "mouse"] = "auto"
+    allow_non_counts: bool = True
+    geo_base_url: str = "https://ftp.ncbi.nlm.nih.gov/geo"
+    cache_dir: str | None = None
+
+    @field_validator("geo")
+    @classmethod
+    def _geo_accession(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"GSE\d{3,8}", v):
+            raise ValueError(f"{v!r} is not a GEO series accession (GSE followed by digits)")
+        return v
+
+
+class OutputConfig(_Section):
+    dir: str = "results/bonemet"
+
+
+class QCConfig(_Section):
+    min_counts: int = Field(500, ge=0)
+    min_genes: int = Field(200, ge=0)
+    max_pct_mito: float = Field(20.0, gt=0, le=100)
+    nmads_counts: float = Field(5.0, gt=0)
+    nmads_genes: float = Field(5.0, gt=0)
+    nmads_mito: float = Field(3.0, gt=0)
+    min_cells_per_gene: int = Field(3, ge=0)
+    doublets: bool = True
+    doublet_rate: float = Field(0.06, gt=0, lt=1)
+    remove_doublets: bool = True
+    drop_empty_samples: bool = False
+    high_hb_fraction: float = Field(0.01, ge=0, le=1)
+
+
+class NormalizeConfig(_Section):
+    target_sum: float = Field(1e4, gt=0)
+    n_top_genes: int = Field(2000, ge=50)
+    hvg_flavor: Literal["seurat_v3", "seurat", "cell_ranger"] = "seurat_v3"
+
+
+class IntegrateConfig(_Section):
+    method: Literal["scvi", "harmony", "pca", "none"] = "scvi"
+    batch_key: str = "sample"
+    n_latent: int = Field(30, ge=2, le=200)
+    n_hidden: int = Field(128, ge=8)
+    n_layers: int = Field(2, ge=1, le=5)
+    gene_likelihood: Literal["nb", "zinb", "poisson"] = "nb"
+    max_epochs: int | None = Field(None, ge=1)
+    batch_size: int = Field(128, ge=8)
+    early_stopping: bool = False
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    fast_path: Literal["auto", "on", "off"] = "auto"
+    save_model: bool = True
+    n_pcs: int = Field(50, ge=2)
+
+
+class ClusterConfig(_Section):
+    n_neighbors: int = Field(15, ge=2)
+    resolution: float = Field(1.0, gt=0)
+    resolutions: list[float] = Field(default_factory=lambda: [0.5, 1.0])
+    umap_min_dist: float = Field(0.3, ge=0)
+
+    @field_validator("resolutions")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        if any(r <= 0 for r in v):
+            raise ValueError("every resolution must be > 0")
+        return v
+
+
+class AnnotateConfig(_Section):
+    min_confidence: float = Field(0.15, ge=0, le=1)
+    cluster_key: str = "leiden"
+    celltypist_model: str | None = None
+
+
+class ScoreConfig(_Section):
+    methods: list[Literal["score_genes", "aucell"]] = Field(
+        default_factory=lambda: ["score_genes", "aucell"]
+    )
+    min_coverage: float = Field(0.5, ge=0, le=1)
+    pseudobulk_min_cells: int = Field(10, ge=1)
+    ssgsea: bool = True
+
+
+class ReportConfig(_Section):
+    figures: bool = True
+    formats: list[Literal["png", "pdf", "svg"]] = Field(default_factory=lambda: ["png", "pdf"])
+    dpi: int = Field(300, ge=50, le=1200)
+
+
+class Config(_Section):
+    """The whole bonemet configuration (see ``configs/default.yaml``)."""
+
+    input: InputConfig = Field(default_factory=InputConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    seed: int = 0
+    qc: QCConfig = Field(default_factory=QCConfig)
+    normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
+    integrate: IntegrateConfig = Field(default_factory=IntegrateConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def section_dict(self, name: str) -> dict[str, Any]:
+        return getattr(self, name).model_dump(mode="json")
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist: give the path of a YAML file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, not {type(data).__name__}")
+    return data
+
+
+def default_config_dict() -> dict[str, Any]:
+    """The defaults of ``configs/default.yaml`` as a plain dict."""
+    return _read_yaml(configs_dir() / "default.yaml")
+
+
+def _deep_update(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_update(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against configs/default.yaml)"
+        else:
+            msg = e["msg"]
+        lines.append(f"{loc}: {msg}")
+    n = len(lines)
+    return f"invalid config {source} ({n} problem{'s' if n != 1 else ''}): " + "; ".join(lines)
+
+
+def load_config(
+    config: str | os.PathLike | dict[str, Any] | Config | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Build a validated :class:`Config`.
+
+    Parameters
+    ----------
+    config
+        A YAML path, a (partial) dict, an existing :class:`Config`, or ``None`` for
+        the defaults.
+    overrides
+        A partial dict applied on top (used by CLI flags).
+
+    Raises
+    ------
+    ConfigError
+        Listing every unknown key and bad value at once.
+    """
+    source = "(dict)"
+    if isinstance(config, Config):
+        user = config.to_dict()
+    elif config is None:
+        user = {}
+    elif isinstance(config, dict):
+        user = config
+    else:
+        source = repr(str(config))
+        user = _read_yaml(config)
+    merged = _deep_update(default_config_dict(), user)
+    if overrides:
+        merged = _deep_update(merged, overrides)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,12 @@
+"""Tools: integration, clustering, annotation, signature scoring."""
+
+from __future__ import annotations
+
+from . import _integrate, _scvi_fast, _cluster, _annotate, _score
+from ._integrate import *  # noqa: F401,F403
+from ._scvi_fast import *  # noqa: F401,F403
+from ._cluster import *  # noqa: F401,F403
+from ._annotate import *  # noqa: F401,F403
+from ._score import *  # noqa: F401,F403
+
+__all__ = [*_integrate.__all__, *_scvi_fast.__all__, *_cluster.__all__, *_annotate.__all__, *_score.__all__]
