@@ -58,10 +58,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp_path.unlink()
 
 
-def write_h5ad(adata: Any, path: str | os.PathLike) -> Path:
-    """Write ``adata`` to ``path`` atomically (``.h5ad``, gzip-compressed)."""
+def write_h5ad(adata: Any, path: str | os.PathLike, *, compression: str | None = "gzip") -> Path:
+    """Write ``adata`` to ``path`` atomically (``.h5ad``, gzip-compressed by default)."""
     with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression="gzip")
+        adata.write_h5ad(tmp, compression=compression)
     return Path(path)
 
 

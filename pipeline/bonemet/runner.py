@@ -1,7 +1,288 @@
-"""(being written)"""
+"""The resumable local runner behind ``bonemet run`` and :func:`bonemet.run`.
 
-__all__ = ["run"]
+Each stage's result is checkpointed under ``OUT/.bonemet/`` with a key made of the
+inputs' checksums, the stage's configuration, the previous stage's key and the bonemet
+version. Re-running skips every stage whose key is unchanged, and a run killed mid-way
+continues from the last completed stage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+
+from . import _stages
+from ._errors import InputError
+from ._logging import logger
+from ._utils import sha256_file, write_h5ad, write_json
+from ._version import __version__
+from .config import Config, config_to_yaml, load_config
+
+__all__ = ["run", "Runner", "input_checksums"]
+
+_STAGE_SECTIONS = {
+    "ingest": ("input",),
+    "qc": ("qc", "seed"),
+    "merge": ("normalize", "qc.min_cells_per_gene", "integrate.batch_key"),
+    "integrate": ("integrate", "seed", "input.allow_non_counts"),
+    "cluster": ("cluster", "seed"),
+    "annotate": ("annotate", "input.species"),
+    "score": ("score", "input.species", "seed"),
+    "report": ("report",),
+}
 
 
-def run(config=None):  # replaced below by the real runner
-    raise NotImplementedError
+def _pick(d: dict[str, Any], dotted: str) -> Any:
+    cur: Any = d
+    for part in dotted.split("."):
+        cur = cur[part]
+    return cur
+
+
+def input_checksums(cfg: Config) -> dict[str, str]:
+    """SHA-256 of every input file (the samplesheet and the files it names)."""
+    inp = cfg.input
+    if inp.geo:
+        return {"geo": f"{inp.geo}:{','.join(inp.samples or [])}"}
+    if not inp.path:
+        raise InputError(
+            "no input given: set input.path (a file, 10x folder or samplesheet) or input.geo, "
+            "or pass --input"
+        )
+    p = Path(inp.path)
+    if not p.exists():
+        raise InputError(f"input {str(p)!r} does not exist: check the path")
+    sums = {str(p): sha256_file(p)}
+    if p.is_file() and p.suffix.lower() in {".csv", ".tsv"}:
+        from .io import read_samplesheet
+
+        try:
+            sheet = read_samplesheet(p)
+        except InputError:
+            sheet = None  # a count CSV, not a samplesheet
+        if sheet is not None:
+            for f in sheet["path"]:
+                sums[str(f)] = sha256_file(f)
+    return sums
+
+
+class Runner:
+    """Run every stage for one config, with checkpoints and resume.
+
+    Parameters
+    ----------
+    config
+        A :class:`~bonemet.config.Config`, a YAML path or a dict.
+    resume
+        Skip stages whose key is unchanged (default). ``False`` recomputes everything.
+    """
+
+    def __init__(self, config: Config | str | os.PathLike | dict | None, *, resume: bool = True):
+        self.cfg = config if isinstance(config, Config) else load_config(config)
+        self.out = Path(self.cfg.output.dir)
+        self.state_dir = self.out / ".bonemet"
+        self.resume = resume
+        self.cfg_dict = self.cfg.to_dict()
+        self.skipped: list[str] = []
+        self.ran: list[str] = []
+        self.timings: dict[str, float] = {}
+
+    # -- keys and checkpoints -------------------------------------------------
+    def _keys(self) -> dict[str, str]:
+        prev = json.dumps(input_checksums(self.cfg), sort_keys=True)
+        keys = {}
+        for stage in _stages.STAGES:
+            part = {s: _pick(self.cfg_dict, s) for s in _STAGE_SECTIONS[stage]}
+            blob = json.dumps([__version__, stage, prev, part], sort_keys=True, default=str)
+            prev = hashlib.sha256(blob.encode()).hexdigest()
+            keys[stage] = prev
+        return keys
+
+    def _state_path(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def _load_state(self) -> dict[str, str]:
+        try:
+            return json.loads(self._state_path().read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save_state(self, state: dict[str, str]) -> None:
+        write_json(state, self._state_path())
+
+    def _ckpt(self, stage: str) -> Path:
+        return self.state_dir / f"{stage}.h5ad"
+
+    def _ckpt_samples(self, stage: str) -> Path:
+        return self.state_dir / stage
+
+    def _write_samples(self, stage: str, samples: dict[str, ad.AnnData]) -> None:
+        d = self._ckpt_samples(stage)
+        d.mkdir(parents=True, exist_ok=True)
+        for old in d.glob("*.h5ad"):
+            old.unlink()
+        for name, a in samples.items():
+            write_h5ad(a, d / f"{name}.h5ad", compression=None)
+        write_json(sorted(samples), d / "samples.json")
+
+    def _read_samples(self, stage: str) -> dict[str, ad.AnnData]:
+        d = self._ckpt_samples(stage)
+        names = json.loads((d / "samples.json").read_text())
+        return {n: ad.read_h5ad(d / f"{n}.h5ad") for n in names}
+
+    def _has_ckpt(self, stage: str) -> bool:
+        if stage in _stages.SAMPLE_STAGES:
+            return (self._ckpt_samples(stage) / "samples.json").is_file()
+        if stage == "report":
+            return (self.out / "report.html").is_file()
+        return self._ckpt(stage).is_file()
+
+    # -- running --------------------------------------------------------------
+    def run(self) -> ad.AnnData:
+        """Run (or resume) the pipeline; returns the final annotated AnnData."""
+        t_start = time.time()
+        self.out.mkdir(parents=True, exist_ok=True)
+        keys = self._keys()
+        state = self._load_state() if self.resume else {}
+        # the last stage whose key and checkpoint chain are intact
+        done = 0
+        for i, stage in enumerate(_stages.STAGES):
+            if state.get(stage) == keys[stage] and self._has_ckpt(stage):
+                done = i + 1
+            else:
+                break
+        if done == len(_stages.STAGES) and (self.out / "bonemet.h5ad").is_file():
+            logger.info("every stage is up to date in %s: nothing to do", self.out)
+            self.skipped = list(_stages.STAGES)
+            return ad.read_h5ad(self.out / "bonemet.h5ad")
+        # the report has no h5ad checkpoint: resume from score at the latest
+        resume_from = min(done, _stages.STAGES.index("report"))
+        self.skipped = list(_stages.STAGES[:resume_from])
+        if self.skipped:
+            logger.info("resuming: skipping %s (unchanged)", ", ".join(self.skipped))
+        for stage in _stages.STAGES[resume_from:]:
+            state.pop(stage, None)
+        self._save_state(state)
+
+        samples: dict[str, ad.AnnData] | None = None
+        adata: ad.AnnData | None = None
+        if resume_from:
+            last = _stages.STAGES[resume_from - 1]
+            if last in _stages.SAMPLE_STAGES:
+                samples = self._read_samples(last)
+            else:
+                adata = ad.read_h5ad(self._ckpt(last))
+
+        for stage in _stages.STAGES[resume_from:]:
+            t0 = time.perf_counter()
+            if stage == "ingest":
+                samples = _stages.ingest(self.cfg)
+                self._write_samples(stage, samples)
+            elif stage == "qc":
+                assert samples is not None
+                samples = {k: _stages.qc(v, self.cfg) for k, v in samples.items()}
+                self._write_samples(stage, samples)
+            elif stage == "merge":
+                assert samples is not None
+                adata = _stages.merge(samples, self.cfg)
+                samples = None
+            elif stage == "integrate":
+                adata = _stages.integrate(adata, self.cfg, model_dir=self.out / "model")
+            elif stage == "cluster":
+                adata = _stages.cluster(adata, self.cfg)
+            elif stage == "annotate":
+                adata = _stages.annotate(adata, self.cfg)
+            elif stage == "score":
+                adata = _stages.score(adata, self.cfg)
+            elif stage == "report":
+                assert adata is not None
+                _stages.report(adata, self.cfg, self.out, provenance=self.provenance(adata, t_start))
+            if stage not in ("ingest", "qc", "report"):
+                write_h5ad(adata, self._ckpt(stage), compression=None)
+            self.timings[stage] = round(time.perf_counter() - t0, 3)
+            self.ran.append(stage)
+            state[stage] = keys[stage]
+            self._save_state(state)
+        assert adata is not None
+        adata.uns.setdefault("bonemet", {})["timings"] = {
+            **adata.uns["bonemet"].get("timings", {}),
+            **self.timings,
+        }
+        write_h5ad(adata, self.out / "bonemet.h5ad")
+        write_json(self.provenance(adata, t_start), self.out / "provenance.json")
+        (self.out / "config.yaml").write_text(config_to_yaml(self.cfg))
+        return adata
+
+    def provenance(self, adata: ad.AnnData, t_start: float) -> dict[str, Any]:
+        meta = adata.uns.get("bonemet", {})
+        return {
+            "bonemet_version": __version__,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "wall_seconds": round(time.time() - t_start, 3),
+            "stages_run": list(self.ran),
+            "stages_skipped": list(self.skipped),
+            "timings": {**dict(meta.get("timings", {})), **self.timings},
+            "device": _device(meta),
+            "config": self.cfg_dict,
+            "inputs": input_checksums(self.cfg),
+            "packages": package_versions(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "n_cells": int(adata.n_obs),
+            "n_genes": int(adata.n_vars),
+            "species": meta.get("species", ""),
+            "warnings": list(meta.get("warnings", [])),
+        }
+
+
+def _device(meta: dict[str, Any]) -> str:
+    integ = meta.get("integrate", {})
+    if isinstance(integ, dict) and integ.get("device"):
+        return str(integ["device"])
+    return "cpu"
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in (
+        "bonemet", "scanpy", "anndata", "scvi-tools", "torch", "lightning", "numpy",
+        "scipy", "pandas", "leidenalg", "igraph", "pynndescent", "decoupler", "gseapy",
+        "harmonypy", "pydantic", "matplotlib",
+    ):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def run(config: Config | str | os.PathLike | dict | None = None, *, resume: bool = True) -> ad.AnnData:
+    """Run the whole pipeline for ``config`` and return the annotated AnnData.
+
+    Parameters
+    ----------
+    config
+        A :class:`~bonemet.config.Config`, the path of a YAML config, or a dict of
+        overrides of ``configs/default.yaml`` (e.g.
+        ``{"input": {"path": "counts.h5ad", "sample_key": "sample"}, "output": {"dir": "out"}}``).
+    resume
+        Skip stages whose inputs and configuration are unchanged since the last run
+        in the same output folder.
+
+    Returns
+    -------
+    The final AnnData, also written to ``<output.dir>/bonemet.h5ad`` with tables,
+    figures, ``report.html`` and ``provenance.json`` beside it.
+    """
+    return Runner(config, resume=resume).run()

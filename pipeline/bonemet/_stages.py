@@ -1,0 +1,300 @@
+"""The pipeline's stages, shared by the local runner and the per-stage CLI commands.
+
+Each stage takes AnnData (or a dict of per-sample AnnData) and the validated
+:class:`~bonemet.config.Config` and returns the result. The local runner
+(:func:`bonemet.run`) and Nextflow (through ``bonemet <stage>``) call these same
+functions, so both give the same cells, clusters and labels for the same config.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import pandas as pd
+
+from ._errors import InputError
+from ._logging import logger
+from ._utils import write_csv
+from .config import Config
+
+__all__ = [
+    "STAGES",
+    "SAMPLE_STAGES",
+    "ingest",
+    "qc",
+    "merge",
+    "integrate",
+    "cluster",
+    "annotate",
+    "score",
+    "report",
+    "write_tables",
+]
+
+SAMPLE_STAGES = ("ingest", "qc")
+STAGES = ("ingest", "qc", "merge", "integrate", "cluster", "annotate", "score", "report")
+
+
+def _meta(adata: ad.AnnData) -> dict[str, Any]:
+    return adata.uns.setdefault("bonemet", {})
+
+
+def _record(adata: ad.AnnData, stage: str, params: Mapping[str, Any], seconds: float) -> None:
+    from ._version import __version__
+
+    meta = _meta(adata)
+    meta["version"] = __version__
+    meta.setdefault("parameters", {})[stage] = {
+        k: ("" if v is None else v) for k, v in dict(params).items()
+    }
+    meta.setdefault("timings", {})[stage] = round(float(seconds), 3)
+
+
+def ingest(cfg: Config, *, path: str | None = None) -> dict[str, ad.AnnData]:
+    """Read the input named in ``cfg.input`` (or ``path``) into per-sample AnnData."""
+    from . import io
+
+    inp = cfg.input
+    t0 = time.perf_counter()
+    if inp.geo and not path:
+        samples = io.read_geo(
+            inp.geo,
+            base_url=inp.geo_base_url,
+            cache_dir=inp.cache_dir,
+            samples=inp.samples,
+        )
+    else:
+        src = path or inp.path
+        if not src:
+            raise InputError(
+                "no input given: set input.path (a file, 10x folder or samplesheet) or "
+                "input.geo in the config, or pass --input"
+            )
+        samples = io.ingest(
+            src,
+            format=inp.format,
+            sample_key=inp.sample_key,
+            label_key=inp.label_key,
+            batch_key=inp.batch_key,
+            condition_key=inp.condition_key,
+            species=inp.species,
+        )
+    if not samples:
+        raise InputError(f"the input {path or inp.path or inp.geo!r} holds no sample")
+    dt = time.perf_counter() - t0
+    for a in samples.values():
+        _record(a, "ingest", cfg.section_dict("input"), dt / len(samples))
+    return samples
+
+
+def qc(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
+    """Per-sample QC (MAD thresholds, fixed floors, doublets), cells removed by reason."""
+    from . import pp
+
+    q = cfg.qc
+    t0 = time.perf_counter()
+    out = pp.qc(
+        adata,
+        min_counts=q.min_counts,
+        min_genes=q.min_genes,
+        max_pct_mito=q.max_pct_mito,
+        nmads_counts=q.nmads_counts,
+        nmads_genes=q.nmads_genes,
+        nmads_mito=q.nmads_mito,
+        doublets=q.doublets,
+        doublet_rate=q.doublet_rate,
+        remove_doublets=q.remove_doublets,
+        drop_empty=q.drop_empty_samples,
+        seed=cfg.seed,
+        copy=True,
+    )
+    _record(out, "qc", cfg.section_dict("qc"), time.perf_counter() - t0)
+    return out
+
+
+def merge(samples: Mapping[str, ad.AnnData] | list[ad.AnnData], cfg: Config) -> ad.AnnData:
+    """Concatenate samples (sorted by sample id), then normalise and select HVGs."""
+    from . import pp
+
+    t0 = time.perf_counter()
+    if isinstance(samples, Mapping):
+        items = dict(sorted(samples.items()))
+    else:
+        items = {}
+        for a in samples:
+            name = str(a.obs["sample"].iloc[0]) if a.n_obs else str(len(items))
+            items[name] = a
+        items = dict(sorted(items.items()))
+    kept = {k: v for k, v in items.items() if v.n_obs > 0}
+    if not kept:
+        raise InputError("every sample is empty after QC: loosen the qc thresholds in the config")
+    adata = pp.merge(kept)
+    n = cfg.normalize
+    pp.normalize(
+        adata,
+        target_sum=n.target_sum,
+        n_top_genes=n.n_top_genes,
+        flavor=n.hvg_flavor,
+        batch_key=cfg.integrate.batch_key if cfg.integrate.batch_key in adata.obs else "sample",
+        min_cells=cfg.qc.min_cells_per_gene,
+    )
+    _record(adata, "merge", cfg.section_dict("normalize"), time.perf_counter() - t0)
+    return adata
+
+
+def integrate(adata: ad.AnnData, cfg: Config, *, model_dir: str | Path | None = None) -> ad.AnnData:
+    """scVI (or the configured fallback) on the HVGs: ``obsm["X_scVI"]``."""
+    from . import tl
+
+    i = cfg.integrate
+    t0 = time.perf_counter()
+    tl.integrate(
+        adata,
+        method=i.method,
+        batch_key=i.batch_key,
+        n_latent=i.n_latent,
+        n_hidden=i.n_hidden,
+        n_layers=i.n_layers,
+        gene_likelihood=i.gene_likelihood,
+        max_epochs=i.max_epochs,
+        batch_size=i.batch_size,
+        early_stopping=i.early_stopping,
+        accelerator=i.accelerator,
+        fast_path=i.fast_path,
+        seed=cfg.seed,
+        model_dir=str(model_dir) if (model_dir and i.save_model) else None,
+        allow_fallback=cfg.input.allow_non_counts,
+        n_pcs=i.n_pcs,
+    )
+    _record(adata, "integrate", cfg.section_dict("integrate"), time.perf_counter() - t0)
+    return adata
+
+
+def cluster(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
+    """Neighbours on the integrated space, leiden at each resolution, UMAP."""
+    from . import tl
+
+    c = cfg.cluster
+    t0 = time.perf_counter()
+    tl.cluster(
+        adata,
+        n_neighbors=c.n_neighbors,
+        resolution=c.resolution,
+        resolutions=c.resolutions,
+        umap_min_dist=c.umap_min_dist,
+        seed=cfg.seed,
+    )
+    _record(adata, "cluster", cfg.section_dict("cluster"), time.perf_counter() - t0)
+    return adata
+
+
+def annotate(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
+    """Lineage (``cell_type``) and named populations (``population``) with confidence."""
+    from . import tl
+
+    a = cfg.annotate
+    t0 = time.perf_counter()
+    kwargs: dict[str, Any] = {}
+    if a.celltypist_model:
+        kwargs["celltypist_model"] = a.celltypist_model
+    tl.annotate(
+        adata,
+        species=cfg.input.species,
+        cluster_key=a.cluster_key,
+        min_confidence=a.min_confidence,
+        **kwargs,
+    )
+    _record(adata, "annotate", cfg.section_dict("annotate"), time.perf_counter() - t0)
+    return adata
+
+
+def score(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
+    """Programme scores per cell (control-gene method and AUCell)."""
+    from . import tl
+
+    s = cfg.score
+    t0 = time.perf_counter()
+    tl.score(
+        adata,
+        methods=tuple(s.methods),
+        species=cfg.input.species,
+        min_coverage=s.min_coverage,
+        seed=cfg.seed,
+    )
+    _record(adata, "score", cfg.section_dict("score"), time.perf_counter() - t0)
+    return adata
+
+
+def write_tables(adata: ad.AnnData, cfg: Config, out_dir: str | Path) -> dict[str, Path]:
+    """Write the run's CSV tables into ``out_dir`` (atomically); return name -> path."""
+    from . import pp, tl
+
+    out = Path(out_dir)
+    tables: dict[str, pd.DataFrame] = {}
+    tables["qc_summary"] = pp.qc_table(adata)
+    obs = adata.obs
+    if "population" in obs:
+        tables["population_counts"] = pd.crosstab(obs["population"], obs["sample"]).loc[
+            lambda d: d.sum(axis=1) > 0
+        ]
+        frac = tables["population_counts"] / tables["population_counts"].sum(axis=0)
+        tables["population_fractions"] = frac.round(5)
+    if "cell_type" in obs:
+        tables["cell_type_counts"] = pd.crosstab(obs["cell_type"], obs["sample"]).loc[
+            lambda d: d.sum(axis=1) > 0
+        ]
+    gs = _meta(adata).get("gene_sets")
+    if gs:
+        tables["gene_set_coverage"] = pd.DataFrame(gs).T.rename_axis("gene_set")
+    if "population" in obs and any(c.startswith("score_") for c in obs.columns):
+        tables["score_summary"] = tl.score_summary(adata)
+        tables["erythroid_mimicry"] = tl.erythroid_mimicry(adata)
+        tables["axes"] = tl.axes_table(adata)
+        if cfg.score.ssgsea and "counts" in adata.layers:
+            tables["pseudobulk_ssgsea"] = tl.pseudobulk_enrichment(
+                adata, min_cells=cfg.score.pseudobulk_min_cells
+            )
+    if "reference_label" in obs and "cell_type" in obs:
+        tables["label_agreement"] = tl.label_agreement(adata, label_key="reference_label")
+    paths = {}
+    for name, df in tables.items():
+        if df is None:
+            continue
+        index = not isinstance(df.index, pd.RangeIndex)
+        paths[name] = write_csv(df, out / f"{name}.csv", index=index)
+    return paths
+
+
+def report(
+    adata: ad.AnnData,
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Tables, figures and the HTML report of a run."""
+    from . import pl
+    from . import report as rep
+
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    tables = write_tables(adata, cfg, out / "tables")
+    figures: list[Path] = []
+    if cfg.report.figures:
+        figures = pl.save_figures(
+            adata, out / "figures", formats=tuple(cfg.report.formats), dpi=cfg.report.dpi
+        )
+    html = rep.write_report(
+        adata,
+        out,
+        tables=tables,
+        figures=figures,
+        config=cfg.to_dict(),
+        provenance=dict(provenance or {}),
+    )
+    _record(adata, "report", cfg.section_dict("report"), time.perf_counter() - t0)
+    return {"tables": tables, "figures": figures, "report": html}

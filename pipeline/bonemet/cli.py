@@ -1,0 +1,443 @@
+"""The ``bonemet`` command line.
+
+``bonemet run`` runs every stage on one machine (resumable), ``bonemet demo`` does it on
+generated data, and one command per stage (``ingest``, ``qc``, ``merge``, ``integrate``,
+``cluster``, ``annotate``, ``score``, ``report``) is what Nextflow calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ._errors import BonemetError, ConfigError, InputError
+from ._version import __version__
+
+__all__ = ["main", "build_parser"]
+
+EPILOG = """\
+examples:
+  bonemet demo --out results/demo
+  bonemet run configs/my_study.yaml
+  bonemet run --input counts.h5ad --sample-key sample --label-key cell_type --out results/x
+  bonemet run --input samplesheet.csv --out results/x --max-epochs 50
+  bonemet fetch-geo GSE143791 --out data/GSE143791 --dry-run
+
+Every command takes --config CFG.yaml (a partial config over configs/default.yaml)
+and --quiet. Documentation: README.md.
+"""
+
+
+def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
+    if config:
+        p.add_argument("--config", metavar="CFG.yaml", help="run config (YAML) over the defaults")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
+
+
+def _add_stage(sub: Any, name: str, help_: str, *, multi_input: bool = False) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_)
+    if multi_input:
+        p.add_argument("--input", nargs="+", required=True, metavar="H5AD", help="per-sample .h5ad files")
+    else:
+        p.add_argument("--input", required=True, metavar="H5AD", help="the previous stage's .h5ad")
+    p.add_argument("--output", required=True, metavar="H5AD", help="where to write this stage's .h5ad")
+    _add_common(p)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bonemet",
+        description="Single-cell RNA-seq pipeline for bone-metastasis research: "
+        "ingest -> QC -> scVI integration -> clusters -> annotation of bone-metastasis "
+        "populations -> signature scores -> figures, tables and an HTML report.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bonemet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser(
+        "demo",
+        help="run the whole pipeline on generated bone-metastasis data",
+        description="Generate a bone-metastasis data set (negative-binomial counts with known "
+        "populations, batch effects, ambient RNA and doublets) and run every stage on it.",
+    )
+    p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
+    p.add_argument("--cells", type=int, default=20000, help="number of cells (default 20000)")
+    p.add_argument("--samples", type=int, default=4, help="number of samples (default 4)")
+    p.add_argument("--species", choices=["human", "mouse"], default="mouse")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--max-epochs", type=int, default=None, help="scVI epochs (default: demo config)")
+    p.add_argument("--no-resume", action="store_true", help="recompute every stage")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "run",
+        help="run every stage on one machine (resumable)",
+        description="Run every stage for a config file, or for --input with flags. Re-running in "
+        "the same --out skips stages whose inputs and settings are unchanged.",
+    )
+    p.add_argument("config_file", nargs="?", metavar="CONFIG.yaml", help="run config")
+    p.add_argument("--input", metavar="PATH", help=".h5ad, 10x folder or .h5, count CSV/TSV, or samplesheet CSV")
+    p.add_argument("--sample-key", metavar="COL", help="obs column naming the sample (.h5ad input)")
+    p.add_argument("--label-key", metavar="COL", help="obs column with reference labels (kept as reference_label)")
+    p.add_argument("--batch-key", metavar="COL", help="obs column naming the batch if not the sample")
+    p.add_argument("--species", choices=["auto", "human", "mouse"])
+    p.add_argument("--format", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "samplesheet"])
+    p.add_argument("--geo", metavar="GSE", help="a GEO series accession instead of --input")
+    p.add_argument("--out", metavar="DIR", help="output folder")
+    p.add_argument("--max-epochs", type=int, help="scVI epochs (default: scvi-tools' heuristic)")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-resume", action="store_true", help="recompute every stage")
+    _add_common(p, config=False)
+
+    p = sub.add_parser(
+        "simulate",
+        help="write generated per-sample .h5ad files and a samplesheet",
+        description="Generate bone-metastasis data and write one .h5ad per sample plus "
+        "DIR/samplesheet.csv (used by the Nextflow test profile).",
+    )
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--cells", type=int, default=2000)
+    p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--species", choices=["human", "mouse"], default="mouse")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p, config=False)
+
+    p = sub.add_parser(
+        "config",
+        help="write a merged, validated config (defaults + file + --set)",
+        description="Merge configs/default.yaml, an optional --config file and --set overrides; "
+        "validate; write the result (Nextflow passes this file to every stage).",
+    )
+    p.add_argument("--output", required=True, metavar="CFG.yaml")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override (repeatable)")
+    _add_common(p)
+
+    p = sub.add_parser("ingest", help="read one sample's counts into .h5ad", description="Read one sample (any supported format) into a raw-count .h5ad.")
+    p.add_argument("--input", required=True, metavar="PATH", help="counts: .h5ad, 10x folder or .h5, CSV/TSV")
+    p.add_argument("--sample", required=True, metavar="ID", help="sample id (letters, digits, . _ -)")
+    p.add_argument("--format", default="auto", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv"])
+    p.add_argument("--batch", metavar="B")
+    p.add_argument("--condition", metavar="C")
+    p.add_argument("--species", choices=["auto", "human", "mouse"])
+    p.add_argument("--output", required=True, metavar="H5AD")
+    _add_common(p)
+
+    _add_stage(sub, "qc", "per-sample QC: MAD thresholds, floors, doublets")
+    _add_stage(sub, "merge", "merge per-sample .h5ad files, normalise, select HVGs", multi_input=True)
+    p = _add_stage(sub, "integrate", "scVI integration (or the configured fallback)")
+    p.add_argument("--model-dir", metavar="DIR", help="where to save the scVI model")
+    _add_stage(sub, "cluster", "neighbours, leiden, UMAP")
+    _add_stage(sub, "annotate", "cell types and bone-metastasis populations")
+    p = _add_stage(sub, "score", "signature scores per cell")
+    p = sub.add_parser("report", help="tables, figures and report.html", description="Write tables, figures and the self-contained report.html for a scored .h5ad.")
+    p.add_argument("--input", required=True, metavar="H5AD")
+    p.add_argument("--output", required=True, metavar="DIR")
+    _add_common(p)
+
+    p = sub.add_parser(
+        "fetch-geo",
+        help="download a GEO series into per-sample .h5ad files",
+        description="Read a GEO series' SOFT file, download its supplementary count files and "
+        "write one .h5ad per sample plus a samplesheet.",
+    )
+    p.add_argument("accession", metavar="GSE")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--samples", metavar="GSM1,GSM2", help="only these samples")
+    p.add_argument("--geo-base-url", metavar="URL", help="root of every download (default GEO's HTTPS)")
+    p.add_argument("--cache-dir", metavar="DIR", help="download cache (default: user cache)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be downloaded and its size")
+    _add_common(p)
+    return parser
+
+
+def _parse_value(v: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(v)
+    except yaml.YAMLError:
+        return v
+
+
+def _set_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        key, value = item.split("=", 1)
+        cur = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            cur = cur.setdefault(part, {})
+        cur[parts[-1]] = _parse_value(value)
+    return out
+
+
+def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
+    from .config import load_config
+
+    return load_config(getattr(args, "config", None), overrides=overrides)
+
+
+def _read(path: str):
+    import anndata as ad
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"input {path!r} does not exist: give the .h5ad written by the previous stage")
+    try:
+        return ad.read_h5ad(p)
+    except Exception as e:  # noqa: BLE001 - h5py/anndata raise many types
+        raise InputError(f"cannot read {path!r} as .h5ad ({type(e).__name__}: {e})") from None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import datasets
+    from ._resources import configs_dir
+    from ._utils import write_h5ad
+    from .config import load_config
+    from .runner import Runner
+
+    out = Path(args.out)
+    base = args.config or configs_dir() / "demo.yaml"
+    integ: dict[str, Any] = {"accelerator": args.accelerator}
+    if args.max_epochs:
+        integ["max_epochs"] = args.max_epochs
+    src = out / "input" / f"simulated_{args.species}_{args.cells}_{args.samples}_{args.seed}.h5ad"
+    cfg = load_config(
+        base,
+        overrides={
+            "input": {"path": str(src), "sample_key": "sample", "label_key": "true_population",
+                      "condition_key": "condition", "species": args.species},
+            "output": {"dir": str(out)},
+            "seed": args.seed,
+            "integrate": integ,
+        },
+    )
+    if not src.is_file():
+        adata = datasets.simulate_bone_metastasis(
+            n_cells=args.cells, n_samples=args.samples, species=args.species, seed=args.seed
+        )
+        write_h5ad(adata, src)
+    Runner(cfg, resume=not args.no_resume).run()
+    _done(out)
+    return 0
+
+
+def _done(out: Path) -> None:
+    from ._logging import is_quiet
+
+    if not is_quiet():
+        print(f"bonemet: results in {out}/ (bonemet.h5ad, tables/, figures/, report.html, provenance.json)")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .runner import Runner
+
+    over: dict[str, Any] = {}
+    inp = {
+        k: v
+        for k, v in {
+            "path": args.input, "sample_key": args.sample_key, "label_key": args.label_key,
+            "batch_key": args.batch_key, "species": args.species, "format": args.format,
+            "geo": args.geo,
+        }.items()
+        if v is not None
+    }
+    if inp:
+        over["input"] = inp
+    if args.batch_key:
+        over.setdefault("integrate", {})["batch_key"] = "batch"
+    if args.out:
+        over["output"] = {"dir": args.out}
+    if args.max_epochs is not None:
+        over.setdefault("integrate", {})["max_epochs"] = args.max_epochs
+    if args.accelerator:
+        over.setdefault("integrate", {})["accelerator"] = args.accelerator
+    if args.seed is not None:
+        over["seed"] = args.seed
+    if not args.config_file and not args.input and not args.geo:
+        raise InputError("give a CONFIG.yaml, or --input PATH (or --geo GSE) with --out DIR")
+    if not args.config_file and not args.out:
+        raise InputError("--out DIR is required with --input")
+    cfg = load_config(args.config_file, overrides=over)
+    Runner(cfg, resume=not args.no_resume).run()
+    _done(Path(cfg.output.dir))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from . import datasets
+    from ._utils import write_csv, write_h5ad
+
+    out = Path(args.out)
+    adata = datasets.simulate_bone_metastasis(
+        n_cells=args.cells, n_samples=args.samples, species=args.species, seed=args.seed
+    )
+    rows = []
+    for s in adata.obs["sample"].cat.categories if hasattr(adata.obs["sample"], "cat") else sorted(set(adata.obs["sample"])):
+        sub = adata[adata.obs["sample"] == s].copy()
+        sub.obs_names = [n[len(f"{s}_"):] if n.startswith(f"{s}_") else n for n in sub.obs_names]
+        path = write_h5ad(sub, out / f"{s}.h5ad")
+        cond = str(sub.obs["condition"].iloc[0]) if "condition" in sub.obs else ""
+        rows.append({"sample": s, "path": str(path.resolve()), "format": "h5ad", "condition": cond})
+    write_csv(pd.DataFrame(rows), out / "samplesheet.csv", index=False)
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from ._utils import atomic_path
+    from .config import config_to_yaml
+
+    cfg = _load(args, _set_overrides(args.set))
+    with atomic_path(args.output) as tmp:
+        tmp.write_text(config_to_yaml(cfg))
+    return 0
+
+
+def _cmd_ingest(args: argparse.Namespace) -> int:
+    import tempfile
+
+    import pandas as pd
+
+    from . import _stages
+    from ._utils import check_sample_id, write_h5ad
+
+    sample = check_sample_id(args.sample, where="--sample")
+    over = {"input": {"species": args.species}} if args.species else None
+    cfg = _load(args, over)
+    src = Path(args.input)
+    if not src.exists():
+        raise InputError(f"input {args.input!r} does not exist: check the samplesheet path")
+    row = {"sample": sample, "path": str(src.resolve()), "format": args.format}
+    if args.batch:
+        row["batch"] = args.batch
+    if args.condition:
+        row["condition"] = args.condition
+    # One-row samplesheet: the same code path as a local run of a whole samplesheet.
+    with tempfile.TemporaryDirectory() as tmp:
+        sheet = Path(tmp) / "samplesheet.csv"
+        pd.DataFrame([row]).to_csv(sheet, index=False)
+        cfg.input.format = "samplesheet"
+        samples = _stages.ingest(cfg, path=str(sheet))
+    write_h5ad(samples[sample], args.output)
+    return 0
+
+
+def _stage_cmd(stage: str):
+    def cmd(args: argparse.Namespace) -> int:
+        from . import _stages
+        from ._utils import write_h5ad
+
+        cfg = _load(args)
+        if stage == "merge":
+            samples = [_read(p) for p in args.input]
+            adata = _stages.merge(samples, cfg)
+        else:
+            adata = _read(args.input)
+            if stage == "qc":
+                adata = _stages.qc(adata, cfg)
+            elif stage == "integrate":
+                adata = _stages.integrate(adata, cfg, model_dir=args.model_dir)
+            else:
+                adata = getattr(_stages, stage)(adata, cfg)
+        write_h5ad(adata, args.output)
+        return 0
+
+    return cmd
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from . import _stages
+    from ._utils import write_h5ad
+
+    cfg = _load(args)
+    adata = _read(args.input)
+    out = Path(args.output)
+    _stages.report(adata, cfg, out)
+    write_h5ad(adata, out / "bonemet.h5ad")
+    return 0
+
+
+def _cmd_fetch_geo(args: argparse.Namespace) -> int:
+    import json
+
+    from . import io
+
+    over: dict[str, Any] = {}
+    if args.geo_base_url:
+        over["geo_base_url"] = args.geo_base_url
+    if args.cache_dir:
+        over["cache_dir"] = args.cache_dir
+    cfg = _load(args, {"input": over} if over else None)
+    samples = [s.strip() for s in args.samples.split(",") if s.strip()] if args.samples else None
+    summary = io.fetch_geo(
+        args.accession,
+        out=args.out,
+        base_url=cfg.input.geo_base_url,
+        cache_dir=cfg.input.cache_dir,
+        samples=samples,
+        dry_run=args.dry_run,
+    )
+    if args.dry_run or not args.quiet:
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+_COMMANDS = {
+    "demo": _cmd_demo,
+    "run": _cmd_run,
+    "simulate": _cmd_simulate,
+    "config": _cmd_config,
+    "ingest": _cmd_ingest,
+    "qc": _stage_cmd("qc"),
+    "merge": _stage_cmd("merge"),
+    "integrate": _stage_cmd("integrate"),
+    "cluster": _stage_cmd("cluster"),
+    "annotate": _stage_cmd("annotate"),
+    "score": _stage_cmd("score"),
+    "report": _cmd_report,
+    "fetch-geo": _cmd_fetch_geo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bonemet`` command. Returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    from ._logging import setup_cli_logging
+
+    setup_cli_logging(quiet=getattr(args, "quiet", False))
+    try:
+        return _COMMANDS[args.command](args)
+    except (InputError, ConfigError) as e:
+        print(f"bonemet: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except BonemetError as e:
+        print(f"bonemet: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bonemet: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
