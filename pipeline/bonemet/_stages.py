@@ -16,7 +16,7 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from ._errors import InputError
+from ._errors import InputError, NotCountsError
 from ._logging import logger
 from ._utils import write_csv
 from .config import Config
@@ -85,6 +85,13 @@ def ingest(cfg: Config, *, path: str | None = None) -> dict[str, ad.AnnData]:
         )
     if not samples:
         raise InputError(f"the input {path or inp.path or inp.geo!r} holds no sample")
+    not_counts = [k for k, a in samples.items() if not _meta(a).get("is_counts", True)]
+    if not_counts and not inp.allow_non_counts and cfg.integrate.method == "scvi":
+        raise NotCountsError(
+            f"sample(s) {', '.join(not_counts)} are not raw integer counts "
+            "(non-integer or log-scale values): scVI needs raw counts. Give the raw count "
+            "matrix, or set input.allow_non_counts: true to integrate with harmony on PCA instead"
+        )
     dt = time.perf_counter() - t0
     for a in samples.values():
         _record(a, "ingest", cfg.section_dict("input"), dt / len(samples))
