@@ -14,6 +14,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,13 @@ class Runner:
         Skip stages whose key is unchanged (default). ``False`` recomputes everything.
     """
 
-    def __init__(self, config: Config | str | os.PathLike | dict | None, *, resume: bool = True):
+    def __init__(
+        self,
+        config: Config | str | os.PathLike | dict | None,
+        *,
+        resume: bool = True,
+        on_stage: Callable[[str, str], None] | None = None,
+    ):
         self.cfg = config if isinstance(config, Config) else load_config(config)
         self.out = Path(self.cfg.output.dir)
         self.state_dir = self.out / ".bonemet"
@@ -94,6 +101,7 @@ class Runner:
         self.skipped: list[str] = []
         self.ran: list[str] = []
         self.timings: dict[str, float] = {}
+        self.on_stage = on_stage or (lambda stage, event: None)
 
     # -- keys and checkpoints -------------------------------------------------
     def _keys(self) -> dict[str, str]:
@@ -183,6 +191,7 @@ class Runner:
 
         for stage in _stages.STAGES[resume_from:]:
             t0 = time.perf_counter()
+            self.on_stage(stage, "start")
             if stage == "ingest":
                 samples = _stages.ingest(self.cfg)
                 self._write_samples(stage, samples)
@@ -211,6 +220,7 @@ class Runner:
             self.ran.append(stage)
             state[stage] = keys[stage]
             self._save_state(state)
+            self.on_stage(stage, "end")
         assert adata is not None
         adata.uns.setdefault("bonemet", {})["timings"] = {
             **adata.uns["bonemet"].get("timings", {}),
