@@ -21,8 +21,11 @@ install: $(STAMP)  ## create .venv and install bonemet with the test extras
 demo: install  ## run the pipeline on 20,000 generated cells into results/demo
 	$(BIN)/bonemet demo --out results/demo
 
-test: install  ## the whole test suite
+test: install nextflow  ## the whole test suite
 	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+nextflow:  ## pinned Nextflow from Maven Central into .nf/ + bin/nextflow (or use nextflow on PATH)
+	bash scripts/install_nextflow.sh
 
 lint: install
 	$(BIN)/ruff check pipeline tests benchmarks notebooks
