@@ -1,3 +1,488 @@
-"""(being written)"""
+"""Integration of samples: scVI (scvi-tools) on the HVGs, with harmony/PCA fallbacks."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._errors import ConfigError, InputError, NotCountsError
+from .._logging import is_quiet, logger
+
+__all__ = ["integrate"]
+
+_METHODS = ("scvi", "harmony", "pca", "none")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+def _meta(adata: ad.AnnData) -> dict[str, Any]:
+    return adata.uns.setdefault("bonemet", {})
+
+
+def _warn(adata: ad.AnnData, message: str) -> None:
+    logger.warning(message)
+    meta = _meta(adata)
+    warnings_ = list(meta.get("warnings", []))
+    warnings_.append(message)
+    meta["warnings"] = warnings_
+
+
+def _sample_values(x: Any, n: int = 1_000_000) -> np.ndarray:
+    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
+    data = np.asarray(data)
+    if data.size > n:
+        data = data[np.random.default_rng(0).choice(data.size, n, replace=False)]
+    return data
+
+
+def _is_integer_matrix(x: Any) -> bool:
+    v = _sample_values(x)
+    if v.size == 0:
+        return True
+    if not np.issubdtype(v.dtype, np.number):
+        return False
+    return bool(np.all(np.isfinite(v)) and np.all(v >= 0) and np.all(v == np.round(v)))
+
+
+def _counts_problem(adata: ad.AnnData, layer: str | None) -> str | None:
+    """Why ``adata`` cannot feed scVI (``None`` when it can)."""
+    if _meta(adata).get("is_counts", True) is False:
+        return "the input was flagged as not raw counts (uns['bonemet']['is_counts'] is False)"
+    if layer is not None and layer not in adata.layers:
+        return f"layers[{layer!r}] with raw counts is missing"
+    x = adata.layers[layer] if layer is not None else adata.X
+    if not _is_integer_matrix(x):
+        where = f"layers[{layer!r}]" if layer is not None else "X"
+        return f"{where} holds non-integer or negative values, not raw counts"
+    return None
+
+
+def _device_name(device: Any) -> str:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        idx = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{idx} ({torch.cuda.get_device_name(idx)})"
+    return str(device.type)
+
+
+@contextlib.contextmanager
+def _quiet_lightning(quiet: bool) -> Iterator[None]:
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "scvi")
+    old = {n: logging.getLogger(n).level for n in names}
+    try:
+        if quiet:
+            for n in names:
+                logging.getLogger(n).setLevel(logging.WARNING)
+        yield
+    finally:
+        for n, lvl in old.items():
+            logging.getLogger(n).setLevel(lvl)
+
+
+def _pca_input(adata: ad.AnnData, genes: np.ndarray) -> Any:
+    """Log-normalised HVG matrix for PCA (normalises a copy when X still holds counts)."""
+    x = adata.X[:, genes] if genes is not None else adata.X
+    if _is_integer_matrix(x) and _sample_values(x).max(initial=0) > 20:
+        logger.info("X looks like raw counts; PCA uses log1p(CP10k) of it")
+        tmp = ad.AnnData(
+            X=sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else x.astype(np.float32)
+        )
+        import scanpy as sc
+
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+        x = tmp.X
+    return x
+
+
+def _compute_pca(adata: ad.AnnData, genes: np.ndarray | None, n_pcs: int, seed: int) -> np.ndarray:
+    import scanpy as sc
+
+    x = _pca_input(adata, genes)
+    n_comps = int(max(1, min(n_pcs, x.shape[1] - 1, adata.n_obs - 1)))
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float32)
+    else:
+        x = np.asarray(x, dtype=np.float32)
+    pcs = sc.pp.pca(x, n_comps=n_comps, random_state=seed)
+    return np.asarray(pcs, dtype=np.float32)
+
+
+def _harmony(pcs: np.ndarray, batches: pd.Series, seed: int) -> np.ndarray:
+    try:
+        import harmonypy
+    except ImportError as e:  # pragma: no cover - harmonypy is a dependency
+        raise ConfigError(
+            "method 'harmony' needs the harmonypy package: pip install harmonypy"
+        ) from e
+    meta = pd.DataFrame({"batch": batches.astype(str).to_numpy()})
+    with _quiet_lightning(True):
+        ho = harmonypy.run_harmony(pcs, meta, ["batch"], random_state=seed, verbose=False)
+    z = np.asarray(ho.Z_corr)
+    if z.shape[0] != pcs.shape[0]:  # harmonypy < 2 returns (d, n)
+        z = z.T
+    return np.ascontiguousarray(z, dtype=np.float32)
+
+
+def _save_model_atomic(model: Any, model_dir: str | os.PathLike) -> Path:
+    """Save to a temporary sibling directory, then rename it to ``model_dir``."""
+    final = Path(model_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".part", dir=final.parent))
+    old: Path | None = None
+    try:
+        model.save(str(tmp), overwrite=True, save_anndata=False)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final, old)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _last(history: dict[str, pd.DataFrame], key: str) -> float | None:
+    df = history.get(key) if history else None
+    if df is None or len(df) == 0:
+        return None
+    values = pd.to_numeric(df.iloc[:, 0], errors="coerce").dropna()
+    return float(values.iloc[-1]) if len(values) else None
+
+
+# --------------------------------------------------------------------------------------------
+# scVI
+# --------------------------------------------------------------------------------------------
+def _run_scvi(
+    adata: ad.AnnData,
+    genes: np.ndarray | None,
+    *,
+    batch_key: str,
+    layer: str,
+    n_latent: int,
+    n_hidden: int,
+    n_layers: int,
+    gene_likelihood: str,
+    max_epochs: int | None,
+    batch_size: int,
+    early_stopping: bool,
+    accelerator: str,
+    fast_path: str,
+    seed: int,
+    model_dir: str | os.PathLike | None,
+) -> dict[str, Any]:
+    import scvi
+    from scvi.model._utils import get_max_epochs_heuristic
+
+    from ._scvi_fast import resolve_device, scaled_learning_rate, train_scvi_fast
+
+    device = resolve_device(accelerator)  # clear error for gpu-without-CUDA, before any work
+    use_fast = fast_path == "on" or (fast_path == "auto" and device.type == "cuda")
+
+    counts = adata.layers[layer]
+    if genes is not None:
+        counts = counts[:, genes]
+    counts = (
+        sp.csr_matrix(counts, dtype=np.float32)
+        if sp.issparse(counts)
+        else np.asarray(counts, dtype=np.float32)
+    )
+    batches = adata.obs[batch_key].astype(str).astype("category")
+    n_batches = len(batches.cat.categories)
+    lean = ad.AnnData(
+        obs=pd.DataFrame({batch_key: batches.to_numpy()}, index=adata.obs_names),
+        var=pd.DataFrame(index=adata.var_names[genes] if genes is not None else adata.var_names),
+        layers={layer: counts},
+    )
+    lean.obs[batch_key] = lean.obs[batch_key].astype("category")
+
+    scvi.settings.seed = seed
+    scvi.model.SCVI.setup_anndata(lean, layer=layer, batch_key=batch_key if n_batches > 1 else None)
+    model = scvi.model.SCVI(
+        lean,
+        n_latent=n_latent,
+        n_hidden=n_hidden,
+        n_layers=n_layers,
+        gene_likelihood=gene_likelihood,
+    )
+    epochs = int(max_epochs) if max_epochs is not None else get_max_epochs_heuristic(lean.n_obs)
+    lr = scaled_learning_rate(batch_size)
+    n_train_est = int(np.ceil(0.9 * lean.n_obs))
+    trainer_kwargs: dict[str, Any] = {
+        "enable_progress_bar": not is_quiet(),
+        "log_every_n_steps": int(max(1, min(10, n_train_est // batch_size))),
+    }
+    if not early_stopping:
+        # one validation pass, after the last epoch: gives the final validation ELBO cheaply
+        trainer_kwargs["check_val_every_n_epoch"] = epochs
+    logger.info(
+        "scVI: %d cells x %d genes, %d batch(es), %d epochs, batch %d, lr %.2g, %s path on %s",
+        lean.n_obs,
+        lean.n_vars,
+        n_batches,
+        epochs,
+        batch_size,
+        lr,
+        "fast (device-resident)" if use_fast else "stock",
+        _device_name(device),
+    )
+    t0 = time.perf_counter()
+    with _quiet_lightning(is_quiet()):
+        if use_fast:
+            dm = train_scvi_fast(
+                model,
+                max_epochs=epochs,
+                batch_size=batch_size,
+                accelerator=accelerator,
+                early_stopping=early_stopping,
+                plan_kwargs={"lr": lr},
+                **trainer_kwargs,
+            )
+            n_train = int(dm.n_train)
+        else:
+            model.train(
+                max_epochs=epochs,
+                batch_size=batch_size,
+                accelerator="gpu" if device.type == "cuda" else "cpu",
+                early_stopping=early_stopping,
+                plan_kwargs={"lr": lr},
+                **trainer_kwargs,
+            )
+            n_train = len(model.train_indices)
+    train_s = time.perf_counter() - t0
+    history = model.history or {}
+    epochs_run = len(history.get("elbo_train", [])) or epochs
+
+    latent = model.get_latent_representation()
+    adata.obsm["X_scVI"] = np.asarray(latent, dtype=np.float32)
+    if model_dir is not None:
+        path = _save_model_atomic(model, model_dir)
+        logger.info("scVI model saved to %s", path)
+
+    info: dict[str, Any] = {
+        "method": "scvi",
+        "use_rep": "X_scVI",
+        "device": _device_name(device),
+        "epochs": int(epochs_run),
+        "max_epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "learning_rate": float(lr),
+        "fast_path": bool(use_fast),
+        "train_seconds": round(float(train_s), 3),
+        "cells_per_s": round(float(n_train * epochs_run / max(train_s, 1e-9)), 1),
+        "n_train": int(n_train),
+        "n_genes": int(lean.n_vars),
+        "n_batches": int(n_batches),
+        "batch_key": batch_key if n_batches > 1 else "",
+        "model_dir": str(model_dir) if model_dir is not None else "",
+    }
+    for key, name in (("elbo_train", "elbo_train"), ("elbo_validation", "elbo_validation")):
+        v = _last(history, key)
+        if v is not None and np.isfinite(v):
+            info[name] = v
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+def integrate(
+    adata: ad.AnnData,
+    *,
+    method: Literal["scvi", "harmony", "pca", "none"] = "scvi",
+    batch_key: str = "sample",
+    layer: str = "counts",
+    n_latent: int = 30,
+    n_hidden: int = 128,
+    n_layers: int = 2,
+    gene_likelihood: Literal["nb", "zinb", "poisson"] = "nb",
+    max_epochs: int | None = None,
+    batch_size: int = 128,
+    early_stopping: bool = False,
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto",
+    fast_path: Literal["auto", "on", "off"] | bool = "auto",
+    seed: int = 0,
+    model_dir: str | os.PathLike | None = None,
+    use_highly_variable: bool = True,
+    allow_fallback: bool = True,
+    n_pcs: int = 50,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Integrate samples into one latent space.
+
+    scVI (scvi-tools, used as a consumer) is trained on the highly variable genes of
+    ``layers[layer]`` with ``batch_key`` as the batch covariate (a single batch trains
+    without one). On a CUDA device the default ``fast_path="auto"`` trains through bonemet's
+    device-resident data path (:mod:`bonemet.tl._scvi_fast`), which gives the same
+    :class:`scvi.model.SCVI`; on CPU the stock scvi-tools loader is used.
+
+    Non-count input (``uns["bonemet"]["is_counts"]`` False, or ``layers[layer]`` missing or
+    not integer) cannot feed scVI: with ``allow_fallback`` it is integrated with harmony on
+    PCA (or plain PCA for one batch) and a warning is recorded; otherwise
+    :class:`~bonemet.NotCountsError` is raised.
+
+    Parameters
+    ----------
+    adata
+        Normalised AnnData (``X`` log1p(CP10k), raw counts in ``layers["counts"]``,
+        ``var["highly_variable"]``).
+    method
+        ``"scvi"``, ``"harmony"`` (harmonypy on PCA), ``"pca"`` or ``"none"`` (= PCA).
+    batch_key
+        ``obs`` column with the batch of each cell.
+    layer
+        Layer with raw counts (scVI input).
+    n_latent, n_hidden, n_layers, gene_likelihood
+        scVI architecture (:class:`scvi.model.SCVI`).
+    max_epochs
+        ``None``: scvi-tools' heuristic (``min(400, 400 * 20000 / n_cells)``).
+    batch_size
+        Training mini-batch size. Batches larger than 128 train with Adam's learning rate
+        scaled by ``sqrt(batch_size / 128)`` (cap ``1e-2``), see
+        :func:`~bonemet.tl.scaled_learning_rate`.
+    early_stopping
+        scvi-tools early stopping on the validation ELBO.
+    accelerator
+        ``"auto"``, ``"cpu"`` or ``"gpu"`` (raises :class:`~bonemet.ConfigError` without CUDA).
+    fast_path
+        ``"auto"``: device-resident data path on CUDA, stock loader on CPU; ``"on"``: always
+        (also on CPU); ``"off"``: never.
+    seed
+        ``scvi.settings.seed`` and PCA/harmony seeds.
+    model_dir
+        Save the trained scVI model here (written to a temporary directory and renamed).
+        Reload with ``scvi.model.SCVI.load(model_dir, adata=adata[:, adata.var.highly_variable].copy())``.
+    use_highly_variable
+        Train on ``var["highly_variable"]`` genes (all genes when the column is missing).
+    allow_fallback
+        Use harmony/PCA when scVI cannot run on the input instead of raising.
+    n_pcs
+        Principal components for ``obsm["X_pca"]`` (and harmony).
+    copy
+        Return a modified copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy when ``copy=True``). Writes
+
+    * ``obsm["X_scVI"]`` (scVI), ``obsm["X_harmony"]`` (harmony), always ``obsm["X_pca"]``
+      (PCA of the log-normalised HVGs; the before-integration view);
+    * ``uns["bonemet"]["integrate"]``: ``method``, ``use_rep``, ``device``, ``epochs``,
+      ``batch_size``, ``learning_rate``, ``fast_path`` (bool), ``train_seconds``,
+      ``cells_per_s``, ``elbo_train``/``elbo_validation`` (final, per cell, when available);
+    * ``uns["bonemet"]["warnings"]`` when a fallback was used.
+    """
+    if copy:
+        adata = adata.copy()
+    method = "pca" if method == "none" else method
+    if method not in _METHODS:
+        raise ConfigError(f"integrate method must be one of {', '.join(_METHODS)}, got {method!r}")
+    if isinstance(fast_path, bool):
+        fast_path = "on" if fast_path else "off"
+    if fast_path not in ("auto", "on", "off"):
+        raise ConfigError(f"fast_path must be 'auto', 'on' or 'off', got {fast_path!r}")
+    if adata.n_obs < 3:
+        raise InputError(f"integration needs at least 3 cells, got {adata.n_obs}")
+    if batch_key not in adata.obs:
+        raise InputError(
+            f"batch_key {batch_key!r} is not a column of obs (columns: "
+            f"{', '.join(map(str, adata.obs.columns)) or 'none'}); set integrate.batch_key"
+        )
+    if adata.obs[batch_key].isna().any():
+        raise InputError(f"obs[{batch_key!r}] has missing values; every cell needs a batch")
+
+    genes: np.ndarray | None = None
+    if use_highly_variable:
+        if "highly_variable" in adata.var:
+            genes = np.flatnonzero(adata.var["highly_variable"].to_numpy(dtype=bool))
+            if genes.size == 0:
+                raise InputError(
+                    "var['highly_variable'] selects no gene; run normalize (HVG selection) "
+                    "again or pass use_highly_variable=False"
+                )
+        else:
+            logger.info("no var['highly_variable']; integrating on all %d genes", adata.n_vars)
+
+    n_batches = adata.obs[batch_key].nunique()
+    meta = _meta(adata)
+    seed = int(seed)
+
+    # the before-integration view (and the base of harmony/PCA)
+    adata.obsm["X_pca"] = _compute_pca(adata, genes, n_pcs, seed)
+
+    info: dict[str, Any]
+    if method == "scvi":
+        problem = _counts_problem(adata, layer)
+        if problem is not None:
+            if not allow_fallback:
+                raise NotCountsError(
+                    f"scVI needs raw integer counts but {problem}; give raw counts (counts "
+                    "layer) or choose integrate.method harmony/pca (or allow non-count input)"
+                )
+            fb = "harmony" if n_batches > 1 else "pca"
+            _warn(adata, f"scVI skipped: {problem}; integrated with {fb} on PCA instead")
+            method = fb
+    if method == "scvi":
+        info = _run_scvi(
+            adata,
+            genes,
+            batch_key=batch_key,
+            layer=layer,
+            n_latent=n_latent,
+            n_hidden=n_hidden,
+            n_layers=n_layers,
+            gene_likelihood=gene_likelihood,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            early_stopping=early_stopping,
+            accelerator=accelerator,
+            fast_path=fast_path,
+            seed=seed,
+            model_dir=model_dir,
+        )
+    else:
+        t0 = time.perf_counter()
+        if method == "harmony" and n_batches > 1:
+            adata.obsm["X_harmony"] = _harmony(adata.obsm["X_pca"], adata.obs[batch_key], seed)
+            use_rep = "X_harmony"
+        else:
+            if method == "harmony":
+                logger.info("one batch only: harmony has nothing to correct; using PCA")
+            method, use_rep = "pca", "X_pca"
+        info = {
+            "method": method,
+            "use_rep": use_rep,
+            "device": "cpu",
+            "fast_path": False,
+            "train_seconds": round(time.perf_counter() - t0, 3),
+            "n_batches": int(n_batches),
+        }
+    info["n_pcs"] = int(adata.obsm["X_pca"].shape[1])
+    meta["integrate"] = info
+    meta["device"] = info["device"]
+    logger.info(
+        "integrate: %s -> obsm[%r] (%s)",
+        info["method"],
+        info["use_rep"],
+        f"{info.get('cells_per_s', 0):,.0f} cells/s" if info["method"] == "scvi" else "cpu",
+    )
+    return adata if copy else None
