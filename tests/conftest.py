@@ -1,0 +1,104 @@
+"""Shared pytest fixtures: the real data folder and a small count generator.
+
+Keep this file small; area-specific fixtures belong in the test module that uses them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _find_shared_data() -> Path | None:
+    candidates = [
+        os.environ.get("BONEMET_SHARED_DATA", ""),
+        str(REPO_ROOT.parent / "shared" / "data"),
+        "/work/shared/data",
+    ]
+    for c in candidates:
+        if c and (Path(c) / "10x").is_dir():
+            return Path(c).resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real fixtures; see its README). Skips when it is not present."""
+    p = _find_shared_data()
+    if p is None:
+        pytest.skip("real data folder ../shared/data not found (set BONEMET_SHARED_DATA)")
+    return p
+
+
+_MT_HUMAN = ["MT-ND1", "MT-ND2", "MT-CO1", "MT-CO2", "MT-ATP8", "MT-ATP6", "MT-CO3", "MT-ND3",
+             "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB"]  # fmt: skip
+_HB_HUMAN = ["HBB", "HBA1", "HBA2"]
+_HB_MOUSE = ["Hbb-bs", "Hba-a1", "Hba-a2"]
+
+
+def gene_names(n_genes: int, species: str = "human") -> list[str]:
+    """``n_genes`` symbols: 13 mito, 3 haemoglobin, ribosomal proteins, then fillers."""
+    if species == "human":
+        mt, hb = _MT_HUMAN, _HB_HUMAN
+        rib = [f"RPL{i}" for i in range(3, 40)] + [f"RPS{i}" for i in range(2, 30)]
+        fill = [f"GENE{i}" for i in range(n_genes)]
+    else:
+        mt = ["mt-" + g[3:].capitalize() for g in _MT_HUMAN]
+        hb = _HB_MOUSE
+        rib = [f"Rpl{i}" for i in range(3, 40)] + [f"Rps{i}" for i in range(2, 30)]
+        fill = [f"Gene{i}" for i in range(n_genes)]
+    names = mt + hb + rib + fill
+    return names[:n_genes]
+
+
+def simulate_counts(
+    n_cells: int = 300,
+    n_genes: int = 400,
+    *,
+    species: str = "human",
+    n_types: int = 3,
+    mean_counts: float = 3000.0,
+    pct_mito: float = 3.0,
+    seed: int = 0,
+) -> ad.AnnData:
+    """Negative-binomial counts with ``n_types`` cell types (each type up-regulates its own
+    block of genes), mito genes at about ``pct_mito`` % of each library. ``obs["true_type"]``."""
+    rng = np.random.default_rng(seed)
+    names = gene_names(n_genes, species)
+    n_mt = 13
+    base = rng.gamma(0.6, 1.0, size=n_genes)
+    base[:n_mt] = 0
+    types = rng.integers(0, n_types, size=n_cells)
+    profiles = np.tile(base, (n_types, 1))
+    block = max(1, (n_genes - 100) // n_types)
+    for t in range(n_types):
+        lo = 100 + t * block
+        profiles[t, lo : lo + block // 2] *= 8
+    profiles /= profiles.sum(axis=1, keepdims=True)
+    profiles *= 1 - pct_mito / 100
+    profiles[:, :n_mt] = pct_mito / 100 / n_mt
+    lib = rng.lognormal(np.log(mean_counts), 0.3, size=n_cells)
+    mu = profiles[types] * lib[:, None]
+    counts = rng.poisson(rng.gamma(5.0, mu / 5.0))
+    obs = pd.DataFrame(
+        {"true_type": pd.Categorical([f"type{t}" for t in types])},
+        index=[f"CELL{i:05d}-1" for i in range(n_cells)],
+    )
+    return ad.AnnData(
+        X=sp.csr_matrix(counts.astype(np.float32)), obs=obs, var=pd.DataFrame(index=names)
+    )
+
+
+@pytest.fixture
+def make_counts() -> Callable[..., ad.AnnData]:
+    """Factory fixture for :func:`simulate_counts`."""
+    return simulate_counts
