@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
@@ -21,14 +20,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import scanpy as sc
+from geo_server import GeoServer  # tests/geo_server.py (pytest puts tests/ on sys.path)
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-import bonemet as bm  # noqa: E402
-from bonemet import DownloadError, InputError  # noqa: E402
-from bonemet.config import load_config  # noqa: E402
-from bonemet.io import _geo  # noqa: E402
-from geo_server import GeoServer  # noqa: E402
+import bonemet as bm
+from bonemet import DownloadError, InputError
+from bonemet.config import load_config
+from bonemet.io import _geo
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
