@@ -495,7 +495,31 @@ def _gene_likeness(labels: Sequence[Any]) -> float:
 def _read_csv(path: Path) -> tuple[ad.AnnData, str]:
     sep = _sniff_delimiter(path)
     try:
-        df = pd.read_csv(path, sep=sep, index_col=0, engine="python" if sep == r"\s+" else "c")
+        # the header is read apart, so duplicate names are not mangled (``CD14.1``)
+        header = pd.read_csv(
+            path,
+            sep=sep,
+            header=None,
+            nrows=1,
+            dtype=str,
+            keep_default_na=False,
+            engine="python" if sep == r"\s+" else "c",
+        )
+        df = pd.read_csv(
+            path,
+            sep=sep,
+            header=None,
+            skiprows=1,
+            index_col=0,
+            engine="python" if sep == r"\s+" else "c",
+        )
+        names = [str(v) for v in header.iloc[0].tolist()]
+        if len(names) == df.shape[1] + 1:
+            names = names[1:]  # first header field names the index column (or is blank)
+        if len(names) != df.shape[1]:
+            raise ValueError(f"the header has {len(names)} fields but rows have {df.shape[1] + 1}")
+        df.columns = names
+        df.index.name = None
     except Exception as e:  # noqa: BLE001
         raise InputError(
             f"cannot parse {str(path)!r} as a delimited count table ({type(e).__name__}: {_one_line(e)}): "
@@ -506,13 +530,15 @@ def _read_csv(path: Path) -> tuple[ad.AnnData, str]:
     df.index = df.index.astype(str)
     df.columns = df.columns.astype(str)
     ids: pd.Index | None = None
-    non_num = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    if len(non_num) == 1 and non_num[0] == df.columns[0]:
+    pos = [i for i, dt in enumerate(df.dtypes) if not pd.api.types.is_numeric_dtype(dt)]
+    if pos == [0]:
         # first column ids, second column symbols (genes x cells)
         ids = df.index
-        df = df.set_index(non_num[0])
-        df.index = df.index.astype(str)
-        non_num = []
+        sym = df.iloc[:, 0].astype(str).to_numpy()
+        df = df.iloc[:, 1:]
+        df.index = pd.Index(sym)
+        pos = []
+    non_num = [str(df.columns[i]) for i in pos]
     if non_num:
         shown = ", ".join(map(repr, non_num[:5]))
         raise InputError(
