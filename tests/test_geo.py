@@ -355,6 +355,10 @@ def test_fetch_geo_happy_path_and_offline_cache(tree, server, tmp_path):
     assert list(sheet.columns[:3]) == ["sample", "path", "format"]
     assert sheet["sample"].tolist() == ["GSM1001", "GSM1002", "GSM1003", "GSM1005"]
     assert sheet["is_counts"].tolist() == [True, True, True, False]
+    checked = bm.io.read_samplesheet(out / "samplesheet.csv")  # the pipeline's own reader
+    assert [Path(x) for x in checked["path"]] == [
+        (out / f"{g}.h5ad").resolve() for g in sheet["sample"]
+    ]
     assert not list(out.glob("*.part")) and not list(out.glob(".*"))
 
     ref = sc.read_10x_h5(V3 / "filtered_feature_bc_matrix.h5")

@@ -27,8 +27,10 @@ is quiet. SHA-256 and size of every file are recorded in the provenance.
 
 Writing
 -------
-``fetch_geo`` writes each sample atomically (``OUT/<GSM>.h5ad``, temp file renamed on
-success) as soon as it is parsed, so memory holds one sample at a time; the
+All files of all selected samples are downloaded (and checked) before anything is
+written, so a download failure leaves no output at all. Then ``fetch_geo`` reads one
+sample at a time and writes it atomically (``OUT/<GSM>.h5ad``, temp file renamed on
+success), so memory holds one sample at a time; the
 samplesheet (``OUT/samplesheet.csv``) and ``OUT/geo_provenance.json`` are written only
 after every sample succeeded. A stale samplesheet from an earlier run is removed
 before the first sample is written. So a failed run leaves no samplesheet: per-sample
@@ -360,6 +362,24 @@ def _check_gzip(path: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock (POSIX ``flock``), so that two processes sharing a cache
+    never append to the same ``.part`` file; a no-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class _ResumableDownloader:
     """A pooch downloader: ``.part`` file + HTTP Range resume, retries, checks."""
 
@@ -369,6 +389,14 @@ class _ResumableDownloader:
         self.part = target.with_name(target.name + ".part")
 
     def __call__(self, url: str, output_file: str, pooch: Any) -> None:
+
+        with _file_lock(self.part.with_name(self.part.name + ".lock")):
+            if self.target.is_file():  # another process finished it while we waited
+                shutil.copyfile(self.target, output_file)
+                return
+            self._download(url, output_file)
+
+    def _download(self, url: str, output_file: str) -> None:
         import requests
         import urllib3
 
@@ -1405,7 +1433,7 @@ def fetch_geo(
 
     Writes ``OUT/<GSM>.h5ad`` (each atomically, as soon as the sample is parsed), then,
     only after every sample succeeded, ``OUT/samplesheet.csv`` (columns ``sample``,
-    ``path``, ``format``, ``title``, ``organism``, ``n_cells``, ``n_genes``,
+    ``path`` (relative to OUT), ``format``, ``title``, ``organism``, ``n_cells``, ``n_genes``,
     ``is_counts``, ``species``) and ``OUT/geo_provenance.json`` (URL, size and SHA-256
     of every file used, the summary). A samplesheet left by an earlier run is removed
     first, so a failed run never leaves a samplesheet pointing at an incomplete set.
@@ -1454,17 +1482,19 @@ def fetch_geo(
         bmu = adata.uns["bonemet"]
         row = {
             "sample": gsm,
-            "path": str(path.resolve()),
+            "path": path.name,  # relative to the samplesheet's folder (portable)
             "format": "h5ad",
             "title": by_gsm[gsm]["title"],
             "organism": by_gsm[gsm]["organism"],
             "n_cells": int(adata.n_obs),
             "n_genes": int(adata.n_vars),
             "is_counts": bool(bmu["is_counts"]),
-            "species": bmu["species"],
+            "species": bmu["species"] if bmu["species"] in _ORGANISMS else "auto",
         }
         rows.append(row)
-        by_gsm[gsm].update({**row, "input_format": bmu["inputs"][gsm]["format"]})
+        by_gsm[gsm].update(
+            {**row, "path": str(path.resolve()), "input_format": bmu["inputs"][gsm]["format"]}
+        )
         del adata
     summary["downloads"] = list(fetcher.records.values())
     summary["samplesheet"] = str(sheet.resolve())
