@@ -38,6 +38,7 @@ __all__ = [
     "load_gene_sets",
     "load_gene_set_file",
     "match_genes",
+    "resolve_species",
     "Species",
 ]
 
@@ -189,6 +190,22 @@ def resolve_species(species: str, var_names: Sequence[str]) -> Species:
         return species  # type: ignore[return-value]
     if species != "auto":
         raise InputError(f"species must be 'auto', 'human' or 'mouse', not {species!r}")
-    from .io import detect_species
-
+    try:
+        from .io import detect_species
+    except ImportError:  # io not importable (partial install): symbol-case heuristic
+        return _species_from_case(var_names)
     return detect_species(var_names)
+
+
+def _species_from_case(var_names: Sequence[str]) -> Species:
+    """Guess the species from symbol case: mouse symbols are capitalised (``Cd8a``), human upper."""
+    mouse = human = 0
+    for v in map(str, var_names):
+        letters = [c for c in v if c.isalpha()]
+        if len(letters) < 2:
+            continue
+        if v[0].isupper() and any(c.islower() for c in v[1:]) and "orf" not in v:
+            mouse += 1
+        elif v == v.upper():
+            human += 1
+    return "mouse" if mouse > human else "human"

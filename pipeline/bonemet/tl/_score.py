@@ -1,3 +1,1050 @@
-"""(being written)"""
+"""Signature scoring: one runner for per-cell scores, summaries, pseudobulk ssGSEA, and the
+bone-metastasis read-outs (erythroid mimicry with an ambient-haemoglobin guard, the review's axes).
 
-__all__: list[str] = []
+Scoring follows decoupler's pattern: every method is a small function with the same signature
+``method(adata, genes, *, seed) -> np.ndarray`` (one value per cell), registered in
+:data:`SCORE_METHODS`; one runner (:func:`score`) resolves the gene sets for the species,
+filters them by coverage, calls the methods and writes the results.
+
+AnData slots written
+--------------------
+- ``obs["score_<set>"]``: control-gene score (:func:`scanpy.tl.score_genes`, seeded).
+- ``obs["aucell_<set>"]``: AUCell (Aibar et al. 2017, doi:10.1038/nmeth.4463).
+- ``obs["erythroid_mimicry_call"]``: bool, tumour cells above the background-derived threshold.
+- ``uns["bonemet"]["gene_sets"][set]``: coverage, n_found, n_total, version, scored, species,
+  genes_found, methods.
+- ``uns["bonemet"]["warnings"]``: low-coverage sets, ambient-high samples.
+- ``uns["bonemet"]["parameters"]["score"|"erythroid_mimicry"]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._errors import InputError
+from .._logging import logger
+from .._signatures import GeneSet, Species, load_gene_sets, match_genes, resolve_species
+
+__all__ = [
+    "SCORE_METHODS",
+    "score",
+    "score_summary",
+    "pseudobulk_enrichment",
+    "erythroid_mimicry",
+    "axes_table",
+]
+
+# --------------------------------------------------------------------------------------
+# vocabularies (issue 3: obs["cell_type"] / obs["population"])
+# --------------------------------------------------------------------------------------
+TUMOUR = "Tumour epithelial"
+ERYTHROID_CELL_TYPES = frozenset({"Erythroid"})
+ERYTHROID_POPULATIONS = frozenset({"Erythroid progenitor"})
+#: lineages that cannot express haemoglobin: the background for the ambient guard
+HB_BACKGROUND_CELL_TYPES = ("T cell", "B cell", "NK cell")
+_BACKGROUND_POPULATIONS = {
+    "T cell": lambda p: p in ("CD4 T", "Treg") or p.startswith("CD8"),
+    "B cell": lambda p: p == "B",
+    "NK cell": lambda p: p == "NK",
+}
+TPEX = "CD8 Tpex (TCF1+)"
+CHI3L3_NEUTROPHIL = "Immature neutrophil (CHI3L3+)"
+#: neutrophil-lineage populations (denominator of the CHI3L3+ fraction)
+NEUTROPHIL_POPULATIONS = frozenset({CHI3L3_NEUTROPHIL, "Mature neutrophil", "PMN-MDSC"})
+MACROPHAGE_POPULATIONS = frozenset({"Macrophage", "Iron-recycling macrophage (VCAM1+CD163+CCR3+)"})
+#: mononuclear myeloid populations that present PVR/NECTIN2 (monocytes, macrophages, MDSC, cDC)
+MYELOID_POPULATIONS = frozenset(
+    {
+        "Classical monocyte",
+        "Non-classical monocyte",
+        "Macrophage",
+        "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
+        "M-MDSC",
+        "PMN-MDSC",
+        "cDC1",
+        "cDC2",
+    }
+)
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+def _bonemet_uns(adata: AnnData) -> dict[str, Any]:
+    return adata.uns.setdefault("bonemet", {})
+
+
+def _add_warning(adata: AnnData, msg: str) -> None:
+    warns = _bonemet_uns(adata).get("warnings", [])
+    warns = [str(w) for w in (warns.tolist() if isinstance(warns, np.ndarray) else warns)]
+    if msg not in warns:
+        warns.append(msg)
+    _bonemet_uns(adata)["warnings"] = warns
+    logger.warning(msg)
+
+
+def _matrix(adata: AnnData, layer: str | None) -> Any:
+    if layer is None:
+        return adata.X
+    if layer not in adata.layers:
+        raise InputError(
+            f"layer {layer!r} is not in adata.layers ({sorted(adata.layers)}); "
+            "pass layer=None to use adata.X or one of the listed layers"
+        )
+    return adata.layers[layer]
+
+
+def _looks_like_counts(X: Any) -> bool:
+    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    if data.size == 0:
+        return False
+    sample = np.asarray(data[:200_000], dtype=np.float64)
+    return bool(np.all(sample >= 0) and np.all(sample == np.round(sample)) and sample.max() > 0)
+
+
+def _check_lognorm(X: Any, where: str) -> None:
+    if _looks_like_counts(X):
+        raise InputError(
+            f"{where} holds raw integer counts, but scoring expects log-normalised expression; "
+            "run bm.pp.normalize first (X = log1p CP10k), or pass layer= naming a log-normalised layer"
+        )
+
+
+def _obs_str(adata: AnnData, key: str, *, hint: str) -> pd.Series:
+    if key not in adata.obs:
+        raise InputError(f"obs[{key!r}] is missing; {hint}")
+    return adata.obs[key].astype(str)
+
+
+def _species_for(adata: AnnData, species: str, gene_lists: Iterable[GeneSet]) -> Species:
+    """Resolve ``species="auto"``: the recorded species, else the one whose lists match better.
+
+    Counting case-insensitive hits of the union of every set's human and mouse lists tells
+    upper-cased mouse data (``HBB-BS``, ``TRP53``) from human data; ties fall back to
+    :func:`bonemet._signatures.resolve_species`.
+    """
+    if species != "auto":
+        return resolve_species(species, adata.var_names)
+    recorded = _bonemet_uns(adata).get("species")
+    if recorded in ("human", "mouse"):
+        return recorded
+    human: set[str] = set()
+    mouse: set[str] = set()
+    for gs in gene_lists:
+        human.update(g.upper() for g in gs.genes("human"))
+        mouse.update(g.upper() for g in gs.genes("mouse"))
+    shared = human & mouse
+    var = {str(v).upper() for v in adata.var_names}
+    n_h, n_m = len((human - shared) & var), len((mouse - shared) & var)
+    if n_h != n_m:
+        return "human" if n_h > n_m else "mouse"
+    return resolve_species("auto", adata.var_names)
+
+
+def _resolve_sets(
+    gene_sets: None | str | Sequence[str] | Mapping[str, Sequence[str]],
+) -> dict[str, GeneSet | list[str]]:
+    """Gene sets by name: curated :class:`GeneSet` objects or custom lists."""
+    if gene_sets is None:
+        return dict(load_gene_sets("programme"))
+    if isinstance(gene_sets, Mapping):
+        out: dict[str, GeneSet | list[str]] = {}
+        for name, genes in gene_sets.items():
+            if not _NAME_RE.match(str(name)):
+                raise InputError(
+                    f"custom gene-set name {name!r} is not usable as an obs key; "
+                    "use letters, digits, '_', '.' or '-'"
+                )
+            if isinstance(genes, str) or not all(isinstance(g, str) for g in genes):
+                raise InputError(
+                    f"custom gene set {name!r} must be a list of gene symbols, not {genes!r}"
+                )
+            out[str(name)] = list(dict.fromkeys(genes))
+        return out
+    names = [gene_sets] if isinstance(gene_sets, str) else list(gene_sets)
+    available = load_gene_sets()
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise InputError(
+            f"unknown gene set(s) {unknown}; available: {sorted(available)}, "
+            "or pass a dict name -> list of genes for custom sets"
+        )
+    return {n: available[n] for n in names}
+
+
+def _set_genes(gs: GeneSet | list[str], species: Species) -> tuple[list[str], str, str]:
+    """(genes for ``species``, version, why-empty) of a curated or custom set."""
+    if isinstance(gs, GeneSet):
+        return gs.genes(species), gs.version, gs.missing.get(species, "")
+    return list(gs), "custom", ""
+
+
+# --------------------------------------------------------------------------------------
+# methods: (adata, genes, *, seed) -> np.ndarray (one float per cell)
+# --------------------------------------------------------------------------------------
+def _method_score_genes(adata: AnnData, genes: list[str], *, seed: int) -> np.ndarray:
+    """Control-gene score (Seurat AddModuleScore / :func:`scanpy.tl.score_genes`) on ``adata.X``.
+
+    Mean expression of ``genes`` minus the mean of ``50`` control genes per gene drawn from the
+    same expression bins (25 bins), with ``random_state=seed``.
+    """
+    import scanpy as sc
+
+    tmp = AnnData(
+        X=adata.X, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names)
+    )
+    sc.tl.score_genes(
+        tmp, list(genes), ctrl_size=50, n_bins=25, random_state=seed, score_name="_s", use_raw=False
+    )
+    return tmp.obs["_s"].to_numpy(dtype=np.float64)
+
+
+def _uniform(seed: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Deterministic uniforms in [0, 1) per (seed, cell, gene) (splitmix64 hash)."""
+    with np.errstate(over="ignore"):
+        h = (
+            np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+            + rows.astype(np.uint64) * np.uint64(0xBF58476D1CE4E5B9)
+            + cols.astype(np.uint64) * np.uint64(0x94D049BB133111EB)
+        )
+        for shift, mult in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            h = (h ^ (h >> np.uint64(shift))) * np.uint64(mult)
+        h = h ^ (h >> np.uint64(31))
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+class _AUCellIndex:
+    """AUCell contributions of a set of genes, computed from per-cell rankings.
+
+    This is decoupler's AUCell (``decoupler.mt.aucell``, Aibar et al. 2017) written for whole
+    sparse matrices at once: genes are ranked per cell by expression (rank 1 = highest,
+    ties broken at random), only the top ``n_up = ceil(0.05 * n_genes)`` ranks count, and
+    the AUC of a set is ``sum(max(n_up - rank_g, 0)) / max_auc``, identical to the recovery
+    curve area in decoupler. Per cell and gene only ``n_up - rank`` is kept (sparse), so one
+    index serves every set. Tie draws are hashed from (seed, cell, gene), so a set's AUCell does
+    not depend on which other sets were indexed or on the block size. Unlike decoupler, genes with zero counts in
+    every cell are not removed before ``n_up`` is chosen.
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        var_names: Sequence[str],
+        genes: Iterable[str],
+        *,
+        seed: int,
+        chunk_nnz: int = 4_000_000,
+    ) -> None:
+        X = sp.csr_matrix(X) if not sp.issparse(X) else X.tocsr()
+        if X.data.size and X.data.min() < 0:
+            raise InputError(
+                "AUCell ranks expression and needs non-negative values, but the matrix has negative "
+                "values (scaled data?); pass layer= naming log-normalised expression"
+            )
+        if X.data.size and (X.data == 0).any():
+            X = X.copy()
+            X.eliminate_zeros()
+        n, p = X.shape
+        self.n_genes = p
+        self.n_up = int(np.clip(np.ceil(0.05 * p), 2, p))
+        pos = {str(v): i for i, v in enumerate(var_names)}
+        self.genes = list(dict.fromkeys(g for g in genes if g in pos))
+        cols = np.array([pos[g] for g in self.genes], dtype=np.int64)
+        self._col = {g: j for j, g in enumerate(self.genes)}
+        colmap = np.full(p, -1, dtype=np.int64)
+        colmap[cols] = np.arange(cols.size)
+        nnz_row = np.diff(X.indptr)
+        blocks = []
+        r0 = 0
+        while r0 < n:
+            # rows per block so that a block holds about chunk_nnz entries
+            cum = np.cumsum(nnz_row[r0:])
+            r1 = r0 + max(1, int(np.searchsorted(cum, chunk_nnz)))
+            r1 = min(r1, n)
+            blocks.append(self._block(X[r0:r1], colmap, cols, r0, seed))
+            r0 = r1
+        self.contrib = sp.vstack(blocks, format="csc") if blocks else sp.csc_matrix((n, cols.size))
+
+    def _block(
+        self, sub: sp.csr_matrix, colmap: np.ndarray, cols: np.ndarray, r0: int, seed: int
+    ) -> sp.csr_matrix:
+        m, p = sub.shape
+        k = cols.size
+        n_up = self.n_up
+        nnz_row = np.diff(sub.indptr).astype(np.int64)
+        rows = np.repeat(np.arange(m, dtype=np.int64), nnz_row)
+        data = np.asarray(sub.data, dtype=np.float64)
+        # sort every row's entries by decreasing value (one argsort on a combined key)
+        dmax = float(data.max()) if data.size else 0.0
+        order = np.argsort(rows * (dmax + 1.0) + (dmax - data), kind="stable")
+        sd, sr = data[order], rows[order]
+        within = np.arange(sd.size, dtype=np.int64) - sub.indptr[sr]
+        new_run = np.ones(sd.size, dtype=bool)
+        new_run[1:] = (sr[1:] != sr[:-1]) | (sd[1:] != sd[:-1])
+        starts = np.flatnonzero(new_run)
+        run_id = np.cumsum(new_run) - 1
+        run_len = np.diff(np.append(starts, sd.size))
+        # stored entries of the indexed genes: rank = #larger + 1 + random place among equals
+        jcol = colmap[sub.indices[order]]
+        sel = jcol >= 0
+        r, j, rid = sr[sel], jcol[sel], run_id[sel]
+        greater, equal = within[starts[rid]], run_len[rid]
+        rank = greater + 1 + np.floor(_uniform(seed, r + r0, cols[j]) * equal).astype(np.int64)
+        out_r, out_j, out_c = [r], [j], [n_up - rank]
+        # zeros rank after all stored entries; they reach the top n_up only in sparse cells
+        low = np.flatnonzero(nnz_row + 1 < n_up)
+        if low.size and k:
+            pos = np.full(m, -1, dtype=np.int64)
+            pos[low] = np.arange(low.size)
+            present = np.zeros((low.size, k), dtype=bool)
+            hit = pos[r] >= 0
+            present[pos[r[hit]], j[hit]] = True
+            zr, zj = np.nonzero(~present)
+            zrow = low[zr]
+            g0 = nnz_row[zrow]
+            zrank = (
+                g0 + 1 + np.floor(_uniform(seed, zrow + r0, cols[zj]) * (p - g0)).astype(np.int64)
+            )
+            out_r.append(zrow)
+            out_j.append(zj)
+            out_c.append(n_up - zrank)
+        rr, jj, cc = (np.concatenate(x) for x in (out_r, out_j, out_c))
+        keep = cc > 0
+        return sp.csr_matrix((cc[keep].astype(np.float64), (rr[keep], jj[keep])), shape=(m, k))
+
+    def max_auc(self, k: int) -> float:
+        m = min(k, self.n_up - 1)
+        return float(m * self.n_up - m * (m + 1) / 2)
+
+    def auc(self, genes: Sequence[str]) -> np.ndarray:
+        idx = [self._col[g] for g in dict.fromkeys(genes)]
+        if not idx:
+            raise InputError("AUCell needs at least one gene of the set in var_names")
+        s = np.asarray(self.contrib[:, idx].sum(axis=1)).ravel()
+        return s / self.max_auc(len(idx))
+
+
+_AUCELL_INDEX_KEY = "_bonemet_aucell_index"
+
+
+def _method_aucell(adata: AnnData, genes: list[str], *, seed: int) -> np.ndarray:
+    """AUCell (decoupler's algorithm, vectorised; see :class:`_AUCellIndex`) on ``adata.X``.
+
+    A runner may pre-compute one index for all sets in ``adata.uns`` of its private working
+    object; called alone, the index is built for ``genes`` only (same values).
+    """
+    index = adata.uns.get(_AUCELL_INDEX_KEY)
+    if not isinstance(index, _AUCellIndex) or any(g not in index._col for g in genes):
+        index = _AUCellIndex(adata.X, adata.var_names, genes, seed=seed)
+    return index.auc(genes)
+
+
+#: method name -> (function, obs key prefix)
+SCORE_METHODS: dict[str, tuple[Callable[..., np.ndarray], str]] = {
+    "score_genes": (_method_score_genes, "score"),
+    "aucell": (_method_aucell, "aucell"),
+}
+
+
+# --------------------------------------------------------------------------------------
+# the runner
+# --------------------------------------------------------------------------------------
+def _coverage_table(
+    adata: AnnData,
+    gene_sets: None | str | Sequence[str] | Mapping[str, Sequence[str]],
+    species: str,
+    min_coverage: float,
+) -> tuple[Species, list[dict[str, Any]]]:
+    """The one place gene sets are matched and filtered by coverage."""
+    if not 0 <= min_coverage <= 1:
+        raise InputError(f"min_coverage must be within [0, 1], not {min_coverage!r}")
+    sets = _resolve_sets(gene_sets)
+    curated = [g for g in sets.values() if isinstance(g, GeneSet)]
+    sp_ = _species_for(adata, species, curated or load_gene_sets("programme").values())
+    rows = []
+    for name, gs in sets.items():
+        genes, version, why_empty = _set_genes(gs, sp_)
+        matched, cov = match_genes(genes, adata.var_names)
+        n_found = int(round(cov * len(genes)))
+        scored = bool(matched) and cov >= min_coverage
+        if not genes:
+            reason = f"no {sp_} gene list" + (f" ({why_empty})" if why_empty else "")
+        elif not scored:
+            reason = (
+                f"only {n_found}/{len(genes)} {sp_} genes found in var_names "
+                f"(coverage {cov:.0%} < min_coverage {min_coverage:.0%})"
+            )
+        else:
+            reason = ""
+        rows.append(
+            dict(
+                name=name,
+                genes=matched,
+                coverage=float(cov),
+                n_found=n_found,
+                n_total=len(genes),
+                version=version,
+                scored=scored,
+                reason=reason,
+            )
+        )
+    return sp_, rows
+
+
+def score(
+    adata: AnnData,
+    *,
+    gene_sets: None | str | Sequence[str] | Mapping[str, Sequence[str]] = None,
+    methods: Sequence[str] = ("score_genes", "aucell"),
+    species: str = "auto",
+    min_coverage: float = 0.5,
+    layer: str | None = None,
+    seed: int = 0,
+    copy: bool = False,
+) -> AnnData | None:
+    """Score gene sets per cell with every method in ``methods`` (one runner).
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, ``X`` log-normalised (log1p CP10k, see :func:`bonemet.pp.normalize`).
+    gene_sets
+        ``None``: every curated programme set in ``signatures/``; a name or list of names of
+        curated sets (any kind); or a dict ``name -> list of symbols`` for custom sets.
+    methods
+        Keys of :data:`SCORE_METHODS`: ``"score_genes"`` (control-gene score, written to
+        ``obs["score_<set>"]``) and/or ``"aucell"`` (``obs["aucell_<set>"]``).
+    species
+        ``"auto"`` (recorded ``uns["bonemet"]["species"]``, else the species whose lists match
+        the symbols better), ``"human"`` or ``"mouse"``. Matching is case-insensitive.
+    min_coverage
+        Sets with a smaller fraction of their genes in ``var_names`` are not scored; a warning
+        goes to ``uns["bonemet"]["warnings"]`` (and any stale score column is removed).
+    layer
+        Expression layer to score instead of ``X``.
+    seed
+        Seeds the control-gene draw and AUCell's tie-breaking.
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy). Writes ``obs["score_<set>"]``, ``obs["aucell_<set>"]``,
+    ``uns["bonemet"]["gene_sets"][set] = {coverage, n_found, n_total, version, scored,
+    species, genes_found, methods}``, ``uns["bonemet"]["parameters"]["score"]``.
+    """
+    methods = tuple(methods)
+    bad = [m for m in methods if m not in SCORE_METHODS]
+    if bad or not methods:
+        raise InputError(
+            f"unknown scoring method(s) {bad or methods}; choose from {sorted(SCORE_METHODS)}"
+        )
+    adata = adata.copy() if copy else adata
+    X = _matrix(adata, layer)
+    _check_lognorm(X, "adata.X" if layer is None else f"layers[{layer!r}]")
+    sp_, table = _coverage_table(adata, gene_sets, species, min_coverage)
+
+    work = AnnData(
+        X=X,
+        obs=pd.DataFrame(index=adata.obs_names.astype(str)),
+        var=pd.DataFrame(index=adata.var_names.astype(str)),
+    )
+    to_score = [r for r in table if r["scored"]]
+    if "aucell" in methods and to_score:
+        union = [g for r in to_score for g in r["genes"]]
+        work.uns[_AUCELL_INDEX_KEY] = _AUCellIndex(work.X, work.var_names, union, seed=seed)
+
+    uns = _bonemet_uns(adata)
+    records = uns.setdefault("gene_sets", {})
+    for r in table:
+        name = r["name"]
+        for m in methods:
+            key = f"{SCORE_METHODS[m][1]}_{name}"
+            if r["scored"]:
+                adata.obs[key] = SCORE_METHODS[m][0](work, r["genes"], seed=seed)
+            elif key in adata.obs:
+                del adata.obs[key]
+        if not r["scored"]:
+            _add_warning(adata, f"gene set {name!r} not scored: {r['reason']}")
+        records[name] = {
+            "coverage": r["coverage"],
+            "n_found": r["n_found"],
+            "n_total": r["n_total"],
+            "version": r["version"],
+            "scored": r["scored"],
+            "species": sp_,
+            "genes_found": [str(g) for g in r["genes"]],
+            "methods": list(methods) if r["scored"] else [],
+        }
+    uns.setdefault("parameters", {})["score"] = {
+        "gene_sets": [r["name"] for r in table],
+        "methods": list(methods),
+        "species": sp_,
+        "min_coverage": float(min_coverage),
+        "layer": "X" if layer is None else layer,
+        "seed": int(seed),
+    }
+    logger.info(
+        "scored %d/%d gene sets (%s) with %s", len(to_score), len(table), sp_, ", ".join(methods)
+    )
+    return adata if copy else None
+
+
+# --------------------------------------------------------------------------------------
+# summaries
+# --------------------------------------------------------------------------------------
+_SCORE_KEY = re.compile(r"^(score|aucell)_(.+)$")
+
+
+def _gmm_threshold(x: np.ndarray, seed: int) -> float:
+    """Where the posterior of the higher-mean component of a 2-Gaussian mixture reaches 0.5."""
+    from sklearn.mixture import GaussianMixture
+
+    x = x[np.isfinite(x)]
+    if x.size < 10 or np.ptp(x) == 0:
+        return float("nan")
+    gm = GaussianMixture(n_components=2, random_state=seed).fit(x[:, None])
+    hi = int(np.argmax(gm.means_.ravel()))
+    grid = np.linspace(x.min(), x.max(), 2001)
+    post = gm.predict_proba(grid[:, None])[:, hi]
+    lo_mean, hi_mean = np.sort(gm.means_.ravel())
+    between = (grid >= lo_mean) & (grid <= hi_mean) & (post >= 0.5)
+    if between.any():
+        return float(grid[np.argmax(between)])
+    above = post >= 0.5
+    return float(grid[np.argmax(above)]) if above.any() else float("nan")
+
+
+def score_summary(
+    adata: AnnData,
+    *,
+    groupby: str | Sequence[str] = ("population", "sample"),
+    keys: Sequence[str] | None = None,
+    threshold: str = "percentile",
+    quantile: float = 0.95,
+    reference: Sequence[str] | None = None,
+    reference_key: str = "population",
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Mean score and fraction of cells above a data-derived threshold, per group.
+
+    Parameters
+    ----------
+    adata
+        Scored data (:func:`score`).
+    groupby
+        obs column(s) to group by, default population x sample.
+    keys
+        Score columns; default every ``obs["score_*"]`` and ``obs["aucell_*"]``.
+    threshold
+        ``"percentile"``: the ``quantile`` of the score in the reference cells;
+        ``"gmm"``: the point where the upper component of a two-Gaussian mixture, fitted to the
+        reference cells' scores, becomes more likely than the lower one.
+    quantile
+        For ``threshold="percentile"`` (default 0.95).
+    reference
+        Values of ``obs[reference_key]`` that make the reference (e.g. benign populations);
+        default all cells, so that 5% of all cells lie above the 95th-percentile threshold
+        and a group's fraction reads as enrichment over that.
+    reference_key
+        obs column that ``reference`` refers to.
+    seed
+        Seeds the mixture fit.
+
+    Returns
+    -------
+    Long table: the groupby columns, ``set``, ``method``, ``key``, ``n_cells``, ``mean``,
+    ``median``, ``fraction_above``, ``threshold``, ``threshold_method``, ``reference``.
+    """
+    groupby = [groupby] if isinstance(groupby, str) else list(groupby)
+    for g in groupby:
+        if g not in adata.obs:
+            raise InputError(
+                f"obs[{g!r}] is missing; run bm.tl.annotate for 'population' or choose groupby= from {list(adata.obs.columns)}"
+            )
+    if keys is None:
+        keys = [k for k in adata.obs.columns if _SCORE_KEY.match(str(k))]
+    missing = [k for k in keys if k not in adata.obs]
+    if not keys or missing:
+        raise InputError(
+            f"no score columns to summarise{f' (missing {missing})' if missing else ''}; run bm.tl.score first"
+        )
+    if threshold not in ("percentile", "gmm"):
+        raise InputError(f"threshold must be 'percentile' or 'gmm', not {threshold!r}")
+    if not 0 < quantile < 1:
+        raise InputError(f"quantile must be within (0, 1), not {quantile!r}")
+    if reference is None:
+        ref_mask = np.ones(adata.n_obs, dtype=bool)
+        ref_label = "all cells"
+    else:
+        vals = _obs_str(adata, reference_key, hint="choose reference_key= naming an obs column")
+        ref_mask = vals.isin(list(reference)).to_numpy()
+        if not ref_mask.any():
+            raise InputError(
+                f"no cells with obs[{reference_key!r}] in {list(reference)}; choose another reference"
+            )
+        ref_label = f"{reference_key} in {sorted(reference)}"
+    method_name = f"percentile {quantile:g}" if threshold == "percentile" else "gmm"
+    obs = adata.obs[groupby].copy()
+    for g in groupby:
+        obs[g] = obs[g].astype(str)
+    frames = []
+    for key in keys:
+        x = pd.to_numeric(adata.obs[key], errors="coerce").to_numpy(dtype=np.float64)
+        ref = x[ref_mask & np.isfinite(x)]
+        if threshold == "percentile":
+            thr = float(np.quantile(ref, quantile)) if ref.size else float("nan")
+        else:
+            thr = _gmm_threshold(ref, seed)
+        df = obs.assign(_x=x, _above=x > thr)
+        agg = df.groupby(groupby, observed=True, sort=True).agg(
+            n_cells=("_x", "size"),
+            mean=("_x", "mean"),
+            median=("_x", "median"),
+            fraction_above=("_above", "mean"),
+        )
+        agg = agg.reset_index()
+        m = _SCORE_KEY.match(str(key))
+        agg.insert(len(groupby), "set", m.group(2) if m else str(key))
+        agg.insert(
+            len(groupby) + 1,
+            "method",
+            {"score": "score_genes", "aucell": "aucell"}[m.group(1)] if m else "custom",
+        )
+        agg.insert(len(groupby) + 2, "key", str(key))
+        agg["threshold"] = thr
+        agg["threshold_method"] = method_name
+        agg["reference"] = ref_label
+        if not np.isfinite(thr):
+            agg["fraction_above"] = np.nan
+        frames.append(agg)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _counts_matrix(adata: AnnData, layer: str | None) -> Any:
+    if layer is not None and layer in adata.layers:
+        return adata.layers[layer]
+    if _looks_like_counts(adata.X):
+        return adata.X
+    raise InputError(
+        f"layers[{layer!r}] is missing and adata.X does not hold counts; pseudobulk sums raw counts: "
+        "keep them in layers['counts'] (bm.pp.normalize does) or pass layer= naming a counts layer"
+    )
+
+
+def _group_codes(adata: AnnData, groupby: list[str]) -> tuple[np.ndarray, pd.DataFrame]:
+    for g in groupby:
+        if g not in adata.obs:
+            raise InputError(
+                f"obs[{g!r}] is missing; run bm.tl.annotate for 'population' or choose groupby= from {list(adata.obs.columns)}"
+            )
+    keys = adata.obs[groupby].astype(str)
+    groups = keys.drop_duplicates().sort_values(groupby).reset_index(drop=True)
+    lookup = {tuple(r): i for i, r in enumerate(groups.itertuples(index=False, name=None))}
+    codes = np.array(
+        [lookup[tuple(r)] for r in keys.itertuples(index=False, name=None)], dtype=np.int64
+    )
+    return codes, groups
+
+
+def pseudobulk_enrichment(
+    adata: AnnData,
+    *,
+    groupby: str | Sequence[str] = ("population", "sample"),
+    min_cells: int = 10,
+    gene_sets: None | str | Sequence[str] | Mapping[str, Sequence[str]] = None,
+    species: str = "auto",
+    min_coverage: float = 0.5,
+    layer: str | None = "counts",
+    min_size: int = 3,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """ssGSEA (gseapy, offline) of gene sets on pseudobulk profiles per group.
+
+    Counts (``layers[layer]``, default ``"counts"``) are summed per group (population x
+    sample by default; groups with fewer than ``min_cells`` cells are skipped), scaled to CPM
+    and log1p-transformed; :func:`gseapy.ssgsea` then scores every gene set (species-aware,
+    case-robust matching; sets below ``min_coverage`` are skipped, as in :func:`score`).
+
+    Returns
+    -------
+    Long, CSV-ready table: the groupby columns, ``n_cells``, ``set``, ``n_genes``,
+    ``coverage``, ``ES`` (enrichment score), ``NES`` (gseapy's ssGSEA normalisation: ES
+    divided by the range of all ES). Empty (same columns) when no group is large enough.
+    """
+    import gseapy
+
+    groupby = [groupby] if isinstance(groupby, str) else list(groupby)
+    if min_cells < 1:
+        raise InputError(f"min_cells must be >= 1, not {min_cells!r}")
+    counts = _counts_matrix(adata, layer)
+    codes, groups = _group_codes(adata, groupby)
+    n_cells = np.bincount(codes, minlength=len(groups))
+    kept = np.flatnonzero(n_cells >= min_cells)
+    cols = [*groupby, "n_cells", "set", "n_genes", "coverage", "ES", "NES"]
+    sp_, table = _coverage_table(adata, gene_sets, species, min_coverage)
+    sets = {r["name"]: r["genes"] for r in table if r["scored"] and len(r["genes"]) >= min_size}
+    for r in table:
+        if r["name"] not in sets:
+            logger.warning(
+                "pseudobulk ssGSEA: gene set %r skipped (%s)",
+                r["name"],
+                r["reason"] or f"fewer than {min_size} genes",
+            )
+    if kept.size == 0 or not sets:
+        logger.warning(
+            "pseudobulk ssGSEA: nothing to score (%d groups with >= %d cells, %d usable gene sets)",
+            kept.size,
+            min_cells,
+            len(sets),
+        )
+        return pd.DataFrame(columns=cols)
+    ind = sp.csr_matrix(
+        (np.ones(codes.size), (codes, np.arange(codes.size))), shape=(len(groups), adata.n_obs)
+    )[kept]
+    sums = ind @ (counts if sp.issparse(counts) else np.asarray(counts))
+    sums = np.asarray(sums.toarray() if sp.issparse(sums) else sums, dtype=np.float64)
+    lib = sums.sum(axis=1, keepdims=True)
+    lib[lib == 0] = 1.0
+    expr = np.log1p(sums / lib * 1e6)
+    present = expr.max(axis=0) > 0
+    labels = [f"g{i}" for i in kept]
+    df = pd.DataFrame(
+        expr[:, present].T, index=np.asarray(adata.var_names)[present].astype(str), columns=labels
+    )
+    sets = {k: [g for g in v if g in set(df.index)] for k, v in sets.items()}
+    res = gseapy.ssgsea(
+        data=df,
+        gene_sets=sets,
+        outdir=None,
+        sample_norm_method="rank",
+        min_size=min_size,
+        max_size=max(5000, max(len(v) for v in sets.values())),
+        permutation_num=0,
+        threads=1,
+        seed=seed,
+        no_plot=True,
+        verbose=False,
+    ).res2d
+    out = res.rename(columns={"Name": "_label", "Term": "set"})
+    out["ES"] = out["ES"].astype(np.float64)
+    out["NES"] = out["NES"].astype(np.float64)
+    meta = groups.iloc[kept].copy()
+    meta["n_cells"] = n_cells[kept]
+    meta["_label"] = labels
+    out = meta.merge(out, on="_label", how="inner")
+    cov = {r["name"]: r["coverage"] for r in table}
+    out["n_genes"] = out["set"].map({k: len(v) for k, v in sets.items()}).astype(int)
+    out["coverage"] = out["set"].map(cov).astype(float)
+    return out[cols].sort_values([*groupby, "set"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------
+# erythroid mimicry with an ambient guard
+# --------------------------------------------------------------------------------------
+def _lineages(adata: AnnData) -> pd.Series:
+    """obs["cell_type"], or lineage derived from obs["population"] where cell_type is absent."""
+    if "cell_type" in adata.obs:
+        return adata.obs["cell_type"].astype(str)
+    pop = _obs_str(
+        adata, "population", hint="run bm.tl.annotate first (it writes cell_type and population)"
+    )
+    out = pd.Series("other", index=adata.obs_names, dtype=object)
+    for lineage, rule in _BACKGROUND_POPULATIONS.items():
+        out[pop.map(rule).to_numpy(dtype=bool)] = lineage
+    out[pop == TUMOUR] = TUMOUR
+    out[pop.isin(ERYTHROID_POPULATIONS)] = "Erythroid"
+    return out
+
+
+def erythroid_mimicry(
+    adata: AnnData,
+    *,
+    sample_key: str = "sample",
+    background: Sequence[str] = HB_BACKGROUND_CELL_TYPES,
+    quantile: float = 0.99,
+    min_background: int = 20,
+    min_hb_counts: int = 2,
+    ambient_max: float = 0.01,
+    layer: str | None = "counts",
+    species: str = "auto",
+    key_added: str = "erythroid_mimicry_call",
+) -> pd.DataFrame:
+    """Erythroid mimicry in tumour cells, read against an ambient-haemoglobin background.
+
+    Per cell, the Hb fraction is the share of its counts from the core set
+    (``erythroid_mimicry_core``: HBB/HBA1/HBA2/ALAS2, mouse Hbb-bs/Hbb-bt/Hba-a1/Hba-a2/Alas2).
+    In every sample, cells that cannot express haemoglobin (``background`` lineages: T, B, NK)
+    measure the ambient level; the threshold is the ``quantile`` of their per-cell fraction.
+    A tumour-epithelial cell is called when its fraction is above that threshold and it has at
+    least ``min_hb_counts`` core counts. Erythroid cells (``cell_type == "Erythroid"`` or
+    ``population == "Erythroid progenitor"``) and predicted doublets are never called.
+
+    Parameters
+    ----------
+    adata
+        Annotated data (``obs["cell_type"]`` or ``obs["population"]``, ``obs[sample_key]``).
+    background
+        ``cell_type`` values used as the no-haemoglobin background.
+    quantile
+        Quantile of the background's per-cell Hb fraction used as the call threshold.
+    min_background
+        Fewer background cells in a sample: no threshold and no calls there (noted).
+    min_hb_counts
+        Minimum core Hb counts for a call (counts layer only).
+    ambient_max
+        A sample whose pooled background Hb fraction exceeds this is flagged
+        ``ambient_high`` (and a warning recorded): its Hb signal is largely ambient.
+    layer
+        Counts layer (default ``"counts"``); without it, ``expm1(X)`` (CP10k) is used.
+    species
+        For the core gene list; ``"auto"`` as in :func:`score`.
+    key_added
+        obs column for the per-cell call (bool).
+
+    Returns
+    -------
+    One row per sample: ``n_tumour``, ``n_background``, ``n_erythroid_excluded``,
+    ``tumour_hb_fraction`` and ``background_hb_fraction`` (pooled counts), ``enrichment``
+    (their ratio), ``threshold``, ``n_called``, ``fraction_called``, ``mannwhitney_p``
+    (tumour > background, one-sided), ``ambient_high``, the tumour/background means of
+    ``obs["score_erythroid_mimicry*"]`` when present, and ``note``.
+    """
+    from scipy.stats import mannwhitneyu
+
+    lineage = _lineages(adata)
+    samples = _obs_str(adata, sample_key, hint="set sample_key= to the obs column naming samples")
+    pop = (
+        adata.obs["population"].astype(str)
+        if "population" in adata.obs
+        else pd.Series("", index=adata.obs_names)
+    )
+    core = load_gene_sets("programme")["erythroid_mimicry_core"]
+    sp_ = _species_for(adata, species, [core])
+    hb_genes, cov = match_genes(core.genes(sp_), adata.var_names)
+    if not hb_genes:
+        raise InputError(
+            f"none of the core haemoglobin genes ({core.genes(sp_)}) is in var_names; "
+            "check species= and that Hb genes were not filtered out before scoring"
+        )
+    idx = adata.var_names.get_indexer(hb_genes)
+    if layer is not None and layer in adata.layers:
+        M = adata.layers[layer]
+        from_counts = True
+    else:
+        X = adata.X
+        M = X.expm1() if sp.issparse(X) else np.expm1(np.asarray(X))
+        from_counts = False
+        logger.warning("erythroid_mimicry: layers[%r] missing; using expm1(X) (CP10k)", layer)
+    total = np.asarray(M.sum(axis=1)).ravel().astype(np.float64)
+    hb = np.asarray(M[:, idx].sum(axis=1)).ravel().astype(np.float64)
+    frac = np.divide(hb, total, out=np.zeros_like(hb), where=total > 0)
+
+    erythroid = (
+        lineage.isin(ERYTHROID_CELL_TYPES).to_numpy() | pop.isin(ERYTHROID_POPULATIONS).to_numpy()
+    )
+    tumour = (lineage == TUMOUR).to_numpy() & ~erythroid
+    if "predicted_doublet" in adata.obs:
+        tumour &= ~adata.obs["predicted_doublet"].astype(bool).to_numpy()
+    bg = lineage.isin(list(background)).to_numpy() & ~erythroid
+    score_keys = [
+        k for k in ("score_erythroid_mimicry", "score_erythroid_mimicry_core") if k in adata.obs
+    ]
+
+    call = np.zeros(adata.n_obs, dtype=bool)
+    rows = []
+    for s in sorted(samples.unique()):
+        ins = (samples == s).to_numpy()
+        t, b = tumour & ins, bg & ins
+        notes = []
+        hb_t, tot_t = hb[t].sum(), total[t].sum()
+        hb_b, tot_b = hb[b].sum(), total[b].sum()
+        t_frac = hb_t / tot_t if tot_t > 0 else np.nan
+        b_frac = hb_b / tot_b if tot_b > 0 else np.nan
+        thr = np.nan
+        if b.sum() >= min_background:
+            thr = float(np.quantile(frac[b], quantile))
+        else:
+            notes.append(
+                f"{int(b.sum())} background cells (< {min_background}): no threshold, no calls"
+            )
+        if not t.any():
+            notes.append("no tumour epithelial cells")
+        called = np.zeros(adata.n_obs, dtype=bool)
+        if np.isfinite(thr) and t.any():
+            called = t & (frac > thr) & (hb > 0)
+            if from_counts:
+                called &= hb >= min_hb_counts
+        call |= called
+        ambient_high = bool(np.isfinite(b_frac) and b_frac > ambient_max)
+        if ambient_high:
+            notes.append(
+                f"ambient haemoglobin high: {b_frac:.2%} of T/B/NK counts are Hb (> {ambient_max:.2%}); "
+                "run ambient correction (SoupX/CellBender) before reading mimicry"
+            )
+            _add_warning(
+                adata,
+                f"sample {s!r}: Hb fraction in T/B/NK background is {b_frac:.2%} (> {ambient_max:.2%}); "
+                "erythroid-mimicry calls there are unreliable (ambient haemoglobin)",
+            )
+        p = np.nan
+        if t.sum() >= 3 and b.sum() >= 3 and np.ptp(np.r_[frac[t], frac[b]]) > 0:
+            p = float(mannwhitneyu(frac[t], frac[b], alternative="greater").pvalue)
+        row = {
+            "sample": s,
+            "n_tumour": int(t.sum()),
+            "n_background": int(b.sum()),
+            "n_erythroid_excluded": int((erythroid & ins).sum()),
+            "tumour_hb_fraction": t_frac,
+            "background_hb_fraction": b_frac,
+            "enrichment": t_frac / b_frac
+            if b_frac and np.isfinite(b_frac) and b_frac > 0
+            else np.nan,
+            "threshold": thr,
+            "n_called": int(called.sum()),
+            "fraction_called": float(called.sum() / t.sum()) if t.any() else np.nan,
+            "mannwhitney_p": p,
+            "ambient_high": ambient_high,
+        }
+        for k in score_keys:
+            v = adata.obs[k].to_numpy(dtype=np.float64)
+            row[f"{k}_tumour"] = float(np.mean(v[t])) if t.any() else np.nan
+            row[f"{k}_background"] = float(np.mean(v[b])) if b.any() else np.nan
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    adata.obs[key_added] = call
+    _bonemet_uns(adata).setdefault("parameters", {})["erythroid_mimicry"] = {
+        "hb_genes": list(hb_genes),
+        "hb_coverage": float(cov),
+        "species": sp_,
+        "background": list(background),
+        "quantile": float(quantile),
+        "min_background": int(min_background),
+        "min_hb_counts": int(min_hb_counts),
+        "ambient_max": float(ambient_max),
+        "from_counts": bool(from_counts),
+    }
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------------------
+# the review's axes
+# --------------------------------------------------------------------------------------
+def axes_table(
+    adata: AnnData,
+    *,
+    sample_key: str = "sample",
+    layer: str | None = None,
+    min_cells: int = 3,
+) -> pd.DataFrame:
+    """The review's axes per sample, from population labels and log-normalised expression.
+
+    Columns (gene means are the mean of ``X`` or ``layers[layer]``, log1p CP10k, over the
+    population's cells in the sample; genes are matched case-insensitively, so the mouse
+    orthologues Spp1, Slc40a1, ... are found too):
+
+    - OPN axis (Cheng 2025): ``osteoclast_SPP1`` vs ``cd8_tpex_fraction`` = cells of
+      ``"CD8 Tpex (TCF1+)"`` among all populations starting with ``"CD8"``.
+    - Iron axis (Han 2025): ``macrophage_SLC40A1`` (macrophages incl. the iron-recycling
+      subset) vs ``tumour_TFRC``.
+    - DKK1 axis (Shi 2025): ``tumour_DKK1`` vs ``chi3l3_neutrophil_fraction`` = CHI3L3+ immature
+      neutrophils among neutrophil-lineage populations (immature, mature, PMN-MDSC).
+    - TIGIT axis (Monteran 2024): ``cd8_TIGIT``, ``cd8_CD226`` vs ``tumour_PVR``,
+      ``tumour_NECTIN2``, ``myeloid_PVR``, ``myeloid_NECTIN2`` (monocytes, macrophages, MDSC, cDC).
+
+    Each population's cell count is a column (``n_*``). A value is NaN when its population
+    has fewer than ``min_cells`` cells in the sample or the gene is not in ``var_names``;
+    ``note`` says which and why.
+    """
+    pop = _obs_str(
+        adata, "population", hint="run bm.tl.annotate first (it writes obs['population'])"
+    )
+    samples = _obs_str(adata, sample_key, hint="set sample_key= to the obs column naming samples")
+    X = _matrix(adata, layer)
+    _check_lognorm(X, "adata.X" if layer is None else f"layers[{layer!r}]")
+    groups = {
+        "osteoclast": (pop == "Osteoclast").to_numpy(),
+        "cd8": pop.str.startswith("CD8").to_numpy(),
+        "cd8_tpex": (pop == TPEX).to_numpy(),
+        "macrophage": pop.isin(MACROPHAGE_POPULATIONS).to_numpy(),
+        "tumour": (pop == TUMOUR).to_numpy(),
+        "neutrophil": pop.isin(NEUTROPHIL_POPULATIONS).to_numpy(),
+        "chi3l3_neutrophil": (pop == CHI3L3_NEUTROPHIL).to_numpy(),
+        "myeloid": pop.isin(MYELOID_POPULATIONS).to_numpy(),
+    }
+    means = [
+        ("osteoclast", "SPP1"),
+        ("macrophage", "SLC40A1"),
+        ("tumour", "TFRC"),
+        ("tumour", "DKK1"),
+        ("cd8", "TIGIT"),
+        ("cd8", "CD226"),
+        ("tumour", "PVR"),
+        ("tumour", "NECTIN2"),
+        ("myeloid", "PVR"),
+        ("myeloid", "NECTIN2"),
+    ]
+    gene_col: dict[str, int | None] = {}
+    for _, g in means:
+        hit, _cov = match_genes([g], adata.var_names)
+        gene_col[g] = int(adata.var_names.get_loc(hit[0])) if hit else None
+    fractions = [
+        ("cd8_tpex_fraction", "cd8_tpex", "cd8"),
+        ("chi3l3_neutrophil_fraction", "chi3l3_neutrophil", "neutrophil"),
+    ]
+    rows = []
+    for s in sorted(samples.unique()):
+        ins = (samples == s).to_numpy()
+        row: dict[str, Any] = {"sample": s}
+        notes: list[str] = []
+        for gname, mask in groups.items():
+            row[f"n_{gname}"] = int((mask & ins).sum())
+        for gname, gene in means:
+            col = f"{gname}_{gene}"
+            n = row[f"n_{gname}"]
+            j = gene_col[gene]
+            if j is None:
+                row[col] = np.nan
+                notes.append(f"{col}: {gene} not in var_names")
+            elif n < min_cells:
+                row[col] = np.nan
+                notes.append(f"{col}: {n} {gname} cells (< {min_cells})")
+            else:
+                v = X[mask & ins][:, j]
+                row[col] = float(np.asarray(v.mean() if sp.issparse(v) else np.mean(v)))
+        for col, num, den in fractions:
+            n = row[f"n_{den}"]
+            if n < min_cells:
+                row[col] = np.nan
+                notes.append(f"{col}: {n} {den} cells (< {min_cells})")
+            else:
+                row[col] = row[f"n_{num}"] / n
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    order = [
+        "sample",
+        "osteoclast_SPP1",
+        "cd8_tpex_fraction",
+        "macrophage_SLC40A1",
+        "tumour_TFRC",
+        "tumour_DKK1",
+        "chi3l3_neutrophil_fraction",
+        "cd8_TIGIT",
+        "cd8_CD226",
+        "tumour_PVR",
+        "tumour_NECTIN2",
+        "myeloid_PVR",
+        "myeloid_NECTIN2",
+        *[f"n_{g}" for g in groups],
+        "note",
+    ]
+    return pd.DataFrame(rows, columns=order)
