@@ -1,3 +1,1027 @@
-"""(being written)"""
+"""Figure functions: each takes an AnnData and returns a matplotlib Figure.
 
-__all__: list[str] = []
+Every function is keyword-only after ``adata``, draws on the non-interactive Agg canvas
+(no pyplot state), uses one fixed colour per population (:data:`POPULATION_COLORS`),
+puts legends outside the axes and labels axes with units. A figure that needs a slot the
+AnnData lacks raises :class:`MissingDataError` naming the slot; :func:`save_figures`
+turns that into a logged skip.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from ._common import (
+    MissingDataError,
+    bonemet_uns,
+    categories,
+    colors_for,
+    figure_function,
+    legend_columns,
+    legend_width,
+    new_figure,
+    point_size,
+    require,
+    species_of,
+)
+from ._metrics import BATCH_METRICS, BIO_METRICS, integrated_basis, integration_metrics_table
+from ._palette import UNASSIGNED
+
+__all__ = [
+    "umap",
+    "marker_dotplot",
+    "signature_umaps",
+    "signature_violins",
+    "composition",
+    "qc_violins",
+    "qc_removed",
+    "integration_umaps",
+    "integration_metrics",
+    "review_axes",
+    "score_keys",
+    "qc_thresholds",
+    "qc_removed_table",
+    "review_axes_table",
+    "AXES_PAIRS",
+    "KEY_PROGRAMMES",
+]
+
+# programmes in the order the review discusses them; any other score_* follows, sorted
+_PROGRAMME_ORDER = (
+    "erythroid_mimicry",
+    "erythroid_mimicry_core",
+    "ferroptosis_driver",
+    "ferroptosis_suppressor",
+    "ferroptosis_kegg",
+    "ferroptosis_wp4313",
+    "osteoclast_activity",
+    "iron_uptake",
+    "iron_storage",
+    "iron_export",
+    "hypoxia",
+    "axis_spp1_cd44",
+    "axis_dkk1_ckap4_stat6",
+    "axis_tigit_pvr",
+    "vicious_cycle",
+)
+#: the programmes the issue asks violins for (all score_* when none of them is present)
+KEY_PROGRAMMES = (
+    "erythroid_mimicry",
+    "ferroptosis_driver",
+    "ferroptosis_suppressor",
+    "osteoclast_activity",
+    "iron_uptake",
+    "iron_export",
+    "hypoxia",
+)
+
+_LABELS = {
+    "population": "Population",
+    "cell_type": "Cell type",
+    "sample": "Sample",
+    "batch": "Batch",
+    "condition": "Condition",
+    "leiden": "Leiden cluster",
+    "true_population": "True population (simulated)",
+    "reference_label": "Reference label",
+}
+
+
+def _pretty(name: str) -> str:
+    return _LABELS.get(name, name.replace("_", " "))
+
+
+def _set_name(key: str) -> str:
+    return re.sub(r"^(score|aucell)_", "", key)
+
+
+def _pretty_set(key: str) -> str:
+    s = _set_name(key).replace("_", " ")
+    return s[:1].upper() + s[1:]
+
+
+def score_keys(adata: Any, *, prefix: str = "score_") -> list[str]:
+    """The signature-score columns (``obs["score_<set>"]``) in a fixed, meaningful order."""
+    cols = [
+        c
+        for c in adata.obs.columns
+        if str(c).startswith(prefix) and pd.api.types.is_numeric_dtype(adata.obs[c])
+    ]
+    rank = {f"{prefix}{n}": i for i, n in enumerate(_PROGRAMME_ORDER)}
+    return sorted(cols, key=lambda c: (rank.get(c, len(rank)), c))
+
+
+def _embedding(adata: Any, basis: str) -> np.ndarray:
+    xy = np.asarray(adata.obsm[basis])[:, :2]
+    return xy.astype(float)
+
+
+def _style_embedding_axes(ax: Any, basis: str) -> None:
+    label = basis.removeprefix("X_").replace("_unintegrated", "").upper()
+    ax.set_xlabel(f"{label} 1 (a.u.)")
+    ax.set_ylabel(f"{label} 2 (a.u.)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def _scatter_categories(
+    ax: Any,
+    xy: np.ndarray,
+    values: np.ndarray,
+    cats: Sequence[str],
+    colors: Mapping[str, str],
+    *,
+    size: float,
+    seed: int = 0,
+) -> list[Any]:
+    """Scatter cells in a random (seeded) order so no category hides another."""
+    order = np.random.default_rng(seed).permutation(len(values))
+    # Unassigned cells go underneath the named ones
+    order = order[np.argsort(values[order] != UNASSIGNED, kind="stable")]
+    col = np.array([colors.get(v, "#BDBDBD") for v in values], dtype=object)
+    ax.scatter(
+        xy[order, 0], xy[order, 1], c=list(col[order]), s=size, linewidths=0, rasterized=True
+    )
+    return [
+        Line2D([], [], marker="o", linestyle="", markersize=6, color=colors[c], label=c)
+        for c in cats
+    ]
+
+
+def _outside_legend(ax: Any, handles: list[Any], title: str) -> None:
+    if not handles:
+        return
+    ax.legend(
+        handles=handles,
+        title=title,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        ncol=legend_columns(len(handles)),
+        handletextpad=0.3,
+        columnspacing=0.8,
+        alignment="left",
+    )
+
+
+# ----------------------------------------------------------------------------- UMAP
+
+
+@figure_function
+def umap(
+    adata: Any,
+    *,
+    color: str = "population",
+    basis: str = "X_umap",
+    title: str | None = None,
+    panel_size: float = 4.5,
+    size: float | None = None,
+    cmap: str = "viridis",
+    seed: int = 0,
+) -> Figure:
+    """UMAP of the cells coloured by an obs column.
+
+    Categorical columns get a legend outside the axes; ``population`` (and
+    ``true_population``/``reference_label``) use the fixed population colours, samples and
+    conditions a stable qualitative palette. Numeric columns get a colour bar.
+
+    Parameters
+    ----------
+    adata
+        Needs ``obsm[basis]`` and ``obs[color]`` (or ``color`` a gene in ``var_names``).
+    color
+        An obs column or a gene symbol.
+    basis
+        ``"X_umap"`` (integrated) or ``"X_umap_unintegrated"``.
+    """
+    if color in adata.obs.columns:
+        require(adata, obs=[color], obsm=[basis], what=f"UMAP by {color}")
+        values = adata.obs[color]
+    elif color in adata.var_names:
+        require(adata, obsm=[basis], what=f"UMAP of {color}")
+        from ._common import dense_column
+
+        values = pd.Series(dense_column(adata, color), index=adata.obs_names)
+    else:
+        raise MissingDataError(f'UMAP needs obs["{color}"] (or a gene named {color!r})')
+    xy = _embedding(adata, basis)
+    s = size if size is not None else point_size(adata.n_obs)
+    categorical = not pd.api.types.is_numeric_dtype(values) or isinstance(
+        values.dtype, pd.CategoricalDtype
+    )
+    if categorical:
+        cats, colors = colors_for(adata, color) if color in adata.obs else ([], {})
+        ncol = legend_columns(len(cats))
+        fig = new_figure(panel_size + legend_width(cats, ncol) + 0.4, panel_size + 0.3)
+        ax = fig.add_subplot()
+        handles = _scatter_categories(
+            ax, xy, values.astype(str).to_numpy(), cats, colors, size=s, seed=seed
+        )
+        _outside_legend(ax, handles, _pretty(color))
+    else:
+        fig = new_figure(panel_size + 1.2, panel_size + 0.3)
+        ax = fig.add_subplot()
+        v = values.to_numpy(dtype=float)
+        order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")
+        sc = ax.scatter(
+            xy[order, 0], xy[order, 1], c=v[order], s=s, cmap=cmap, linewidths=0, rasterized=True
+        )
+        unit = "log1p(CP10k)" if color in adata.var_names else "value"
+        fig.colorbar(sc, ax=ax, shrink=0.6, label=f"{color} ({unit})")
+    _style_embedding_axes(ax, basis)
+    ax.set_title(title or f"{_pretty(color)} ({adata.n_obs:,} cells)")
+    return fig
+
+
+# ------------------------------------------------------------------- marker dotplot
+
+
+def _group_means(
+    adata: Any, genes: Sequence[str], groups: np.ndarray, cats: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean expression and fraction of expressing cells: groups x genes."""
+    X = adata[:, list(genes)].X
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    X = X.astype(np.float64)
+    mean = np.zeros((len(cats), len(genes)))
+    frac = np.zeros_like(mean)
+    for i, c in enumerate(cats):
+        m = groups == c
+        if m.any():
+            mean[i] = X[m].mean(axis=0)
+            frac[i] = (X[m] > 0).mean(axis=0)
+    return mean, frac
+
+
+def _marker_genes(
+    adata: Any, groups: np.ndarray, cats: Sequence[str], *, n_genes: int, species: str
+) -> tuple[list[str], list[str]]:
+    """Defining markers per group: curated positives, ranked by specificity in this data."""
+    from .._signatures import load_gene_sets, match_genes
+
+    try:
+        sets = load_gene_sets("population_marker")
+    except Exception as e:  # no packaged marker files
+        raise MissingDataError(f"marker dotplot needs population_marker gene sets ({e})") from e
+    by_target: dict[str, list[str]] = {}
+    for gs in sets.values():
+        if gs.target:
+            by_target.setdefault(gs.target.strip().lower(), []).extend(gs.genes(species))
+    genes: list[str] = []
+    owner: list[str] = []
+    for c in cats:
+        cand = by_target.get(c.strip().lower())
+        if not cand:
+            continue
+        matched, _ = match_genes(cand, list(adata.var_names))
+        matched = [g for g in matched if g not in genes]
+        if not matched:
+            continue
+        mean, _ = _group_means(adata, matched, groups, [c])
+        rest = groups != c
+        if rest.any():
+            X = adata[rest, matched].X
+            X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+            other = np.asarray(X, dtype=float).mean(axis=0)
+        else:
+            other = np.zeros(len(matched))
+        rank = np.argsort(-(mean[0] - other), kind="stable")[:n_genes]
+        for j in rank:
+            genes.append(matched[j])
+            owner.append(c)
+    return genes, owner
+
+
+@figure_function
+def marker_dotplot(
+    adata: Any,
+    *,
+    groupby: str = "population",
+    n_genes: int = 3,
+    species: str = "auto",
+    include_unassigned: bool = False,
+    cmap: str = "Reds",
+) -> Figure:
+    """Dot plot of the defining markers of every population present.
+
+    Markers come from the curated ``population_marker`` gene sets (species-aware), and
+    the ``n_genes`` most specific in this data (mean log1p(CP10k) in the population minus
+    elsewhere) are shown per population. Dot size: % of cells expressing; colour: mean
+    expression scaled to 0..1 per gene. A coloured square marks each population and the
+    population each gene belongs to.
+
+    Parameters
+    ----------
+    adata
+        Log-normalised ``X`` and ``obs[groupby]``.
+    groupby
+        ``"population"`` (default) or another column whose values are population names.
+    species
+        ``"auto"`` (from ``uns["bonemet"]["species"]`` or the gene symbols), ``"human"``,
+        ``"mouse"``.
+    """
+    require(adata, obs=[groupby], what="marker dotplot", hint="run bm.tl.annotate first")
+    sp = species if species in ("human", "mouse") else species_of(adata)
+    cats, colors = colors_for(adata, groupby)
+    if not include_unassigned:
+        cats = [c for c in cats if c != UNASSIGNED]
+    groups = adata.obs[groupby].astype(str).to_numpy()
+    genes, owner = _marker_genes(adata, groups, cats, n_genes=n_genes, species=sp)
+    if not genes:
+        raise MissingDataError(
+            f"marker dotplot found no marker genes of the populations present in var_names "
+            f"({sp} symbols)"
+        )
+    mean, frac = _group_means(adata, genes, groups, cats)
+    span = mean.max(axis=0) - mean.min(axis=0)
+    scaled = (mean - mean.min(axis=0)) / np.where(span > 0, span, 1.0)
+
+    ng, nc = len(genes), len(cats)
+    label_w = max(len(c) for c in cats) * 0.075 + 0.6
+    width = min(max(0.26 * ng + label_w + 2.2, 6.0), 40.0)
+    height = min(max(0.28 * nc + 1.8, 3.5), 20.0)
+    fig = new_figure(width, height)
+    gs = fig.add_gridspec(2, 2, width_ratios=[max(0.26 * ng, 2.0), 1.5], height_ratios=[1, 1])
+    ax = fig.add_subplot(gs[:, 0])
+    yy, xx = np.meshgrid(np.arange(nc), np.arange(ng), indexing="ij")
+    max_area = 110.0
+    ax.scatter(
+        xx.ravel(),
+        yy.ravel(),
+        s=frac.ravel() * max_area,
+        c=scaled.ravel(),
+        cmap=cmap,
+        vmin=0,
+        vmax=1,
+        edgecolors="#444444",
+        linewidths=0.3,
+    )
+    # population colour keys: left of each row, above each gene column
+    ax.scatter(np.full(nc, -1.0), np.arange(nc), marker="s", s=60, c=[colors[c] for c in cats])
+    ax.scatter(np.arange(ng), np.full(ng, -1.0), marker="s", s=40, c=[colors[o] for o in owner])
+    ax.set_xticks(np.arange(ng), genes, rotation=90, fontstyle="italic")
+    ax.set_yticks(np.arange(nc), cats)
+    ax.set_xlim(-1.6, ng - 0.4)
+    ax.set_ylim(nc - 0.4, -1.6)
+    ax.set_xlabel(f"Marker gene ({sp})")
+    ax.set_ylabel(_pretty(groupby))
+    ax.spines[["left", "bottom"]].set_visible(False)
+    ax.tick_params(length=0)
+    ax.set_title(f"Defining markers per {_pretty(groupby).lower()}")
+
+    lax = fig.add_subplot(gs[0, 1])
+    lax.axis("off")
+    handles = [
+        Line2D(
+            [], [], marker="o", linestyle="", color="#888888",
+            markersize=np.sqrt(max_area * f), label=f"{int(f * 100)}",
+        )
+        for f in (0.2, 0.4, 0.6, 0.8, 1.0)
+    ]  # fmt: skip
+    lax.legend(handles=handles, title="Cells expressing (%)", loc="upper left", labelspacing=0.9)
+    cax = fig.add_subplot(gs[1, 1])
+    cax.axis("off")
+    from matplotlib.cm import ScalarMappable
+
+    bar = cax.inset_axes([0.05, 0.85, 0.8, 0.07])
+    fig.colorbar(
+        ScalarMappable(norm=Normalize(0, 1), cmap=cmap),
+        cax=bar,
+        orientation="horizontal",
+        label="Mean expression\n(scaled per gene, 0–1)",
+    )
+    return fig
+
+
+# --------------------------------------------------------------------- signatures
+
+
+@figure_function
+def signature_umaps(
+    adata: Any,
+    *,
+    keys: Sequence[str] | None = None,
+    basis: str = "X_umap",
+    ncols: int = 3,
+    panel_size: float = 3.2,
+    cmap: str = "viridis",
+) -> Figure:
+    """UMAPs coloured by each signature score (``obs["score_<set>"]``).
+
+    Scores are scanpy ``score_genes`` values (mean expression of the set minus a
+    matched control set, log1p(CP10k) units); high-scoring cells are drawn on top.
+    """
+    keys = list(keys) if keys is not None else score_keys(adata)
+    if not keys:
+        raise MissingDataError('signature UMAPs need obs["score_<set>"]: run bm.tl.score first')
+    require(adata, obs=keys, obsm=[basis], what="signature UMAPs")
+    xy = _embedding(adata, basis)
+    ncols = max(1, min(ncols, len(keys)))
+    nrows = int(np.ceil(len(keys) / ncols))
+    fig = new_figure(ncols * (panel_size + 0.9), nrows * (panel_size + 0.35))
+    s = point_size(adata.n_obs)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        v = adata.obs[key].to_numpy(dtype=float)
+        order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")
+        lo, hi = np.nanpercentile(v, [1, 99]) if np.isfinite(v).any() else (0.0, 1.0)
+        if hi <= lo:
+            hi = lo + 1e-9
+        sc = ax.scatter(
+            xy[order, 0], xy[order, 1], c=v[order], s=s, cmap=cmap, vmin=lo, vmax=hi,
+            linewidths=0, rasterized=True,
+        )  # fmt: skip
+        fig.colorbar(sc, ax=ax, shrink=0.75, label="Score (a.u.)")
+        _style_embedding_axes(ax, basis)
+        ax.set_title(_pretty_set(key))
+    return fig
+
+
+def _violins(
+    ax: Any, data: Sequence[np.ndarray], colors: Sequence[str], *, max_points: int = 2000
+) -> None:
+    """Violins that tolerate tiny or constant groups (drawn as points instead)."""
+    rng = np.random.default_rng(0)
+    for i, (vals, col) in enumerate(zip(data, colors)):
+        vals = vals[np.isfinite(vals)]
+        if len(vals) > max_points:
+            vals = rng.choice(vals, size=max_points, replace=False)
+        if len(vals) >= 3 and np.ptp(vals) > 0:
+            parts = ax.violinplot([vals], positions=[i], widths=0.8, showextrema=False)
+            for body in parts["bodies"]:
+                body.set_facecolor(col)
+                body.set_edgecolor("#333333")
+                body.set_linewidth(0.4)
+                body.set_alpha(0.85)
+            q1, med, q3 = np.percentile(vals, [25, 50, 75])
+            ax.vlines(i, q1, q3, color="#222222", linewidth=1.6)
+            ax.scatter([i], [med], color="white", s=8, zorder=3, edgecolors="#222222", lw=0.4)
+        elif len(vals):
+            ax.scatter(np.full(len(vals), i), vals, color=col, s=6, edgecolors="#333333", lw=0.3)
+
+
+@figure_function
+def signature_violins(
+    adata: Any,
+    *,
+    groupby: str = "population",
+    keys: Sequence[str] | None = None,
+    panel_height: float = 1.5,
+) -> Figure:
+    """Violins of each signature score by population (or by sample).
+
+    One row per score; the white dot is the median, the bar the interquartile range.
+    ``keys`` defaults to the key programmes (:data:`KEY_PROGRAMMES`) present, else every
+    ``score_*`` column.
+    """
+    if keys is None:
+        allk = score_keys(adata)
+        keys = [k for k in allk if _set_name(k) in KEY_PROGRAMMES] or allk
+    keys = list(keys)
+    if not keys:
+        raise MissingDataError('signature violins need obs["score_<set>"]: run bm.tl.score first')
+    require(adata, obs=[groupby, *keys], what=f"signature violins by {groupby}")
+    cats, colors = colors_for(adata, groupby)
+    groups = adata.obs[groupby].astype(str).to_numpy()
+    label_h = max(len(c) for c in cats) * 0.06 + 0.3
+    width = min(max(0.42 * len(cats) + 2.2, 5.0), 30.0)
+    fig = new_figure(width, panel_height * len(keys) + label_h + 0.5)
+    axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, key in zip(axes, keys):
+        v = adata.obs[key].to_numpy(dtype=float)
+        _violins(ax, [v[groups == c] for c in cats], [colors[c] for c in cats])
+        ax.set_title(_pretty_set(key), loc="left", fontsize=10)
+        ax.set_ylabel("Score (a.u.)")
+        ax.axhline(0, color="#999999", lw=0.5, ls=":")
+    axes[-1].set_xticks(np.arange(len(cats)), cats, rotation=60, ha="right", rotation_mode="anchor")
+    axes[-1].set_xlim(-0.6, len(cats) - 0.4)
+    axes[-1].set_xlabel(_pretty(groupby))
+    fig.suptitle(f"Signature scores by {_pretty(groupby).lower()}")
+    return fig
+
+
+# -------------------------------------------------------------------- composition
+
+
+@figure_function
+def composition(
+    adata: Any,
+    *,
+    groupby: str = "sample",
+    key: str = "population",
+) -> Figure:
+    """Stacked bars: the fraction of each population in each sample (or condition).
+
+    The number of cells of each bar is written above it.
+    """
+    require(adata, obs=[groupby, key], what=f"composition by {groupby}")
+    cats, colors = colors_for(adata, key)
+    groups = categories(adata, groupby)
+    tab = pd.crosstab(adata.obs[groupby].astype(str), adata.obs[key].astype(str))
+    tab = tab.reindex(index=groups, columns=cats, fill_value=0)
+    n = tab.sum(axis=1)
+    frac = tab.div(n.where(n > 0, 1), axis=0) * 100
+    ncol = legend_columns(len(cats))
+    width = min(max(0.55 * len(groups) + 1.6, 3.0), 24.0) + legend_width(cats, ncol) + 0.4
+    label_h = max(len(g) for g in groups) * 0.06
+    fig = new_figure(width, 4.4 + label_h)
+    ax = fig.add_subplot()
+    bottom = np.zeros(len(groups))
+    x = np.arange(len(groups))
+    for c in cats:
+        ax.bar(x, frac[c].to_numpy(), bottom=bottom, color=colors[c], width=0.8, label=c,
+               edgecolor="white", linewidth=0.3)  # fmt: skip
+        bottom += frac[c].to_numpy()
+    for xi, ni in zip(x, n.to_numpy()):
+        ax.text(xi, 101, f"{ni:,}", ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks(
+        x,
+        groups,
+        rotation=45 if len(groups) > 3 else 0,
+        ha="right" if len(groups) > 3 else "center",
+    )
+    ax.set_ylim(0, 112)
+    ax.set_yticks([0, 25, 50, 75, 100])
+    ax.set_ylabel(
+        "Cells (% of sample)" if groupby == "sample" else f"Cells (% of {_pretty(groupby).lower()})"
+    )
+    ax.set_xlabel(_pretty(groupby))
+    handles = [Patch(facecolor=colors[c], label=c) for c in cats]
+    _outside_legend(ax, handles[::-1], _pretty(key))
+    ax.set_title(f"{_pretty(key)} composition per {_pretty(groupby).lower()} (n cells above bars)")
+    return fig
+
+
+# ----------------------------------------------------------------------------- QC
+
+_QC_PANELS = (
+    ("qc_total_counts", "Total counts (UMI per cell)", True, "counts"),
+    ("qc_n_genes", "Genes detected (per cell)", True, "genes"),
+    ("qc_pct_mito", "Mitochondrial reads (%)", False, "mito"),
+    ("qc_pct_hb", "Haemoglobin reads (%)", False, "hb"),
+)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+
+
+def qc_thresholds(adata: Any) -> dict[str, dict[str, dict[str, float]]]:
+    """The QC thresholds of each sample: ``{sample: {metric: {"min"|"max": value}}}``.
+
+    ``metric`` is ``"counts"``, ``"genes"``, ``"mito"`` or ``"hb"``. Read from the
+    ``threshold_<min|max>_<metric>`` (and ``floor_...``) keys of
+    ``uns["bonemet"]["qc"][sample]``; the strictest bound wins. Infinite bounds (QC of
+    non-count input) are left out.
+    """
+    qc = bonemet_uns(adata).get("qc", {})
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    if not isinstance(qc, Mapping):
+        return out
+    pat = re.compile(r"^(?:thresholds?[._]|floor[._])?(min|max)[._](?:pct[._])?(\w+)$")
+    metrics = {"counts": "counts", "genes": "genes", "mito": "mito", "hb": "hb"}
+    for sample, info in qc.items():
+        if not isinstance(info, Mapping):
+            continue
+        per: dict[str, dict[str, float]] = {}
+        for k, v in _flatten(info).items():
+            m = pat.match(k.split(".")[-1] if "." not in k else k.replace(".", "_", 1))
+            if m is None or m.group(2) not in metrics or isinstance(v, bool | np.bool_):
+                continue
+            try:
+                val = float(np.asarray(v).item())
+            except (TypeError, ValueError):
+                continue
+            if not np.isfinite(val):
+                continue
+            side, metric = m.group(1), metrics[m.group(2)]
+            cur = per.setdefault(metric, {})
+            cur[side] = (
+                max(cur.get(side, -np.inf), val)
+                if side == "min"
+                else min(cur.get(side, np.inf), val)
+            )
+        out[str(sample)] = per
+    return out
+
+
+@figure_function
+def qc_violins(adata: Any, *, groupby: str = "sample") -> Figure:
+    """Per-sample violins of total counts, genes, % mito and % haemoglobin.
+
+    The per-sample thresholds recorded by QC (``uns["bonemet"]["qc"][sample]``) are drawn
+    as red dashes. The violins show the cells that passed QC (those in ``adata``).
+    """
+    keys = [p for p in _QC_PANELS if p[0] in adata.obs.columns]
+    if not keys:
+        raise MissingDataError('QC violins need obs["qc_total_counts"] etc.: run bm.pp.qc first')
+    require(adata, obs=[groupby], what="QC violins")
+    cats, colors = colors_for(adata, groupby)
+    groups = adata.obs[groupby].astype(str).to_numpy()
+    thr = qc_thresholds(adata)
+    ncols = 2 if len(keys) > 1 else 1
+    nrows = int(np.ceil(len(keys) / ncols))
+    panel_w = min(max(0.5 * len(cats) + 1.4, 3.2), 14.0)
+    label_h = max(len(c) for c in cats) * 0.06
+    fig = new_figure(ncols * panel_w + 1.6, nrows * (2.8 + label_h) + 0.6)
+    drew_threshold = False
+    for i, (key, label, log, metric) in enumerate(keys):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        v = adata.obs[key].to_numpy(dtype=float)
+        if log:
+            v = np.log10(np.clip(v, 1, None))
+        _violins(ax, [v[groups == c] for c in cats], [colors[c] for c in cats])
+        for j, c in enumerate(cats):
+            for side in ("min", "max"):
+                t = thr.get(c, {}).get(metric, {}).get(side)
+                if t is None or not np.isfinite(t):
+                    continue
+                ty = np.log10(max(t, 1)) if log else t
+                ax.hlines(ty, j - 0.42, j + 0.42, colors="#D62728", linestyles="--", lw=1.2)
+                drew_threshold = True
+        ax.set_ylabel(("log10 " if log else "") + label)
+        ax.set_xticks(np.arange(len(cats)), cats, rotation=45 if len(cats) > 3 else 0,
+                      ha="right" if len(cats) > 3 else "center")  # fmt: skip
+        ax.set_xlim(-0.6, len(cats) - 0.4)
+    if drew_threshold:
+        fig.legend(
+            handles=[Line2D([], [], color="#D62728", ls="--", label="QC threshold")],
+            loc="outside upper right",
+        )
+    fig.suptitle(f"Quality control per {_pretty(groupby).lower()} (cells kept)")
+    return fig
+
+
+def qc_removed_table(adata: Any) -> pd.DataFrame:
+    """Cells before/after QC and removed by reason, per sample, from ``uns["bonemet"]["qc"]``."""
+    qc = bonemet_uns(adata).get("qc", {})
+    rows: dict[str, dict[str, float]] = {}
+    if isinstance(qc, Mapping):
+        for sample, info in qc.items():
+            if not isinstance(info, Mapping):
+                continue
+            row: dict[str, float] = {}
+            for k, v in _flatten(info).items():
+                kl = k.lower()
+                try:
+                    val = float(np.asarray(v).item())
+                except (TypeError, ValueError):
+                    continue
+                if kl in ("n_before", "n_cells_before", "cells_before"):
+                    row["n_before"] = val
+                elif kl in ("n_after", "n_cells_after", "cells_after"):
+                    row["n_after"] = val
+                elif kl.startswith("removed.") or kl.startswith("removed_"):
+                    reason = re.sub(r"^removed[._]", "", k)
+                    if reason not in ("total", "n", "all"):
+                        row[f"removed: {reason}"] = val
+            if row:
+                rows[str(sample)] = row
+    df = pd.DataFrame.from_dict(rows, orient="index").fillna(0)
+    df.index.name = "sample"
+    return df
+
+
+@figure_function
+def qc_removed(adata: Any) -> Figure:
+    """Horizontal stacked bars per sample: cells kept and cells removed by each reason.
+
+    A cell failing several filters counts under each reason QC recorded it for.
+    """
+    df = qc_removed_table(adata)
+    reasons = [c for c in df.columns if c.startswith("removed: ")]
+    if df.empty or (not reasons and "n_after" not in df.columns):
+        raise MissingDataError(
+            'the QC removal bar needs uns["bonemet"]["qc"][sample] with removed counts: run bm.pp.qc'
+        )
+    samples = list(df.index)
+    from ._palette import category_colors
+
+    rc = category_colors([r.removeprefix("removed: ") for r in reasons])
+    label_w = max(len(s) for s in samples) * 0.075 + 0.5
+    legend_labels = ["kept", *rc]
+    fig = new_figure(6.0 + label_w + legend_width(legend_labels, 1), 0.4 * len(samples) + 1.6)
+    ax = fig.add_subplot()
+    y = np.arange(len(samples))
+    left = np.zeros(len(samples))
+    handles = []
+    if "n_after" in df.columns:
+        kept = df["n_after"].to_numpy()
+        ax.barh(y, kept, color="#B0B0B0", height=0.7)
+        handles.append(Patch(facecolor="#B0B0B0", label="kept"))
+        left += kept
+    for r in reasons:
+        name = r.removeprefix("removed: ")
+        vals = df[r].to_numpy()
+        ax.barh(y, vals, left=left, color=rc[name], height=0.7)
+        handles.append(Patch(facecolor=rc[name], label=name))
+        left += vals
+    ax.set_yticks(y, samples)
+    ax.invert_yaxis()
+    ax.set_xlabel("Cells (count)")
+    ax.set_ylabel("Sample")
+    ax.set_title("Cells kept and removed by QC reason")
+    _outside_legend(ax, handles, "Reason")
+    return fig
+
+
+# ------------------------------------------------------------------- integration
+
+
+@figure_function
+def integration_umaps(
+    adata: Any,
+    *,
+    color: Sequence[str] = ("sample", "population"),
+    panel_size: float = 3.8,
+) -> Figure:
+    """UMAP before (``X_umap_unintegrated``, from PCA) and after integration (``X_umap``).
+
+    One row per ``color`` column present (sample first: good integration mixes samples
+    within each population while populations stay apart).
+    """
+    require(
+        adata,
+        obsm=["X_umap_unintegrated", "X_umap"],
+        what="integration before/after UMAPs",
+        hint="run bm.tl.cluster after bm.tl.integrate",
+    )
+    cols = [c for c in color if c in adata.obs.columns]
+    if not cols:
+        raise MissingDataError(f"integration UMAPs need one of obs {list(color)}")
+    after = integrated_basis(adata) or "integrated"
+    legends = []
+    for c in cols:
+        cats, _ = colors_for(adata, c)
+        legends.append(legend_width(cats, legend_columns(len(cats))))
+    fig = new_figure(2 * panel_size + max(legends) + 0.6, len(cols) * (panel_size + 0.2) + 0.3)
+    axes = fig.subplots(len(cols), 2, squeeze=False)
+    s = point_size(adata.n_obs)
+    for r, c in enumerate(cols):
+        cats, colors = colors_for(adata, c)
+        vals = adata.obs[c].astype(str).to_numpy()
+        for k, (basis, title) in enumerate(
+            (("X_umap_unintegrated", "Before integration (PCA)"),
+             ("X_umap", f"After integration ({after.removeprefix('X_')})"))
+        ):  # fmt: skip
+            ax = axes[r, k]
+            handles = _scatter_categories(ax, _embedding(adata, basis), vals, cats, colors, size=s)
+            _style_embedding_axes(ax, basis)
+            ax.set_title(f"{title}\ncoloured by {_pretty(c).lower()}")
+            if k == 1:
+                _outside_legend(ax, handles, _pretty(c))
+    return fig
+
+
+_METRIC_LABELS = {
+    "silhouette_batch": "Batch ASW",
+    "knn_batch_entropy": "kNN batch entropy (iLISI-like)",
+    "silhouette_label": "Label ASW",
+    "ari_kmeans": "ARI (k-means vs labels)",
+    "nmi_kmeans": "NMI (k-means vs labels)",
+    "ari_leiden": "ARI (leiden vs labels)",
+    "nmi_leiden": "NMI (leiden vs labels)",
+}
+
+
+@figure_function
+def integration_metrics(
+    adata: Any,
+    *,
+    table: pd.DataFrame | None = None,
+    label_key: str | None = None,
+) -> Figure:
+    """Batch-mixing and bio-conservation metrics, before vs after integration.
+
+    Grouped bars per metric (0..1, higher is better) with values written on the bars;
+    ``table`` defaults to :func:`integration_metrics_table` (needs known labels).
+    """
+    df = table if table is not None else integration_metrics_table(adata, label_key=label_key)
+    metrics = [m for m in (*BATCH_METRICS, *BIO_METRICS) if m in df.columns and df[m].notna().any()]
+    if not metrics:
+        raise MissingDataError("no integration metric could be computed (one batch, one label?)")
+    fig = new_figure(8.6, 0.55 * len(metrics) * max(len(df), 1) + 1.8)
+    ax = fig.add_subplot()
+    n = len(df)
+    h = 0.8 / n
+    palette = ["#9E9E9E", "#0072B2", "#E69F00", "#009E73"]
+    y = np.arange(len(metrics))
+    for i, (name, row) in enumerate(df.iterrows()):
+        vals = row[metrics].to_numpy(dtype=float)
+        pos = y - 0.4 + h * (i + 0.5)
+        ax.barh(pos, np.nan_to_num(vals), height=h * 0.92, color=palette[i % 4], label=str(name))
+        for p, v in zip(pos, vals):
+            ax.text(
+                (0 if not np.isfinite(v) else max(v, 0)) + 0.01, p,
+                "n/a" if not np.isfinite(v) else f"{v:.2f}", va="center", fontsize=8,
+            )  # fmt: skip
+    ax.set_yticks(y, [_METRIC_LABELS.get(m, m) for m in metrics])
+    for t, m in zip(ax.get_yticklabels(), metrics):
+        t.set_color("#1F4E79" if m in BATCH_METRICS else "#7B3294")
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.12)
+    ax.set_xlabel("Score (0–1, higher is better)")
+    ax.set_title("Integration metrics: batch mixing (blue labels), bio conservation (purple)")
+    ax.legend(title="Embedding", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    return fig
+
+
+# --------------------------------------------------------------------------- axes
+
+#: (x column, y column, x label, y label, source) of the review's axes; columns as in
+#: ``bm.tl.axes_table`` plus ``iron_macrophage_fraction`` and ``tumour_erythroid_mimicry``.
+AXES_PAIRS: tuple[tuple[str, str, str, str, str], ...] = (
+    ("osteoclast_SPP1", "cd8_tpex_fraction",
+     "SPP1 in osteoclasts (mean log1p CP10k)", "CD8 Tpex (fraction of CD8 T cells)",
+     "OPN axis, Cheng 2025"),
+    ("macrophage_SLC40A1", "tumour_TFRC",
+     "SLC40A1 in macrophages (mean log1p CP10k)", "TFRC in tumour cells (mean log1p CP10k)",
+     "Iron axis, Han 2025"),
+    ("iron_macrophage_fraction", "tumour_erythroid_mimicry",
+     "Iron-recycling macrophages (fraction of macrophages)",
+     "Erythroid mimicry in tumour (mean score, a.u.)", "Erythroid mimicry, Han 2025"),
+    ("tumour_DKK1", "chi3l3_neutrophil_fraction",
+     "DKK1 in tumour cells (mean log1p CP10k)",
+     "CHI3L3+ immature neutrophils (fraction of neutrophils)", "DKK1 axis, Shi 2025"),
+    ("myeloid_PVR", "cd8_TIGIT",
+     "PVR in myeloid cells (mean log1p CP10k)", "TIGIT in CD8 T cells (mean log1p CP10k)",
+     "TIGIT axis, Monteran 2024"),
+)  # fmt: skip
+
+_CD8 = ("CD8 T", "CD8 Tpex (TCF1+)", "CD8 Tex (terminal)")
+_MACRO = ("Macrophage", "Iron-recycling macrophage (VCAM1+CD163+CCR3+)")
+_NEUT = ("Immature neutrophil (CHI3L3+)", "Mature neutrophil", "PMN-MDSC")
+_MYELOID = (
+    "Classical monocyte", "Non-classical monocyte", *_MACRO, "M-MDSC", "PMN-MDSC", "cDC1", "cDC2",
+)  # fmt: skip
+_MIN_CELLS = 3
+
+
+def _mean_gene(adata: Any, gene: str, mask: np.ndarray) -> float:
+    from .._signatures import match_genes
+
+    hit, _ = match_genes([gene], list(adata.var_names))
+    if not hit or mask.sum() < _MIN_CELLS:
+        return float("nan")
+    X = adata[mask, hit[0]].X
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
+    return float(np.asarray(X, dtype=float).mean())
+
+
+def _frac(pop: np.ndarray, num: Sequence[str], den: Sequence[str]) -> float:
+    d = int(np.isin(pop, den).sum())
+    return float(np.isin(pop, num).sum() / d) if d >= _MIN_CELLS else float("nan")
+
+
+def _fallback_axes(adata: Any) -> pd.DataFrame:
+    """The core of ``bm.tl.axes_table`` for when that function is not available."""
+    pop = adata.obs["population"].astype(str).to_numpy()
+    rows = []
+    for s in categories(adata, "sample"):
+        ins = (adata.obs["sample"].astype(str) == s).to_numpy()
+        tumour = ins & (pop == "Tumour epithelial")
+        myeloid = ins & np.isin(pop, _MYELOID)
+        rows.append(
+            {
+                "sample": s,
+                "osteoclast_SPP1": _mean_gene(adata, "SPP1", ins & (pop == "Osteoclast")),
+                "cd8_tpex_fraction": _frac(pop[ins], [_CD8[1]], _CD8),
+                "macrophage_SLC40A1": _mean_gene(adata, "SLC40A1", ins & np.isin(pop, _MACRO)),
+                "tumour_TFRC": _mean_gene(adata, "TFRC", tumour),
+                "tumour_DKK1": _mean_gene(adata, "DKK1", tumour),
+                "chi3l3_neutrophil_fraction": _frac(pop[ins], [_NEUT[0]], _NEUT),
+                "cd8_TIGIT": _mean_gene(adata, "TIGIT", ins & np.isin(pop, _CD8)),
+                "myeloid_PVR": _mean_gene(adata, "PVR", myeloid),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def review_axes_table(adata: Any) -> pd.DataFrame:
+    """Per-sample quantities of the review's axes (index: sample).
+
+    ``bm.tl.axes_table`` (gene means in log1p CP10k over a population's cells, fractions
+    0..1) when available, plus ``iron_macrophage_fraction`` (iron-recycling among all
+    macrophages), ``tumour_erythroid_mimicry`` (mean ``score_erythroid_mimicry`` of tumour
+    cells), ``n_cells`` and ``condition`` when known. NaN where a sample has fewer than 3
+    cells of the population involved.
+    """
+    require(adata, obs=["sample", "population"], what="the review's axes")
+    try:
+        from ..tl import axes_table
+    except ImportError:
+        axes_table = None
+    if axes_table is not None:
+        from .._errors import InputError
+
+        try:
+            df = axes_table(adata)
+        except InputError as e:
+            raise MissingDataError(f"the review's axes: {e}") from e
+    else:
+        df = _fallback_axes(adata)
+    df = df.assign(sample=df["sample"].astype(str)).set_index("sample")
+    pop = adata.obs["population"].astype(str).to_numpy()
+    smp = adata.obs["sample"].astype(str).to_numpy()
+    ery = "score_erythroid_mimicry"
+    extra = {}
+    for s in df.index:
+        ins = smp == s
+        tumour = ins & (pop == "Tumour epithelial")
+        row = {
+            "iron_macrophage_fraction": _frac(pop[ins], [_MACRO[1]], _MACRO),
+            "tumour_erythroid_mimicry": float(adata.obs.loc[tumour, ery].mean())
+            if ery in adata.obs.columns and tumour.sum() >= _MIN_CELLS
+            else float("nan"),
+            "n_cells": int(ins.sum()),
+        }
+        if "condition" in adata.obs.columns and ins.any():
+            row["condition"] = str(adata.obs["condition"].astype(str).to_numpy()[ins][0])
+        extra[s] = row
+    return df.join(pd.DataFrame.from_dict(extra, orient="index"))
+
+
+@figure_function
+def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
+    """Per-sample scatter plots of the review's axes, one panel per axis.
+
+    SPP1 in osteoclasts vs the CD8 Tpex fraction (Cheng 2025), macrophage SLC40A1
+    (ferroportin) vs tumour TFRC (CD71) and iron-recycling macrophages vs tumour
+    erythroid mimicry (Han 2025), tumour DKK1 vs CHI3L3+ immature neutrophils (Shi 2025),
+    myeloid PVR vs TIGIT on CD8 T cells (Monteran 2024). Points are samples, coloured by
+    condition when known; Spearman's rho is shown with ≥ 3 samples. Panels whose
+    quantities are missing in every sample are left out.
+
+    Parameters
+    ----------
+    table
+        A per-sample table (index or column ``sample``) with the :data:`AXES_PAIRS`
+        columns; default :func:`review_axes_table`.
+    """
+    df = table if table is not None else review_axes_table(adata)
+    if "sample" in df.columns:
+        df = df.set_index("sample")
+    pairs = [
+        p for p in AXES_PAIRS
+        if p[0] in df.columns and p[1] in df.columns
+        and (df[p[0]].notna() & df[p[1]].notna()).any()
+    ]  # fmt: skip
+    if not pairs:
+        raise MissingDataError(
+            "no axis of the review could be computed: the populations involved are absent"
+        )
+    has_cond = "condition" in df.columns and df["condition"].notna().any()
+    conds = sorted(df["condition"].dropna().astype(str).unique()) if has_cond else []
+    from ._palette import category_colors
+
+    ccol = category_colors(conds)
+    ncols = min(2, len(pairs))
+    nrows = int(np.ceil(len(pairs) / ncols))
+    leg = legend_width(conds, 1) if has_cond else 0.0
+    fig = new_figure(ncols * 4.4 + leg + 0.3, nrows * 3.9 + 0.4)
+    from scipy.stats import spearmanr
+
+    for i, (xk, yk, xl, yl, src) in enumerate(pairs):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        sub = df.dropna(subset=[xk, yk])
+        cols = [ccol.get(str(c), "#0072B2") for c in sub["condition"]] if has_cond else "#0072B2"
+        ax.scatter(sub[xk], sub[yk], c=cols, s=45, edgecolors="#222222", linewidths=0.5, zorder=3)
+        if len(sub) <= 12:
+            for name, r in sub.iterrows():
+                ax.annotate(str(name), (r[xk], r[yk]), xytext=(4, 3), textcoords="offset points",
+                            fontsize=7, color="#333333")  # fmt: skip
+        title = src
+        if len(sub) >= 3 and sub[xk].nunique() > 1 and sub[yk].nunique() > 1:
+            rho = spearmanr(sub[xk], sub[yk]).statistic
+            title += f"\nSpearman ρ = {rho:.2f}, n = {len(sub)} samples"
+        else:
+            title += f"\nn = {len(sub)} sample{'s' if len(sub) != 1 else ''}"
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.margins(0.15)
+        if has_cond and i == min(ncols, len(pairs)) - 1:
+            _outside_legend(
+                ax,
+                [Line2D([], [], marker="o", ls="", color=ccol[c], label=c) for c in conds],
+                "Condition",
+            )
+    fig.suptitle("The review's axes, per sample")
+    return fig

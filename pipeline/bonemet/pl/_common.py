@@ -1,0 +1,185 @@
+"""Shared plumbing for the figure functions: style, slot checks, small helpers."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .._errors import InputError
+from .._logging import logger
+from ._palette import (
+    CELL_TYPE_COLORS,
+    POPULATION_COLORS,
+    UNASSIGNED,
+    category_colors,
+    population_colors,
+)
+
+__all__ = ["MissingDataError"]
+
+F = TypeVar("F", bound=Callable[..., Figure])
+
+#: Font sizes chosen to stay readable when a figure is shrunk to one journal column.
+STYLE: dict[str, Any] = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.title_fontsize": 10,
+    "figure.titlesize": 12,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "pdf.fonttype": 42,  # editable text in Illustrator
+    "svg.fonttype": "none",
+    "figure.dpi": 100,
+    "savefig.dpi": 300,
+    "image.cmap": "viridis",
+}
+
+
+class MissingDataError(InputError):
+    """A figure needs an AnnData slot (or table) that this object does not have."""
+
+
+def figure_function(func: F) -> F:
+    """Run a figure function under the bonemet style and lay the figure out once."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Figure:
+        import matplotlib as mpl
+
+        with mpl.rc_context(STYLE):
+            fig = func(*args, **kwargs)
+            fig.draw_without_rendering()  # ticks and layout get the style's fonts
+        return fig
+
+    return wrapper  # type: ignore[return-value]
+
+
+def new_figure(width: float, height: float, **kwargs: Any) -> Figure:
+    """A pyplot-free figure on the non-interactive Agg canvas, with constrained layout.
+
+    Figures never enter pyplot's global registry, so nothing has to be closed and the
+    global backend is left alone (notebooks keep displaying inline).
+    """
+    fig = Figure(figsize=(float(width), float(height)), layout="constrained", **kwargs)
+    FigureCanvasAgg(fig)
+    fig.get_layout_engine().set(w_pad=0.06, h_pad=0.06, wspace=0.04, hspace=0.04)
+    return fig
+
+
+def require(
+    adata: Any,
+    *,
+    obs: Sequence[str] = (),
+    obsm: Sequence[str] = (),
+    what: str,
+    hint: str = "",
+) -> None:
+    """Raise :class:`MissingDataError` naming every missing slot."""
+    missing = [f'obs["{k}"]' for k in obs if k not in adata.obs.columns]
+    missing += [f'obsm["{k}"]' for k in obsm if k not in adata.obsm]
+    if missing:
+        msg = f"{what} needs {', '.join(missing)}"
+        raise MissingDataError(msg + (f": {hint}" if hint else ""))
+    if adata.n_obs == 0:
+        raise MissingDataError(f"{what} needs at least one cell; this AnnData has none")
+
+
+def bonemet_uns(adata: Any) -> dict:
+    u = adata.uns.get("bonemet", {})
+    return u if isinstance(u, dict) else {}
+
+
+def categories(adata: Any, key: str, *, order: Sequence[str] | None = None) -> list[str]:
+    """Categories of ``obs[key]`` that have cells, in a stable order.
+
+    Population-like columns follow the vocabulary order (``order``), then any other
+    names sorted; other columns use the categorical order, else sorted values.
+    ``Unassigned`` always comes last.
+    """
+    s = adata.obs[key]
+    present = set(map(str, pd.unique(s.astype(str))))
+    if order is not None:
+        out = [c for c in order if c in present]
+        out += sorted(present - set(out), key=_natural_key)
+    elif isinstance(s.dtype, pd.CategoricalDtype):
+        out = [str(c) for c in s.cat.categories if str(c) in present]
+    else:
+        out = sorted(present, key=_natural_key)
+    if UNASSIGNED in out:
+        out.remove(UNASSIGNED)
+        out.append(UNASSIGNED)
+    return out
+
+
+def _natural_key(s: str) -> tuple:
+    import re
+
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", s))
+
+
+def is_population_key(key: str) -> bool:
+    return key in {"population", "true_population", "reference_label"}
+
+
+def colors_for(adata: Any, key: str) -> tuple[list[str], dict[str, str]]:
+    """Ordered categories of ``obs[key]`` and their colours (population colours fixed)."""
+    if is_population_key(key):
+        cats = categories(adata, key, order=list(POPULATION_COLORS))
+        return cats, population_colors(cats)
+    if key == "cell_type":
+        cats = categories(adata, key, order=list(CELL_TYPE_COLORS))
+        return cats, category_colors(cats, fixed=CELL_TYPE_COLORS)
+    cats = categories(adata, key)
+    return cats, category_colors(cats)
+
+
+def point_size(n: int) -> float:
+    """Marker area for a scatter of ``n`` cells (scanpy's 120000/n, clipped)."""
+    return float(np.clip(120_000 / max(n, 1), 0.3, 40.0))
+
+
+def legend_columns(n: int) -> int:
+    return 1 if n <= 14 else 2 if n <= 36 else 3
+
+
+def legend_width(labels: Sequence[str], ncol: int, *, fontsize: float = 9.0) -> float:
+    """Approximate width in inches of a legend with these labels."""
+    longest = max((len(str(x)) for x in labels), default=4)
+    return ncol * (0.35 + longest * fontsize * 0.55 / 72)
+
+
+def species_of(adata: Any) -> str:
+    """The run's species: ``uns["bonemet"]["species"]`` or detected from gene symbols."""
+    sp = bonemet_uns(adata).get("species")
+    if sp in ("human", "mouse"):
+        return str(sp)
+    try:
+        from .._signatures import resolve_species
+
+        return str(resolve_species("auto", list(adata.var_names)))
+    except Exception:  # detection not available: judge by letter case
+        names = [str(v) for v in adata.var_names[:2000]]
+        upper = sum(v.isupper() for v in names if any(c.isalpha() for c in v))
+        return "human" if upper >= 0.5 * max(len(names), 1) else "mouse"
+
+
+def dense_column(adata: Any, gene: str) -> np.ndarray:
+    x = adata[:, gene].X
+    if hasattr(x, "toarray"):
+        x = x.toarray()
+    return np.asarray(x, dtype=float).ravel()
+
+
+def note_skip(name: str, reason: str) -> None:
+    logger.info("figure %s skipped: %s", name, reason)

@@ -1,0 +1,200 @@
+"""Write every figure a run supports (PNG/PDF), skipping the ones whose data is absent."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from .._logging import logger
+from .._utils import atomic_path
+from ._common import STYLE, MissingDataError, note_skip
+from ._figures import (
+    composition,
+    integration_metrics,
+    integration_umaps,
+    marker_dotplot,
+    qc_removed,
+    qc_violins,
+    review_axes,
+    signature_umaps,
+    signature_violins,
+    umap,
+)
+from ._metrics import label_key_of
+
+__all__ = ["save_figures", "FIGURES", "FigureSpec", "iter_figures"]
+
+
+def _needs_levels(key: str, n: int = 2) -> Callable[[Any], str | None]:
+    def check(adata: Any) -> str | None:
+        if key not in adata.obs.columns:
+            return f'obs["{key}"] is absent'
+        if adata.obs[key].nunique() < n:
+            return f'obs["{key}"] has fewer than {n} values'
+        return None
+
+    return check
+
+
+def _needs_labels(adata: Any) -> str | None:
+    return None if label_key_of(adata) else "no known labels (reference_label/true_population)"
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure of a run: file stem, report section, title, caption and how to draw it."""
+
+    name: str
+    section: str
+    title: str
+    caption: str
+    draw: Callable[[Any], Figure]
+    check: Callable[[Any], str | None] | None = None
+
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("qc_violins", "qc", "QC metrics per sample",
+               "Total counts, genes, % mitochondrial and % haemoglobin reads of the cells kept; "
+               "red dashes are the per-sample thresholds.", qc_violins),
+    FigureSpec("qc_removed", "qc", "Cells removed by QC",
+               "Cells kept and removed per sample, by reason.", qc_removed),
+    FigureSpec("integration_umaps", "integration", "Before and after integration",
+               "UMAP of PCA (before) and of the integrated latent space (after), by sample and "
+               "population.", integration_umaps),
+    FigureSpec("integration_metrics", "integration", "Integration metrics",
+               "Batch mixing and bio conservation before vs after integration (0–1, higher is "
+               "better), against the known labels.", integration_metrics, _needs_labels),
+    FigureSpec("umap_sample", "integration", "UMAP by sample",
+               "Integrated UMAP coloured by sample.", lambda a: umap(a, color="sample")),
+    FigureSpec("umap_labels", "integration", "UMAP by known labels",
+               "Integrated UMAP coloured by the reference (or simulated) labels.",
+               lambda a: umap(a, color=label_key_of(a) or "reference_label"), _needs_labels),
+    FigureSpec("umap_population", "populations", "UMAP by population",
+               "Integrated UMAP coloured by annotated population (fixed colours).",
+               lambda a: umap(a, color="population")),
+    FigureSpec("umap_cell_type", "populations", "UMAP by cell type",
+               "Integrated UMAP coloured by lineage.", lambda a: umap(a, color="cell_type")),
+    FigureSpec("umap_condition", "populations", "UMAP by condition",
+               "Integrated UMAP coloured by condition.", lambda a: umap(a, color="condition"),
+               _needs_levels("condition")),
+    FigureSpec("marker_dotplot", "populations", "Marker genes",
+               "Defining markers of every population present (curated sets, most specific "
+               "first).", marker_dotplot),
+    FigureSpec("composition_sample", "populations", "Composition per sample",
+               "Fraction of each population per sample.", composition),
+    FigureSpec("composition_condition", "populations", "Composition per condition",
+               "Fraction of each population per condition.",
+               lambda a: composition(a, groupby="condition"), _needs_levels("condition", 1)),
+    FigureSpec("signature_umaps", "signatures", "Signature scores on the UMAP",
+               "Per-cell programme scores (scanpy score_genes).", signature_umaps),
+    FigureSpec("signature_violins_population", "signatures", "Signature scores by population",
+               "Per-cell programme scores by population.", signature_violins),
+    FigureSpec("signature_violins_sample", "signatures", "Signature scores by sample",
+               "Per-cell programme scores by sample.",
+               lambda a: signature_violins(a, groupby="sample")),
+    FigureSpec("review_axes", "axes", "The review's axes",
+               "Per-sample quantities of the axes in the bone-metastasis literature.", review_axes),
+)  # fmt: skip
+
+
+def iter_figures(
+    adata: Any, *, names: Sequence[str] | None = None, strict: bool = False
+) -> Iterator[tuple[FigureSpec, Figure]]:
+    """Draw each figure the data supports; log a note for each one skipped.
+
+    A figure whose data is absent is skipped with an info note. Any other error is a
+    warning (and is added to ``uns["bonemet"]["warnings"]``) unless ``strict``, when it
+    is raised.
+    """
+    wanted = set(names) if names is not None else None
+    for spec in FIGURES:
+        if wanted is not None and spec.name not in wanted:
+            continue
+        reason = spec.check(adata) if spec.check else None
+        if reason:
+            note_skip(spec.name, reason)
+            continue
+        try:
+            fig = spec.draw(adata)
+        except MissingDataError as e:
+            note_skip(spec.name, str(e))
+            continue
+        except Exception as e:
+            if strict:
+                raise
+            msg = f"figure {spec.name} failed: {type(e).__name__}: {e}"
+            logger.warning(msg)
+            adata.uns.setdefault("bonemet", {}).setdefault("warnings", [])
+            adata.uns["bonemet"]["warnings"] = [*adata.uns["bonemet"]["warnings"], msg]
+            continue
+        yield spec, fig
+
+
+def save_figures(
+    adata: Any,
+    out_dir: str | os.PathLike,
+    *,
+    formats: Sequence[str] = ("png", "pdf"),
+    dpi: int = 300,
+    names: Sequence[str] | None = None,
+    strict: bool = False,
+) -> list[Path]:
+    """Write every figure the data supports to ``out_dir/<name>.<format>``.
+
+    Each file is written atomically (temporary file renamed on success). Figures whose
+    slots are absent (no condition, no labels, no scores, ...) are skipped with a logged
+    note; a full run writes 16.
+
+    Parameters
+    ----------
+    adata
+        The annotated AnnData (see the AnnData contract).
+    out_dir
+        Folder for the files (created).
+    formats
+        Any of ``"png"``, ``"pdf"``, ``"svg"``.
+    dpi
+        Resolution of raster output: a PNG is ``figsize * dpi`` pixels.
+    names
+        Only these figures (the ``FIGURES`` names); default all.
+    strict
+        Raise on an unexpected plotting error instead of warning.
+
+    Returns
+    -------
+    The written paths, in figure order then format order.
+    """
+    import matplotlib as mpl
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fmts = [f.lower().lstrip(".") for f in formats]
+    bad = [f for f in fmts if f not in ("png", "pdf", "svg")]
+    if bad:
+        from .._errors import ConfigError
+
+        raise ConfigError(f"figure formats {bad} are not supported: use png, pdf or svg")
+    paths: list[Path] = []
+    for spec, fig in iter_figures(adata, names=names, strict=strict):
+        with mpl.rc_context(STYLE):
+            for fmt in fmts:
+                path = out / f"{spec.name}.{fmt}"
+                with atomic_path(path) as tmp:
+                    fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+                paths.append(path)
+        logger.info("figure %s written", spec.name)
+    logger.info("%d figures written to %s", len({p.stem for p in paths}), out)
+    return paths
+
+
+def _metadata(fmt: str) -> dict[str, Any] | None:
+    if fmt == "pdf":
+        return {"Creator": "bonemet", "CreationDate": None}
+    if fmt == "png":
+        return {"Software": "bonemet"}
+    return None
