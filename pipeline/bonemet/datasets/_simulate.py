@@ -1,3 +1,1251 @@
-"""(being written)"""
+"""Simulated bone-metastasis scRNA-seq data with known truth (the demo data).
 
-__all__: list[str] = []
+:func:`simulate_bone_metastasis` draws negative-binomial UMI counts for a set of
+bone-marrow samples with metastatic tumour cells. The generative model, in short:
+
+* **Gene universe** (about 5,400 genes of the chosen species): every marker and
+  signature gene of the populations below (from ``shared/reference/biology.md``),
+  13 mitochondrial genes, ribosomal protein genes, haemoglobin genes, housekeeping genes
+  and real filler symbols. Fillers and their baseline expression come from 10x PBMC 4k
+  (``bonemet/data/gene_universe_human.tsv.gz``); mouse fillers use the usual
+  capitalisation rule, mouse markers their real mouse symbols (``Chil3``, ``Ly6g``,
+  ``Hbb-bs``, ``Adgre1``, ``mt-Co1`` …).
+* **Hierarchical programmes**: each population's expression profile is the baseline plus
+  the programmes it belongs to, from broad to narrow (haematopoietic → myeloid →
+  monocyte/macrophage → iron-recycling macrophage). Each programme uses its *core*
+  markers, a seeded random *part* of its other canonical markers at varied effect sizes,
+  and random non-marker genes up or down, so a lookup of canonical markers is not enough,
+  while the defining biology (e.g. VCAM1/CD163/CCR3 on iron-recycling macrophages, TCF7
+  on CD8 Tpex, Chil3 on immature neutrophils) is there.
+* **Cell-level programmes**: within-lineage heterogeneity factors, proliferation,
+  immediate-early stress genes, tumour hypoxia, tumour erythroid mimicry (haemoglobin and
+  erythroid genes up, more often in hypoxic cells), erythroid maturation, and tumour DKK1
+  at a per-sample level (which also raises the share of CHI3L3+/Chil3+ immature
+  neutrophils, as in Shi et al. 2025).
+* **Samples**: composition drawn from a Dirichlet around a base composition per
+  condition (``bone_met`` or ``control`` = tumour-distal marrow with few disseminated
+  tumour cells), gene-wise log-normal batch factors, per-sample library-size scale,
+  ambient RNA (a mixture of the sample's cell profiles weighted towards erythroid cells,
+  plus a haemoglobin component), heterotypic doublets and a few low-quality cells (high
+  mitochondrial fraction, low counts).
+* **Counts**: lognormal library sizes (median about 4-5k UMIs), gene-specific
+  negative-binomial dispersion (gamma-Poisson) on the cell's own RNA, Poisson ambient.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._errors import InputError
+from .._logging import logger
+from .._resources import package_data_dir
+
+__all__ = ["simulate_bone_metastasis"]
+
+_UNIVERSE_FILE = "gene_universe_human.tsv.gz"
+
+# --------------------------------------------------------------------------------------
+# Vocabularies
+# --------------------------------------------------------------------------------------
+
+POPULATIONS: tuple[str, ...] = (
+    "CD4 T",
+    "Treg",
+    "CD8 T",
+    "CD8 Tpex (TCF1+)",
+    "CD8 Tex (terminal)",
+    "NK",
+    "B",
+    "Plasma",
+    "Classical monocyte",
+    "Non-classical monocyte",
+    "Macrophage",
+    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
+    "M-MDSC",
+    "PMN-MDSC",
+    "Immature neutrophil (CHI3L3+)",
+    "Mature neutrophil",
+    "cDC1",
+    "cDC2",
+    "pDC",
+    "Mast/Basophil",
+    "Erythroid progenitor",
+    "HSPC",
+    "Osteoclast",
+    "Osteoblast",
+    "MSC/Stromal",
+    "Endothelial",
+    "Tumour epithelial",
+)
+
+CELL_TYPES: tuple[str, ...] = (
+    "T cell",
+    "NK cell",
+    "B cell",
+    "Plasma cell",
+    "Monocyte/Macrophage",
+    "Neutrophil",
+    "Dendritic cell",
+    "Mast cell/Basophil",
+    "Erythroid",
+    "HSPC",
+    "Osteoclast",
+    "Osteoblast",
+    "Stromal",
+    "Endothelial",
+    "Tumour epithelial",
+)
+
+POPULATION_TO_CELL_TYPE: dict[str, str] = {
+    "CD4 T": "T cell",
+    "Treg": "T cell",
+    "CD8 T": "T cell",
+    "CD8 Tpex (TCF1+)": "T cell",
+    "CD8 Tex (terminal)": "T cell",
+    "NK": "NK cell",
+    "B": "B cell",
+    "Plasma": "Plasma cell",
+    "Classical monocyte": "Monocyte/Macrophage",
+    "Non-classical monocyte": "Monocyte/Macrophage",
+    "Macrophage": "Monocyte/Macrophage",
+    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)": "Monocyte/Macrophage",
+    "M-MDSC": "Monocyte/Macrophage",
+    "PMN-MDSC": "Neutrophil",
+    "Immature neutrophil (CHI3L3+)": "Neutrophil",
+    "Mature neutrophil": "Neutrophil",
+    "cDC1": "Dendritic cell",
+    "cDC2": "Dendritic cell",
+    "pDC": "Dendritic cell",
+    "Mast/Basophil": "Mast cell/Basophil",
+    "Erythroid progenitor": "Erythroid",
+    "HSPC": "HSPC",
+    "Osteoclast": "Osteoclast",
+    "Osteoblast": "Osteoblast",
+    "MSC/Stromal": "Stromal",
+    "Endothelial": "Endothelial",
+    "Tumour epithelial": "Tumour epithelial",
+}
+
+_TPEX = "CD8 Tpex (TCF1+)"
+_TEX = "CD8 Tex (terminal)"
+_IRON_MAC = "Iron-recycling macrophage (VCAM1+CD163+CCR3+)"
+_IMM_NEU = "Immature neutrophil (CHI3L3+)"
+_NON_HAEM = ("Osteoblast", "MSC/Stromal", "Endothelial", "Tumour epithelial")
+
+# --------------------------------------------------------------------------------------
+# Gene tokens: "SYMBOL" (human; mouse by capitalisation), "HUMAN|Mouse" where they
+# differ, "HUMAN|" human only, "|Mouse" mouse only. A trailing "!" marks a highly
+# expressed gene (a few % of a cell's UMIs, e.g. S100A8/9 in neutrophils).
+# --------------------------------------------------------------------------------------
+
+_MITO = {
+    "human": [
+        "MT-ND1", "MT-ND2", "MT-CO1", "MT-CO2", "MT-ATP8", "MT-ATP6", "MT-CO3",
+        "MT-ND3", "MT-ND4L", "MT-ND4", "MT-ND5", "MT-ND6", "MT-CYB",
+    ],
+    "mouse": [
+        "mt-Nd1", "mt-Nd2", "mt-Co1", "mt-Co2", "mt-Atp8", "mt-Atp6", "mt-Co3",
+        "mt-Nd3", "mt-Nd4l", "mt-Nd4", "mt-Nd5", "mt-Nd6", "mt-Cytb",
+    ],
+}  # fmt: skip
+
+_HB = ["HBB|Hbb-bs", "HBA1|Hba-a1", "HBA2|Hba-a2", "HBD|Hbb-bt"]
+
+_HOUSEKEEPING = [
+    "ACTB", "GAPDH", "B2M", "TMSB4X", "MALAT1", "EEF1A1", "TPT1", "UBC", "UBB", "PPIA",
+    "HSP90AB1", "YWHAZ", "PGK1", "TBP", "HPRT1", "RPLP0", "EEF2", "PFN1", "CFL1", "ARPC2",
+]  # fmt: skip
+
+_SIGNATURES: dict[str, list[str]] = {
+    "hypoxia": [
+        "VEGFA", "SLC2A1", "PGAM1", "ENO1", "LDHA", "TPI1", "P4HA1", "MRPS17", "CDKN3",
+        "ADM", "NDRG1", "TUBB6", "ALDOA", "MIF", "ACOT7", "BNIP3", "CA9", "PDK1", "EGLN3",
+        "ANKRD37", "HK2", "PFKFB3", "ERO1A", "HIF1A",
+    ],
+    "ferroptosis": [
+        "ACSL4", "NCOA4", "SAT1", "GPX4", "SLC7A11", "TFRC", "SLC3A2", "LPCAT3", "CYBB",
+        "ALOX15", "GCLM", "GCLC", "NFE2L2", "ATF3", "CHAC1", "SLC39A14", "STEAP3",
+        "TP53|Trp53", "FTH1", "FTL|Ftl1", "PCBP1", "PCBP2", "VDAC2", "VDAC3", "ACSL1",
+    ],
+    "iron_export": ["FTH1", "FTL|Ftl1", "CP", "HEPH", "FLVCR1", "SLC48A1", "SLC11A1"],
+    "iron_uptake": ["TFRC", "TFR2", "SLC11A2", "STEAP3", "SLC39A14", "SLC39A8", "LRP1", "LCN2"],
+    "proliferation": [
+        "MKI67", "TOP2A", "STMN1", "HMGB2", "CDK1", "CCNB1", "CCNB2", "UBE2C", "BIRC5",
+        "CENPF", "TYMS", "PCNA", "MCM2", "MCM5", "TUBB|Tubb5", "H2AZ1|H2az1", "CKS2", "NUSAP1",
+    ],
+    "stress": ["FOS", "FOSB", "JUN", "JUNB", "DUSP1", "EGR1", "IER2", "ZFP36", "HSPA1A", "HSPA1B"],
+    "mimicry_erythroid": ["ALAS2", "AHSP", "GYPA", "SLC4A1", "KLF1", "GATA1", "CA1|Car1"],
+    "dkk1": ["DKK1"],
+    "axes": ["CD44", "CKAP4", "STAT6", "TIGIT", "PVR", "NECTIN2", "CD226", "IL1B", "PTHLH",
+             "TGFB1", "TNFSF11", "TNFRSF11B", "IL11", "JAK1", "STAT3", "SOCS3"],
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Prog:
+    """A population-level programme: genes up (markers, with target levels) and down."""
+
+    name: str
+    members: dict[str, float]
+    core: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+    n_random: int = 12
+    kind: Literal["marker", "signature"] = "marker"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _m(*pops: str, w: float = 1.0) -> dict[str, float]:
+    return dict.fromkeys(pops, w)
+
+
+_HAEM = tuple(p for p in POPULATIONS if p not in _NON_HAEM)
+_T = ("CD4 T", "Treg", "CD8 T", _TPEX, _TEX)
+_MONO = ("Classical monocyte", "Non-classical monocyte", "M-MDSC")
+_MAC = ("Macrophage", _IRON_MAC)
+_NEU = ("PMN-MDSC", _IMM_NEU, "Mature neutrophil")
+
+_PROGRAMMES: tuple[_Prog, ...] = (
+    # ---- broad lineages
+    _Prog(
+        "haematopoietic",
+        {**_m(*_HAEM), "Erythroid progenitor": 0.2, "Plasma": 0.5, "Osteoclast": 0.6},
+        core=("PTPRC", "CORO1A", "LAPTM5"),
+        optional=("ARHGDIB", "LCP1", "CD52", "CD53", "CXCR4", "RAC2", "LSP1", "SRGN"),
+        n_random=25,
+    ),
+    _Prog(
+        "mhc_class_ii",
+        {"cDC1": 1, "cDC2": 1, "B": 1, "Macrophage": 0.8, _IRON_MAC: 0.6, "pDC": 0.5,
+         "Classical monocyte": 0.35, "Non-classical monocyte": 0.4, "HSPC": 0.15,
+         "Plasma": 0.1, "Osteoclast": 0.2},
+        core=("HLA-DRA|H2-Aa", "HLA-DRB1|H2-Ab1", "CD74!"),
+        optional=("HLA-DPA1|H2-Eb1", "HLA-DMA|H2-DMa", "HLA-DPB1|H2-DMb1", "CIITA"),
+        n_random=0,
+    ),  # fmt: skip
+    _Prog(
+        "T_cell",
+        _m(*_T),
+        core=("CD3E", "CD3D", "TRAC|Trac"),
+        optional=("CD3G", "CD247", "LCK", "ZAP70", "CD2", "CD5", "CD6", "CD28", "BCL11B", "THEMIS"),
+        n_random=25,
+    ),
+    _Prog(
+        "cytotoxic",
+        {"NK": 1.0, "CD8 T": 0.7, _TEX: 0.8, _TPEX: 0.25},
+        core=("NKG7", "CCL5!"),
+        optional=("GZMA", "PRF1", "CST7", "CTSW", "KLRK1", "GZMH|Gzmk"),
+        n_random=8,
+    ),
+    _Prog(
+        "CD4",
+        _m("CD4 T", "Treg"),
+        core=("CD4",),
+        optional=("CD40LG", "IL7R", "MAL", "TNFRSF4"),
+        n_random=12,
+    ),
+    _Prog(
+        "CD4 T",
+        _m("CD4 T"),
+        core=("IL7R",),
+        optional=("CCR7", "SELL", "LEF1", "TCF7", "CD40LG", "KLF2", "S1PR1"),
+        n_random=8,
+    ),
+    _Prog(
+        "Treg",
+        _m("Treg"),
+        core=("FOXP3", "IL2RA", "CTLA4"),
+        optional=("IKZF2", "TIGIT", "TNFRSF18", "TNFRSF4", "IL2RB", "BATF"),
+        n_random=10,
+    ),
+    _Prog(
+        "CD8",
+        _m("CD8 T", _TPEX, _TEX),
+        core=("CD8A", "CD8B|Cd8b1"),
+        optional=("CD8B2|", "RUNX3", "EOMES"),
+        n_random=12,
+    ),
+    _Prog(
+        "CD8 T",
+        _m("CD8 T"),
+        core=("KLRG1",),
+        optional=("GZMK", "IL7R", "CX3CR1", "S1PR5", "ZEB2", "KLF2", "SELL"),
+        n_random=8,
+    ),
+    _Prog(
+        "exhaustion",
+        {_TPEX: 0.45, _TEX: 1.0},
+        core=("PDCD1", "TOX"),
+        optional=("NR4A2", "CTLA4", "TIGIT"),
+        n_random=6,
+    ),
+    _Prog(
+        "Tpex",
+        _m(_TPEX),
+        core=("TCF7", "SLAMF6"),
+        optional=("CXCR5", "ID3", "SELL", "XCL1", "CCR7", "IL7R", "GZMK|"),
+        negative=("HAVCR2", "ENTPD1", "GZMB"),
+        n_random=6,
+    ),
+    _Prog(
+        "Tex",
+        _m(_TEX),
+        core=("HAVCR2", "ENTPD1", "LAG3"),
+        optional=("CD101|Cd101", "CD38", "TIGIT", "CD160", "CD244|Cd244a", "GZMB",
+                  "LAYN|", "CXCL13|", "ID2", "PRDM1"),
+        negative=("TCF7", "SLAMF6", "IL7R", "SELL"),
+        n_random=8,
+    ),  # fmt: skip
+    _Prog(
+        "NK",
+        _m("NK"),
+        core=("KLRD1", "NCR1", "GNLY|Klrb1c"),
+        optional=("KLRF1|Klra8", "NCAM1|", "FCGR3A|", "KLRB1|Klrb1a", "GZMB", "TYROBP",
+                  "KLRC1", "|Klra4", "|Klre1"),
+        n_random=12,
+    ),  # fmt: skip
+    _Prog(
+        "B_lineage",
+        {"B": 1.0, "Plasma": 0.35},
+        core=("CD79A", "CD79B"),
+        optional=("POU2AF1", "IGKC|Igkc", "IGHM|Ighm"),
+        n_random=10,
+    ),
+    _Prog(
+        "B",
+        _m("B"),
+        core=("MS4A1", "CD19", "PAX5"),
+        optional=("BANK1", "CD22", "CR2", "FCMR", "VPREB1|Vpreb3", "IGLL1|Igll1", "DNTT", "EBF1",
+                  "CD72", "BLK"),
+        n_random=14,
+    ),  # fmt: skip
+    _Prog(
+        "Plasma",
+        _m("Plasma"),
+        core=("JCHAIN|Jchain!", "MZB1", "XBP1"),
+        optional=("SDC1", "PRDM1", "TNFRSF17", "IGHG1|Ighg1", "IGHA1|Igha", "SSR4", "DERL3",
+                  "FKBP11", "TXNDC5"),
+        negative=("MS4A1", "CD19", "PAX5"),
+        n_random=14,
+    ),  # fmt: skip
+    _Prog(
+        "myeloid",
+        {**_m(*_MONO, *_MAC), **_m(*_NEU, w=0.7), "cDC1": 0.5, "cDC2": 0.7, "pDC": 0.2,
+         "Osteoclast": 0.8, "Mast/Basophil": 0.3},
+        core=("TYROBP", "FCER1G", "LYZ|Lyz2!"),
+        optional=("CTSS", "AIF1", "SPI1", "CST3", "LST1|", "CYBB", "ITGAM", "CD300A", "CLEC12A"),
+        n_random=18,
+    ),  # fmt: skip
+    _Prog(
+        "monocyte",
+        {**_m(*_MONO), "Macrophage": 0.2},
+        core=("CD14",),
+        optional=("FCN1|", "VCAN|", "CSF1R", "LILRB2|Lilrb4a", "MAFB", "PSAP"),
+        n_random=12,
+    ),
+    _Prog(
+        "Classical monocyte",
+        {"Classical monocyte": 1.0, "M-MDSC": 0.7},
+        core=("CCR2", "VCAN|Ly6c2!"),
+        optional=("S100A8", "S100A9", "FCN1|Ms4a6c", "PLAC8", "CD36", "SELL", "|Chil3", "LYZ|",
+                  "F13A1"),
+        n_random=8,
+    ),  # fmt: skip
+    _Prog(
+        "Non-classical monocyte",
+        _m("Non-classical monocyte"),
+        core=("CX3CR1", "FCGR3A|Nr4a1"),
+        optional=("LST1|Ace", "MS4A7", "SPN", "ITGAL", "|Fcgr4", "NR4A1|Pglyrp1", "CDKN1C",
+                  "HES4|Treml4"),
+        negative=("CCR2",),
+        n_random=8,
+    ),  # fmt: skip
+    _Prog(
+        "M-MDSC",
+        _m("M-MDSC"),
+        core=("ARG1", "S100A8", "S100A9"),
+        optional=("|Nos2", "CD33|", "IL1B", "|Ly6c2", "CCR2", "|Ptgs2", "CXCL2", "THBS1",
+                  "IFITM1|Ifitm6"),
+        negative=("HLA-DRA|H2-Aa", "HLA-DRB1|H2-Ab1", "CD74"),
+        n_random=6,
+    ),  # fmt: skip
+    _Prog(
+        "macrophage",
+        {**_m(*_MAC), "Osteoclast": 0.3},
+        core=("C1QA", "C1QB", "CD68", "ADGRE1|Adgre1"),
+        optional=("C1QC", "CSF1R", "MRC1", "APOE!", "FCGR1A|Fcgr1", "MS4A7", "MSR1", "MARCO",
+                  "SIGLEC1", "CD163", "LYVE1", "SELENOP|Selenop", "FOLR2"),
+        n_random=20,
+    ),  # fmt: skip
+    _Prog(
+        "Macrophage",
+        _m("Macrophage"),
+        optional=("MRC1", "LYVE1", "CCL24|Ccl24", "FCRLS|Fcrls", "ITGAX|", "CD209|Cd209b"),
+        n_random=6,
+    ),
+    _Prog(
+        "iron-recycling macrophage",
+        _m(_IRON_MAC),
+        core=("VCAM1", "CD163", "CCR3", "SLC40A1", "HMOX1", "SPIC"),
+        optional=("SIGLEC1", "MERTK", "SLC11A1", "NR1H3", "EPOR", "|Treml4", "|Dnase2a"),
+        n_random=6,
+    ),
+    _Prog(
+        "neutrophil",
+        _m(*_NEU),
+        core=("S100A8!", "S100A9!", "CSF3R"),
+        optional=("MMP9", "LCN2", "SELL", "ITGB2", "FPR2|Fpr2", "CXCL2", "ASPRV1", "|Wfdc21"),
+        n_random=18,
+    ),
+    _Prog(
+        "neutrophil_maturity",
+        {"Mature neutrophil": 1.0, "PMN-MDSC": 0.75, _IMM_NEU: 0.2},
+        core=("CXCR2", "FCGR3B|Ly6g"),
+        optional=("CXCR1|Retnlg", "MME|Cd101", "FPR1", "MNDA|Ccl6", "IL1B", "MMP8|Mmp8",
+                  "SLPI", "|Ly6g"),
+        n_random=8,
+    ),  # fmt: skip
+    _Prog(
+        "granule",
+        {_IMM_NEU: 1.0, "PMN-MDSC": 0.3},
+        core=("CHI3L1|Chil3!", "LTF!", "CAMP!", "|Ngp!"),
+        optional=("LCN2", "MMP8|", "CEACAM8|Cd177", "CD177|", "CEBPE", "ELANE|", "MPO",
+                  "|Chil3", "LTF"),
+        negative=("CXCR2", "FCGR3B|"),
+        n_random=10,
+    ),  # fmt: skip
+    _Prog(
+        "Mature neutrophil",
+        _m("Mature neutrophil"),
+        optional=("CXCR1|Retnlg", "FPR1", "MNDA|Ccl6", "CMTM2|Cmtm2a", "PROK2|Stfa2l1"),
+        n_random=5,
+    ),
+    _Prog(
+        "PMN-MDSC",
+        _m("PMN-MDSC"),
+        core=("ARG1", "OLR1|Cd84", "SLC27A2"),
+        optional=("FUT4|", "CEACAM8|", "CD33|", "IL1B", "CD84", "|Wfdc17", "PTGS2", "CXCL2",
+                  "VEGFA", "CCL3"),
+        n_random=6,
+    ),  # fmt: skip
+    _Prog(
+        "DC",
+        {"cDC1": 1.0, "cDC2": 1.0, "pDC": 0.4},
+        core=("FLT3",),
+        optional=("ZBTB46", "ITGAX|", "CCR7", "ID2", "NAAA"),
+        n_random=10,
+    ),
+    _Prog(
+        "cDC1",
+        _m("cDC1"),
+        core=("XCR1", "CLEC9A"),
+        optional=("CADM1", "BATF3", "IRF8", "WDFY4", "|Cd24a", "|Ppt1"),
+        n_random=10,
+    ),
+    _Prog(
+        "cDC2",
+        _m("cDC2"),
+        core=("CD1C|Cd209a", "CLEC10A|Sirpa"),
+        optional=("FCER1A|", "IRF4", "SIRPA|", "|Mgl2", "CLEC4A|Clec4a4", "CD1E|"),
+        n_random=10,
+    ),
+    _Prog(
+        "pDC",
+        _m("pDC"),
+        core=("LILRA4|Siglech", "TCF4", "IL3RA|Ccr9"),
+        optional=("CLEC4C|", "BST2", "IRF7", "IRF8", "|Ly6d", "GZMB|", "PLD4", "SPIB"),
+        n_random=12,
+    ),
+    _Prog(
+        "Mast/Basophil",
+        _m("Mast/Basophil"),
+        core=("CPA3!", "HDC", "MS4A2", "TPSAB1|Mcpt8"),
+        optional=("KIT", "GATA2", "CLC|Cd200r3", "ENPP3", "FCER1A", "|Prss34", "|Mcpt4",
+                  "|Cma1", "CCR3", "IL4"),
+        n_random=12,
+    ),  # fmt: skip
+    _Prog(
+        "Erythroid progenitor",
+        _m("Erythroid progenitor"),
+        core=("GATA1", "KLF1", "CA1|Car1", "HBB|Hbb-bs!", "HBA1|Hba-a1!"),
+        optional=("TFRC", "AHSP", "ALAS2", "GYPA", "SLC4A1", "CA2|Car2", "HBA2|Hba-a2",
+                  "HBD|Hbb-bt", "EPOR", "TRIM10"),
+        negative=("PTPRC",),
+        n_random=16,
+    ),  # fmt: skip
+    _Prog(
+        "HSPC",
+        _m("HSPC"),
+        core=("CD34", "KIT", "MEIS1"),
+        optional=("PROM1|", "CRHBP|", "HLF", "SPINK2|", "AVP|", "|Ly6a", "|Procr", "|Mecom",
+                  "|Slamf1", "MPO", "ELANE"),
+        n_random=14,
+    ),  # fmt: skip
+    _Prog(
+        "Osteoclast",
+        _m("Osteoclast"),
+        core=("ACP5!", "CTSK!", "MMP9", "DCSTAMP", "SPP1!"),
+        optional=("OCSTAMP", "CALCR", "ATP6V0D2", "OSCAR", "NFATC1", "TNFRSF11A", "SIGLEC15",
+                  "ITGB3", "CA2|Car2", "TCIRG1"),
+        n_random=14,
+    ),  # fmt: skip
+    _Prog(
+        "mesenchymal",
+        _m("Osteoblast", "MSC/Stromal"),
+        core=("COL1A1!", "SPARC"),
+        optional=("COL1A2", "COL3A1", "PDGFRB", "PRRX1", "DCN", "LUM", "CDH11"),
+        n_random=20,
+    ),
+    _Prog(
+        "Osteoblast",
+        _m("Osteoblast"),
+        core=("RUNX2", "SP7", "BGLAP|Bglap", "IBSP"),
+        optional=("ALPL", "SPP1", "DMP1", "SOST", "PHEX", "|Bglap2", "COL1A1", "SATB2"),
+        n_random=12,
+    ),
+    _Prog(
+        "MSC/Stromal",
+        _m("MSC/Stromal"),
+        core=("CXCL12!", "LEPR", "KITLG|Kitl"),
+        optional=("VCAM1", "PDGFRA", "NGFR", "ADIPOQ", "|Ebf3", "EBF3|", "PRRX1", "ANGPT1"),
+        n_random=12,
+    ),
+    _Prog(
+        "Endothelial",
+        _m("Endothelial"),
+        core=("PECAM1", "CDH5", "EMCN", "KDR"),
+        optional=("VWF", "FLT1", "PLVAP", "CLDN5", "|Ly6a", "TEK", "ESAM", "STAB2"),
+        n_random=16,
+    ),
+    _Prog(
+        "Tumour epithelial",
+        _m("Tumour epithelial"),
+        core=("EPCAM", "KRT8!", "KRT18!", "CDH1"),
+        optional=("KRT19", "KRT7|", "MUC1", "ESR1", "ERBB2", "PGR", "CLDN4", "KRT14", "PTHLH",
+                  "RUNX2", "SPP1", "IBSP"),
+        negative=("PTPRC",),
+        n_random=30,
+    ),  # fmt: skip
+    # ---- signature programmes at population level
+    _Prog(
+        "iron_export",
+        {_IRON_MAC: 1.0, "Macrophage": 0.25, "Osteoclast": 0.3},
+        optional=tuple(_SIGNATURES["iron_export"]),
+        n_random=0,
+        kind="signature",
+        extra={"frac": 1.0},
+    ),
+    _Prog(
+        "ferroptosis",
+        {_IRON_MAC: 1.0, "Osteoclast": 0.8, "Macrophage": 0.3},
+        optional=tuple(_SIGNATURES["ferroptosis"]),
+        n_random=0,
+        kind="signature",
+        extra={"frac": 0.6},
+    ),
+    _Prog(
+        "iron_uptake",
+        {"Erythroid progenitor": 1.0, "Tumour epithelial": 0.5, "Osteoclast": 0.3},
+        optional=tuple(_SIGNATURES["iron_uptake"]),
+        n_random=0,
+        kind="signature",
+        extra={"frac": 0.7},
+    ),
+)
+
+# Ribosomal-protein content relative to the baseline (log fold), per cell type.
+_RIBO_LFC = {
+    "T cell": 0.35, "NK cell": 0.1, "B cell": 0.3, "Plasma cell": -0.4,
+    "Monocyte/Macrophage": -0.3, "Neutrophil": -0.9, "Dendritic cell": 0.0,
+    "Mast cell/Basophil": -0.2, "Erythroid": 0.2, "HSPC": 0.5, "Osteoclast": -0.4,
+    "Osteoblast": -0.2, "Stromal": -0.3, "Endothelial": -0.2, "Tumour epithelial": 0.1,
+}  # fmt: skip
+
+# Library size relative to the median cell, and mean mitochondrial fraction.
+_LIB_FACTOR = {
+    "T cell": 0.75, "NK cell": 0.8, "B cell": 0.8, "Plasma cell": 1.7,
+    "Monocyte/Macrophage": 1.15, "Neutrophil": 0.55, "Dendritic cell": 1.2,
+    "Mast cell/Basophil": 1.0, "Erythroid": 0.9, "HSPC": 1.2, "Osteoclast": 1.8,
+    "Osteoblast": 1.5, "Stromal": 1.4, "Endothelial": 1.2, "Tumour epithelial": 2.0,
+}  # fmt: skip
+_MITO_MEAN = {
+    "T cell": 0.040, "NK cell": 0.040, "B cell": 0.035, "Plasma cell": 0.045,
+    "Monocyte/Macrophage": 0.050, "Neutrophil": 0.025, "Dendritic cell": 0.045,
+    "Mast cell/Basophil": 0.040, "Erythroid": 0.025, "HSPC": 0.040, "Osteoclast": 0.060,
+    "Osteoblast": 0.055, "Stromal": 0.055, "Endothelial": 0.050, "Tumour epithelial": 0.065,
+}  # fmt: skip
+# Probability that a cell of the cell type is cycling.
+_CYCLING = {
+    "Tumour epithelial": 0.3, "HSPC": 0.35, "Erythroid": 0.45, "Plasma cell": 0.1,
+    "Neutrophil": 0.04, "T cell": 0.03, "B cell": 0.05, "NK cell": 0.03,
+}  # fmt: skip
+
+# Base composition (relative weights) of a bone-metastatic marrow and of a
+# tumour-distal ("control") marrow. Normalised to fractions.
+_BASE_COMPOSITION = {
+    "bone_met": {
+        "CD4 T": 3.0, "Treg": 1.2, "CD8 T": 2.8, _TPEX: 1.0, _TEX: 2.2, "NK": 2.0, "B": 6.5,
+        "Plasma": 1.2, "Classical monocyte": 6.0, "Non-classical monocyte": 2.0,
+        "Macrophage": 5.0, _IRON_MAC: 0.9, "M-MDSC": 3.0, "PMN-MDSC": 4.5, _IMM_NEU: 3.0,
+        "Mature neutrophil": 15.0, "cDC1": 0.7, "cDC2": 1.3, "pDC": 1.0, "Mast/Basophil": 0.8,
+        "Erythroid progenitor": 8.0, "HSPC": 2.0, "Osteoclast": 1.4, "Osteoblast": 1.2,
+        "MSC/Stromal": 1.8, "Endothelial": 1.3, "Tumour epithelial": 14.0,
+    },
+    "control": {
+        "CD4 T": 3.5, "Treg": 0.9, "CD8 T": 3.4, _TPEX: 1.3, _TEX: 1.0, "NK": 2.2, "B": 8.5,
+        "Plasma": 1.2, "Classical monocyte": 7.0, "Non-classical monocyte": 2.2,
+        "Macrophage": 4.5, _IRON_MAC: 0.6, "M-MDSC": 1.4, "PMN-MDSC": 1.8, _IMM_NEU: 1.3,
+        "Mature neutrophil": 20.0, "cDC1": 0.8, "cDC2": 1.4, "pDC": 1.2, "Mast/Basophil": 0.8,
+        "Erythroid progenitor": 15.0, "HSPC": 2.6, "Osteoclast": 0.8, "Osteoblast": 1.2,
+        "MSC/Stromal": 1.8, "Endothelial": 1.3, "Tumour epithelial": 1.2,
+    },
+}  # fmt: skip
+
+_SPECIES = ("human", "mouse")
+
+
+# --------------------------------------------------------------------------------------
+# Gene universe
+# --------------------------------------------------------------------------------------
+
+
+def _to_mouse(symbol: str) -> str:
+    """Human → mouse symbol by the usual capitalisation rule (``CD8A`` → ``Cd8a``)."""
+    if symbol.upper().startswith("MT-"):
+        return "mt-" + symbol[3:].capitalize()
+    return symbol[:1].upper() + symbol[1:].lower()
+
+
+def _parse_token(token: str, species: str) -> tuple[str | None, str | None, bool]:
+    """Return (symbol for ``species`` or None, human symbol or None, high?)."""
+    high = token.endswith("!")
+    token = token.rstrip("!")
+    if "|" in token:
+        human, mouse = token.split("|")
+        sym = human if species == "human" else mouse
+        return (sym or None), (human or None), high
+    return (token if species == "human" else _to_mouse(token)), token, high
+
+
+def _read_universe_file() -> pd.DataFrame:
+    path = package_data_dir() / _UNIVERSE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"bonemet's gene-universe file {path} is missing: reinstall bonemet "
+            "(pip install -e .) or rebuild it with bonemet.datasets._simulate._build_gene_universe"
+        )
+    with gzip.open(path, "rt") as fh:
+        return pd.read_csv(fh, sep="\t", comment="#")
+
+
+_RIBO_RE = re.compile(r"^RP[LS]\d+[AXL]?\d?$|^RPLP[0-2]$|^RPSA$")
+_HUMAN_ONLY_RE = re.compile(r"^(RPS4Y|RPL3L|XIST|UTY|DDX3Y|EIF1AY|KDM5D|ZFY|CYP\dA\d+)")
+
+
+@dataclass
+class _Universe:
+    genes: list[str]
+    role: np.ndarray  # str per gene: marker, signature, housekeeping, ribo, mito, hb, filler
+    base: np.ndarray  # natural-log baseline weight
+
+
+def _gene_universe(species: str, rng: np.random.Generator) -> _Universe:
+    table = _read_universe_file()
+    pbmc = dict(zip(table["symbol"], table["log10_mean_fraction"] * np.log(10)))
+    seen: set[str] = set()
+    genes: list[str] = []
+    role: list[str] = []
+    base: list[float] = []
+    human_taken: set[str] = set()
+
+    def add(sym: str | None, human: str | None, r: str, b: float) -> None:
+        if human:
+            human_taken.add(human)
+        if sym is None or sym in seen:
+            return
+        seen.add(sym)
+        genes.append(sym)
+        role.append(r)
+        base.append(b)
+
+    # mitochondrial genes: relative weights from PBMC
+    for h, s in zip(_MITO["human"], _MITO[species]):
+        add(s, h, "mito", pbmc.get(h, np.log(1e-4)))
+    for tok in _HB:
+        s, h, _ = _parse_token(tok, species)
+        add(s, h, "hb", np.log(2e-6))
+    # population markers: low baseline outside their programmes
+    for prog in _PROGRAMMES:
+        if prog.kind != "marker":
+            continue
+        for tok in (*prog.core, *prog.optional, *prog.negative):
+            s, h, _ = _parse_token(tok, species)
+            add(s, h, "marker", float(np.log(1e-6) + rng.normal(0, 0.5)))
+    # signature genes: baseline from PBMC where known, else moderate-low
+    sig_tokens = [t for v in _SIGNATURES.values() for t in v]
+    sig_tokens += [t for p in _PROGRAMMES if p.kind == "signature" for t in p.optional]
+    for tok in sig_tokens:
+        s, h, _ = _parse_token(tok, species)
+        b = pbmc.get(h) if h else None
+        add(s, h, "signature", float(b if b is not None else np.log(1.5e-5) + rng.normal(0, 0.5)))
+    for tok in _HOUSEKEEPING:
+        s, h, _ = _parse_token(tok, species)
+        add(s, h, "housekeeping", float(pbmc.get(h, np.log(2e-4))))
+    # fillers (incl. ribosomal genes) in PBMC order
+    for h, b in zip(table["symbol"], table["log10_mean_fraction"] * np.log(10)):
+        if h.startswith("MT-") or h in human_taken:
+            continue
+        if species == "mouse" and _HUMAN_ONLY_RE.match(h):
+            continue
+        s = h if species == "human" else _to_mouse(h)
+        add(s, h, "ribo" if _RIBO_RE.match(h) else "filler", float(b))
+    return _Universe(genes=genes, role=np.asarray(role), base=np.asarray(base, dtype=np.float64))
+
+
+def _build_gene_universe(
+    h5ad: str | Path = "../shared/data/pbmc4k_soupx.h5ad", *, n_genes: int = 5400
+) -> Path:
+    """Rebuild ``bonemet/data/gene_universe_human.tsv.gz`` from 10x PBMC 4k counts.
+
+    Keeps the ``n_genes`` protein-coding-looking symbols with the highest mean fraction of
+    a cell's UMIs (no Ensembl ids, LINC/clone-based names, antisense, ORFs, HLA/KIR/LILR,
+    ZNF or olfactory families) plus the 13 mitochondrial genes. Maintainer tool; not used
+    at run time.
+    """
+    import anndata as ad
+
+    adata = ad.read_h5ad(h5ad)
+    X = sp.csr_matrix(adata.X, dtype=np.float64)
+    total = np.asarray(X.sum(1)).ravel()
+    mean = np.asarray((sp.diags(1 / np.maximum(total, 1)) @ X).mean(0)).ravel()
+    names = np.asarray(adata.var_names)
+    ok_re = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
+    bad_re = re.compile(
+        r"^(ENSG|LINC|LOC|AC\d|AL\d|AP\d|RP\d|CT[AB]|KIAA|FAM\d|ZNF|OR\d|HLA|KIR|LILR|MIR|SNOR|"
+        r"SCARNA|TRAV|TRBV|TRGV|TRDV|IGHV|IGKV|IGLV|RNU|RNA5|HIST)|ORF"
+    )
+    ok = np.array([bool(ok_re.match(g)) and not bad_re.search(g) for g in names])
+    order = np.argsort(-np.where(ok, mean, -1.0))[:n_genes]
+    mito = [i for i, g in enumerate(names) if g.startswith("MT-")]
+    out = package_data_dir() / _UNIVERSE_FILE
+    with gzip.open(out, "wt") as fh:
+        fh.write("# Human gene symbols and mean fraction of UMIs per cell (log10) in 10x PBMC 4k\n")
+        fh.write(
+            "# (pbmc4k_soupx.h5ad, 2,170 cells, GRCh38 symbols). "
+            "Built by bonemet.datasets._simulate._build_gene_universe.\n"
+        )
+        fh.write("symbol\tlog10_mean_fraction\n")
+        for i in [*order, *mito]:
+            fh.write(f"{names[i]}\t{np.log10(max(mean[i], 1e-9)):.3f}\n")
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Population profiles
+# --------------------------------------------------------------------------------------
+
+
+def _population_profiles(
+    uni: _Universe, species: str, rng: np.random.Generator
+) -> tuple[np.ndarray, dict[str, list[str]], dict[str, list[str]]]:
+    """Log-weights (populations × genes) and the marker genes each programme used."""
+    G = len(uni.genes)
+    P = len(POPULATIONS)
+    gidx = {g: i for i, g in enumerate(uni.genes)}
+    pidx = {p: i for i, p in enumerate(POPULATIONS)}
+    fold = np.ones((P, G))  # linear-scale up-regulation (programmes add up, saturating)
+    down = np.zeros((P, G))  # log-scale down-regulation
+    filler_pool = np.flatnonzero(uni.role == "filler")
+    used: dict[str, list[str]] = {}
+    unused: dict[str, list[str]] = {}
+
+    def target_lfc(g: int, lo: float, hi: float) -> float:
+        return float(np.log(np.exp(rng.uniform(np.log(lo), np.log(hi)))) - uni.base[g])
+
+    for prog in _PROGRAMMES:
+        lfc: dict[int, float] = {}
+        neg: dict[int, float] = {}
+        names_used: list[str] = []
+        names_unused: list[str] = []
+        if prog.kind == "marker":
+            for tok in prog.core:
+                s, _, high = _parse_token(tok, species)
+                if s is None:
+                    continue
+                lo, hi = (6e-3, 3e-2) if high else (4e-4, 3e-3)
+                lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi), 1.0)
+                names_used.append(s)
+            opts = [_parse_token(t, species) for t in prog.optional]
+            opts = [o for o in opts if o[0] is not None and gidx[o[0]] not in lfc]
+            # a seeded random part of the canonical markers, at varied effect sizes
+            keep = rng.random(len(opts)) < rng.uniform(0.4, 0.7)
+            if opts and not keep.any() and not prog.core:
+                keep[rng.integers(len(opts))] = True
+            for (s, _, high), k in zip(opts, keep):
+                if not k:
+                    names_unused.append(s)
+                    continue
+                lo, hi = (3e-3, 2e-2) if high else (6e-5, 1.5e-3)
+                lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi), 0.7)
+                names_used.append(s)
+        else:
+            frac = prog.extra.get("frac", 0.7)
+            for tok in prog.optional:
+                s, _, _ = _parse_token(tok, species)
+                if s is None:
+                    continue
+                if rng.random() < frac:
+                    lfc[gidx[s]] = rng.uniform(0.6, 1.8)
+                    names_used.append(s)
+                else:
+                    names_unused.append(s)
+        for tok in prog.negative:
+            s, _, _ = _parse_token(tok, species)
+            if s is not None:
+                neg[gidx[s]] = -rng.uniform(1.5, 3.0)
+        # random non-marker genes, up and down
+        if prog.n_random:
+            rnd = rng.choice(filler_pool, size=prog.n_random, replace=False)
+            sign = np.where(rng.random(prog.n_random) < 0.65, 1.0, -1.0)
+            for g, sg, mag in zip(rnd, sign, rng.uniform(0.5, 2.2, prog.n_random)):
+                if sg > 0:
+                    lfc.setdefault(int(g), mag)
+                else:
+                    neg.setdefault(int(g), -mag)
+        idx = np.fromiter(lfc.keys(), dtype=np.int64, count=len(lfc))
+        val = np.fromiter(lfc.values(), dtype=np.float64, count=len(lfc))
+        nidx = np.fromiter(neg.keys(), dtype=np.int64, count=len(neg))
+        nval = np.fromiter(neg.values(), dtype=np.float64, count=len(neg))
+        for pop, w in prog.members.items():
+            # per-population jitter of the shared programme (members are not identical)
+            jit = rng.normal(0, 0.15, len(idx))
+            fold[pidx[pop], idx] += w * (np.exp(val + jit) - 1.0)
+            down[pidx[pop], nidx] += w * nval
+        used[prog.name] = names_used
+        unused[prog.name] = names_unused
+
+    eta = uni.base[None, :] + np.log(fold) + down
+    # ribosomal content per cell type, and a little population-specific noise everywhere
+    ribo = uni.role == "ribo"
+    for pop, p in pidx.items():
+        eta[p, ribo] += _RIBO_LFC[POPULATION_TO_CELL_TYPE[pop]]
+    eta += rng.normal(0, 0.1, eta.shape)
+    eta[:, uni.role == "mito"] = -np.inf  # mitochondrial share is set per cell
+    return eta, used, unused
+
+
+# --------------------------------------------------------------------------------------
+# Cell-level programmes (loadings; scores per cell)
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _CellProgrammes:
+    names: list[str]
+    loadings: np.ndarray  # K × G (natural-log fold per unit score)
+
+
+def _cell_programmes(uni: _Universe, species: str, rng: np.random.Generator) -> _CellProgrammes:
+    G = len(uni.genes)
+    gidx = {g: i for i, g in enumerate(uni.genes)}
+    filler_pool = np.flatnonzero(uni.role == "filler")
+    names: list[str] = []
+    rows: list[np.ndarray] = []
+
+    def genes_of(tokens: list[str]) -> list[int]:
+        out = []
+        for t in tokens:
+            s, _, _ = _parse_token(t, species)
+            if s is not None and s in gidx:
+                out.append(gidx[s])
+        return out
+
+    def add(name: str, idx: list[int] | np.ndarray, val: np.ndarray | float) -> None:
+        row = np.zeros(G)
+        row[np.asarray(idx, dtype=np.int64)] = val
+        names.append(name)
+        rows.append(row)
+
+    # within-lineage heterogeneity: two factors per cell type
+    for ct in CELL_TYPES:
+        for k in range(2):
+            idx = rng.choice(filler_pool, size=40, replace=False)
+            add(f"het:{ct}:{k}", idx, rng.normal(0, 0.45, 40))
+    idx = genes_of(_SIGNATURES["proliferation"])
+    add("proliferation", idx, rng.uniform(1.8, 3.2, len(idx)))
+    idx = genes_of(_SIGNATURES["stress"])
+    add("stress", idx, rng.uniform(1.0, 2.5, len(idx)))
+    idx = genes_of(_SIGNATURES["hypoxia"])
+    add("hypoxia", idx, rng.uniform(0.6, 1.8, len(idx)))
+    # erythroid mimicry: haemoglobin strongly, some erythroid genes moderately
+    hb = genes_of(_HB)
+    ery = genes_of(_SIGNATURES["mimicry_erythroid"])
+    ery = list(rng.choice(ery, size=max(3, len(ery) // 2 + 1), replace=False))
+    row_idx = hb + ery
+    add("mimicry", row_idx, np.r_[rng.uniform(6.3, 7.3, len(hb)), rng.uniform(3.0, 5.0, len(ery))])
+    # erythroid maturation (score from -1 to 1): Hb and late genes up, early genes down
+    late = genes_of([*_HB, "ALAS2", "SLC4A1", "GYPA"])
+    early = genes_of(["KIT", "GATA2", "CD34", "MKI67", "TFRC"])
+    add("erythroid_maturation", late + early, np.r_[np.full(len(late), 1.6), np.full(len(early), -1.2)])
+    add("dkk1", genes_of(["DKK1"]), 2.2)
+    return _CellProgrammes(names=names, loadings=np.vstack(rows))
+
+
+# --------------------------------------------------------------------------------------
+# The simulator
+# --------------------------------------------------------------------------------------
+
+
+def _barcodes(n: int, rng: np.random.Generator) -> np.ndarray:
+    alphabet = np.array(list("ACGT"))
+    out: np.ndarray = np.array([], dtype=object)
+    while len(out) < n:
+        codes = rng.integers(0, 4, size=(n - len(out), 16))
+        new = np.array(["".join(r) + "-1" for r in alphabet[codes]], dtype=object)
+        out = pd.unique(np.concatenate([out, new]))
+    return np.asarray(out[:n], dtype=object)
+
+
+def _sample_counts_chunk(
+    lam: np.ndarray,
+    theta: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    ambient: tuple[np.ndarray, np.ndarray] | None = None,
+) -> sp.csr_matrix:
+    """Gamma-Poisson (negative-binomial) counts for a chunk of cells, as CSR.
+
+    ``lam`` (cells × genes, float32) holds the expected counts of the cells' own RNA; it
+    is modified in place. Each entry gets gamma noise of gene-wise shape ``theta``
+    (mean 1, variance ``1/theta``), which makes the counts NB(mean, theta).
+    ``ambient`` = (ambient UMIs per cell, ambient profile per cell) adds ambient RNA as
+    plain Poisson counts. Returns float32, integer-valued CSR with sorted indices.
+    """
+    n, G = lam.shape
+    th = np.broadcast_to(theta.astype(np.float32), (n, G))
+    noise = rng.standard_gamma(th, dtype=np.float32)
+    noise *= (1.0 / theta).astype(np.float32)[None, :]
+    lam *= noise
+    del noise
+    if ambient is not None:
+        amb_umis, amb_prof = ambient
+        lam += amb_umis[:, None] * amb_prof
+    counts = rng.poisson(lam)
+    nz = np.flatnonzero(counts)
+    rows = nz // G
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
+    data = counts.ravel()[nz].astype(np.float32)
+    return sp.csr_matrix((data, (nz % G).astype(np.int32), indptr), shape=(n, G))
+
+
+def simulate_bone_metastasis(
+    n_cells: int = 20000,
+    n_samples: int = 4,
+    *,
+    species: Literal["human", "mouse"] = "mouse",
+    seed: int = 0,
+    doublet_rate: float = 0.03,
+    ambient: float = 0.03,
+    low_quality_rate: float = 0.02,
+    median_counts: float = 4500.0,
+) -> Any:
+    """Simulate raw UMI counts of bone-metastatic and control marrow samples.
+
+    Negative-binomial counts with known truth for 27 populations (the annotation
+    vocabulary), hierarchical marker programmes that use only part of each population's
+    canonical markers, per-sample composition shifts, batch effects, ambient RNA with a
+    haemoglobin component, heterotypic doublets and low-quality cells. Same ``seed`` →
+    identical data.
+
+    Parameters
+    ----------
+    n_cells
+        Total number of cells (droplets, including doublets and low-quality cells).
+    n_samples
+        Number of samples (``bm01``, ``bm02`` …). With two or more, the first half
+        (rounded up) are ``bone_met`` and the rest ``control`` (tumour-distal marrow
+        with few disseminated tumour cells).
+    species
+        ``"mouse"`` (symbols such as ``Cd8a``, ``Chil3``, ``Hbb-bs``, ``mt-Co1``) or
+        ``"human"`` (``CD8A``, ``CHI3L1``, ``HBB``, ``MT-CO1``).
+    seed
+        Seed of the random generator.
+    doublet_rate
+        Fraction of droplets that are heterotypic doublets (two cells of different cell
+        types); ``obs["true_doublet"]``.
+    ambient
+        Mean fraction of a droplet's UMIs that come from the sample's ambient RNA (which
+        carries a haemoglobin component). Varies by sample and cell.
+    low_quality_rate
+        Fraction of damaged cells (low counts, 20–60 % mitochondrial);
+        ``obs["true_low_quality"]``.
+    median_counts
+        Approximate median UMIs per cell before per-sample scaling.
+
+    Returns
+    -------
+    AnnData
+        Raw counts in ``X`` (CSR, float32, integer-valued); ``var_names`` unique gene
+        symbols; ``obs_names`` ``<sample>_<barcode>``. ``obs`` columns: ``sample``,
+        ``condition``, ``true_population``, ``true_cell_type``, ``true_doublet``,
+        ``true_erythroid_mimicry``, ``true_hypoxic``, ``true_low_quality``.
+        ``uns["bonemet_simulation"]``: the parameters, per-sample parameters, and the
+        marker genes each programme used (``markers_used``) or left out
+        (``markers_unused``).
+
+    Examples
+    --------
+    >>> import bonemet as bm
+    >>> adata = bm.datasets.simulate_bone_metastasis(2000, 2, species="human", seed=1)
+    """
+    import anndata as ad
+
+    if species not in _SPECIES:
+        raise InputError(f"species must be 'human' or 'mouse', not {species!r}")
+    n_cells, n_samples = int(n_cells), int(n_samples)
+    if n_samples < 1:
+        raise InputError(f"n_samples must be at least 1, not {n_samples}")
+    if n_cells < 30 * n_samples:
+        raise InputError(
+            f"n_cells={n_cells} is too few for {n_samples} samples: ask for at least "
+            f"{30 * n_samples} cells (30 per sample)"
+        )
+    for name, val, hi in (("doublet_rate", doublet_rate, 0.5), ("ambient", ambient, 0.5),
+                          ("low_quality_rate", low_quality_rate, 0.5)):  # fmt: skip
+        if not 0.0 <= float(val) < hi:
+            raise InputError(f"{name} must be in [0, {hi}), not {val}")
+    if not median_counts > 100:
+        raise InputError(f"median_counts must be above 100, not {median_counts}")
+
+    rng = np.random.default_rng(seed)
+    uni = _gene_universe(species, rng)
+    G = len(uni.genes)
+    eta_pop, used, unused = _population_profiles(uni, species, rng)
+    cprog = _cell_programmes(uni, species, rng)
+    K = len(cprog.names)
+    kidx = {k: i for i, k in enumerate(cprog.names)}
+    pidx = {p: i for i, p in enumerate(POPULATIONS)}
+    pop_ct = np.array([CELL_TYPES.index(POPULATION_TO_CELL_TYPE[p]) for p in POPULATIONS])
+    mito_idx = np.flatnonzero(uni.role == "mito")
+    mito_dist = np.exp(uni.base[mito_idx])
+    mito_dist /= mito_dist.sum()
+    hb_idx = np.flatnonzero(uni.role == "hb")
+    hb_dist = np.array([0.55, 0.25, 0.15, 0.05])[: len(hb_idx)]
+    hb_dist /= hb_dist.sum()
+    theta = np.exp(rng.normal(np.log(3.5), 0.7, G))
+    theta[uni.role == "marker"] /= 2.0  # marker genes are burstier
+    theta[uni.role == "housekeeping"] *= 3.0
+    theta[mito_idx] = 20.0
+    theta = np.clip(theta, 0.2, 200.0)
+
+    # ---- samples
+    samples = [f"bm{i + 1:02d}" for i in range(n_samples)]
+    n_met = (n_samples + 1) // 2 if n_samples >= 2 else 1
+    conditions = ["bone_met" if i < n_met else "control" for i in range(n_samples)]
+    size_w = rng.uniform(0.8, 1.2, n_samples)
+    n_per = rng.multinomial(n_cells - 30 * n_samples, size_w / size_w.sum()) + 30
+    lib_scale = np.exp(rng.normal(0, 0.2, n_samples))
+    amb_frac = ambient * rng.uniform(0.5, 1.5, n_samples)
+    amb_hb = rng.uniform(0.15, 0.45, n_samples)
+    mito_shift = np.exp(rng.normal(0, 0.15, n_samples))
+    dkk1 = np.array(
+        [rng.uniform(0.6, 1.6) if c == "bone_met" else rng.uniform(0.0, 0.4) for c in conditions]
+    )
+    hypoxic_frac = np.array(
+        [rng.uniform(0.35, 0.6) if c == "bone_met" else rng.uniform(0.15, 0.3) for c in conditions]
+    )
+    batch = rng.normal(0, 0.25, (n_samples, G))
+    batch[:, mito_idx] = 0.0
+    compositions = np.zeros((n_samples, len(POPULATIONS)))
+    counts_per_pop = np.zeros((n_samples, len(POPULATIONS)), dtype=np.int64)
+    for s in range(n_samples):
+        base = np.array([_BASE_COMPOSITION[conditions[s]][p] for p in POPULATIONS])
+        base[pidx[_IMM_NEU]] *= 0.6 + 0.6 * dkk1[s]  # DKK1 → CHI3L3+ neutrophils (Shi 2025)
+        base /= base.sum()
+        comp = rng.dirichlet(base * 250.0)
+        compositions[s] = comp
+        cnt = rng.multinomial(n_per[s], comp)
+        min_n = 3 if n_per[s] >= 300 else (1 if n_per[s] >= 60 else 0)
+        for p in np.flatnonzero(cnt < min_n):  # every population present in every sample
+            need = min_n - cnt[p]
+            cnt[p] += need
+            cnt[np.argmax(cnt)] -= need
+        counts_per_pop[s] = cnt
+
+    # ---- cells: primary specs, then one partner spec per doublet
+    sample_of = np.repeat(np.arange(n_samples), n_per)
+    pop_of = np.concatenate(
+        [rng.permutation(np.repeat(np.arange(len(POPULATIONS)), counts_per_pop[s])) for s in range(n_samples)]
+    )  # fmt: skip
+    N = n_cells
+    is_doublet = np.zeros(N, dtype=bool)
+    n_dbl = rng.binomial(N, doublet_rate) if doublet_rate > 0 else 0
+    if n_dbl:
+        is_doublet[rng.choice(N, size=n_dbl, replace=False)] = True
+    dbl_cells = np.flatnonzero(is_doublet)
+    partner_pop = np.empty(len(dbl_cells), dtype=np.int64)
+    for j, c in enumerate(dbl_cells):  # heterotypic: partner of another cell type
+        comp = compositions[sample_of[c]].copy()
+        comp[pop_ct == pop_ct[pop_of[c]]] = 0.0
+        partner_pop[j] = rng.choice(len(POPULATIONS), p=comp / comp.sum())
+    spec_pop = np.concatenate([pop_of, partner_pop])
+    spec_sample = np.concatenate([sample_of, sample_of[dbl_cells]])
+    M = len(spec_pop)
+    spec_ct = pop_ct[spec_pop]
+    ct_names = np.asarray(CELL_TYPES)[spec_ct]
+
+    lib_f = np.array([_LIB_FACTOR[c] for c in CELL_TYPES])[spec_ct]
+    lib = median_counts * lib_scale[spec_sample] * lib_f * np.exp(rng.normal(0, 0.45, M)) / 1.1
+    mito_mean = np.array([_MITO_MEAN[c] for c in CELL_TYPES])[spec_ct] * mito_shift[spec_sample]
+    mito_f = rng.beta(30 * mito_mean, 30 * (1 - mito_mean))
+    low_q = np.zeros(M, dtype=bool)
+    n_lq = rng.binomial(N, low_quality_rate) if low_quality_rate > 0 else 0
+    if n_lq:
+        low_q[rng.choice(np.flatnonzero(~is_doublet), size=min(n_lq, N - n_dbl), replace=False)] = True
+    mito_f[low_q] = rng.uniform(0.2, 0.6, low_q.sum())
+    lib[low_q] *= rng.uniform(0.12, 0.35, low_q.sum())
+    a = amb_frac[spec_sample]
+    amb_c = np.clip(rng.beta(4.0 * np.ones(M), 4.0 * (1 - a) / np.maximum(a, 1e-6)), 0, 0.5)
+    if ambient == 0:
+        amb_c[:] = 0.0
+    amb_c[low_q] = np.minimum(amb_c[low_q] * 3, 0.6)  # damaged cells: more soup
+
+    # cell-level programme scores
+    scores = np.zeros((M, K), dtype=np.float64)
+    for ct_i, ct in enumerate(CELL_TYPES):
+        m = spec_ct == ct_i
+        for k in range(2):
+            scores[m, kidx[f"het:{ct}:{k}"]] = rng.normal(0, 1, m.sum())
+    p_cyc = np.array([_CYCLING.get(c, 0.02) for c in CELL_TYPES])[spec_ct]
+    scores[:, kidx["proliferation"]] = (rng.random(M) < p_cyc) * rng.uniform(0.7, 1.2, M)
+    scores[:, kidx["stress"]] = (rng.random(M) < 0.08) * rng.uniform(0.5, 1.3, M)
+    tum = spec_pop == pidx["Tumour epithelial"]
+    hyp = tum & (rng.random(M) < hypoxic_frac[spec_sample])
+    scores[hyp, kidx["hypoxia"]] = rng.uniform(0.6, 1.4, hyp.sum())
+    mim = tum & (rng.random(M) < np.where(hyp, 0.3, 0.06))
+    scores[mim, kidx["mimicry"]] = rng.uniform(0.75, 1.15, mim.sum())
+    ery = spec_pop == pidx["Erythroid progenitor"]
+    scores[ery, kidx["erythroid_maturation"]] = rng.uniform(-1.0, 1.0, ery.sum())
+    scores[tum, kidx["dkk1"]] = dkk1[spec_sample[tum]] + rng.normal(0, 0.25, tum.sum())
+
+    # ---- ambient profile per sample: cell profiles weighted towards erythroid, plus Hb
+    amb_profiles = np.zeros((n_samples, G))
+    lib_pop = np.array([_LIB_FACTOR[POPULATION_TO_CELL_TYPE[p]] for p in POPULATIONS])
+    ery_w = np.where(np.asarray(POPULATIONS) == "Erythroid progenitor", 4.0, 1.0)
+    for s in range(n_samples):
+        e = eta_pop + batch[s]
+        e = np.exp(e - e.max(1, keepdims=True))
+        e /= e.sum(1, keepdims=True)
+        e *= 0.94
+        e[:, mito_idx] = 0.06 * mito_dist
+        w = compositions[s] * lib_pop * ery_w
+        prof = (w / w.sum()) @ e
+        prof *= 1 - amb_hb[s]
+        prof[hb_idx] += amb_hb[s] * hb_dist
+        amb_profiles[s] = prof / prof.sum()
+
+    # ---- counts, in chunks
+    # linear profile per (sample, population), normalised over non-mitochondrial genes
+    W = np.exp(eta_pop[None, :, :] + batch[:, None, :])
+    W /= W.sum(2, keepdims=True)
+    W = W.reshape(n_samples * len(POPULATIONS), G).astype(np.float32)
+    prog_cols = np.flatnonzero(np.any(cprog.loadings != 0, axis=0))
+    load_cols = cprog.loadings[:, prog_cols].astype(np.float32)
+    partner_of = np.full(N, -1, dtype=np.int64)
+    partner_of[dbl_cells] = N + np.arange(len(dbl_cells))
+
+    def expected(ix: np.ndarray) -> np.ndarray:
+        """Expected UMIs of the cells' own RNA (before NB noise), cells × genes."""
+        e = W[spec_sample[ix] * len(POPULATIONS) + spec_pop[ix]]
+        sub = e[:, prog_cols] * np.exp(scores[ix].astype(np.float32) @ load_cols)
+        z = e.sum(1) + (sub.sum(1) - e[:, prog_cols].sum(1))
+        e[:, prog_cols] = sub
+        own = lib[ix] * (1 - amb_c[ix])
+        e *= (own * (1 - mito_f[ix]) / z)[:, None].astype(np.float32)
+        e[:, mito_idx] = ((own * mito_f[ix])[:, None] * mito_dist[None, :]).astype(np.float32)
+        return e
+
+    chunks = []
+    chunk = 2048
+    amb32 = amb_profiles.astype(np.float32)
+    for start in range(0, N, chunk):
+        ix = np.arange(start, min(start + chunk, N))
+        lam = expected(ix)
+        lib_c = lib[ix].copy()
+        d = partner_of[ix] >= 0
+        if d.any():
+            pix = partner_of[ix][d]
+            lam[d] += expected(pix)
+            lib_c[d] += lib[pix]
+        amb_umis = (lib_c * amb_c[ix]).astype(np.float32)
+        chunks.append(
+            _sample_counts_chunk(lam, theta, rng, ambient=(amb_umis, amb32[spec_sample[ix]]))
+        )
+    X = sp.vstack(chunks, format="csr")
+    X.sort_indices()
+
+    # ---- AnnData
+    obs = pd.DataFrame(
+        {
+            "sample": pd.Categorical(np.asarray(samples)[sample_of], categories=samples),
+            "condition": pd.Categorical(
+                np.asarray(conditions)[sample_of],
+                categories=[c for c in ("bone_met", "control") if c in conditions],
+            ),
+            "true_population": pd.Categorical(
+                np.asarray(POPULATIONS)[pop_of], categories=list(POPULATIONS)
+            ),
+            "true_cell_type": pd.Categorical(ct_names[:N], categories=list(CELL_TYPES)),
+            "true_doublet": is_doublet,
+            "true_erythroid_mimicry": mim[:N],
+            "true_hypoxic": hyp[:N],
+            "true_low_quality": low_q[:N],
+        }
+    )
+    bc = _barcodes(N, rng)
+    obs.index = pd.Index([f"{samples[s]}_{b}" for s, b in zip(sample_of, bc)], dtype=str)
+    var = pd.DataFrame(index=pd.Index(uni.genes, dtype=str))
+    adata = ad.AnnData(X=X, obs=obs, var=var)
+    adata.uns["bonemet_simulation"] = {
+        "species": species,
+        "seed": int(seed),
+        "n_cells": int(n_cells),
+        "n_samples": int(n_samples),
+        "doublet_rate": float(doublet_rate),
+        "ambient": float(ambient),
+        "low_quality_rate": float(low_quality_rate),
+        "median_counts": float(median_counts),
+        "n_genes": int(G),
+        "populations": np.asarray(POPULATIONS, dtype=object),
+        "cell_types": np.asarray(CELL_TYPES, dtype=object),
+        "samples": {
+            "sample": np.asarray(samples, dtype=object),
+            "condition": np.asarray(conditions, dtype=object),
+            "n_cells": n_per.astype(np.int64),
+            "library_scale": lib_scale,
+            "ambient_fraction": amb_frac,
+            "ambient_hb_share": amb_hb,
+            "dkk1_level": dkk1,
+            "hypoxic_fraction": hypoxic_frac,
+        },
+        "composition": pd.DataFrame(compositions, index=samples, columns=list(POPULATIONS))
+        .to_json(orient="split"),
+        # keys are programme names ('/' would nest groups in HDF5)
+        "markers_used": {k.replace("/", "_"): np.asarray(v, dtype=str) for k, v in used.items()},
+        "markers_unused": {
+            k.replace("/", "_"): np.asarray(v, dtype=str) for k, v in unused.items()
+        },
+    }
+    logger.info(
+        "simulated %d cells x %d genes (%s, %d samples, seed %d)", N, G, species, n_samples, seed
+    )
+    return adata
