@@ -178,7 +178,12 @@ def build_tree(root: Path) -> dict:
         "GSM1004_KO1.count.csv.gz": _gz(csv4),
     })  # fmt: skip
     (sdir / "suppl" / f"{ACC}_RAW.tar").write_bytes(tar)
-    (sdir / "suppl" / f"{ACC}_cell.annotation.csv.gz").write_bytes(_gz(b"barcode,cells\n"))
+    labels = "".join(
+        f"{c},{'TAM' if i % 3 else 'Osteoclasts'}\n" for i, c in enumerate(df3.columns)
+    )
+    (sdir / "suppl" / f"{ACC}_cell.annotation.csv.gz").write_bytes(
+        _gz(f"barcode,cells\n{labels}".encode())
+    )
     samples = [
         {"gsm": "GSM1001", "title": t1,
          "chars": ["subject id: P1", "tissue type: Tumor", "age: 67", "treatment: ADT", "treatment: RT"],
@@ -338,7 +343,13 @@ def test_soft_filtering_title_species(server, tmp_path):
 def test_fetch_geo_happy_path_and_offline_cache(tree, server, tmp_path):
     out, cache = tmp_path / "out", tmp_path / "cache"
     summary = bm.io.fetch_geo(
-        ACC, out=out, base_url=server.url, cache_dir=cache, species="human", **FAST
+        ACC,
+        out=out,
+        base_url=server.url,
+        cache_dir=cache,
+        species="human",
+        annotation="GSE1000_cell.annotation*",
+        **FAST,
     )
     # the mouse sample is excluded by organism; its tar member is never extracted
     assert [s["sample"] for s in summary["samples"]] == ["GSM1001", "GSM1002", "GSM1003", "GSM1005"]
@@ -385,8 +396,12 @@ def test_fetch_geo_happy_path_and_offline_cache(tree, server, tmp_path):
     assert a3.n_obs == df3.shape[1] and a3.n_vars == len(HUMAN_GENES)
     assert a3.obs["geo_barcode"].tolist() == list(df3.columns)
     assert a3.obs_names[0] == f"GSM1003_{df3.columns[0]}"
+    # the series annotation joins on the original barcode (GSE143791 style)
+    assert a3.obs["cells"].iloc[0] == "Osteoclasts" and a3.obs["cells"].iloc[1] == "TAM"
+    assert "cells" not in a1.obs  # no barcode of GSM1001 is in the table: not joined, warned
     expected_actb = df3.loc["ACTB"].sum(axis=0).to_numpy()
     np.testing.assert_array_equal(a3[:, "ACTB"].X.toarray().ravel(), expected_actb)
+    assert "1 duplicate gene symbols summed" in list(a3.uns["bonemet"]["warnings"])
     assert a3.uns["bonemet"]["is_counts"] is True or a3.uns["bonemet"]["is_counts"] == np.True_
     assert a3.uns["bonemet"]["inputs"]["GSM1003"]["path"].endswith(
         f"{ACC}_RAW.tar#GSM1003_S3-Distal.count.csv.gz"
@@ -606,6 +621,16 @@ def test_classify_file_sets(tmp_path):
     assert sorted(p.name for p in other) == ["GSM1_B_barcodes.tsv.gz", "GSM1_obj.rds"]
     with pytest.raises(InputError, match="several count matrices"):
         _geo._pick_set(sets, "GSM1")
+    # name tokens, not substrings: "Metastasis" is not "meta"
+    sets, meta, _, _ = _geo._classify(
+        [Path(n) for n in ("GSM2_Metastasis1.counts.csv.gz", "GSE1_cell.annotation.human.csv.gz",
+                           "GSM3_BoM7_scRNA_MetaData.txt.gz", "GSM3_cell_type.txt")]
+    )  # fmt: skip
+    assert [s.files[0].name for s in sets] == ["GSM2_Metastasis1.counts.csv.gz"]
+    assert len(meta) == 3
+    assert _geo._gsm_of("GSM4274678_BMET1-Tumor.count.csv.gz") == "GSM4274678"
+    assert _geo._gsm_of("GSM12/filtered_feature_bc_matrix/matrix.mtx.gz") == "GSM12"
+    assert _geo._gsm_of("GSM12a_x.csv") is None and _geo._gsm_of("README.txt") is None
     raw = _geo._FileSet("10x_h5", [tmp_path / "r.h5"], "GSM1_raw_feature_bc_matrix.h5")
     filt = _geo._FileSet("10x_h5", [tmp_path / "f.h5"], "GSM1_filtered_feature_bc_matrix.h5")
     assert _geo._pick_set([raw, filt], "GSM1") is filt

@@ -281,6 +281,8 @@ class _Fetcher:
 
             self._session = requests.Session()
             self._session.headers["User-Agent"] = f"bonemet/{__version__} (+GEO ingestion)"
+            # no transport compression: byte offsets (Range) and sizes refer to the file itself
+            self._session.headers["Accept-Encoding"] = "identity"
         return self._session
 
     def local_path(self, url: str) -> Path:
@@ -526,7 +528,7 @@ def _safe_extract(archive: Path, dest: Path, *, keep: Any = None) -> list[Path]:
                 )
         filt = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
         for m in members:
-            if not m.isfile() or (keep is not None and not keep(PurePosixPath(m.name).name)):
+            if not m.isfile() or (keep is not None and not keep(m.name)):
                 continue
             final = dest / m.name
             if final.is_file() and final.stat().st_size == m.size:
@@ -558,7 +560,19 @@ def _tar_names(archive: Path) -> list[str]:
 
 
 _TRIPLET = re.compile(r"^(?P<prefix>.*?)(?P<part>barcodes|features|genes|matrix)\.(?:tsv|txt|mtx)$")
-_META = re.compile(r"meta|annot|cell[._-]?types?|clusters?|barcode[._-]?map", re.IGNORECASE)
+# per-cell tables (not matrices): whole name tokens, so "metastasis" is not "meta"
+_META = re.compile(
+    r"(?:^|[._-])(?:meta(?:[._-]?data)?|annotations?|annot|cell[._-]?(?:types?|info)|"
+    r"clusters?|barcode[._-]?map)(?=[._-]|$)",
+    re.IGNORECASE,
+)
+_GSM_IN_PATH = re.compile(r"(?:^|/)(GSM\d+)(?=[_.\-/]|$)", re.IGNORECASE)
+
+
+def _gsm_of(name: str) -> str | None:
+    """The GSM id a (tar member) path is named after: its first GSM-led component."""
+    m = _GSM_IN_PATH.search(name.replace("\\", "/"))
+    return m.group(1).upper() if m else None
 
 
 @dataclass
@@ -594,7 +608,7 @@ def _classify(paths: Sequence[Path]) -> tuple[list[_FileSet], list[Path], list[P
         elif base.endswith(".h5ad"):
             sets.append(_FileSet("h5ad", [p], p.name))
         elif base.endswith((".csv", ".tsv", ".txt")):
-            if _META.search(base):
+            if _META.search(re.sub(r"\.(csv|tsv|txt)$", "", base)):
                 meta.append(p)
             else:
                 sets.append(_FileSet("csv", [p], p.name))
@@ -725,33 +739,36 @@ def _read_dense_table(path: Path, gsm: str) -> Any:
     blocks: list[sp.csr_matrix] = []
     ncol = len(col_labels)
     try:
+        # the C parser converts straight to float32 (no per-value Python objects), so a
+        # 33k-gene x 5k-cell GEO table is read in row chunks without a dense float64 copy
+        numeric = [i for i in range(ncol + 1) if i != label_pos]
         reader = pd.read_csv(
             path,
             sep=sep,
             header=None,
             skiprows=1,
             chunksize=2000,
-            dtype=str,
+            dtype={label_pos: str, **dict.fromkeys(numeric, np.float32)},
             engine="c" if sep != r"\s+" else "python",
             quotechar='"',
             keep_default_na=False,
+            na_values=dict.fromkeys(numeric, ["", "NA", "NaN", "nan"]),
         )
         for chunk in reader:
             if chunk.shape[1] != ncol + 1:
                 raise InputError(
                     f"{path.name} ({gsm}): rows have {chunk.shape[1]} fields, expected {ncol + 1}"
                 )
-            labels = chunk.iloc[:, label_pos].astype(str).str.strip('"').tolist()
-            values = chunk.drop(columns=chunk.columns[label_pos])
-            try:
-                block = values.apply(pd.to_numeric, errors="raise").to_numpy(dtype=np.float32)
-            except (ValueError, TypeError):
-                raise InputError(
-                    f"{path.name} ({gsm}) holds non-numeric values: not an expression table"
-                ) from None
-            row_labels.extend(labels)
+            row_labels.extend(chunk.iloc[:, label_pos].astype(str).str.strip('"').tolist())
+            block = chunk.drop(columns=chunk.columns[label_pos]).to_numpy(dtype=np.float32)
             blocks.append(sp.csr_matrix(block))
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, zlib.error) as e:
+    except (ValueError, TypeError) as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(
+            f"{path.name} ({gsm}) holds non-numeric values ({_short(e)}): not an expression table"
+        ) from None
+    except (UnicodeDecodeError, EOFError, OSError, zlib.error) as e:
         raise InputError(f"{path.name} ({gsm}) cannot be parsed as a table: {_short(e)}") from None
     if not blocks:
         raise InputError(f"{path.name} ({gsm}) has no data rows")
@@ -767,11 +784,18 @@ def _read_dense_table(path: Path, gsm: str) -> Any:
     if max(rows_cells, cols_cells, rows_genes, cols_genes) == 0:
         logger.warning("%s: orientation not recognisable, assuming genes x cells", path.name)
     logger.info("%s: %s table, %d cells x %d genes", path.name, orientation, len(cells), len(genes))
+    from ._read import check_counts
+
+    X, genes, note = _merge_duplicate_genes(X, genes, is_counts=bool(check_counts(X)[0]))
     adata = ad.AnnData(
         X=X,
         obs=pd.DataFrame(index=pd.Index(cells, dtype=str)),
         var=pd.DataFrame(index=pd.Index(genes, dtype=str)),
     )
+    adata.uns["bonemet"] = {
+        "inputs": {gsm: {"path": str(path), "format": "csv", "orientation": orientation}},
+        "warnings": [note] if note else [],
+    }
     return adata
 
 
@@ -783,34 +807,28 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def _sum_duplicate_genes(adata: Any, *, is_counts: bool) -> Any:
-    import anndata as ad
-
-    names = pd.Index(adata.var_names.astype(str))
+def _merge_duplicate_genes(
+    X: sp.csr_matrix, genes: Sequence[str], *, is_counts: bool
+) -> tuple[sp.csr_matrix, list[str], str | None]:
+    """Make gene symbols unique: sum duplicates of counts, keep the first of other values."""
+    names = pd.Index([str(g) for g in genes])
     if names.is_unique:
-        return adata
-    codes, uniques = pd.factorize(names)
+        return X, list(names), None
+    n = int(names.duplicated().sum())
     if is_counts:
+        codes, uniques = pd.factorize(names)
         agg = sp.csr_matrix(
             (np.ones(len(codes), dtype=np.float32), (np.arange(len(codes)), codes)),
             shape=(len(codes), len(uniques)),
         )
-        X = sp.csr_matrix(adata.X) @ agg
-        out = ad.AnnData(
-            X=X.tocsr().astype(np.float32),
-            obs=adata.obs.copy(),
-            var=pd.DataFrame(index=pd.Index(uniques, dtype=str)),
+        return (
+            (X @ agg).tocsr().astype(np.float32),
+            list(uniques),
+            f"{n} duplicate gene symbols summed",
         )
-        how = "summed"
-    else:
-        keep = ~names.duplicated()
-        out = adata[:, keep].copy()
-        how = "kept the first of each (values are not counts)"
-    n = int(names.duplicated().sum())
-    out.uns.setdefault("bonemet", {}).setdefault("warnings", []).append(
-        f"{n} duplicate gene symbols {how}"
-    )
-    return out
+    keep = np.flatnonzero(~names.duplicated())
+    note = f"{n} duplicate gene symbols: kept the first of each (values are not counts)"
+    return X[:, keep].tocsr(), list(names[keep]), note
 
 
 def _stage_10x(fs: _FileSet, tmp: Path) -> Path:
@@ -1105,18 +1123,14 @@ def _iter_samples(
         wanted = set(tar_samples)
 
         def keep(name: str) -> bool:
-            return re.split(r"[_.\-]", name, maxsplit=1)[0].upper() in wanted
+            return _gsm_of(name) in wanted
 
         dest = tar_path.with_name(tar_path.name + ".d")
         extracted = _safe_extract(tar_path, dest, keep=keep)
         for p in extracted:
-            gsm = re.split(r"[_.\-]", p.name, maxsplit=1)[0].upper()
+            gsm = _gsm_of(p.relative_to(dest).as_posix())
             tar_members.setdefault(gsm, []).append(p)
-        not_ours = [
-            n
-            for n in names
-            if not _GSM.match(re.split(r"[_.\-]", PurePosixPath(n).name, maxsplit=1)[0].upper())
-        ]
+        not_ours = [n for n in names if _gsm_of(n) is None]
         if not_ours:
             summary["unclassified"].extend(
                 {"sample": None, "file": n, "why": "tar member not named after a GSM"}
@@ -1197,9 +1211,6 @@ def _finish_sample(
     # counts or not
     ok, reason = _read.check_counts(adata)
     ok = bool(ok)
-    if fs.kind == "csv":
-        adata = _sum_duplicate_genes(adata, is_counts=ok)
-        warnings += list(adata.uns.get("bonemet", {}).get("warnings", []))
     if not ok:
         msg = (
             f"{gsm}: values are not raw counts ({reason}); marked is_counts=False, so integration "
