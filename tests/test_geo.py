@@ -437,6 +437,16 @@ def test_fetch_geo_happy_path_and_offline_cache(tree, server, tmp_path):
     adatas = bm.io.read_geo(ACC, base_url=server_url_of(summary), cache_dir=cache, species="human",
                             samples=["GSM1003", "GSM1001"], **FAST)  # fmt: skip
     assert list(adatas) == ["GSM1001", "GSM1003"]
+    assert (adatas["GSM1001"].obs["batch"] == "GSM1001").all()
+    # labels from the per-sample metadata, condition from a characteristic (as ingest does)
+    a = bm.io.read_geo(ACC, base_url=summary["base_url"], cache_dir=cache, samples=["GSM1005"],
+                       label_key="cell_type3", condition_key="tissue", **FAST)["GSM1005"]  # fmt: skip
+    assert set(a.obs["reference_label"]) == {"Macrophage", "Osteoclast"}
+    assert (a.obs["condition"] == "bone metastasis").all()
+    assert a.uns["bonemet"]["species"] == "human" and not a.uns["bonemet"]["is_counts"]
+    with pytest.raises(InputError, match="label_key 'cells' is not an obs column of GSM1005"):
+        bm.io.read_geo(ACC, base_url=summary["base_url"], cache_dir=cache, samples=["GSM1005"],
+                       label_key="cells", **FAST)  # fmt: skip
     assert adatas["GSM1003"].n_obs == a3.n_obs
     np.testing.assert_array_equal(adatas["GSM1001"].X.toarray(), a1.X.toarray())
 

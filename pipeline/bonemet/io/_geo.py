@@ -1109,8 +1109,18 @@ def _fmt_size(n: float) -> str:
     return f"{n} B"
 
 
+@dataclass
+class _Opts:
+    """Per-sample obs options (as in :func:`bonemet.io.ingest`)."""
+
+    species: str | None = None
+    label_key: str | None = None
+    batch_key: str | None = None
+    condition_key: str | None = None
+
+
 def _iter_samples(
-    plan: _Plan, fetcher: _Fetcher, summary: dict[str, Any], species_hint: str | None
+    plan: _Plan, fetcher: _Fetcher, summary: dict[str, Any], opts: _Opts
 ) -> Iterator[tuple[str, Any]]:
     """Download, classify and read each planned sample; yield (GSM, AnnData)."""
     from . import _read
@@ -1188,7 +1198,7 @@ def _iter_samples(
         logger.info("reading %s (%s: %s)", sp_.gsm, fs.kind, fs.label)
         adata = _read_set(fs, sp_.gsm)
         adata = _finish_sample(
-            adata, sp_, fs, plan, fetcher, meta, annotations, summary, species_hint, _read
+            adata, sp_, fs, plan, fetcher, meta, annotations, summary, opts, _read
         )
         yield sp_.gsm, adata
 
@@ -1202,10 +1212,13 @@ def _finish_sample(
     meta: list[Path],
     annotations: list[tuple[str, pd.DataFrame]],
     summary: dict[str, Any],
-    species_hint: str | None,
+    opts: _Opts,
     _read: Any,
 ) -> Any:
+    from .._version import __version__
+
     gsm = sp_.gsm
+    species_hint = opts.species
     bm = dict(adata.uns.get("bonemet", {}))
     warnings = list(bm.get("warnings", []))
     # counts or not
@@ -1256,21 +1269,46 @@ def _finish_sample(
     try:
         detected = _read.detect_species(adata.var_names)
     except BonemetError as e:
+        if species_hint not in _ORGANISMS:
+            raise InputError(f"{gsm}: {e}") from None
         detected = None
-        warnings.append(f"{gsm}: species not detected ({e})")
     if species_hint in _ORGANISMS and detected and detected != species_hint:
         msg = f"{gsm}: gene symbols look {detected} but species={species_hint} was asked"
         logger.warning(msg)
         warnings.append(msg)
         summary["warnings"].append(msg)
     species = species_hint if species_hint in _ORGANISMS else detected
+    # label / batch / condition columns, as bonemet.io.ingest sets them
+    for key, what in ((opts.label_key, "label_key"), (opts.batch_key, "batch_key"),
+                      (opts.condition_key, "condition_key")):  # fmt: skip
+        if key is not None and key not in adata.obs.columns:
+            avail = ", ".join(map(str, adata.obs.columns[:25]))
+            raise InputError(
+                f"{what} {key!r} is not an obs column of {gsm} (columns: {avail}); "
+                "per-cell labels come from sample metadata files or the annotation table"
+            )
+    if opts.label_key is not None:
+        lab = adata.obs[opts.label_key].astype(object)
+        adata.obs["reference_label"] = pd.Categorical(
+            lab.where(lab.notna(), "unlabelled").astype(str).to_numpy()
+        )
+    batch = adata.obs[opts.batch_key].astype(str) if opts.batch_key else None
+    adata.obs["batch"] = pd.Categorical(
+        batch.to_numpy() if batch is not None else [gsm] * adata.n_obs
+    )
+    if opts.condition_key is not None:
+        adata.obs["condition"] = pd.Categorical(
+            adata.obs[opts.condition_key].astype(str).to_numpy()
+        )
     # provenance
     main = fs.parts.get("matrix", fs.files[0])
     src = _source_url(main, sp_, plan, fetcher)
     bm.update(
         {
+            "version": __version__,
             "is_counts": ok,
-            "species": species or "unknown",
+            "counts_check": str(reason),
+            "species": species,
             "warnings": warnings,
         }
     )
@@ -1354,6 +1392,9 @@ def read_geo(
     exclude_title: str | None = None,
     species: str | None = None,
     annotation: str | Sequence[str] | None = None,
+    label_key: str | None = None,
+    batch_key: str | None = None,
+    condition_key: str | None = None,
     retries: int = 3,
     backoff: float = 1.0,
     timeout: float = 60.0,
@@ -1380,11 +1421,18 @@ def read_geo(
     species
         ``"human"``/``"mouse"``: keep samples of that organism only (SOFT
         ``!Sample_organism_ch1``); recorded in ``uns["bonemet"]["species"]``.
-        ``None``/``"auto"``: no filter, species detected from the gene symbols.
+        ``None``/``"auto"``: no filter, species detected from the gene symbols
+        (:class:`InputError` when they do not tell).
     annotation
         File name or glob pattern(s) of series-level per-cell tables (e.g.
         ``"GSE143791_cell.annotation.human.csv.gz"``) whose columns are joined onto
-        ``obs`` by the original cell barcode.
+        ``obs`` by the original cell barcode. Per-sample metadata files (names with a
+        ``meta``/``metadata``/``annotation``/``celltype``/``clusters`` token) are joined the
+        same way, always.
+    label_key, batch_key, condition_key
+        obs columns (SOFT characteristics, joined metadata) copied to
+        ``obs["reference_label"]`` (missing labels: ``"unlabelled"``), ``obs["batch"]``
+        (default: the GSM id) and ``obs["condition"]``, as :func:`bonemet.io.ingest` does.
     retries, backoff, timeout
         Retries per file after the first attempt, the first back-off delay in seconds
         (doubled each retry) and the HTTP timeout.
@@ -1394,10 +1442,12 @@ def read_geo(
     dict
         ``{GSM: AnnData}``: raw counts in ``X`` (cells × genes, unique symbols),
         ``obs["sample"]`` = GSM id, ``obs["geo_title"]``, ``obs["geo_organism"]``,
-        ``obs["geo_barcode"]`` (the barcode as in the file), one column per SOFT
-        characteristic (sanitised key, e.g. ``tissue_type``), joined metadata columns;
-        obs names ``<GSM>_<barcode>``; ``uns["bonemet"]`` with ``is_counts``,
-        ``species``, ``inputs``, ``geo`` and ``warnings``. With ``dry_run=True`` the plan
+        ``obs["geo_barcode"]`` (the barcode as in the file), ``obs["batch"]``, one column
+        per SOFT characteristic (sanitised key, e.g. ``tissue_type``), joined metadata
+        columns, ``obs["reference_label"]``/``obs["condition"]`` when asked; obs names
+        ``<GSM>_<barcode>``; ``uns["bonemet"]`` with ``version``, ``is_counts``,
+        ``counts_check``, ``species``, ``inputs`` ({GSM: path (URL), sha256, format}),
+        ``geo`` and ``warnings``. With ``dry_run=True`` the plan
         dict (as :func:`fetch_geo` returns it) instead.
 
     Raises
@@ -1418,10 +1468,11 @@ def read_geo(
         annotation=annotation,
     )
     summary = _new_summary(plan, dry_run)
+    opts = _Opts(species, label_key, batch_key, condition_key)
     if dry_run:
         summary.update(_dry_run(plan, fetcher))
         return summary
-    return dict(_iter_samples(plan, fetcher, summary, species))
+    return dict(_iter_samples(plan, fetcher, summary, opts))
 
 
 def fetch_geo(
@@ -1436,6 +1487,9 @@ def fetch_geo(
     exclude_title: str | None = None,
     species: str | None = None,
     annotation: str | Sequence[str] | None = None,
+    label_key: str | None = None,
+    batch_key: str | None = None,
+    condition_key: str | None = None,
     retries: int = 3,
     backoff: float = 1.0,
     timeout: float = 60.0,
@@ -1476,6 +1530,7 @@ def fetch_geo(
         annotation=annotation,
     )
     summary = _new_summary(plan, dry_run)
+    opts = _Opts(species, label_key, batch_key, condition_key)
     out_dir = Path(out)
     if dry_run:
         summary.update(_dry_run(plan, fetcher))
@@ -1487,7 +1542,7 @@ def fetch_geo(
             stale.unlink()
     rows: list[dict[str, Any]] = []
     by_gsm = {s["sample"]: s for s in summary["samples"]}
-    for gsm, adata in _iter_samples(plan, fetcher, summary, species):
+    for gsm, adata in _iter_samples(plan, fetcher, summary, opts):
         path = out_dir / f"{check_sample_id(gsm)}.h5ad"
         write_h5ad(adata, path)
         bmu = adata.uns["bonemet"]
@@ -1500,7 +1555,7 @@ def fetch_geo(
             "n_cells": int(adata.n_obs),
             "n_genes": int(adata.n_vars),
             "is_counts": bool(bmu["is_counts"]),
-            "species": bmu["species"] if bmu["species"] in _ORGANISMS else "auto",
+            "species": bmu["species"],
         }
         rows.append(row)
         by_gsm[gsm].update(
