@@ -7,12 +7,41 @@ from typing import Any
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from .._errors import StageError
 from .._logging import logger
 
 __all__ = ["normalize"]
+
+
+_MIN_CELLS_LOESS = 10
+_MIN_GENES_LOESS = 10
+
+
+def _loess_problem(x: sp.csr_matrix, batches: np.ndarray | None) -> str:
+    """Why seurat_v3's per-batch loess cannot run here ("" when it can).
+
+    skmisc's loess crashes the interpreter (segfault) on a batch whose genes all have zero
+    variance (e.g. one cell), so tiny batches are caught before it runs.
+    """
+    groups = (
+        [np.arange(x.shape[0])]
+        if batches is None
+        else [np.flatnonzero(batches == b) for b in pd.unique(batches)]
+    )
+    for idx in groups:
+        label = "the data" if batches is None else f"batch {batches[idx[0]]!r}"
+        if idx.size < _MIN_CELLS_LOESS:
+            return f"{label} has {idx.size} cells (< {_MIN_CELLS_LOESS})"
+        sub = x[idx]
+        mean = np.asarray(sub.mean(axis=0)).ravel()
+        sq = np.asarray(sub.multiply(sub).mean(axis=0)).ravel()
+        n_var = int(np.sum(sq - mean**2 > 1e-12))
+        if n_var < _MIN_GENES_LOESS:
+            return f"{label} has {n_var} genes with non-zero variance (< {_MIN_GENES_LOESS})"
+    return ""
 
 
 def _hvg(
@@ -36,6 +65,14 @@ def _hvg(
             attempts.append(("seurat", None, None))
     last: Exception | None = None
     for fl, bk, ly in attempts:
+        if fl.startswith("seurat_v3"):
+            x = adata.layers[ly] if ly else adata.X
+            batches = adata.obs[bk].astype(str).to_numpy() if bk else None
+            problem = _loess_problem(sp.csr_matrix(x), batches)
+            if problem:
+                last = ValueError(f"{problem}: too small for the loess fit")
+                logger.info("HVG flavor=%s batch_key=%s skipped: %s", fl, bk, problem)
+                continue
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -136,8 +173,10 @@ def normalize(
         )
     n_removed = int((~keep).sum())
     if n_removed:
-        adata._inplace_subset_var(keep)
+        adata._inplace_subset_var(keep)  # rebuilds uns: fetch the bookkeeping dicts again
         n_cells = n_cells[keep]
+        bm = adata.uns.setdefault("bonemet", {})
+        warn = bm.setdefault("warnings", [])
     adata.var["n_cells"] = n_cells.astype(np.int64)
 
     bk = (
