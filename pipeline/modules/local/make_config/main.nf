@@ -1,0 +1,50 @@
+/*
+ * MAKE_CONFIG: the run's one source of truth for parameters.
+ *
+ * `bonemet config` merges configs/default.yaml, the user's --config file (if any) and the
+ * --set overrides built from pipeline parameters, validates the result with bonemet's
+ * pydantic schema (unknown keys and bad values fail here, before any data is touched) and
+ * writes config.yaml, which every later stage receives. Groovy holds no defaults.
+ */
+process MAKE_CONFIG {
+    tag "${meta.id}"
+    label 'process_single'
+
+    input:
+    val  meta
+    path base_config      // [] when the user gave no --config
+    val  overrides        // list of 'section.key=value' strings
+
+    output:
+    path "config.yaml" , emit: config
+    path "versions.yml", emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args     = task.ext.args ?: ''
+    def base_arg = base_config ? "--config ${base_config}" : ''
+    def set_args = overrides.collect { "--set '${it}'" }.join(' ')
+    """
+    bonemet config \\
+        ${base_arg} \\
+        ${set_args} \\
+        ${args} \\
+        --output config.yaml
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        bonemet: \$(bonemet --version 2>&1 | sed 's/^bonemet //')
+    END_VERSIONS
+    """
+
+    stub:
+    """
+    touch config.yaml
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        bonemet: \$(python -c "from importlib.metadata import version; print(version('bonemet'))" 2>/dev/null || echo stub)
+    END_VERSIONS
+    """
+}

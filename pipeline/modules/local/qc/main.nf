@@ -1,0 +1,46 @@
+/*
+ * QC (per sample): MAD-based thresholds plus fixed floors, doublets (scrublet), Hb and
+ * ambient indicators; removed cells counted by reason in uns["bonemet"]["qc"].
+ */
+process QC {
+    tag "${meta.id}"
+    label 'process_low'
+
+    input:
+    tuple val(meta), path(h5ad, stageAs: 'input/*')
+    path config
+
+    output:
+    tuple val(meta), path("${prefix}.qc.h5ad"), emit: h5ad
+    path "versions.yml"                       , emit: versions
+
+    when:
+    task.ext.when == null || task.ext.when
+
+    script:
+    def args = task.ext.args ?: ''
+    prefix   = task.ext.prefix ?: "${meta.id}"
+    """
+    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+    bonemet qc \\
+        --input ${h5ad} \\
+        --config ${config} \\
+        ${args} \\
+        --output ${prefix}.qc.h5ad
+
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        bonemet: \$(bonemet --version 2>&1 | sed 's/^bonemet //')
+    END_VERSIONS
+    """
+
+    stub:
+    prefix = task.ext.prefix ?: "${meta.id}"
+    """
+    touch ${prefix}.qc.h5ad
+    cat <<-END_VERSIONS > versions.yml
+    "${task.process}":
+        bonemet: \$(python -c "from importlib.metadata import version; print(version('bonemet'))" 2>/dev/null || echo stub)
+    END_VERSIONS
+    """
+}
