@@ -375,3 +375,16 @@ def test_ingest_single_file_and_non_counts(tmp_path, make_counts):
 def test_ingest_keys_need_h5ad(shared_data):
     with pytest.raises(InputError, match="only with .h5ad"):
         bm.io.ingest(shared_data / "10x/v3_chr21/filtered_feature_bc_matrix.h5", label_key="x")
+
+
+def test_ingest_samplesheet_species(tmp_path, make_counts):
+    b = make_counts(10, 40)
+    b.var_names = [f"feature_{i}" for i in range(40)]
+    b.write_h5ad(tmp_path / "anon.h5ad")
+    p = _sheet(tmp_path, "sample,path,species\nX,anon.h5ad,mouse\n")
+    assert bm.io.ingest(p)["X"].uns["bonemet"]["species"] == "mouse"
+    p2 = tmp_path / "s2.csv"
+    p2.write_text("sample,path\nX,anon.h5ad\n")
+    assert bm.io.ingest(p2, species="human")["X"].uns["bonemet"]["species"] == "human"
+    with pytest.raises(InputError, match="sample 'X'.*species='human'"):
+        bm.io.ingest(p2)

@@ -960,7 +960,7 @@ def ingest(
                 condition_key=condition_key,
                 batch=rd.get("batch") or None,
                 condition=rd.get("condition") or None,
-                species=rd.get("species") or species,
+                species=species if rd.get("species", "auto") == "auto" else rd["species"],
             )
             out.update(rows)
     else:
