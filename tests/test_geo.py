@@ -659,3 +659,32 @@ def test_geo_configs_load(acc):
     assert "unverified" in text.lower()
     if acc == "GSE190772":
         assert cfg.integrate.method != "scvi" and cfg.input.allow_non_counts
+
+
+# ------------------------------------------------------------------ CLI
+
+
+def test_cli_fetch_geo(tree, server, tmp_path):
+    """`bonemet fetch-geo` twice in one subprocess (the CLI sets up global logging)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    server.faults[f"/{_sample_dir('GSM1002')}/GSM1002_S2_filtered_feature_bc_matrix.h5"] = "404"
+    base = ["fetch-geo", ACC, "--out", str(out), "--geo-base-url", server.url,
+            "--cache-dir", str(tmp_path / "c"), "--quiet"]  # fmt: skip
+    script = (
+        "import sys; from bonemet.cli import main; "
+        f"a = main({[*base, '--samples', 'GSM1003']!r}); "
+        "import pathlib; ok = (pathlib.Path(sys.argv[1]) / 'samplesheet.csv').is_file(); "
+        f"b = main({[*base, '--samples', 'GSM1002']!r}); "
+        "print('RC', a, ok, b)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert "RC 0 True 1" in r.stdout, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("bonemet: error: ") and "HTTP 404" in lines[0]
+    # the failed run removed the earlier samplesheet and wrote no .h5ad for GSM1002
+    assert not (out / "GSM1002.h5ad").exists() and not (out / "samplesheet.csv").exists()
