@@ -1019,7 +1019,7 @@ def axes_table(
                 row[col] = np.nan
                 notes.append(f"{col}: {n} {gname} cells (< {min_cells})")
             else:
-                v = X[mask & ins][:, j]
+                v = X[groups[gname] & ins][:, j]
                 row[col] = float(np.asarray(v.mean() if sp.issparse(v) else np.mean(v)))
         for col, num, den in fractions:
             n = row[f"n_{den}"]

@@ -1,0 +1,407 @@
+"""bm.tl.score and the read-outs built on it, on small hand-built data with planted truth."""
+
+from __future__ import annotations
+
+import socket
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+
+import bonemet as bm
+from bonemet._errors import InputError
+from bonemet._signatures import load_gene_sets
+from bonemet.tl._score import _AUCellIndex
+
+N_PER_SAMPLE = 200
+N_PLANTED = 30  # per sample: the first cells, labelled tumour, with the hypoxia programme up
+POPS = {  # population -> cell_type
+    "Tumour epithelial": "Tumour epithelial",
+    "CD8 T": "T cell",
+    "Macrophage": "Monocyte/Macrophage",
+    "B": "B cell",
+}
+
+
+def _programme_genes(species: str) -> list[str]:
+    sets = load_gene_sets("programme")
+    return list(dict.fromkeys(g for s in sets.values() for g in s.genes(species)))
+
+
+def make_data(species: str = "human", seed: int = 0) -> ad.AnnData:
+    """Poisson counts over programme genes + fillers; hypoxia planted in the first tumour cells."""
+    rng = np.random.default_rng(seed)
+    filler = [f"FILL{i}" if species == "human" else f"Fill{i}" for i in range(300)]
+    genes = _programme_genes(species) + filler
+    hyp = [genes.index(g) for g in load_gene_sets("programme")["hypoxia"].genes(species)]
+    n = 2 * N_PER_SAMPLE
+    rate = rng.gamma(0.5, 2.0, len(genes))
+    lam = rate[None, :] * rng.lognormal(0, 0.3, n)[:, None]
+    planted = np.zeros(n, dtype=bool)
+    for s in range(2):
+        planted[s * N_PER_SAMPLE : s * N_PER_SAMPLE + N_PLANTED] = True
+    lam[np.ix_(planted, hyp)] *= 8
+    counts = rng.poisson(lam).astype(np.float32)
+    pops = np.array(list(POPS))[rng.integers(1, len(POPS), n)]
+    pops[planted] = "Tumour epithelial"
+    for s in range(2):  # unplanted tumour cells too
+        pops[s * N_PER_SAMPLE + N_PLANTED : s * N_PER_SAMPLE + N_PLANTED + 20] = "Tumour epithelial"
+    obs = pd.DataFrame(
+        {
+            "sample": pd.Categorical(np.repeat(["s1", "s2"], N_PER_SAMPLE)),
+            "population": pops,
+            "cell_type": [POPS[p] for p in pops],
+            "planted": planted,
+        },
+        index=[f"c{i}" for i in range(n)],
+    )
+    a = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=genes))
+    a.layers["counts"] = a.X.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    return a
+
+
+@pytest.fixture(scope="module")
+def scored() -> ad.AnnData:
+    a = make_data("human")
+    bm.tl.score(a, seed=0)
+    return a
+
+
+def _auroc(y: np.ndarray, s: np.ndarray) -> float:
+    from scipy.stats import rankdata
+
+    r = rankdata(s)
+    n1, n0 = y.sum(), (~y).sum()
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+# ---- the runner ------------------------------------------------------------------------
+def test_every_programme_is_scored_and_recorded(scored: ad.AnnData):
+    programmes = load_gene_sets("programme")
+    rec = scored.uns["bonemet"]["gene_sets"]
+    for name, gs in programmes.items():
+        assert f"score_{name}" in scored.obs and f"aucell_{name}" in scored.obs
+        r = rec[name]
+        assert r["coverage"] == 1.0 and r["n_found"] == r["n_total"] == len(gs.human)
+        assert r["version"] == gs.version and r["scored"] is True and r["species"] == "human"
+    assert scored.uns["bonemet"]["parameters"]["score"]["species"] == "human"
+    assert "warnings" not in scored.uns["bonemet"] or not scored.uns["bonemet"]["warnings"]
+
+
+@pytest.mark.parametrize("prefix", ["score", "aucell"])
+def test_planted_cells_rank_above_the_others(scored: ad.AnnData, prefix: str):
+    y = scored.obs["planted"].to_numpy()
+    assert _auroc(y, scored.obs[f"{prefix}_hypoxia"].to_numpy()) > 0.97
+    # an unrelated programme does not separate them
+    assert 0.3 < _auroc(y, scored.obs[f"{prefix}_osteoclast_activity"].to_numpy()) < 0.7
+
+
+def test_seeded_and_copy():
+    a = make_data("human")
+    b = bm.tl.score(a, gene_sets=["hypoxia"], seed=3, copy=True)
+    assert "score_hypoxia" not in a.obs and "bonemet" not in a.uns
+    c = bm.tl.score(a, gene_sets="hypoxia", seed=3, copy=True)
+    np.testing.assert_array_equal(b.obs["score_hypoxia"], c.obs["score_hypoxia"])
+    np.testing.assert_array_equal(b.obs["aucell_hypoxia"], c.obs["aucell_hypoxia"])
+    assert [k for k in b.obs if k.startswith(("score_", "aucell_"))] == [
+        "score_hypoxia",
+        "aucell_hypoxia",
+    ]
+
+
+def test_upper_cased_mouse_data_match():
+    m = make_data("mouse")
+    up = m.copy()
+    up.var_names = [g.upper() for g in m.var_names]
+    bm.tl.score(m, gene_sets=["erythroid_mimicry_core", "hypoxia", "ferroptosis_kegg"])
+    bm.tl.score(up, gene_sets=["erythroid_mimicry_core", "hypoxia", "ferroptosis_kegg"])
+    for a in (m, up):
+        rec = a.uns["bonemet"]["gene_sets"]
+        assert rec["erythroid_mimicry_core"]["species"] == "mouse"  # auto: mouse lists match
+        assert rec["erythroid_mimicry_core"]["coverage"] == 1.0
+        assert rec["ferroptosis_kegg"]["n_found"] == 39
+    assert list(up.uns["bonemet"]["gene_sets"]["erythroid_mimicry_core"]["genes_found"]) == [
+        "HBB-BS", "HBB-BT", "HBA-A1", "HBA-A2", "ALAS2",
+    ]  # fmt: skip
+    for k in ("score_hypoxia", "aucell_hypoxia", "aucell_erythroid_mimicry_core"):
+        np.testing.assert_allclose(m.obs[k], up.obs[k])
+
+
+def test_low_coverage_set_is_warned_not_scored():
+    a = make_data("human")
+    a.obs["score_half"] = 1.0  # stale column from an earlier run
+    bm.tl.score(
+        a,
+        gene_sets={"half": ["VEGFA", "NOPE1", "NOPE2", "NOPE3"], "ok": ["VEGFA", "LDHA", "ENO1"]},
+    )
+    rec = a.uns["bonemet"]["gene_sets"]
+    assert rec["half"]["coverage"] == 0.25 and rec["half"]["n_found"] == 1
+    assert rec["half"]["n_total"] == 4 and rec["half"]["scored"] is False
+    assert rec["half"]["version"] == "custom"
+    assert "score_half" not in a.obs and "aucell_half" not in a.obs
+    assert rec["ok"]["scored"] is True and "score_ok" in a.obs
+    warns = list(a.uns["bonemet"]["warnings"])
+    assert len(warns) == 1 and "'half'" in warns[0] and "25%" in warns[0]
+    # the same run again does not duplicate the warning
+    bm.tl.score(a, gene_sets={"half": ["VEGFA", "NOPE1", "NOPE2", "NOPE3"]})
+    assert len(a.uns["bonemet"]["warnings"]) == 1
+
+
+def test_missing_species_list_is_warned(tmp_path):
+    a = make_data("human")
+    bm.tl.score(a, gene_sets={"empty": []}, min_coverage=0.0)
+    assert a.uns["bonemet"]["gene_sets"]["empty"]["scored"] is False
+    assert "empty" in a.uns["bonemet"]["warnings"][0]
+
+
+def test_bad_inputs():
+    a = make_data("human")
+    with pytest.raises(InputError, match="unknown scoring method"):
+        bm.tl.score(a, methods=("zscore",))
+    with pytest.raises(InputError, match="unknown gene set"):
+        bm.tl.score(a, gene_sets=["no_such_set"])
+    with pytest.raises(InputError, match="obs key"):
+        bm.tl.score(a, gene_sets={"bad name!": ["VEGFA"]})
+    with pytest.raises(InputError, match="layer 'nope'"):
+        bm.tl.score(a, layer="nope")
+    with pytest.raises(InputError, match="raw integer counts"):
+        bm.tl.score(a, layer="counts")
+    with pytest.raises(InputError, match="min_coverage"):
+        bm.tl.score(a, min_coverage=2)
+
+
+def test_uns_is_h5ad_serialisable(scored: ad.AnnData, tmp_path):
+    a = scored.copy()
+    bm.tl.score(a, gene_sets={"half": ["VEGFA", "NOPE1", "NOPE2", "NOPE3"]})
+    bm.tl.erythroid_mimicry(a)
+    a.write_h5ad(tmp_path / "x.h5ad")
+    b = ad.read_h5ad(tmp_path / "x.h5ad")
+    assert b.uns["bonemet"]["gene_sets"]["hypoxia"]["n_found"] == 15
+    assert bool(b.uns["bonemet"]["gene_sets"]["half"]["scored"]) is False
+    assert b.obs["erythroid_mimicry_call"].dtype == bool
+
+
+# ---- AUCell ----------------------------------------------------------------------------
+def test_aucell_equals_decoupler():
+    import decoupler as dc
+
+    rng = np.random.default_rng(1)
+    n, p = 40, 200
+    X = rng.gamma(1.0, 1.0, (n, p))  # no ties, no zeros: rankings are unique
+    var = [f"G{i}" for i in range(p)]
+    df = pd.DataFrame(X, index=[f"c{i}" for i in range(n)], columns=var)
+    net = pd.DataFrame({"source": ["A"] * 12 + ["B"] * 5, "target": var[:12] + var[100:105]})
+    es, _ = dc.mt.aucell(df, net, tmin=3)
+    es = es.loc[df.index]
+    index = _AUCellIndex(X, var, var[:12] + var[100:105], seed=0)
+    np.testing.assert_allclose(index.auc(var[:12]), es["A"], atol=1e-12)
+    np.testing.assert_allclose(index.auc(var[100:105]), es["B"], atol=1e-12)
+    # sparse input, ties at zero: independent of block size and of the other indexed genes
+    S = sp.random(300, 400, density=0.05, random_state=2, format="csr")
+    S.data = np.round(S.data * 4) + 1
+    names = [f"G{i}" for i in range(400)]
+    big = _AUCellIndex(S, names, names[:50], seed=7, chunk_nnz=500)
+    small = _AUCellIndex(S, names, names[10:20], seed=7)
+    np.testing.assert_array_equal(big.auc(names[10:20]), small.auc(names[10:20]))
+    v = big.auc(names[:50])
+    assert v.min() >= 0 and v.max() <= 1
+
+
+# ---- summaries -------------------------------------------------------------------------
+def test_score_summary(scored: ad.AnnData):
+    tab = bm.tl.score_summary(scored)
+    assert {"population", "sample", "set", "method", "n_cells", "mean", "fraction_above"} <= set(
+        tab.columns
+    )
+    assert {"threshold", "threshold_method", "reference"} <= set(tab.columns)
+    h = tab[tab.key == "score_hypoxia"].set_index(["population", "sample"])
+    thr = float(np.quantile(scored.obs["score_hypoxia"], 0.95))
+    assert np.allclose(h["threshold"], thr) and (h["threshold_method"] == "percentile 0.95").all()
+    # 5% of all cells lie above the threshold: all of them planted tumour cells
+    above = scored.obs["score_hypoxia"] > thr
+    assert above.sum() == pytest.approx(0.05 * scored.n_obs, abs=1)
+    assert scored.obs.loc[above, "planted"].all()
+    for s in ("s1", "s2"):
+        n_above = (above & (scored.obs["sample"] == s)).sum()
+        tum = ("Tumour epithelial", s)
+        assert h.loc[tum, "fraction_above"] == pytest.approx(n_above / h.loc[tum, "n_cells"])
+        others = h.xs(s, level="sample").drop("Tumour epithelial")
+        assert h.loc[tum, "mean"] > others["mean"].max()
+        assert h.loc[("CD8 T", s), "fraction_above"] == 0
+    assert h["n_cells"].sum() == scored.n_obs
+    ref = bm.tl.score_summary(scored, keys=["score_hypoxia"], reference=["CD8 T", "B"])
+    cd8b = scored.obs["population"].isin(["CD8 T", "B"])
+    assert np.allclose(ref["threshold"], np.quantile(scored.obs.loc[cd8b, "score_hypoxia"], 0.95))
+    gmm = bm.tl.score_summary(scored, keys=["score_hypoxia"], threshold="gmm", groupby="sample")
+    assert np.isfinite(gmm["threshold"]).all() and list(gmm["sample"]) == ["s1", "s2"]
+    with pytest.raises(InputError, match="population"):
+        bm.tl.score_summary(scored, groupby=("nope", "sample"))
+
+
+def test_pseudobulk_ssgsea_offline(scored: ad.AnnData, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    tab = bm.tl.pseudobulk_enrichment(scored, min_cells=10)
+    assert list(tab.columns) == [
+        "population", "sample", "n_cells", "set", "n_genes", "coverage", "ES", "NES",
+    ]  # fmt: skip
+    assert tab["n_cells"].min() >= 10
+    assert set(tab["set"]) == set(load_gene_sets("programme"))
+    for s in ("s1", "s2"):
+        h = tab[(tab.set == "hypoxia") & (tab["sample"] == s)].set_index("population")
+        assert h["ES"].idxmax() == "Tumour epithelial"
+    few = bm.tl.pseudobulk_enrichment(scored, min_cells=10_000)
+    assert few.empty and list(few.columns) == list(tab.columns)
+
+
+# ---- erythroid mimicry -----------------------------------------------------------------
+def _mimicry_data() -> tuple[ad.AnnData, dict[str, np.ndarray]]:
+    rng = np.random.default_rng(5)
+    hb = ["HBB", "HBA1", "HBA2", "ALAS2"]
+    genes = hb + [f"FILL{i}" for i in range(200)]
+    blocks = []  # (sample, cell_type, population, n, hb_rate)
+    for s, ambient in (("clean", 0.0), ("soupy", 0.05)):
+        blocks += [
+            (s, "T cell", "CD8 T", 40, ambient),
+            (s, "B cell", "B", 20, ambient),
+            (s, "NK cell", "NK", 20, ambient),
+            (s, "Tumour epithelial", "Tumour epithelial", 30, ambient),  # no mimicry
+            (s, "Tumour epithelial", "Tumour epithelial", 10, 0.2),  # mimicry
+            (s, "Erythroid", "Erythroid progenitor", 10, 0.6),  # real erythroid cells
+        ]
+    blocks.append(("tiny", "T cell", "CD8 T", 5, 0.0))
+    blocks.append(("tiny", "Tumour epithelial", "Tumour epithelial", 10, 0.2))
+    rows, obs = [], []
+    for s, ct, pop, n, rate in blocks:
+        other = rng.poisson(5.0, (n, 200))
+        total = other.sum(1, keepdims=True)
+        # Hb counts: a fraction `rate` of the cell's counts, spread over the four genes
+        h = (
+            rng.poisson(total * rate / (1 - rate) / 4 * np.ones((1, 4)))
+            if rate
+            else np.zeros((n, 4))
+        )
+        rows.append(np.hstack([h, other]))
+        obs += [(s, ct, pop, rate == 0.2 and ct == "Tumour epithelial")] * n
+    counts = np.vstack(rows).astype(np.float32)
+    o = pd.DataFrame(obs, columns=["sample", "cell_type", "population", "planted"])
+    o.index = [f"c{i}" for i in range(len(o))]
+    a = ad.AnnData(X=sp.csr_matrix(counts), obs=o, var=pd.DataFrame(index=genes))
+    a.layers["counts"] = a.X.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    return a, {"planted": o["planted"].to_numpy()}
+
+
+def test_erythroid_mimicry_guard():
+    a, truth = _mimicry_data()
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    call = a.obs["erythroid_mimicry_call"].to_numpy()
+    # clean sample: exactly the planted tumour cells are called; background is clean
+    clean = (a.obs["sample"] == "clean").to_numpy()
+    np.testing.assert_array_equal(call[clean], truth["planted"][clean])
+    assert not tab.loc["clean", "ambient_high"] and tab.loc["clean", "n_called"] == 10
+    assert tab.loc["clean", "n_background"] == 80 and tab.loc["clean", "n_tumour"] == 40
+    assert tab.loc["clean", "mannwhitney_p"] < 1e-3
+    # soupy sample: Hb in T/B/NK is ambient -> flagged, warned
+    assert tab.loc["soupy", "ambient_high"] and tab.loc["soupy", "background_hb_fraction"] > 0.03
+    assert "ambient" in tab.loc["soupy", "note"]
+    assert any("'soupy'" in w and "ambient" in w for w in a.uns["bonemet"]["warnings"])
+    # real erythroid cells are never calls; only tumour cells can be
+    assert not call[a.obs["cell_type"].to_numpy() == "Erythroid"].any()
+    assert set(a.obs.loc[call, "cell_type"]) == {"Tumour epithelial"}
+    assert tab.loc["clean", "n_erythroid_excluded"] == 10
+    # too few background cells: no threshold, no calls, explained
+    assert np.isnan(tab.loc["tiny", "threshold"]) and tab.loc["tiny", "n_called"] == 0
+    assert "background cells" in tab.loc["tiny", "note"]
+
+
+def test_erythroid_mimicry_reports_scores_and_works_from_population_only():
+    a, truth = _mimicry_data()
+    bm.tl.score(a, gene_sets=["erythroid_mimicry_core"], species="human", min_coverage=0.5)
+    del a.obs["cell_type"]  # lineage derived from population
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    assert tab.loc["clean", "n_called"] == 10 and tab.loc["clean", "n_background"] == 80
+    assert (
+        tab.loc["clean", "score_erythroid_mimicry_core_tumour"]
+        > tab.loc["clean", "score_erythroid_mimicry_core_background"]
+    )
+
+
+# ---- axes ------------------------------------------------------------------------------
+def _axes_data() -> ad.AnnData:
+    genes = ["SPP1", "SLC40A1", "TFRC", "DKK1", "TIGIT", "CD226", "PVR", "NECTIN2", "ACTB"]
+    cells = []  # (sample, population, {gene: value})
+    s1 = [
+        ("Osteoclast", 4, {"SPP1": 2.5}),
+        ("CD8 Tpex (TCF1+)", 2, {"TIGIT": 0.5, "CD226": 1.5}),
+        ("CD8 Tex (terminal)", 6, {"TIGIT": 2.5}),
+        ("Macrophage", 3, {"SLC40A1": 1.0}),
+        ("Iron-recycling macrophage (VCAM1+CD163+CCR3+)", 1, {"SLC40A1": 3.0}),
+        ("Tumour epithelial", 4, {"TFRC": 1.5, "DKK1": 0.75, "PVR": 2.0, "NECTIN2": 1.0}),
+        ("Immature neutrophil (CHI3L3+)", 3, {}),
+        ("Mature neutrophil", 3, {}),
+        ("Classical monocyte", 4, {"PVR": 0.5, "NECTIN2": 1.5}),
+    ]
+    s2 = [p for p in s1 if p[0] != "Osteoclast"]  # no osteoclasts in s2
+    s2 = [(p, n if p != "Immature neutrophil (CHI3L3+)" else 1, v) for p, n, v in s2]
+    for s, spec in (("s1", s1), ("s2", s2)):
+        for pop, n, vals in spec:
+            cells += [(s, pop, vals)] * n
+    X = np.zeros((len(cells), len(genes)))
+    for i, (_, _, vals) in enumerate(cells):
+        X[i, genes.index("ACTB")] = 3.3
+        for g, v in vals.items():
+            X[i, genes.index(g)] = v
+    obs = pd.DataFrame(
+        [(s, p) for s, p, _ in cells],
+        columns=["sample", "population"],
+        index=[f"c{i}" for i in range(len(cells))],
+    )
+    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_axes_table(sparse: bool):
+    a = _axes_data()
+    if sparse:
+        a.X = sp.csr_matrix(a.X)
+    t = bm.tl.axes_table(a).set_index("sample")
+    r = t.loc["s1"]
+    assert r["osteoclast_SPP1"] == pytest.approx(2.5)
+    assert r["cd8_tpex_fraction"] == pytest.approx(2 / 8)
+    assert r["macrophage_SLC40A1"] == pytest.approx((3 * 1.0 + 3.0) / 4)
+    assert r["tumour_TFRC"] == pytest.approx(1.5) and r["tumour_DKK1"] == pytest.approx(0.75)
+    assert r["chi3l3_neutrophil_fraction"] == pytest.approx(0.5)
+    assert r["cd8_TIGIT"] == pytest.approx((2 * 0.5 + 6 * 2.5) / 8)
+    assert r["cd8_CD226"] == pytest.approx(2 * 1.5 / 8)
+    assert r["tumour_PVR"] == pytest.approx(2.0) and r["tumour_NECTIN2"] == pytest.approx(1.0)
+    # myeloid = monocytes + macrophages here: PVR only on monocytes
+    assert r["myeloid_PVR"] == pytest.approx(4 * 0.5 / 8)
+    assert r["myeloid_NECTIN2"] == pytest.approx(4 * 1.5 / 8)
+    assert r["note"] == "" and r["n_osteoclast"] == 4 and r["n_cd8"] == 8
+    s2 = t.loc["s2"]
+    assert np.isnan(s2["osteoclast_SPP1"]) and "osteoclast" in s2["note"]
+    assert s2["n_osteoclast"] == 0
+    assert s2["chi3l3_neutrophil_fraction"] == pytest.approx(1 / 4)
+    assert s2["tumour_TFRC"] == pytest.approx(1.5)
+
+
+def test_axes_table_missing_gene_and_mouse_case():
+    a = _axes_data()
+    a = a[:, [g for g in a.var_names if g != "DKK1"]].copy()
+    a.var_names = [g.capitalize() for g in a.var_names]  # mouse-style symbols
+    t = bm.tl.axes_table(a).set_index("sample")
+    assert t.loc["s1", "osteoclast_SPP1"] == pytest.approx(2.5)
+    assert np.isnan(t.loc["s1", "tumour_DKK1"]) and "DKK1 not in var_names" in t.loc["s1", "note"]
+    b = a.copy()
+    del b.obs["population"]
+    with pytest.raises(InputError, match="annotate"):
+        bm.tl.axes_table(b)
