@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint nextflow clean
+.PHONY: install demo test lint nextflow clean browser
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is required: set PYTHON=/path/to/python3"; exit 1; }
@@ -21,7 +21,11 @@ install: $(STAMP)  ## create .venv and install bonemet with the test extras
 demo: install  ## run the pipeline on 20,000 generated cells into results/demo
 	$(BIN)/bonemet demo --out results/demo
 
-test: install nextflow  ## the whole test suite
+browser:  ## headless Chromium for the report test (Debian's chromium, when missing)
+	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium; }
+
+test: install nextflow browser  ## the whole test suite
 	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 nextflow:  ## pinned Nextflow from Maven Central into .nf/ + bin/nextflow (or use nextflow on PATH)

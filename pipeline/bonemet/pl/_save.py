@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -186,6 +187,8 @@ def save_figures(
                 path = out / f"{spec.name}.{fmt}"
                 with atomic_path(path) as tmp:
                     fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o644)  # temp files are created 0600
                 paths.append(path)
         logger.info("figure %s written", spec.name)
     logger.info("%d figures written to %s", len({p.stem for p in paths}), out)
