@@ -388,3 +388,24 @@ def test_ingest_samplesheet_species(tmp_path, make_counts):
     assert bm.io.ingest(p2, species="human")["X"].uns["bonemet"]["species"] == "human"
     with pytest.raises(InputError, match="sample 'X'.*species='human'"):
         bm.io.ingest(p2)
+
+
+def test_read_prefixed_10x_files_and_id_symbol_csv(tmp_path, shared_data):
+    import shutil
+
+    folder = tmp_path / "GSM1"
+    folder.mkdir()
+    for f in (shared_data / TENX["v3_mtx_gz"][0]).iterdir():
+        shutil.copy(f, folder / f"GSM1_{f.name}")  # GEO-style file names
+    a = bm.io.read(folder)
+    assert a.shape == (1107, 507)
+    assert "GSM1" in a.uns["bonemet"]["inputs"]
+    df = pd.DataFrame(
+        {"symbol": ["CD14", "LYZ", "CD14"], "c1": [1, 2, 3], "c2": [0, 5, 1]},
+        index=["ENSG01", "ENSG02", "ENSG03"],
+    )
+    df.to_csv(tmp_path / "ids.csv")
+    r = bm.io.read(tmp_path / "ids.csv")
+    assert list(r.var_names) == ["CD14", "LYZ"]
+    assert list(r.var["gene_ids"]) == ["ENSG01", "ENSG02"]
+    np.testing.assert_array_equal(r.X.toarray(), [[4, 2], [1, 5]])

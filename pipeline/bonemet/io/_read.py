@@ -565,7 +565,9 @@ def _read_csv(path: Path) -> tuple[ad.AnnData, str]:
     var = pd.DataFrame(index=pd.Index(var_names.astype(str)))
     if ids is not None:
         var["gene_ids"] = ids.astype(str).to_numpy()
-    adata = ad.AnnData(X=x, obs=pd.DataFrame(index=pd.Index(obs_names.astype(str))), var=var)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate symbols are summed right after
+        adata = ad.AnnData(X=x, obs=pd.DataFrame(index=pd.Index(obs_names.astype(str))), var=var)
     return adata, orientation
 
 
