@@ -71,6 +71,10 @@ def _soft(acc: str, samples: list[dict], series_files: list[str]) -> str:
     lines += [
         f"!Series_supplementary_file = {FTP}/{_series_dir(acc)}/suppl/{f}" for f in series_files
     ]
+    # older series also list an SRA link: not a GEO file, listed and not used
+    lines.append(
+        "!Series_supplementary_file = ftp://ftp-trace.ncbi.nlm.nih.gov/sra/sra-instant/reads/ByStudy/sra/SRP/SRP123/SRP123456"
+    )
     lines += [
         "^PLATFORM = GPL20301",
         "!Platform_title = Illumina HiSeq 4000 (Homo sapiens)",
@@ -362,6 +366,9 @@ def test_fetch_geo_happy_path_and_offline_cache(tree, server, tmp_path):
         "file": "GSM1002_S2.cloupe",
         "why": "unknown file type",
     } in summary["unclassified"]
+    assert any(
+        u["why"] == "not a GEO file" and "SRP123456" in u["file"] for u in summary["unclassified"]
+    )
     sheet = pd.read_csv(out / "samplesheet.csv")
     assert list(sheet.columns[:3]) == ["sample", "path", "format"]
     assert sheet["sample"].tolist() == ["GSM1001", "GSM1002", "GSM1003", "GSM1005"]

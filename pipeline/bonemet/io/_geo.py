@@ -391,7 +391,6 @@ class _ResumableDownloader:
         self.part = target.with_name(target.name + ".part")
 
     def __call__(self, url: str, output_file: str, pooch: Any) -> None:
-
         with _file_lock(self.part.with_name(self.part.name + ".lock")):
             if self.target.is_file():  # another process finished it while we waited
                 shutil.copyfile(self.target, output_file)
@@ -414,11 +413,21 @@ class _ResumableDownloader:
             except _Retry as e:
                 last = str(e)
                 continue
-            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-                if isinstance(e, DownloadError):
-                    raise
+            except (
+                requests.RequestException,
+                urllib3.exceptions.HTTPError,
+                ConnectionError,
+                TimeoutError,
+            ) as e:
                 last = f"connection error: {_short(e)}"
                 continue
+            except DownloadError:
+                raise
+            except OSError as e:  # local: disk full, permissions
+                raise DownloadError(
+                    f"cannot write {self.part} while downloading {url}: {_short(e)}; "
+                    "check the cache folder (--cache-dir)"
+                ) from None
             os.replace(self.part, output_file)
             return
         raise DownloadError(
@@ -461,7 +470,7 @@ class _ResumableDownloader:
                 unit_scale=True,
                 leave=False,
                 desc=self.target.name[:40],
-                disable=is_quiet(),
+                disable=True if is_quiet() else None,  # None: off when not a terminal
             )
             try:
                 with open(self.part, mode) as out:
@@ -936,6 +945,7 @@ class _Plan:
     raw_tar: str | None
     series_files: list[str]
     annotation_urls: list[str]
+    foreign: list[str] = field(default_factory=list)
 
 
 def _select(
@@ -1028,12 +1038,23 @@ def _make_plan(
         include_title=include_title,
         exclude_title=exclude_title,
     )
-    series_files = [_map_url(u, base) for u in soft["series"]["supplementary_files"]]
+    foreign: list[str] = []  # e.g. SRA links that older series list as supplementary files
+
+    def mapped(urls: Sequence[str]) -> list[str]:
+        out = []
+        for u in urls:
+            if _GEO_URL_PREFIX.match(u) or u.startswith(base + "/"):
+                out.append(_map_url(u, base))
+            else:
+                foreign.append(u)
+        return out
+
+    series_files = mapped(soft["series"]["supplementary_files"])
     raw_tar = next((u for u in series_files if u.endswith("_RAW.tar")), None)
     plans: list[_SamplePlan] = []
     for gsm in keep:
         s = soft["samples"][gsm]
-        urls = [_map_url(u, base) for u in s["supplementary_files"]]
+        urls = mapped(s["supplementary_files"])
         plan = _SamplePlan(gsm, s["title"], s["organism"], dict(s["characteristics"]), urls)
         if not urls:
             if raw_tar is None:
@@ -1060,7 +1081,16 @@ def _make_plan(
                     f"annotation {pat!r} matches no series file of {acc} (series files: {names})"
                 )
             annotation_urls.extend(h for h in hits if h not in annotation_urls)
-    return _Plan(acc, base, soft_url, soft, plans, skipped, raw_tar, series_files, annotation_urls)
+    if foreign:
+        logger.warning(
+            "%s: %d supplementary link(s) outside GEO not used (e.g. %s)",
+            acc,
+            len(foreign),
+            foreign[0],
+        )
+    return _Plan(
+        acc, base, soft_url, soft, plans, skipped, raw_tar, series_files, annotation_urls, foreign
+    )
 
 
 # ------------------------------------------------------------------------- run
@@ -1376,7 +1406,9 @@ def _new_summary(plan: _Plan, dry_run: bool) -> dict[str, Any]:
         ],
         "skipped": [{"sample": k, "why": v} for k, v in plan.skipped.items()],
         "series_files": [u.rsplit("/", 1)[-1] for u in plan.series_files],
-        "unclassified": [],
+        "unclassified": [
+            {"sample": None, "file": u, "why": "not a GEO file"} for u in plan.foreign
+        ],
         "warnings": [],
     }
 
