@@ -655,6 +655,8 @@ def train_scvi_fast(
         residency=residency,
         chunk_cells=chunk_cells,
     )
+    # lightning warns when an epoch has fewer steps than the logging interval
+    trainer_kwargs.setdefault("log_every_n_steps", int(max(1, min(10, dm.n_train // batch_size))))
     if early_stopping and dm.n_val == 0:
         raise ValueError("Can't run Early Stopping with validation monitor with no validation set")
     model.train(
