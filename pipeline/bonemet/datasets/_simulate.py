@@ -220,7 +220,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         {**_m(*_HAEM), "Erythroid progenitor": 0.2, "Plasma": 0.5, "Osteoclast": 0.6},
         core=("PTPRC", "CORO1A", "LAPTM5"),
         optional=("ARHGDIB", "LCP1", "CD52", "CD53", "CXCR4", "RAC2", "LSP1", "SRGN"),
-        n_random=25,
+        n_random=80,
     ),
     _Prog(
         "mhc_class_ii",
@@ -236,56 +236,56 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         _m(*_T),
         core=("CD3E", "CD3D", "TRAC|Trac"),
         optional=("CD3G", "CD247", "LCK", "ZAP70", "CD2", "CD5", "CD6", "CD28", "BCL11B", "THEMIS"),
-        n_random=25,
+        n_random=120,
     ),
     _Prog(
         "cytotoxic",
         {"NK": 1.0, "CD8 T": 0.7, _TEX: 0.8, _TPEX: 0.25},
         core=("NKG7", "CCL5!"),
         optional=("GZMA", "PRF1", "CST7", "CTSW", "KLRK1", "GZMH|Gzmk"),
-        n_random=8,
+        n_random=15,
     ),
     _Prog(
         "CD4",
         _m("CD4 T", "Treg"),
         core=("CD4",),
         optional=("CD40LG", "IL7R", "MAL", "TNFRSF4"),
-        n_random=12,
+        n_random=40,
     ),
     _Prog(
         "CD4 T",
         _m("CD4 T"),
         core=("IL7R",),
         optional=("CCR7", "SELL", "LEF1", "TCF7", "CD40LG", "KLF2", "S1PR1"),
-        n_random=8,
+        n_random=15,
     ),
     _Prog(
         "Treg",
         _m("Treg"),
         core=("FOXP3", "IL2RA", "CTLA4"),
         optional=("IKZF2", "TIGIT", "TNFRSF18", "TNFRSF4", "IL2RB", "BATF"),
-        n_random=10,
+        n_random=20,
     ),
     _Prog(
         "CD8",
         _m("CD8 T", _TPEX, _TEX),
         core=("CD8A", "CD8B|Cd8b1"),
         optional=("CD8B2|", "RUNX3", "EOMES"),
-        n_random=12,
+        n_random=30,
     ),
     _Prog(
         "CD8 T",
         _m("CD8 T"),
         core=("KLRG1",),
         optional=("GZMK", "IL7R", "CX3CR1", "S1PR5", "ZEB2", "KLF2", "SELL"),
-        n_random=8,
+        n_random=12,
     ),
     _Prog(
         "exhaustion",
         {_TPEX: 0.45, _TEX: 1.0},
         core=("PDCD1", "TOX"),
         optional=("NR4A2", "CTLA4", "TIGIT"),
-        n_random=6,
+        n_random=10,
     ),
     _Prog(
         "Tpex",
@@ -293,7 +293,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("TCF7", "SLAMF6"),
         optional=("CXCR5", "ID3", "SELL", "XCL1", "CCR7", "IL7R", "GZMK|"),
         negative=("HAVCR2", "ENTPD1", "GZMB"),
-        n_random=6,
+        n_random=10,
     ),
     _Prog(
         "Tex",
@@ -302,7 +302,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         optional=("CD101|Cd101", "CD38", "TIGIT", "CD160", "CD244|Cd244a", "GZMB",
                   "LAYN|", "CXCL13|", "ID2", "PRDM1"),
         negative=("TCF7", "SLAMF6", "IL7R", "SELL"),
-        n_random=8,
+        n_random=15,
     ),  # fmt: skip
     _Prog(
         "NK",
@@ -310,14 +310,14 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("KLRD1", "NCR1", "GNLY|Klrb1c"),
         optional=("KLRF1|Klra8", "NCAM1|", "FCGR3A|", "KLRB1|Klrb1a", "GZMB", "TYROBP",
                   "KLRC1", "|Klra4", "|Klre1"),
-        n_random=12,
+        n_random=90,
     ),  # fmt: skip
     _Prog(
         "B_lineage",
         {"B": 1.0, "Plasma": 0.35},
         core=("CD79A", "CD79B"),
         optional=("POU2AF1", "IGKC|Igkc", "IGHM|Ighm"),
-        n_random=10,
+        n_random=100,
     ),
     _Prog(
         "B",
@@ -325,7 +325,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("MS4A1", "CD19", "PAX5"),
         optional=("BANK1", "CD22", "CR2", "FCMR", "VPREB1|Vpreb3", "IGLL1|Igll1", "DNTT", "EBF1",
                   "CD72", "BLK"),
-        n_random=14,
+        n_random=60,
     ),  # fmt: skip
     _Prog(
         "Plasma",
@@ -334,7 +334,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         optional=("SDC1", "PRDM1", "TNFRSF17", "IGHG1|Ighg1", "IGHA1|Igha", "SSR4", "DERL3",
                   "FKBP11", "TXNDC5"),
         negative=("MS4A1", "CD19", "PAX5"),
-        n_random=14,
+        n_random=120,
     ),  # fmt: skip
     _Prog(
         "myeloid",
@@ -342,14 +342,14 @@ _PROGRAMMES: tuple[_Prog, ...] = (
          "Osteoclast": 0.8, "Mast/Basophil": 0.3},
         core=("TYROBP", "FCER1G", "LYZ|Lyz2!"),
         optional=("CTSS", "AIF1", "SPI1", "CST3", "LST1|", "CYBB", "ITGAM", "CD300A", "CLEC12A"),
-        n_random=18,
+        n_random=120,
     ),  # fmt: skip
     _Prog(
         "monocyte",
         {**_m(*_MONO), "Macrophage": 0.2},
         core=("CD14",),
         optional=("FCN1|", "VCAN|", "CSF1R", "LILRB2|Lilrb4a", "MAFB", "PSAP"),
-        n_random=12,
+        n_random=40,
     ),
     _Prog(
         "Classical monocyte",
@@ -357,7 +357,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("CCR2", "VCAN|Ly6c2!"),
         optional=("S100A8", "S100A9", "FCN1|Ms4a6c", "PLAC8", "CD36", "SELL", "|Chil3", "LYZ|",
                   "F13A1"),
-        n_random=8,
+        n_random=15,
     ),  # fmt: skip
     _Prog(
         "Non-classical monocyte",
@@ -366,7 +366,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         optional=("LST1|Ace", "MS4A7", "SPN", "ITGAL", "|Fcgr4", "NR4A1|Pglyrp1", "CDKN1C",
                   "HES4|Treml4"),
         negative=("CCR2",),
-        n_random=8,
+        n_random=30,
     ),  # fmt: skip
     _Prog(
         "M-MDSC",
@@ -375,7 +375,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         optional=("|Nos2", "CD33|", "IL1B", "|Ly6c2", "CCR2", "|Ptgs2", "CXCL2", "THBS1",
                   "IFITM1|Ifitm6"),
         negative=("HLA-DRA|H2-Aa", "HLA-DRB1|H2-Ab1", "CD74"),
-        n_random=6,
+        n_random=12,
     ),  # fmt: skip
     _Prog(
         "macrophage",
@@ -383,27 +383,27 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("C1QA", "C1QB", "CD68", "ADGRE1|Adgre1"),
         optional=("C1QC", "CSF1R", "MRC1", "APOE!", "FCGR1A|Fcgr1", "MS4A7", "MSR1", "MARCO",
                   "SIGLEC1", "CD163", "LYVE1", "SELENOP|Selenop", "FOLR2"),
-        n_random=20,
+        n_random=100,
     ),  # fmt: skip
     _Prog(
         "Macrophage",
         _m("Macrophage"),
         optional=("MRC1", "LYVE1", "CCL24|Ccl24", "FCRLS|Fcrls", "ITGAX|", "CD209|Cd209b"),
-        n_random=6,
+        n_random=8,
     ),
     _Prog(
         "iron-recycling macrophage",
         _m(_IRON_MAC),
         core=("VCAM1", "CD163", "CCR3", "SLC40A1", "HMOX1", "SPIC"),
         optional=("SIGLEC1", "MERTK", "SLC11A1", "NR1H3", "EPOR", "|Treml4", "|Dnase2a"),
-        n_random=6,
+        n_random=10,
     ),
     _Prog(
         "neutrophil",
         _m(*_NEU),
         core=("S100A8!", "S100A9!", "CSF3R"),
         optional=("MMP9", "LCN2", "SELL", "ITGB2", "FPR2|Fpr2", "CXCL2", "ASPRV1", "|Wfdc21"),
-        n_random=18,
+        n_random=150,
     ),
     _Prog(
         "neutrophil_maturity",
@@ -411,7 +411,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("CXCR2", "FCGR3B|Ly6g"),
         optional=("CXCR1|Retnlg", "MME|Cd101", "FPR1", "MNDA|Ccl6", "IL1B", "MMP8|Mmp8",
                   "SLPI", "|Ly6g"),
-        n_random=8,
+        n_random=25,
     ),  # fmt: skip
     _Prog(
         "granule",
@@ -420,13 +420,13 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         optional=("LCN2", "MMP8|", "CEACAM8|Cd177", "CD177|", "CEBPE", "ELANE|", "MPO",
                   "|Chil3", "LTF"),
         negative=("CXCR2", "FCGR3B|"),
-        n_random=10,
+        n_random=25,
     ),  # fmt: skip
     _Prog(
         "Mature neutrophil",
         _m("Mature neutrophil"),
         optional=("CXCR1|Retnlg", "FPR1", "MNDA|Ccl6", "CMTM2|Cmtm2a", "PROK2|Stfa2l1"),
-        n_random=5,
+        n_random=10,
     ),
     _Prog(
         "PMN-MDSC",
@@ -434,35 +434,35 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("ARG1", "OLR1|Cd84", "SLC27A2"),
         optional=("FUT4|", "CEACAM8|", "CD33|", "IL1B", "CD84", "|Wfdc17", "PTGS2", "CXCL2",
                   "VEGFA", "CCL3"),
-        n_random=6,
+        n_random=12,
     ),  # fmt: skip
     _Prog(
         "DC",
         {"cDC1": 1.0, "cDC2": 1.0, "pDC": 0.4},
         core=("FLT3",),
         optional=("ZBTB46", "ITGAX|", "CCR7", "ID2", "NAAA"),
-        n_random=10,
+        n_random=60,
     ),
     _Prog(
         "cDC1",
         _m("cDC1"),
         core=("XCR1", "CLEC9A"),
         optional=("CADM1", "BATF3", "IRF8", "WDFY4", "|Cd24a", "|Ppt1"),
-        n_random=10,
+        n_random=80,
     ),
     _Prog(
         "cDC2",
         _m("cDC2"),
         core=("CD1C|Cd209a", "CLEC10A|Sirpa"),
         optional=("FCER1A|", "IRF4", "SIRPA|", "|Mgl2", "CLEC4A|Clec4a4", "CD1E|"),
-        n_random=10,
+        n_random=80,
     ),
     _Prog(
         "pDC",
         _m("pDC"),
         core=("LILRA4|Siglech", "TCF4", "IL3RA|Ccr9"),
         optional=("CLEC4C|", "BST2", "IRF7", "IRF8", "|Ly6d", "GZMB|", "PLD4", "SPIB"),
-        n_random=12,
+        n_random=150,
     ),
     _Prog(
         "Mast/Basophil",
@@ -470,16 +470,17 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("CPA3!", "HDC", "MS4A2", "TPSAB1|Mcpt8"),
         optional=("KIT", "GATA2", "CLC|Cd200r3", "ENPP3", "FCER1A", "|Prss34", "|Mcpt4",
                   "|Cma1", "CCR3", "IL4"),
-        n_random=12,
+        n_random=150,
     ),  # fmt: skip
     _Prog(
         "Erythroid progenitor",
         _m("Erythroid progenitor"),
         core=("GATA1", "KLF1", "CA1|Car1", "HBB|Hbb-bs!", "HBA1|Hba-a1!"),
-        optional=("TFRC", "AHSP", "ALAS2", "GYPA", "SLC4A1", "CA2|Car2", "HBA2|Hba-a2",
+        optional=("TFRC", "AHSP", "ALAS2", "GYPA", "SLC4A1", "CA2|Car2", "HBA2|Hba-a2!",
                   "HBD|Hbb-bt", "EPOR", "TRIM10"),
         negative=("PTPRC",),
-        n_random=16,
+        n_random=200,
+        extra={"high": (3e-2, 8e-2)},
     ),  # fmt: skip
     _Prog(
         "HSPC",
@@ -487,7 +488,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("CD34", "KIT", "MEIS1"),
         optional=("PROM1|", "CRHBP|", "HLF", "SPINK2|", "AVP|", "|Ly6a", "|Procr", "|Mecom",
                   "|Slamf1", "MPO", "ELANE"),
-        n_random=14,
+        n_random=150,
     ),  # fmt: skip
     _Prog(
         "Osteoclast",
@@ -495,35 +496,35 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("ACP5!", "CTSK!", "MMP9", "DCSTAMP", "SPP1!"),
         optional=("OCSTAMP", "CALCR", "ATP6V0D2", "OSCAR", "NFATC1", "TNFRSF11A", "SIGLEC15",
                   "ITGB3", "CA2|Car2", "TCIRG1"),
-        n_random=14,
+        n_random=120,
     ),  # fmt: skip
     _Prog(
         "mesenchymal",
         _m("Osteoblast", "MSC/Stromal"),
         core=("COL1A1!", "SPARC"),
         optional=("COL1A2", "COL3A1", "PDGFRB", "PRRX1", "DCN", "LUM", "CDH11"),
-        n_random=20,
+        n_random=150,
     ),
     _Prog(
         "Osteoblast",
         _m("Osteoblast"),
         core=("RUNX2", "SP7", "BGLAP|Bglap", "IBSP"),
         optional=("ALPL", "SPP1", "DMP1", "SOST", "PHEX", "|Bglap2", "COL1A1", "SATB2"),
-        n_random=12,
+        n_random=100,
     ),
     _Prog(
         "MSC/Stromal",
         _m("MSC/Stromal"),
         core=("CXCL12!", "LEPR", "KITLG|Kitl"),
         optional=("VCAM1", "PDGFRA", "NGFR", "ADIPOQ", "|Ebf3", "EBF3|", "PRRX1", "ANGPT1"),
-        n_random=12,
+        n_random=100,
     ),
     _Prog(
         "Endothelial",
         _m("Endothelial"),
         core=("PECAM1", "CDH5", "EMCN", "KDR"),
         optional=("VWF", "FLT1", "PLVAP", "CLDN5", "|Ly6a", "TEK", "ESAM", "STAB2"),
-        n_random=16,
+        n_random=200,
     ),
     _Prog(
         "Tumour epithelial",
@@ -532,7 +533,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         optional=("KRT19", "KRT7|", "MUC1", "ESR1", "ERBB2", "PGR", "CLDN4", "KRT14", "PTHLH",
                   "RUNX2", "SPP1", "IBSP"),
         negative=("PTPRC",),
-        n_random=30,
+        n_random=250,
     ),  # fmt: skip
     # ---- signature programmes at population level
     _Prog(
@@ -780,7 +781,7 @@ def _population_profiles(
                 s, _, high = _parse_token(tok, species)
                 if s is None:
                     continue
-                lo, hi = (6e-3, 3e-2) if high else (4e-4, 3e-3)
+                lo, hi = prog.extra.get("high", (6e-3, 3e-2)) if high else (4e-4, 3e-3)
                 lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi), 1.0)
                 names_used.append(s)
             opts = [_parse_token(t, species) for t in prog.optional]
@@ -793,7 +794,7 @@ def _population_profiles(
                 if not k:
                     names_unused.append(s)
                     continue
-                lo, hi = (3e-3, 2e-2) if high else (6e-5, 1.5e-3)
+                lo, hi = prog.extra.get("high", (3e-3, 2e-2)) if high else (6e-5, 1.5e-3)
                 lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi), 0.7)
                 names_used.append(s)
         else:
@@ -814,8 +815,8 @@ def _population_profiles(
         # random non-marker genes, up and down
         if prog.n_random:
             rnd = rng.choice(filler_pool, size=prog.n_random, replace=False)
-            sign = np.where(rng.random(prog.n_random) < 0.65, 1.0, -1.0)
-            for g, sg, mag in zip(rnd, sign, rng.uniform(0.5, 2.2, prog.n_random)):
+            sign = np.where(rng.random(prog.n_random) < 0.6, 1.0, -1.0)
+            for g, sg, mag in zip(rnd, sign, rng.uniform(0.4, 2.0, prog.n_random)):
                 if sg > 0:
                     lfc.setdefault(int(g), mag)
                 else:
@@ -890,7 +891,7 @@ def _cell_programmes(uni: _Universe, species: str, rng: np.random.Generator) -> 
     ery = genes_of(_SIGNATURES["mimicry_erythroid"])
     ery = list(rng.choice(ery, size=max(3, len(ery) // 2 + 1), replace=False))
     row_idx = hb + ery
-    add("mimicry", row_idx, np.r_[rng.uniform(6.3, 7.3, len(hb)), rng.uniform(3.0, 5.0, len(ery))])
+    add("mimicry", row_idx, np.r_[rng.uniform(7.6, 8.6, len(hb)), rng.uniform(3.0, 5.0, len(ery))])
     # erythroid maturation (score from -1 to 1): Hb and late genes up, early genes down
     late = genes_of([*_HB, "ALAS2", "SLC4A1", "GYPA"])
     early = genes_of(["KIT", "GATA2", "CD34", "MKI67", "TFRC"])
@@ -956,7 +957,7 @@ def simulate_bone_metastasis(
     doublet_rate: float = 0.03,
     ambient: float = 0.03,
     low_quality_rate: float = 0.02,
-    median_counts: float = 4500.0,
+    median_counts: float = 5000.0,
 ) -> Any:
     """Simulate raw UMI counts of bone-metastatic and control marrow samples.
 
@@ -1063,7 +1064,9 @@ def simulate_bone_metastasis(
     hypoxic_frac = np.array(
         [rng.uniform(0.35, 0.6) if c == "bone_met" else rng.uniform(0.15, 0.3) for c in conditions]
     )
-    batch = rng.normal(0, 0.25, (n_samples, G))
+    # batch: small gene-wise log factors everywhere, larger ones on a few % of genes
+    batch = rng.normal(0, 0.15, (n_samples, G))
+    batch += rng.normal(0, 0.6, (n_samples, G)) * (rng.random((n_samples, G)) < 0.04)
     batch[:, mito_idx] = 0.0
     compositions = np.zeros((n_samples, len(POPULATIONS)))
     counts_per_pop = np.zeros((n_samples, len(POPULATIONS)), dtype=np.int64)
@@ -1106,7 +1109,7 @@ def simulate_bone_metastasis(
     lib_f = np.array([_LIB_FACTOR[c] for c in CELL_TYPES])[spec_ct]
     lib = median_counts * lib_scale[spec_sample] * lib_f * np.exp(rng.normal(0, 0.45, M)) / 1.1
     mito_mean = np.array([_MITO_MEAN[c] for c in CELL_TYPES])[spec_ct] * mito_shift[spec_sample]
-    mito_f = rng.beta(30 * mito_mean, 30 * (1 - mito_mean))
+    mito_f = np.clip(mito_mean * np.exp(rng.normal(0, 0.35, M)), 0.003, 0.3)
     low_q = np.zeros(M, dtype=bool)
     n_lq = rng.binomial(N, low_quality_rate) if low_quality_rate > 0 else 0
     if n_lq:
@@ -1134,7 +1137,7 @@ def simulate_bone_metastasis(
     mim = tum & (rng.random(M) < np.where(hyp, 0.3, 0.06))
     scores[mim, kidx["mimicry"]] = rng.uniform(0.75, 1.15, mim.sum())
     ery = spec_pop == pidx["Erythroid progenitor"]
-    scores[ery, kidx["erythroid_maturation"]] = rng.uniform(-1.0, 1.0, ery.sum())
+    scores[ery, kidx["erythroid_maturation"]] = rng.uniform(-0.8, 1.2, ery.sum())
     scores[tum, kidx["dkk1"]] = dkk1[spec_sample[tum]] + rng.normal(0, 0.25, tum.sum())
 
     # ---- ambient profile per sample: cell profiles weighted towards erythroid, plus Hb
