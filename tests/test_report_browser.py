@@ -283,3 +283,20 @@ def test_browser_check_catches_a_broken_image(tmp_path: Path) -> None:
     )
     page = open_in_chromium(bad)
     assert page["images"][0]["w"] == 0 and not page["images"][0]["decoded"]
+
+
+def test_report_from_runner_tables_and_no_figures(tmp_path: Path) -> None:
+    """The runner passes CSV paths as tables and may run without figures."""
+    from test_figures import make_annotated
+
+    a = make_annotated(300, 2, species="human", seed=6, labels=False)
+    a.uns["bonemet"]["is_counts"] = False
+    csv = tmp_path / "tables" / "qc_summary.csv"
+    csv.parent.mkdir()
+    bm.pl.qc_removed_table(a).to_csv(csv)
+    out = bm.report.write_report(a, tmp_path, tables={"qc_summary": csv}, figures=[])
+    text = out.read_text()
+    assert "Table: qc summary" in text and "removed: high_mito" in text
+    assert "<img" not in text
+    assert "non-count input" in text
+    assert oct(out.stat().st_mode & 0o777) == "0o644"

@@ -195,7 +195,23 @@ def _figure_html(entry: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------- tables
 
 
-def default_tables(adata: Any) -> dict[str, pd.DataFrame]:
+def _load_tables(tables: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """DataFrames as given; CSV paths (e.g. from the runner's ``OUT/tables``) are read."""
+    out: dict[str, pd.DataFrame] = {}
+    for name, v in tables.items():
+        if isinstance(v, pd.DataFrame):
+            out[str(name)] = v
+        elif isinstance(v, str | os.PathLike):
+            try:
+                out[str(name)] = pd.read_csv(v)
+            except (OSError, ValueError, pd.errors.ParserError) as e:
+                logger.warning("report: table %s (%s) cannot be read: %s", name, v, e)
+        elif v is not None:
+            logger.warning("report: table %s is a %s, not a DataFrame or a CSV path", name, type(v))
+    return out
+
+
+def default_tables(adata: Any, *, names: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     """The tables the report shows when none are given (each skipped if it cannot be made)."""
     from .. import pl
 
@@ -225,6 +241,8 @@ def default_tables(adata: Any) -> dict[str, pd.DataFrame]:
     makers["axes"] = pl.review_axes_table
     out: dict[str, pd.DataFrame] = {}
     for name, fn in makers.items():
+        if names is not None and name not in names:
+            continue
         try:
             df = fn(adata)
         except Exception as e:
@@ -286,7 +304,12 @@ def _table_html(name: str, df: pd.DataFrame) -> str:
         return str(v)
 
     body = shown.to_html(
-        escape=True, border=0, na_rep="–", float_format=lambda v: fmt(v), classes="data"
+        escape=True,
+        border=0,
+        na_rep="–",
+        float_format=lambda v: fmt(v),
+        classes="data",
+        index=not isinstance(shown.index, pd.RangeIndex),
     )
     note = (
         f'<p class="note">First {_MAX_ROWS} of {n:,} rows; the whole table is in '
@@ -487,7 +510,7 @@ def write_report(
     adata: Any,
     out_dir: str | os.PathLike,
     *,
-    tables: Mapping[str, pd.DataFrame] | None = None,
+    tables: Mapping[str, pd.DataFrame | str | os.PathLike] | None = None,
     figures: Sequence[str | os.PathLike] | Mapping[str, Any] | None = None,
     config: Any = None,
     provenance: Mapping[str, Any] | None = None,
@@ -506,8 +529,8 @@ def write_report(
     out_dir
         Output folder; the report is ``out_dir/report.html``.
     tables
-        Named DataFrames to show (e.g. the CSVs of ``OUT/tables``); the default tables
-        (:func:`default_tables`) are added for names not given.
+        Named DataFrames or CSV paths to show (e.g. the runner's ``OUT/tables``), plus
+        the integration metrics; default: :func:`default_tables`.
     figures
         PNG paths (e.g. from :func:`bonemet.pl.save_figures`; other formats are ignored)
         or ``{name: path}``; default: the figures are drawn in memory.
@@ -525,10 +548,14 @@ def write_report(
     min_cov = 0.5
     if cfg and isinstance(cfg.get("score"), Mapping):
         min_cov = float(cfg["score"].get("min_coverage", 0.5))
-    all_tables = default_tables(adata)
-    for k, v in (tables or {}).items():
-        if isinstance(v, pd.DataFrame):
-            all_tables[str(k)] = v
+    if tables is None:
+        all_tables = default_tables(adata)
+    else:
+        # the run's own tables, plus the integration metrics (the one table only the
+        # report computes)
+        all_tables = _load_tables(tables)
+        if not any("integration" in k for k in all_tables):
+            all_tables.update(default_tables(adata, names=("integration_metrics",)))
     warns = collect_warnings(adata, tables=all_tables, min_coverage=min_cov)
     figs = _figure_entries(adata, figures)
 
