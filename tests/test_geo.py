@@ -30,6 +30,7 @@ from bonemet.io import _geo
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 V3 = DATA / "10x" / "v3_chr21"
+V2 = DATA / "10x" / "v2_chr21" / "filtered_gene_bc_matrices" / "hg19_chr21"
 ACC = "GSE1000"
 FTP = "ftp://ftp.ncbi.nlm.nih.gov/geo"
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 10}
@@ -173,6 +174,15 @@ def build_tree(root: Path) -> dict:
     log5, meta5 = _log_table("BoM7")
     (d5 / "GSM1005_BoM7_scRNA_LogCounts.txt.gz").write_bytes(_gz(log5))
     (d5 / "GSM1005_BoM7_scRNA_MetaData.txt.gz").write_bytes(_gz(meta5))
+    # a per-sample .tar.gz holding a 10x folder, and a gzipped v2 triplet (genes.tsv.gz)
+    d6 = root / _sample_dir("GSM1006")
+    d6.mkdir(parents=True)
+    with tarfile.open(d6 / "GSM1006_S6_filtered_feature_bc_matrix.tar.gz", "w:gz") as tf:
+        tf.add(V3 / "filtered_feature_bc_matrix", arcname="filtered_feature_bc_matrix")
+    d7 = root / _sample_dir("GSM1007")
+    d7.mkdir(parents=True)
+    for part in ("barcodes.tsv", "genes.tsv", "matrix.mtx"):
+        (d7 / f"GSM1007_S7_{part}.gz").write_bytes(_gz((V2 / part).read_bytes()))
     sdir = root / _series_dir(ACC)
     (sdir / "suppl").mkdir(parents=True)
     (sdir / "soft").mkdir(parents=True)
@@ -198,6 +208,9 @@ def build_tree(root: Path) -> dict:
         {"gsm": "GSM1004", "title": "KO1", "organism": "Mus musculus", "chars": ["strain: C57BL/6"]},
         {"gsm": "GSM1005", "title": "BoM7", "chars": ["tissue: bone metastasis", "Sample"],
          "files": ["GSM1005_BoM7_scRNA_LogCounts.txt.gz", "GSM1005_BoM7_scRNA_MetaData.txt.gz"]},
+        {"gsm": "GSM1006", "title": "S6-Extra", "files": ["GSM1006_S6_filtered_feature_bc_matrix.tar.gz"]},
+        {"gsm": "GSM1007", "title": "S7-Extra",
+         "files": [f"GSM1007_S7_{p}.gz" for p in ("barcodes.tsv", "genes.tsv", "matrix.mtx")]},
     ]  # fmt: skip
     soft = _soft(ACC, samples, [f"{ACC}_RAW.tar", f"{ACC}_cell.annotation.csv.gz"])
     (sdir / "soft" / f"{ACC}_family.soft.gz").write_bytes(_gz(soft.encode()))
@@ -352,12 +365,13 @@ def test_fetch_geo_happy_path_and_offline_cache(tree, server, tmp_path):
         base_url=server.url,
         cache_dir=cache,
         species="human",
+        exclude_title="Extra$",
         annotation="GSE1000_cell.annotation*",
         **FAST,
     )
     # the mouse sample is excluded by organism; its tar member is never extracted
     assert [s["sample"] for s in summary["samples"]] == ["GSM1001", "GSM1002", "GSM1003", "GSM1005"]
-    assert summary["skipped"][0]["sample"] == "GSM1004"
+    assert [s["sample"] for s in summary["skipped"]] == ["GSM1004", "GSM1006", "GSM1007"]
     tar_dir = next(cache.rglob(f"{ACC}_RAW.tar.d"))
     assert sorted(p.name for p in tar_dir.iterdir()) == ["GSM1003_S3-Distal.count.csv.gz"]
     # files it cannot classify are listed, not ignored
@@ -414,6 +428,10 @@ def test_fetch_geo_happy_path_and_offline_cache(tree, server, tmp_path):
         f"{ACC}_RAW.tar#GSM1003_S3-Distal.count.csv.gz"
     )
     assert summary["samples"][2]["source"] == "series _RAW.tar"
+    member = next(cache.rglob("GSM1003_S3-Distal.count.csv.gz"))
+    assert summary["samples"][2]["files_used"] == [
+        {"file": member.name, "size": member.stat().st_size, "sha256": _sha(member)}
+    ]
     # log-normalised GSE190772-style table: detected, marked, metadata joined
     assert not bool(a5.uns["bonemet"]["is_counts"])
     assert a5.n_obs == 25 and "MT-CO1" in a5.var_names
@@ -590,6 +608,19 @@ def test_unsafe_tar_member_refused(tree, server, tmp_path, member, why):
 
 
 # ------------------------------------------------------------------ readers
+
+
+def test_sample_archive_and_v2_triplet(server, tmp_path):
+    adatas = bm.io.read_geo(ACC, base_url=server.url, cache_dir=tmp_path / "c", species="human",
+                            include_title="Extra$", **FAST)  # fmt: skip
+    assert list(adatas) == ["GSM1006", "GSM1007"]
+    ref3 = sc.read_10x_h5(V3 / "filtered_feature_bc_matrix.h5")
+    assert adatas["GSM1006"].shape == ref3.shape
+    ref2 = sc.read_10x_mtx(V2)
+    a7 = adatas["GSM1007"]
+    assert a7.n_obs == ref2.n_obs == 12
+    np.testing.assert_array_equal(a7.X.sum(axis=1).A1, ref2.X.sum(axis=1).A1)
+    assert a7.obs_names[0] == f"GSM1007_{ref2.obs_names[0]}"
 
 
 def test_dense_table_layouts(tmp_path):

@@ -270,6 +270,7 @@ class _Fetcher:
     backoff: float = 1.0
     timeout: float = 60.0
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _sha: dict[str, str] = field(default_factory=dict)
     _session: Any = None
 
     @property
@@ -284,6 +285,13 @@ class _Fetcher:
             # no transport compression: byte offsets (Range) and sizes refer to the file itself
             self._session.headers["Accept-Encoding"] = "identity"
         return self._session
+
+    def sha256(self, path: Path) -> str:
+        """SHA-256 of a cached or extracted file (each file hashed once)."""
+        key = str(path)
+        if key not in self._sha:
+            self._sha[key] = sha256_file(path)
+        return self._sha[key]
 
     def local_path(self, url: str) -> Path:
         return self.cache / _rel_path(url, self.base)
@@ -316,7 +324,7 @@ class _Fetcher:
                 "url": url,
                 "path": str(path),
                 "size": path.stat().st_size,
-                "sha256": sha256_file(path),
+                "sha256": self.sha256(path),
                 "cached": cached,
             }
         return path
@@ -1342,9 +1350,16 @@ def _finish_sample(
             "warnings": warnings,
         }
     )
+    used = [
+        {"file": q.name, "size": q.stat().st_size, "sha256": fetcher.sha256(q)}
+        for q in [*fs.files, *meta]
+    ]
+    entry = next((e for e in summary["samples"] if e["sample"] == gsm), None)
+    if entry is not None:
+        entry["files_used"] = used
     inputs = {k: v for k, v in dict(bm.get("inputs", {})).items() if k == gsm}
     info = dict(inputs.get(gsm, {}))
-    info.update({"path": src, "sha256": sha256_file(main), "format": fs.kind})
+    info.update({"path": src, "sha256": fetcher.sha256(main), "format": fs.kind})
     bm["inputs"] = {gsm: info}
     bm["geo"] = {
         "accession": plan.accession,
