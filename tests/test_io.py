@@ -204,6 +204,9 @@ def test_detect_species(make_counts):
     assert bm.io.detect_species(["CD14", "LYZ", "C21orf58", "HLA-DRA", "LINC01234"]) == "human"
     assert bm.io.detect_species(["ENSMUSG00000000001", "ENSMUSG00000000028"]) == "mouse"
     assert bm.io.detect_species(["Cd14", "Lyz2", "mt-Co1"]) == "mouse"
+    # human genes that look like mouse patterns (GRIK3 is not a RIKEN clone, GM140 not a Gm gene)
+    assert bm.io.detect_species(["GRIK3", "GRIK2", "GM140", "CD14", "MT-CO1"]) == "human"
+    assert bm.io.detect_species(["CD14", "A430005L14RIK", "GM42418", "MT-CO1"]) == "mouse"
 
 
 def test_detect_species_undecidable():

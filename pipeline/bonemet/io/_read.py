@@ -657,16 +657,20 @@ def read(
 _MOUSE_ONLY = {
     g.upper()
     for g in """Hbb-bs Hbb-bt Hbb-b1 Hbb-b2 Hbb-y Hba-a1 Hba-a2 Hba-x Chil3 Chil4 Chil1 Ly6c1 Ly6c2 Ly6g
-    Ly6a Klrb1c Cd200r3 Mcpt8 Mcpt4 Cpa3 Ear2 Ear1 Ear6 H2-Ab1 H2-Aa H2-Eb1 H2-K1 H2-D1 H2-Q7 H2-T23
-    Lyz1 Lyz2 Retnla Retnlg Ngp Cd177 Wfdc21 Klra8 Klrb1b Mt1 Mt2 Ifi27l2a Ccl9 Ccl6 Mrc1 Fcgr4
-    Pira2 Pilra Cd209a Tmsb10 Gzmc Gzmd Gzme Ms4a4c Ms4a6c Clec4d Clec4n Saa3 Ly6d Ly6e Sirpb1a""".split()
-} - {"TMSB10"}
+    Ly6a Klrb1c Cd200r3 Mcpt8 Mcpt4 Ear2 Ear1 Ear6 H2-Ab1 H2-Aa H2-Eb1 H2-K1 H2-D1 H2-Q7 H2-T23
+    Lyz1 Lyz2 Retnla Retnlg Ngp Wfdc21 Klra8 Klrb1b Ifi27l2a Ccl9 Ccl6 Fcgr4 Pira2 Cd209a Gzmc
+    Gzmd Gzme Clec4n Sirpb1a""".split()
+}
+# symbols that exist in human only (the mouse orthologue is named differently or absent)
 _HUMAN_ONLY = {
     g.upper()
     for g in """FCGR3A FCGR3B FCGR2A CD1A CD1B CD1C CD1E CCL3L1 CCL3L3 CCL4L2 MT2A MT1X MT1G MT1E MT1F
-    MT1M CEACAM8 CEACAM6 IFITM3 S100A12 IGLL5 HBG1 HBG2 CLEC4C LILRA4 XCL2 FCN1 VCAN CLC""".split()
-} - {"IFITM3", "VCAN"}
-_MOUSE_PATTERN = re.compile(r"^(GM\d{3,}|.+RIK\d?|H2-[A-Z]{1,2}\d*[A-Z]?\d*)$", re.IGNORECASE)
+    MT1M CEACAM8 CEACAM6 S100A12 IGLL5 HBG1 HBG2 CLEC4C LILRA4 XCL2""".split()
+}
+# Gm12345 (not human GM140), RIKEN clones 1110002L01Rik / A430005L14Rik (not GRIK3), H2-Ab1
+_MOUSE_PATTERN = re.compile(
+    r"^(GM\d{4,}|(?=[0-9A-Z]*\d)[0-9A-Z]{6,}RIK\d?|H2-[A-Z]{1,2}\d*[A-Z]?\d*)$", re.IGNORECASE
+)
 _HUMAN_PATTERN = re.compile(
     r"^(HLA-[A-Z0-9]+|KIR[23]D[LS]\d.*|LILR[AB]\d|C\d{1,2}ORF\d+|LINC\d{4,}|RP11-\d+[A-Z]\d+\.\d+|CT[ABCD]-\d+[A-Z]\d+\.\d+)$",
     re.IGNORECASE,
@@ -738,7 +742,7 @@ def detect_species(var_names: Sequence[str] | pd.Index) -> Literal["human", "mou
             return "mouse"
     elif frac_upper >= 0.5:
         # upper-case symbols: human, unless mouse-only genes say it is upper-cased mouse data
-        if mouse_hits >= 2 and mouse_hits > 2 * human_hits:
+        if mouse_hits >= 2 and mouse_hits > human_hits:
             return "mouse"
         if human_hits or mt_h or rib_h or (len(symbolic) >= 50 and mouse_hits == 0):
             return "human"
