@@ -405,3 +405,13 @@ def test_axes_table_missing_gene_and_mouse_case():
     del b.obs["population"]
     with pytest.raises(InputError, match="annotate"):
         bm.tl.axes_table(b)
+
+
+def test_erythroid_mimicry_without_hb_genes_is_noted_not_fatal():
+    a, _ = _mimicry_data()
+    a = a[:, ~a.var_names.isin(["HBB", "HBA1", "HBA2", "ALAS2"])].copy()
+    tab = bm.tl.erythroid_mimicry(a, species="human")
+    assert (tab["n_called"] == 0).all() and tab["threshold"].isna().all()
+    assert tab["note"].str.contains("not assessed").all()
+    assert any("not assessed" in w for w in a.uns["bonemet"]["warnings"])
+    assert not a.obs["erythroid_mimicry_call"].any()

@@ -181,6 +181,17 @@ def _resolve_sets(
     return {n: available[n] for n in names}
 
 
+def _candidates(var_names: Sequence[str], genes: Iterable[str]) -> list[str]:
+    """The var names that can match any of ``genes`` (case-insensitively), in var order.
+
+    :func:`match_genes` on this short list gives the same result as on all ``var_names``
+    (exact and case-insensitive candidates are both kept, in their original order), without
+    rebuilding a lookup of every gene for each set.
+    """
+    wanted = {g.upper() for g in genes}
+    return [v for v in map(str, var_names) if v.upper() in wanted]
+
+
 def _set_genes(gs: GeneSet | list[str], species: Species) -> tuple[list[str], str, str]:
     """(genes for ``species``, version, why-empty) of a curated or custom set."""
     if isinstance(gs, GeneSet):
@@ -371,9 +382,10 @@ def _coverage_table(
     curated = [g for g in sets.values() if isinstance(g, GeneSet)]
     sp_ = _species_for(adata, species, curated or load_gene_sets("programme").values())
     rows = []
-    for name, gs in sets.items():
-        genes, version, why_empty = _set_genes(gs, sp_)
-        matched, cov = match_genes(genes, adata.var_names)
+    per_set = {name: _set_genes(gs, sp_) for name, gs in sets.items()}
+    var = _candidates(adata.var_names, (g for v in per_set.values() for g in v[0]))
+    for name, (genes, version, why_empty) in per_set.items():
+        matched, cov = match_genes(genes, var)
         n_found = int(round(cov * len(genes)))
         scored = bool(matched) and cov >= min_coverage
         if not genes:
@@ -831,10 +843,12 @@ def erythroid_mimicry(
     core = load_gene_sets("programme")["erythroid_mimicry_core"]
     sp_ = _species_for(adata, species, [core])
     hb_genes, cov = match_genes(core.genes(sp_), adata.var_names)
-    if not hb_genes:
-        raise InputError(
-            f"none of the core haemoglobin genes ({core.genes(sp_)}) is in var_names; "
-            "check species= and that Hb genes were not filtered out before scoring"
+    no_hb = not hb_genes
+    if no_hb:
+        _add_warning(
+            adata,
+            f"erythroid mimicry not assessed: none of the core haemoglobin genes "
+            f"{core.genes(sp_)} is in var_names (check species= and gene filtering)",
         )
     idx = adata.var_names.get_indexer(hb_genes)
     if layer is not None and layer in adata.layers:
@@ -871,7 +885,10 @@ def erythroid_mimicry(
         t_frac = hb_t / tot_t if tot_t > 0 else np.nan
         b_frac = hb_b / tot_b if tot_b > 0 else np.nan
         thr = np.nan
-        if b.sum() >= min_background:
+        if no_hb:
+            t_frac = b_frac = np.nan
+            notes.append("no core haemoglobin genes in var_names: not assessed")
+        elif b.sum() >= min_background:
             thr = float(np.quantile(frac[b], quantile))
         else:
             notes.append(
@@ -994,8 +1011,9 @@ def axes_table(
         ("myeloid", "NECTIN2"),
     ]
     gene_col: dict[str, int | None] = {}
+    axis_vars = _candidates(adata.var_names, [g for _, g in means])
     for _, g in means:
-        hit, _cov = match_genes([g], adata.var_names)
+        hit, _cov = match_genes([g], axis_vars)
         gene_col[g] = int(adata.var_names.get_loc(hit[0])) if hit else None
     fractions = [
         ("cd8_tpex_fraction", "cd8_tpex", "cd8"),
