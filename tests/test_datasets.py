@@ -138,7 +138,9 @@ def test_doublets(mouse: ad.AnnData) -> None:
 def test_erythroid_mimicry_and_ambient_hb(mouse: ad.AnnData) -> None:
     obs = mouse.obs
     hb = _fraction(mouse, MOUSE_HB)
-    tum = (obs["true_population"] == "Tumour epithelial").to_numpy() & ~obs["true_doublet"].to_numpy()
+    tum = (obs["true_population"] == "Tumour epithelial").to_numpy() & ~obs[
+        "true_doublet"
+    ].to_numpy()
     mim = obs["true_erythroid_mimicry"].to_numpy()
     assert mim[tum].sum() >= 20 and not mim[~tum & ~obs["true_doublet"].to_numpy()].any()
     assert np.median(hb[tum & mim]) > 2 * np.median(hb[tum & ~mim])
@@ -198,7 +200,9 @@ def test_markers_enriched_but_partial(mouse: ad.AnnData) -> None:
         return np.isin(pop, pops) & single
 
     cd8 = is_("CD8 T", TPEX, TEX)
-    assert _mean_expr(mouse, logx, "Cd8a", cd8) > _mean_expr(mouse, logx, "Cd8a", ~cd8 & single) + 1.0
+    assert (
+        _mean_expr(mouse, logx, "Cd8a", cd8) > _mean_expr(mouse, logx, "Cd8a", ~cd8 & single) + 1.0
+    )
     checks = [  # (gene, population(s) high, population(s) low, margin)
         ("Tcf7", (TPEX,), (TEX,), 0.5),
         ("Havcr2", (TEX,), (TPEX,), 0.5),
@@ -214,7 +218,10 @@ def test_markers_enriched_but_partial(mouse: ad.AnnData) -> None:
         ("Ly6g", ("Mature neutrophil", "PMN-MDSC"), ("Classical monocyte",), 0.5),
     ]
     for gene, hi, lo, margin in checks:
-        assert _mean_expr(mouse, logx, gene, is_(*hi)) > _mean_expr(mouse, logx, gene, is_(*lo)) + margin, gene
+        assert (
+            _mean_expr(mouse, logx, gene, is_(*hi))
+            > _mean_expr(mouse, logx, gene, is_(*lo)) + margin
+        ), gene
     # the programmes use only part of the canonical markers
     sim = mouse.uns["bonemet_simulation"]
     used, unused = sim["markers_used"], sim["markers_unused"]
@@ -226,9 +233,7 @@ def test_markers_enriched_but_partial(mouse: ad.AnnData) -> None:
     assert left_out
     ocl = is_("Osteoclast")
     other = single & ~ocl
-    gains = [
-        _mean_expr(mouse, logx, g, ocl) - _mean_expr(mouse, logx, g, other) for g in left_out
-    ]
+    gains = [_mean_expr(mouse, logx, g, ocl) - _mean_expr(mouse, logx, g, other) for g in left_out]
     assert min(gains) < 0.5
 
 
@@ -237,9 +242,11 @@ def test_dkk1_by_sample(mouse: ad.AnnData) -> None:
     tum = ((obs["true_population"] == "Tumour epithelial") & ~obs["true_doublet"]).to_numpy()
     logx = _lognorm(mouse)
     j = mouse.var_names.get_loc("Dkk1")
-    by = pd.Series(np.asarray(logx[tum][:, j].todense()).ravel()).groupby(
-        obs["condition"].to_numpy()[tum]
-    ).mean()
+    by = (
+        pd.Series(np.asarray(logx[tum][:, j].todense()).ravel())
+        .groupby(obs["condition"].to_numpy()[tum])
+        .mean()
+    )
     assert by["bone_met"] > by["control"]
     level = mouse.uns["bonemet_simulation"]["samples"]["dkk1_level"]
     assert np.ptp(level) > 0.3

@@ -224,9 +224,19 @@ _PROGRAMMES: tuple[_Prog, ...] = (
     ),
     _Prog(
         "mhc_class_ii",
-        {"cDC1": 1, "cDC2": 1, "B": 1, "Macrophage": 0.8, _IRON_MAC: 0.6, "pDC": 0.5,
-         "Classical monocyte": 0.35, "Non-classical monocyte": 0.4, "HSPC": 0.15,
-         "Plasma": 0.1, "Osteoclast": 0.2},
+        {
+            "cDC1": 1,
+            "cDC2": 1,
+            "B": 1,
+            "Macrophage": 0.8,
+            _IRON_MAC: 0.6,
+            "pDC": 0.5,
+            "Classical monocyte": 0.35,
+            "Non-classical monocyte": 0.4,
+            "HSPC": 0.15,
+            "Plasma": 0.1,
+            "Osteoclast": 0.2,
+        },
         core=("HLA-DRA|H2-Aa", "HLA-DRB1|H2-Ab1", "CD74!"),
         optional=("HLA-DPA1|H2-Eb1", "HLA-DMA|H2-DMa", "HLA-DPB1|H2-DMb1", "CIITA"),
         n_random=0,
@@ -299,8 +309,18 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "Tex",
         _m(_TEX),
         core=("HAVCR2", "ENTPD1", "LAG3"),
-        optional=("CD101|Cd101", "CD38", "TIGIT", "CD160", "CD244|Cd244a", "GZMB",
-                  "LAYN|", "CXCL13|", "ID2", "PRDM1"),
+        optional=(
+            "CD101|Cd101",
+            "CD38",
+            "TIGIT",
+            "CD160",
+            "CD244|Cd244a",
+            "GZMB",
+            "LAYN|",
+            "CXCL13|",
+            "ID2",
+            "PRDM1",
+        ),
         negative=("TCF7", "SLAMF6", "IL7R", "SELL"),
         n_random=15,
     ),  # fmt: skip
@@ -308,8 +328,17 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "NK",
         _m("NK"),
         core=("KLRD1", "NCR1", "GNLY|Klrb1c"),
-        optional=("KLRF1|Klra8", "NCAM1|", "FCGR3A|", "KLRB1|Klrb1a", "GZMB", "TYROBP",
-                  "KLRC1", "|Klra4", "|Klre1"),
+        optional=(
+            "KLRF1|Klra8",
+            "NCAM1|",
+            "FCGR3A|",
+            "KLRB1|Klrb1a",
+            "GZMB",
+            "TYROBP",
+            "KLRC1",
+            "|Klra4",
+            "|Klre1",
+        ),
         n_random=90,
     ),  # fmt: skip
     _Prog(
@@ -323,23 +352,49 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "B",
         _m("B"),
         core=("MS4A1", "CD19", "PAX5"),
-        optional=("BANK1", "CD22", "CR2", "FCMR", "VPREB1|Vpreb3", "IGLL1|Igll1", "DNTT", "EBF1",
-                  "CD72", "BLK"),
+        optional=(
+            "BANK1",
+            "CD22",
+            "CR2",
+            "FCMR",
+            "VPREB1|Vpreb3",
+            "IGLL1|Igll1",
+            "DNTT",
+            "EBF1",
+            "CD72",
+            "BLK",
+        ),
         n_random=60,
     ),  # fmt: skip
     _Prog(
         "Plasma",
         _m("Plasma"),
         core=("JCHAIN|Jchain!", "MZB1", "XBP1"),
-        optional=("SDC1", "PRDM1", "TNFRSF17", "IGHG1|Ighg1", "IGHA1|Igha", "SSR4", "DERL3",
-                  "FKBP11", "TXNDC5"),
+        optional=(
+            "SDC1",
+            "PRDM1",
+            "TNFRSF17",
+            "IGHG1|Ighg1",
+            "IGHA1|Igha",
+            "SSR4",
+            "DERL3",
+            "FKBP11",
+            "TXNDC5",
+        ),
         negative=("MS4A1", "CD19", "PAX5"),
         n_random=120,
     ),  # fmt: skip
     _Prog(
         "myeloid",
-        {**_m(*_MONO, *_MAC), **_m(*_NEU, w=0.7), "cDC1": 0.5, "cDC2": 0.7, "pDC": 0.2,
-         "Osteoclast": 0.8, "Mast/Basophil": 0.3},
+        {
+            **_m(*_MONO, *_MAC),
+            **_m(*_NEU, w=0.7),
+            "cDC1": 0.5,
+            "cDC2": 0.7,
+            "pDC": 0.2,
+            "Osteoclast": 0.8,
+            "Mast/Basophil": 0.3,
+        },
         core=("TYROBP", "FCER1G", "LYZ|Lyz2!"),
         optional=("CTSS", "AIF1", "SPI1", "CST3", "LST1|", "CYBB", "ITGAM", "CD300A", "CLEC12A"),
         n_random=120,
@@ -355,16 +410,33 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "Classical monocyte",
         {"Classical monocyte": 1.0, "M-MDSC": 0.7},
         core=("CCR2", "VCAN|Ly6c2!"),
-        optional=("S100A8", "S100A9", "FCN1|Ms4a6c", "PLAC8", "CD36", "SELL", "|Chil3", "LYZ|",
-                  "F13A1"),
+        optional=(
+            "S100A8",
+            "S100A9",
+            "FCN1|Ms4a6c",
+            "PLAC8",
+            "CD36",
+            "SELL",
+            "|Chil3",
+            "LYZ|",
+            "F13A1",
+        ),
         n_random=15,
     ),  # fmt: skip
     _Prog(
         "Non-classical monocyte",
         _m("Non-classical monocyte"),
         core=("CX3CR1", "FCGR3A|Nr4a1"),
-        optional=("LST1|Ace", "MS4A7", "SPN", "ITGAL", "|Fcgr4", "NR4A1|Pglyrp1", "CDKN1C",
-                  "HES4|Treml4"),
+        optional=(
+            "LST1|Ace",
+            "MS4A7",
+            "SPN",
+            "ITGAL",
+            "|Fcgr4",
+            "NR4A1|Pglyrp1",
+            "CDKN1C",
+            "HES4|Treml4",
+        ),
         negative=("CCR2",),
         n_random=30,
     ),  # fmt: skip
@@ -372,8 +444,17 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "M-MDSC",
         _m("M-MDSC"),
         core=("ARG1", "S100A8", "S100A9"),
-        optional=("|Nos2", "CD33|", "IL1B", "|Ly6c2", "CCR2", "|Ptgs2", "CXCL2", "THBS1",
-                  "IFITM1|Ifitm6"),
+        optional=(
+            "|Nos2",
+            "CD33|",
+            "IL1B",
+            "|Ly6c2",
+            "CCR2",
+            "|Ptgs2",
+            "CXCL2",
+            "THBS1",
+            "IFITM1|Ifitm6",
+        ),
         negative=("HLA-DRA|H2-Aa", "HLA-DRB1|H2-Ab1", "CD74"),
         n_random=12,
     ),  # fmt: skip
@@ -381,8 +462,21 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "macrophage",
         {**_m(*_MAC), "Osteoclast": 0.3},
         core=("C1QA", "C1QB", "CD68", "ADGRE1|Adgre1"),
-        optional=("C1QC", "CSF1R", "MRC1", "APOE!", "FCGR1A|Fcgr1", "MS4A7", "MSR1", "MARCO",
-                  "SIGLEC1", "CD163", "LYVE1", "SELENOP|Selenop", "FOLR2"),
+        optional=(
+            "C1QC",
+            "CSF1R",
+            "MRC1",
+            "APOE!",
+            "FCGR1A|Fcgr1",
+            "MS4A7",
+            "MSR1",
+            "MARCO",
+            "SIGLEC1",
+            "CD163",
+            "LYVE1",
+            "SELENOP|Selenop",
+            "FOLR2",
+        ),
         n_random=100,
     ),  # fmt: skip
     _Prog(
@@ -409,16 +503,33 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "neutrophil_maturity",
         {"Mature neutrophil": 1.0, "PMN-MDSC": 0.75, _IMM_NEU: 0.2},
         core=("CXCR2", "FCGR3B|Ly6g"),
-        optional=("CXCR1|Retnlg", "MME|Cd101", "FPR1", "MNDA|Ccl6", "IL1B", "MMP8|Mmp8",
-                  "SLPI", "|Ly6g"),
+        optional=(
+            "CXCR1|Retnlg",
+            "MME|Cd101",
+            "FPR1",
+            "MNDA|Ccl6",
+            "IL1B",
+            "MMP8|Mmp8",
+            "SLPI",
+            "|Ly6g",
+        ),
         n_random=25,
     ),  # fmt: skip
     _Prog(
         "granule",
         {_IMM_NEU: 1.0, "PMN-MDSC": 0.3},
         core=("CHI3L1|Chil3!", "LTF!", "CAMP!", "|Ngp!"),
-        optional=("LCN2", "MMP8|", "CEACAM8|Cd177", "CD177|", "CEBPE", "ELANE|", "MPO",
-                  "|Chil3", "LTF"),
+        optional=(
+            "LCN2",
+            "MMP8|",
+            "CEACAM8|Cd177",
+            "CD177|",
+            "CEBPE",
+            "ELANE|",
+            "MPO",
+            "|Chil3",
+            "LTF",
+        ),
         negative=("CXCR2", "FCGR3B|"),
         n_random=25,
     ),  # fmt: skip
@@ -432,8 +543,18 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "PMN-MDSC",
         _m("PMN-MDSC"),
         core=("ARG1", "OLR1|Cd84", "SLC27A2"),
-        optional=("FUT4|", "CEACAM8|", "CD33|", "IL1B", "CD84", "|Wfdc17", "PTGS2", "CXCL2",
-                  "VEGFA", "CCL3"),
+        optional=(
+            "FUT4|",
+            "CEACAM8|",
+            "CD33|",
+            "IL1B",
+            "CD84",
+            "|Wfdc17",
+            "PTGS2",
+            "CXCL2",
+            "VEGFA",
+            "CCL3",
+        ),
         n_random=12,
     ),  # fmt: skip
     _Prog(
@@ -468,16 +589,36 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "Mast/Basophil",
         _m("Mast/Basophil"),
         core=("CPA3!", "HDC", "MS4A2", "TPSAB1|Mcpt8"),
-        optional=("KIT", "GATA2", "CLC|Cd200r3", "ENPP3", "FCER1A", "|Prss34", "|Mcpt4",
-                  "|Cma1", "CCR3", "IL4"),
+        optional=(
+            "KIT",
+            "GATA2",
+            "CLC|Cd200r3",
+            "ENPP3",
+            "FCER1A",
+            "|Prss34",
+            "|Mcpt4",
+            "|Cma1",
+            "CCR3",
+            "IL4",
+        ),
         n_random=150,
     ),  # fmt: skip
     _Prog(
         "Erythroid progenitor",
         _m("Erythroid progenitor"),
         core=("GATA1", "KLF1", "CA1|Car1", "HBB|Hbb-bs!", "HBA1|Hba-a1!"),
-        optional=("TFRC", "AHSP", "ALAS2", "GYPA", "SLC4A1", "CA2|Car2", "HBA2|Hba-a2!",
-                  "HBD|Hbb-bt", "EPOR", "TRIM10"),
+        optional=(
+            "TFRC",
+            "AHSP",
+            "ALAS2",
+            "GYPA",
+            "SLC4A1",
+            "CA2|Car2",
+            "HBA2|Hba-a2!",
+            "HBD|Hbb-bt",
+            "EPOR",
+            "TRIM10",
+        ),
         negative=("PTPRC",),
         n_random=200,
         extra={"high": (3e-2, 8e-2)},
@@ -486,16 +627,37 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "HSPC",
         _m("HSPC"),
         core=("CD34", "KIT", "MEIS1"),
-        optional=("PROM1|", "CRHBP|", "HLF", "SPINK2|", "AVP|", "|Ly6a", "|Procr", "|Mecom",
-                  "|Slamf1", "MPO", "ELANE"),
+        optional=(
+            "PROM1|",
+            "CRHBP|",
+            "HLF",
+            "SPINK2|",
+            "AVP|",
+            "|Ly6a",
+            "|Procr",
+            "|Mecom",
+            "|Slamf1",
+            "MPO",
+            "ELANE",
+        ),
         n_random=150,
     ),  # fmt: skip
     _Prog(
         "Osteoclast",
         _m("Osteoclast"),
         core=("ACP5!", "CTSK!", "MMP9", "DCSTAMP", "SPP1!"),
-        optional=("OCSTAMP", "CALCR", "ATP6V0D2", "OSCAR", "NFATC1", "TNFRSF11A", "SIGLEC15",
-                  "ITGB3", "CA2|Car2", "TCIRG1"),
+        optional=(
+            "OCSTAMP",
+            "CALCR",
+            "ATP6V0D2",
+            "OSCAR",
+            "NFATC1",
+            "TNFRSF11A",
+            "SIGLEC15",
+            "ITGB3",
+            "CA2|Car2",
+            "TCIRG1",
+        ),
         n_random=120,
     ),  # fmt: skip
     _Prog(
@@ -530,8 +692,20 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "Tumour epithelial",
         _m("Tumour epithelial"),
         core=("EPCAM", "KRT8!", "KRT18!", "CDH1"),
-        optional=("KRT19", "KRT7|", "MUC1", "ESR1", "ERBB2", "PGR", "CLDN4", "KRT14", "PTHLH",
-                  "RUNX2", "SPP1", "IBSP"),
+        optional=(
+            "KRT19",
+            "KRT7|",
+            "MUC1",
+            "ESR1",
+            "ERBB2",
+            "PGR",
+            "CLDN4",
+            "KRT14",
+            "PTHLH",
+            "RUNX2",
+            "SPP1",
+            "IBSP",
+        ),
         negative=("PTPRC",),
         n_random=250,
     ),  # fmt: skip
@@ -895,7 +1069,11 @@ def _cell_programmes(uni: _Universe, species: str, rng: np.random.Generator) -> 
     # erythroid maturation (score from -1 to 1): Hb and late genes up, early genes down
     late = genes_of([*_HB, "ALAS2", "SLC4A1", "GYPA"])
     early = genes_of(["KIT", "GATA2", "CD34", "MKI67", "TFRC"])
-    add("erythroid_maturation", late + early, np.r_[np.full(len(late), 1.6), np.full(len(early), -1.2)])
+    add(
+        "erythroid_maturation",
+        late + early,
+        np.r_[np.full(len(late), 1.6), np.full(len(early), -1.2)],
+    )
     add("dkk1", genes_of(["DKK1"]), 2.2)
     return _CellProgrammes(names=names, loadings=np.vstack(rows))
 
@@ -1113,7 +1291,9 @@ def simulate_bone_metastasis(
     low_q = np.zeros(M, dtype=bool)
     n_lq = rng.binomial(N, low_quality_rate) if low_quality_rate > 0 else 0
     if n_lq:
-        low_q[rng.choice(np.flatnonzero(~is_doublet), size=min(n_lq, N - n_dbl), replace=False)] = True
+        low_q[rng.choice(np.flatnonzero(~is_doublet), size=min(n_lq, N - n_dbl), replace=False)] = (
+            True
+        )
     mito_f[low_q] = rng.uniform(0.2, 0.6, low_q.sum())
     lib[low_q] *= rng.uniform(0.12, 0.35, low_q.sum())
     a = amb_frac[spec_sample]
@@ -1240,8 +1420,9 @@ def simulate_bone_metastasis(
             "dkk1_level": dkk1,
             "hypoxic_fraction": hypoxic_frac,
         },
-        "composition": pd.DataFrame(compositions, index=samples, columns=list(POPULATIONS))
-        .to_json(orient="split"),
+        "composition": pd.DataFrame(compositions, index=samples, columns=list(POPULATIONS)).to_json(
+            orient="split"
+        ),
         # keys are programme names ('/' would nest groups in HDF5)
         "markers_used": {k.replace("/", "_"): np.asarray(v, dtype=str) for k, v in used.items()},
         "markers_unused": {
