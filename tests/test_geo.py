@@ -545,6 +545,23 @@ def test_bad_gzip_fails_cleanly(tree, server, tmp_path, damage):
     assert not list(cache.rglob(name)) and not list(cache.rglob(name + ".part"))
 
 
+def test_truncated_tar_fails_cleanly(tree, server, tmp_path):
+    served = tree["root"] / _series_dir(ACC) / "suppl" / f"{ACC}_RAW.tar"
+    data = served.read_bytes()
+    with tarfile.open(served) as tf:
+        last = tf.getmembers()[-1]
+    served.write_bytes(data[: last.offset_data + last.size // 2])  # the last member is cut off
+    out, cache = tmp_path / "out", tmp_path / "c"
+    with pytest.raises(
+        DownloadError, match=rf"{ACC}_RAW.tar failed after 3 attempts: .*truncated tar"
+    ):
+        bm.io.fetch_geo(
+            ACC, out=out, base_url=server.url, cache_dir=cache, samples=["GSM1003"], **FAST
+        )
+    _no_outputs(out)
+    assert not list(cache.rglob(f"{ACC}_RAW.tar")) and not list(cache.rglob(f"{ACC}_RAW.tar.part"))
+
+
 def test_interrupted_download_resumes_with_range(tree, server, tmp_path):
     tar_path = f"/{_series_dir(ACC)}/suppl/{ACC}_RAW.tar"
     server.faults[tar_path] = "cut_once"

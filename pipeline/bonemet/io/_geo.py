@@ -372,6 +372,23 @@ def _check_gzip(path: Path) -> str | None:
     return None
 
 
+def _check_tar(path: Path, *, compressed: bool) -> str | None:
+    """Read every member header of a tar archive; return a problem description or None.
+
+    tarfile stops silently at a short read, so for an uncompressed archive every member's
+    data must also end inside the file (a compressed one was fully decompressed already).
+    """
+    size = path.stat().st_size
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                if not compressed and m.isfile() and m.offset_data + m.size > size:
+                    return f"truncated tar archive (member {m.name!r} is cut off)"
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        return f"corrupt or truncated tar archive ({_short(e)})"
+    return None
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock (POSIX ``flock``), so that two processes sharing a cache
@@ -492,11 +509,13 @@ class _ResumableDownloader:
             if size > total:
                 self.part.unlink()
             raise _Retry(f"size mismatch: got {size} bytes, Content-Length says {total}")
-        if self.target.name.lower().endswith((".gz", ".tgz")):
-            problem = _check_gzip(self.part)
-            if problem:
-                self.part.unlink()  # bad data cannot be resumed
-                raise _Retry(problem)
+        name = self.target.name.lower()
+        problem = _check_gzip(self.part) if name.endswith((".gz", ".tgz")) else None
+        if problem is None and name.endswith((".tar", ".tar.gz", ".tgz")):
+            problem = _check_tar(self.part, compressed=not name.endswith(".tar"))
+        if problem:
+            self.part.unlink()  # bad data cannot be resumed
+            raise _Retry(problem)
 
 
 # ------------------------------------------------------------------------- tars
