@@ -12,7 +12,7 @@ Every URL is built on one root, ``base_url`` (default ``https://ftp.ncbi.nlm.nih
 the ``ftp://ftp.ncbi.nlm.nih.gov/geo/...`` URLs written in SOFT files are mapped onto it,
 so a mirror or a local test server can stand in for GEO.
 
-Files are cached below ``cache_dir`` (default ``pooch.os_cache("bonemet")``) at their
+Files are cached below ``cache_dir`` (default ``pooch.os_cache("bonemet")/geo``) at their
 path relative to the GEO root (``series/GSE1nnn/GSE1234/suppl/...``) and fetched with
 :func:`pooch.retrieve`, which skips the network when a cached file exists (so a warm
 cache works offline) and moves a new file into place only when the download succeeded.
@@ -22,8 +22,19 @@ multi-GB ``_RAW.tar`` would restart from zero. bonemet therefore hands pooch a
 downloader of its own (pooch's documented extension point) built on ``requests``: it
 keeps the partial data in ``<file>.part``, resumes with an HTTP ``Range`` request,
 retries with exponential back-off, checks the size against ``Content-Length``,
-fully decompress-tests every ``.gz`` file, and shows a tqdm progress bar unless bonemet
-is quiet. SHA-256 and size of every file are recorded in the provenance.
+fully decompress-tests every ``.gz`` file, checks that no member of a ``.tar`` is cut
+off, and shows a tqdm progress bar unless bonemet is quiet (or stderr is not a
+terminal). A POSIX lock per file keeps two processes sharing a cache from writing the
+same ``.part``. 404/403/410 fail at once; connection errors, short bodies, 5xx and bad
+archives are retried. SHA-256 and size of every file are recorded in the provenance.
+
+Archives
+--------
+``_RAW.tar`` and per-sample ``.tar.gz`` files are extracted below the cache only after
+every member was checked: absolute paths, ``..`` components, symbolic/hard links and
+device files make the command fail with an :class:`InputError` naming the member; the
+extraction itself uses tarfile's ``data`` filter. Only the members of selected samples
+(named ``GSM<id>…``) are extracted from a ``_RAW.tar``.
 
 Writing
 -------
