@@ -719,27 +719,30 @@ def test_geo_configs_load(acc):
 # ------------------------------------------------------------------ CLI
 
 
-def test_cli_fetch_geo(tree, server, tmp_path):
-    """`bonemet fetch-geo` twice in one subprocess (the CLI sets up global logging)."""
-    import subprocess
-    import sys
+def test_cli_fetch_geo(tree, server, tmp_path, capsys):
+    """`bonemet fetch-geo` in-process: success, then a one-line error and exit code 1."""
+    import logging
+
+    from bonemet import _logging, cli
 
     out = tmp_path / "out"
     server.faults[f"/{_sample_dir('GSM1002')}/GSM1002_S2_filtered_feature_bc_matrix.h5"] = "404"
     base = ["fetch-geo", ACC, "--out", str(out), "--geo-base-url", server.url,
             "--cache-dir", str(tmp_path / "c"), "--quiet"]  # fmt: skip
-    script = (
-        "import sys; from bonemet.cli import main; "
-        f"a = main({[*base, '--samples', 'GSM1003']!r}); "
-        "import pathlib; ok = (pathlib.Path(sys.argv[1]) / 'samplesheet.csv').is_file(); "
-        f"b = main({[*base, '--samples', 'GSM1002']!r}); "
-        "print('RC', a, ok, b)"
-    )
-    r = subprocess.run(
-        [sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300
-    )
-    assert "RC 0 True 1" in r.stdout, r.stderr
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    lg = logging.getLogger("bonemet")
+    saved = (list(lg.handlers), lg.propagate, lg.level, _logging.is_quiet())
+    try:  # the CLI installs its log handler globally: restore it afterwards
+        assert cli.main([*base, "--samples", "GSM1003"]) == 0
+        assert pd.read_csv(out / "samplesheet.csv")["sample"].tolist() == ["GSM1003"]
+        capsys.readouterr()
+        assert cli.main([*base, "--samples", "GSM1002"]) == 1
+        err = capsys.readouterr().err
+    finally:
+        lg.handlers[:] = saved[0]
+        lg.propagate = saved[1]
+        _logging.set_quiet(saved[3])
+        lg.setLevel(saved[2])
+    lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("bonemet: error: ") and "HTTP 404" in lines[0]
     # the failed run removed the earlier samplesheet and wrote no .h5ad for GSM1002
     assert not (out / "GSM1002.h5ad").exists() and not (out / "samplesheet.csv").exists()

@@ -472,7 +472,7 @@ class _ResumableDownloader:
         )
 
     def _attempt(self, url: str) -> None:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text bar: no ipywidgets needed in notebooks
 
         offset = self.part.stat().st_size if self.part.exists() else 0
         headers = {"Range": f"bytes={offset}-"} if offset else {}
