@@ -241,6 +241,13 @@ def test_score_summary(scored: ad.AnnData):
     assert np.isfinite(gmm["threshold"]).all() and list(gmm["sample"]) == ["s1", "s2"]
     with pytest.raises(InputError, match="population"):
         bm.tl.score_summary(scored, groupby=("nope", "sample"))
+    # only the columns bm.tl.score wrote are summarised by default
+    other = scored.copy()
+    other.obs["score_from_elsewhere"] = 0.0
+    assert "score_from_elsewhere" not in set(bm.tl.score_summary(other)["key"])
+    assert set(tab["key"]) == {
+        f"{p}_{n}" for p in ("score", "aucell") for n in load_gene_sets("programme")
+    }
 
 
 def test_pseudobulk_ssgsea_offline(scored: ad.AnnData, monkeypatch):
@@ -415,3 +422,31 @@ def test_erythroid_mimicry_without_hb_genes_is_noted_not_fatal():
     assert tab["note"].str.contains("not assessed").all()
     assert any("not assessed" in w for w in a.uns["bonemet"]["warnings"])
     assert not a.obs["erythroid_mimicry_call"].any()
+
+
+def test_simulated_truth_mouse():
+    """On the simulator's mouse data (true labels as annotation), scores find the planted truth."""
+    a = bm.datasets.simulate_bone_metastasis(n_cells=1500, n_samples=2, species="mouse", seed=1)
+    a = a[~a.obs["true_doublet"].astype(bool)].copy()
+    a.obs["population"] = a.obs["true_population"].astype(str)
+    a.obs["cell_type"] = a.obs["true_cell_type"].astype(str)
+    a.layers["counts"] = a.X.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    bm.tl.score(a, gene_sets=["hypoxia", "osteoclast_activity", "erythroid_mimicry"])
+    assert a.uns["bonemet"]["gene_sets"]["hypoxia"]["species"] == "mouse"
+    tum = (a.obs["population"] == "Tumour epithelial").to_numpy()
+    for prefix in ("score", "aucell"):
+        hyp = a.obs[f"{prefix}_hypoxia"].to_numpy()
+        assert _auroc(a.obs["true_hypoxic"].to_numpy(bool)[tum], hyp[tum]) > 0.9
+        ery = a.obs[f"{prefix}_erythroid_mimicry"].to_numpy()
+        assert _auroc(a.obs["true_erythroid_mimicry"].to_numpy(bool)[tum], ery[tum]) > 0.85
+        osteo = (a.obs["population"] == "Osteoclast").to_numpy()
+        assert _auroc(osteo, a.obs[f"{prefix}_osteoclast_activity"].to_numpy()) > 0.95
+    tab = bm.tl.erythroid_mimicry(a)
+    call = a.obs["erythroid_mimicry_call"].to_numpy()
+    assert not call[~tum].any()
+    assert tab["n_called"].sum() == call.sum()
+    axes = bm.tl.axes_table(a)
+    assert list(axes["sample"]) == sorted(a.obs["sample"].astype(str).unique())
+    assert axes["cd8_tpex_fraction"].between(0, 1).all()

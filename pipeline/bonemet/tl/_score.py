@@ -6,7 +6,7 @@ Scoring follows decoupler's pattern: every method is a small function with the s
 :data:`SCORE_METHODS`; one runner (:func:`score`) resolves the gene sets for the species,
 filters them by coverage, calls the methods and writes the results.
 
-AnData slots written
+AnnData slots written
 --------------------
 - ``obs["score_<set>"]``: control-gene score (:func:`scanpy.tl.score_genes`, seeded).
 - ``obs["aucell_<set>"]``: AUCell (Aibar et al. 2017, doi:10.1038/nmeth.4463).
@@ -556,7 +556,8 @@ def score_summary(
     groupby
         obs column(s) to group by, default population x sample.
     keys
-        Score columns; default every ``obs["score_*"]`` and ``obs["aucell_*"]``.
+        Score columns; default the ``obs["score_*"]`` and ``obs["aucell_*"]`` columns of the
+        sets :func:`score` recorded as scored (all such columns when none is recorded).
     threshold
         ``"percentile"``: the ``quantile`` of the score in the reference cells;
         ``"gmm"``: the point where the upper component of a two-Gaussian mixture, fitted to the
@@ -584,7 +585,13 @@ def score_summary(
                 f"obs[{g!r}] is missing; run bm.tl.annotate for 'population' or choose groupby= from {list(adata.obs.columns)}"
             )
     if keys is None:
+        # the columns bm.tl.score wrote (recorded), else every score_*/aucell_* column
+        recorded = {
+            name for name, r in _bonemet_uns(adata).get("gene_sets", {}).items() if r.get("scored")
+        }
         keys = [k for k in adata.obs.columns if _SCORE_KEY.match(str(k))]
+        if recorded:
+            keys = [k for k in keys if _SCORE_KEY.match(str(k)).group(2) in recorded]
     missing = [k for k in keys if k not in adata.obs]
     if not keys or missing:
         raise InputError(
