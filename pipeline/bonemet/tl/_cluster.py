@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import warnings
+from collections.abc import Iterator, Sequence
 
 import anndata as ad
 import numpy as np
@@ -20,6 +22,15 @@ _UNINTEGRATED_KEY = "neighbors_unintegrated"
 def _res_key(res: float) -> str:
     """``leiden_<res>`` with the resolution as a float (1 -> ``leiden_1.0``)."""
     return f"leiden_{float(res)}"
+
+
+@contextlib.contextmanager
+def _umap_warnings() -> Iterator[None]:
+    """Well-separated populations give a disconnected kNN graph; UMAP's spectral start then
+    warns (sklearn) although UMAP handles it (it embeds the components separately)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Graph is not fully connected")
+        yield
 
 
 def _default_rep(adata: ad.AnnData) -> str:
@@ -115,7 +126,8 @@ def cluster(
         logger.info("leiden at resolution %g: %d clusters", res, n_clusters[key])
     main = _res_key(resolution)
     adata.obs["leiden"] = adata.obs[main].copy()
-    sc.tl.umap(adata, min_dist=umap_min_dist, random_state=seed)
+    with _umap_warnings():
+        sc.tl.umap(adata, min_dist=umap_min_dist, random_state=seed)
     adata.uns.pop("umap", None)
 
     if "X_pca" in adata.obsm:
@@ -132,9 +144,13 @@ def cluster(
                 random_state=seed,
                 key_added=_UNINTEGRATED_KEY,
             )
-            sc.tl.umap(
-                lean, min_dist=umap_min_dist, random_state=seed, neighbors_key=_UNINTEGRATED_KEY
-            )
+            with _umap_warnings():
+                sc.tl.umap(
+                    lean,
+                    min_dist=umap_min_dist,
+                    random_state=seed,
+                    neighbors_key=_UNINTEGRATED_KEY,
+                )
             adata.obsm["X_umap_unintegrated"] = np.asarray(lean.obsm["X_umap"])
 
     adata.uns.setdefault("bonemet", {})["cluster"] = {
