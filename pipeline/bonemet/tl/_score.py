@@ -125,10 +125,11 @@ def _obs_str(adata: AnnData, key: str, *, hint: str) -> pd.Series:
     return adata.obs[key].astype(str)
 
 
-def _species_for(adata: AnnData, species: str, gene_lists: Iterable[GeneSet]) -> Species:
+def _species_for(adata: AnnData, species: str) -> Species:
     """Resolve ``species="auto"``: the recorded species, else the one whose lists match better.
 
-    Counting case-insensitive hits of the union of every set's human and mouse lists tells
+    Counting case-insensitive hits of the union of every curated set's human and mouse lists
+    (programmes and markers, whatever is being scored) tells
     upper-cased mouse data (``HBB-BS``, ``TRP53``) from human data; ties fall back to
     :func:`bonemet._signatures.resolve_species`.
     """
@@ -139,7 +140,7 @@ def _species_for(adata: AnnData, species: str, gene_lists: Iterable[GeneSet]) ->
         return recorded
     human: set[str] = set()
     mouse: set[str] = set()
-    for gs in gene_lists:
+    for gs in load_gene_sets().values():
         human.update(g.upper() for g in gs.genes("human"))
         mouse.update(g.upper() for g in gs.genes("mouse"))
     shared = human & mouse
@@ -379,8 +380,7 @@ def _coverage_table(
     if not 0 <= min_coverage <= 1:
         raise InputError(f"min_coverage must be within [0, 1], not {min_coverage!r}")
     sets = _resolve_sets(gene_sets)
-    curated = [g for g in sets.values() if isinstance(g, GeneSet)]
-    sp_ = _species_for(adata, species, curated or load_gene_sets("programme").values())
+    sp_ = _species_for(adata, species)
     rows = []
     per_set = {name: _set_genes(gs, sp_) for name, gs in sets.items()}
     var = _candidates(adata.var_names, (g for v in per_set.values() for g in v[0]))
@@ -848,7 +848,7 @@ def erythroid_mimicry(
         else pd.Series("", index=adata.obs_names)
     )
     core = load_gene_sets("programme")["erythroid_mimicry_core"]
-    sp_ = _species_for(adata, species, [core])
+    sp_ = _species_for(adata, species)
     hb_genes, cov = match_genes(core.genes(sp_), adata.var_names)
     no_hb = not hb_genes
     if no_hb:
