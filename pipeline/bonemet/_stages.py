@@ -66,6 +66,13 @@ def ingest(cfg: Config, *, path: str | None = None) -> dict[str, ad.AnnData]:
             base_url=inp.geo_base_url,
             cache_dir=inp.cache_dir,
             samples=inp.samples,
+            include_title=inp.geo_include_title,
+            exclude_title=inp.geo_exclude_title,
+            species=None if inp.species == "auto" else inp.species,
+            annotation=inp.geo_annotation,
+            label_key=inp.label_key,
+            batch_key=inp.batch_key,
+            condition_key=inp.condition_key,
         )
     else:
         src = path or inp.path

@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--geo-base-url", metavar="URL", help="root of every download (default GEO's HTTPS)")
     p.add_argument("--cache-dir", metavar="DIR", help="download cache (default: user cache)")
     p.add_argument("--dry-run", action="store_true", help="list what would be downloaded and its size")
+    p.add_argument("--species", choices=["human", "mouse"], help="keep only samples of this organism")
+    p.add_argument("--include-title", metavar="REGEX", help="keep only samples whose title matches")
+    p.add_argument("--exclude-title", metavar="REGEX", help="drop samples whose title matches")
+    p.add_argument("--annotation", action="append", metavar="FILE", help="series file with cell annotations to join (repeatable)")
+    p.add_argument("--label-key", metavar="COL", help="annotation column kept as obs['reference_label']")
     _add_common(p)
     return parser
 
@@ -376,19 +381,29 @@ def _cmd_fetch_geo(args: argparse.Namespace) -> int:
     from . import io
 
     over: dict[str, Any] = {}
-    if args.geo_base_url:
-        over["geo_base_url"] = args.geo_base_url
-    if args.cache_dir:
-        over["cache_dir"] = args.cache_dir
+    for key, value in {
+        "geo_base_url": args.geo_base_url, "cache_dir": args.cache_dir,
+        "species": args.species, "geo_include_title": args.include_title,
+        "geo_exclude_title": args.exclude_title, "geo_annotation": args.annotation,
+        "label_key": args.label_key,
+    }.items():
+        if value is not None:
+            over[key] = value
     cfg = _load(args, {"input": over} if over else None)
+    inp = cfg.input
     samples = [s.strip() for s in args.samples.split(",") if s.strip()] if args.samples else None
     summary = io.fetch_geo(
         args.accession,
         out=args.out,
-        base_url=cfg.input.geo_base_url,
-        cache_dir=cfg.input.cache_dir,
-        samples=samples,
+        base_url=inp.geo_base_url,
+        cache_dir=inp.cache_dir,
+        samples=samples or inp.samples,
         dry_run=args.dry_run,
+        include_title=inp.geo_include_title,
+        exclude_title=inp.geo_exclude_title,
+        species=None if inp.species == "auto" else inp.species,
+        annotation=inp.geo_annotation,
+        label_key=inp.label_key,
     )
     if args.dry_run or not args.quiet:
         print(json.dumps(summary, indent=2, default=str))

@@ -42,7 +42,27 @@ class InputConfig(_Section):
     species: Literal["auto", "human", "mouse"] = "auto"
     allow_non_counts: bool = True
     geo_base_url: str = "https://ftp.ncbi.nlm.nih.gov/geo"
+    geo_include_title: str | None = None
+    geo_exclude_title: str | None = None
+    geo_annotation: list[str] | None = None
     cache_dir: str | None = None
+
+    @field_validator("geo_include_title", "geo_exclude_title")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as e:
+                raise ValueError(f"not a valid regular expression: {e}") from None
+        return v
+
+    @field_validator("geo_annotation", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str) else v
 
     @field_validator("geo")
     @classmethod
