@@ -150,6 +150,9 @@ def test_low_coverage_set_is_warned_not_scored():
     # the same run again does not duplicate the warning
     bm.tl.score(a, gene_sets={"half": ["VEGFA", "NOPE1", "NOPE2", "NOPE3"]})
     assert len(a.uns["bonemet"]["warnings"]) == 1
+    # scored in a later run (lower min_coverage): the old warning is superseded
+    bm.tl.score(a, gene_sets={"half": ["VEGFA", "NOPE1", "NOPE2", "NOPE3"]}, min_coverage=0.2)
+    assert "score_half" in a.obs and not list(a.uns["bonemet"]["warnings"])
 
 
 def test_missing_species_list_is_warned(tmp_path):

@@ -92,6 +92,15 @@ def _add_warning(adata: AnnData, msg: str) -> None:
     logger.warning(msg)
 
 
+def _drop_warnings(adata: AnnData, prefix: str) -> None:
+    """Remove earlier warnings starting with ``prefix`` (superseded by a new run)."""
+    warns = _bonemet_uns(adata).get("warnings")
+    if warns is None:
+        return
+    warns = [str(w) for w in (warns.tolist() if isinstance(warns, np.ndarray) else warns)]
+    _bonemet_uns(adata)["warnings"] = [w for w in warns if not w.startswith(prefix)]
+
+
 def _matrix(adata: AnnData, layer: str | None) -> Any:
     if layer is None:
         return adata.X
@@ -485,6 +494,7 @@ def score(
                 adata.obs[key] = SCORE_METHODS[m][0](work, r["genes"], seed=seed)
             elif key in adata.obs:
                 del adata.obs[key]
+        _drop_warnings(adata, f"gene set {name!r} not scored:")  # superseded by this run
         if not r["scored"]:
             _add_warning(adata, f"gene set {name!r} not scored: {r['reason']}")
         records[name] = {
