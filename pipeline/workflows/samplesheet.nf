@@ -8,7 +8,8 @@
  *   - sample: unique, letters, digits, '.', '_' and '-' only (it becomes a file name)
  *   - path:   a file or 10x folder; relative paths are relative to the samplesheet's folder;
  *             local paths must exist (URLs such as s3:// or https:// are staged by Nextflow)
- *   - format: auto | h5ad | 10x_mtx | 10x_h5 | csv     (empty = auto)
+ *   - format: auto | h5ad | 10x_mtx | 10x_h5 | csv | tsv (empty = auto; aliases mtx, 10x,
+ *             h5, txt are passed to `bonemet ingest` as 10x_mtx, 10x_mtx, 10x_h5, csv)
  *   - species: auto | human | mouse                   (empty = the config's input.species)
  *
  * Returns a list of [meta, path] with meta = [id, format, batch, condition, species].
@@ -49,7 +50,8 @@ List parseSamplesheetLine(String line, String sep) {
 List readSamplesheet(Object sheetArg) {
     def required = ['sample', 'path']
     def optional = ['format', 'batch', 'condition', 'species']
-    def formats  = ['auto', 'h5ad', '10x_mtx', '10x_h5', 'csv']
+    def formats  = ['auto', '10x_mtx', '10x_h5', 'h5ad', 'csv', 'tsv', 'mtx', '10x', 'h5', 'txt']
+    def aliases  = [tsv: 'csv', txt: 'csv', mtx: '10x_mtx', '10x': '10x_mtx', h5: '10x_h5']
     def species  = ['auto', 'human', 'mouse']
 
     def sheet = sheetArg instanceof java.nio.file.Path ? sheetArg : file(sheetArg.toString())
@@ -126,13 +128,13 @@ List readSamplesheet(Object sheetArg) {
         }
         def fmt = r.format ? r.format.toLowerCase() : 'auto'
         if (!(fmt in formats)) {
-            error("${row} (sample '${id}'): format '${r.format}' is not one of ${formats.join(', ')}")
+            error("${row} (sample '${id}'): format '${r.format}' is not one of ${formats.take(6).join(', ')}")
         }
         def sp = r.species ? r.species.toLowerCase() : null
         if (sp && !(sp in species)) {
             error("${row} (sample '${id}'): species '${r.species}' is not one of ${species.join(', ')}")
         }
-        def meta = [id: id, format: fmt, batch: r.batch ?: null, condition: r.condition ?: null, species: sp]
+        def meta = [id: id, format: aliases.get(fmt, fmt), batch: r.batch ?: null, condition: r.condition ?: null, species: sp]
         rows << [meta, data]
     }
     if (!rows) {
