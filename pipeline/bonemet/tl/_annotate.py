@@ -1,3 +1,848 @@
-"""(being written)"""
+"""Marker-based annotation of lineages and bone-metastasis populations.
 
-__all__: list[str] = []
+``annotate`` needs no download and no pretrained model. It reads the curated marker sets
+(``signatures/lineage_*.yaml``, ``signatures/population_*.yaml``) and works in four steps:
+
+1. **Per-cell marker scores.** Each marker gene's ambient floor (its 25th percentile in
+   the sample) is subtracted; its log-normalised expression is then divided by
+   a robust per-gene scale (the larger of the 90th percentile of its non-zero values,
+   its 99th percentile over all cells and ``log1p(1)``) and clipped to ``[0, 1]``. A set's score is the mean of the *top half* of
+   its positive genes minus ``0.5 ×`` the mean of the top half of its negative genes. The
+   top half makes a score robust to dropout and to one ambient transcript (haemoglobin,
+   LYZ); at the lineage level a set with fewer than three genes found in the data is
+   shrunk (``n_found / 3``) so that one gene cannot make a lineage.
+2. **Graph smoothing.** Scores are diffused over the kNN graph of the (integrated)
+   embedding: ``adata.obsp["connectivities"]`` when present, else a graph computed on
+   ``use_rep`` / ``X_scVI`` / ``X_harmony`` / ``X_pca``.
+3. **Lineage (``obs["cell_type"]``).** Each cell's evidence is the mean of its own
+   smoothed lineage scores and its cluster's mean scores (``cluster_key``); a cell whose
+   own evidence for another lineage is clearly stronger (margin ``0.2``) overrides its
+   cluster. Confidence is ``sqrt(best) × (best − second) / best``; cells below
+   ``min_confidence`` or with a best score under ``0.1`` are ``Unassigned``.
+4. **Population (``obs["population"]``), cell level within the lineage.** A lineage has
+   root populations (e.g. CD4 T vs CD8 T; classical / non-classical monocyte vs
+   macrophage) chosen by the highest smoothed score, and states that refine a root when
+   their own programme (genes not shared with the root) reaches ``0.3``:
+   Treg within CD4 T; CD8 Tpex / CD8 Tex within CD8 T; M-MDSC within classical monocytes;
+   iron-recycling macrophages within macrophages; PMN-MDSC within neutrophils. Several
+   marker files with the same target must *all* be satisfied (minimum of their scores),
+   e.g. the Tpex progenitor programme AND the PD-1/TOX exhaustion axis; the CCR3+
+   iron-recycling programme AND macrophage identity (C1QA/CD68). Populations are smoothed
+   less than lineages so that small subpopulations inside big clusters survive.
+
+An optional CellTypist model (``celltypist_model=``; needs the ``celltypist`` package)
+can assign a lineage to low-confidence cells; it is never required.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .._errors import InputError
+from .._logging import logger
+from .._signatures import GeneSet, load_gene_sets
+
+__all__ = [
+    "CELL_TYPES",
+    "POPULATIONS",
+    "POPULATION_TO_CELL_TYPE",
+    "REFERENCE_LINEAGES",
+    "annotate",
+    "label_agreement",
+    "lineage_accuracy",
+    "cd8_cd4_accuracy",
+]
+
+UNASSIGNED = "Unassigned"
+_DEBUG: dict = {}
+
+CELL_TYPES: tuple[str, ...] = (
+    "T cell",
+    "NK cell",
+    "B cell",
+    "Plasma cell",
+    "Monocyte/Macrophage",
+    "Neutrophil",
+    "Dendritic cell",
+    "Mast cell/Basophil",
+    "Erythroid",
+    "HSPC",
+    "Osteoclast",
+    "Osteoblast",
+    "Stromal",
+    "Endothelial",
+    "Tumour epithelial",
+    UNASSIGNED,
+)
+"""Fixed vocabulary of ``obs["cell_type"]`` (categories in this order)."""
+
+POPULATION_TO_CELL_TYPE: dict[str, str] = {
+    "CD4 T": "T cell",
+    "Treg": "T cell",
+    "CD8 T": "T cell",
+    "CD8 Tpex (TCF1+)": "T cell",
+    "CD8 Tex (terminal)": "T cell",
+    "NK": "NK cell",
+    "B": "B cell",
+    "Plasma": "Plasma cell",
+    "Classical monocyte": "Monocyte/Macrophage",
+    "Non-classical monocyte": "Monocyte/Macrophage",
+    "Macrophage": "Monocyte/Macrophage",
+    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)": "Monocyte/Macrophage",
+    "M-MDSC": "Monocyte/Macrophage",
+    "PMN-MDSC": "Neutrophil",
+    "Immature neutrophil (CHI3L3+)": "Neutrophil",
+    "Mature neutrophil": "Neutrophil",
+    "cDC1": "Dendritic cell",
+    "cDC2": "Dendritic cell",
+    "pDC": "Dendritic cell",
+    "Mast/Basophil": "Mast cell/Basophil",
+    "Erythroid progenitor": "Erythroid",
+    "HSPC": "HSPC",
+    "Osteoclast": "Osteoclast",
+    "Osteoblast": "Osteoblast",
+    "MSC/Stromal": "Stromal",
+    "Endothelial": "Endothelial",
+    "Tumour epithelial": "Tumour epithelial",
+    UNASSIGNED: UNASSIGNED,
+}
+"""Population -> lineage (``cell_type``) mapping."""
+
+POPULATIONS: tuple[str, ...] = tuple(POPULATION_TO_CELL_TYPE)
+"""Fixed vocabulary of ``obs["population"]`` (categories in this order)."""
+
+# Population hierarchy inside each lineage: roots compete by score; a state refines one of
+# its parents when its own programme (genes not shared with the parent) is strong enough.
+_ROOTS: dict[str, tuple[str, ...]] = {
+    "T cell": ("CD4 T", "CD8 T"),
+    "NK cell": ("NK",),
+    "B cell": ("B",),
+    "Plasma cell": ("Plasma",),
+    "Monocyte/Macrophage": ("Classical monocyte", "Non-classical monocyte", "Macrophage"),
+    "Neutrophil": ("Mature neutrophil", "Immature neutrophil (CHI3L3+)"),
+    "Dendritic cell": ("cDC1", "cDC2", "pDC"),
+    "Mast cell/Basophil": ("Mast/Basophil",),
+    "Erythroid": ("Erythroid progenitor",),
+    "HSPC": ("HSPC",),
+    "Osteoclast": ("Osteoclast",),
+    "Osteoblast": ("Osteoblast",),
+    "Stromal": ("MSC/Stromal",),
+    "Endothelial": ("Endothelial",),
+    "Tumour epithelial": ("Tumour epithelial",),
+}
+_STATES: dict[str, tuple[str, ...]] = {
+    "CD4 T": ("Treg",),
+    "CD8 T": ("CD8 Tpex (TCF1+)", "CD8 Tex (terminal)"),
+    "Classical monocyte": ("M-MDSC",),
+    "Macrophage": ("Iron-recycling macrophage (VCAM1+CD163+CCR3+)",),
+    "Mature neutrophil": ("PMN-MDSC",),
+    "Immature neutrophil (CHI3L3+)": ("PMN-MDSC",),
+}
+
+# Scoring constants (documented in the module docstring).
+_NEG_WEIGHT = 0.5
+_MIN_GENES = 3
+_SCALE_QUANTILE = 0.9
+_SCALE_FLOOR = math.log1p(1.0)
+_BACKGROUND_QUANTILE = 0.25
+_MIN_BACKGROUND_CELLS = 50
+_LINEAGE_SMOOTH = (0.7, 2)  # (weight of the neighbourhood mean, iterations)
+_ROOT_SMOOTH = (0.7, 2)
+_STATE_SMOOTH = (0.5, 1)
+_CLUSTER_WEIGHT = 0.5
+_OVERRIDE_MARGIN = 0.1
+_MIN_LINEAGE_SCORE = 0.1
+_STATE_THRESHOLD = 0.3
+
+# Reference labels of public sets -> accepted lineages (lower-cased, stripped). Used by
+# ``lineage_accuracy``; labels not listed are mapped by keywords (``_reference_lineages``).
+REFERENCE_LINEAGES: dict[str, tuple[str, ...]] = {
+    # Kang et al. 2018 (muscat example_sce)
+    "cd4 t cells": ("T cell",),
+    "cd8 t cells": ("T cell",),
+    "b cells": ("B cell",),
+    "nk cells": ("NK cell",),
+    "cd14+ monocytes": ("Monocyte/Macrophage",),
+    "fcgr3a+ monocytes": ("Monocyte/Macrophage",),
+    "dendritic cells": ("Dendritic cell",),
+    "megakaryocytes": (),
+    # short forms
+    "cd4 t": ("T cell",),
+    "cd8 t": ("T cell",),
+    "b": ("B cell",),
+    "nk": ("NK cell",),
+    # SoupX pbmc4k
+    "t_cd4": ("T cell",),
+    "t_cd8": ("T cell",),
+    "mnp": ("Monocyte/Macrophage", "Dendritic cell"),
+}
+"""Documented mapping of common reference labels to accepted ``cell_type`` values.
+
+Kang 2018: ``CD14+ Monocytes``/``FCGR3A+ Monocytes`` -> Monocyte/Macrophage, ``CD4 T cells``/
+``CD8 T cells`` -> T cell, ``B cells`` -> B cell, ``NK cells`` -> NK cell. SoupX pbmc4k:
+``T_CD4``/``T_CD8`` -> T cell, ``MNP`` (mononuclear phagocytes) -> Monocyte/Macrophage or
+Dendritic cell, ``B``, ``NK``. An empty tuple or ``?`` means the label is not evaluated.
+"""
+
+_EXCLUDED_LABELS = {"?", "", "nan", "none", "unknown", "unassigned", "doublet", "doublets"}
+
+_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (r"plasma", ("Plasma cell",)),
+    (r"\bnk\b|natural killer", ("NK cell",)),
+    (r"(^|[^a-z])(cd4|cd8|treg|t[ _-]?cell|t_)|mait|gamma.?delta", ("T cell",)),
+    (r"(^|[^a-z])b([ _-]?cell|$)|naive b|memory b|pro-?b|pre-?b", ("B cell",)),
+    (r"mono|macro|kupffer|microglia", ("Monocyte/Macrophage",)),
+    (r"\bdc\b|dendritic|cdc|pdc", ("Dendritic cell",)),
+    (r"neutro|granulocyte|pmn", ("Neutrophil",)),
+    (r"mast|basophil", ("Mast cell/Basophil",)),
+    (r"erythr", ("Erythroid",)),
+    (r"hsc|hspc|progenitor|stem", ("HSPC",)),
+    (r"osteoclast", ("Osteoclast",)),
+    (r"osteoblast|osteocyte", ("Osteoblast",)),
+    (r"endothel", ("Endothelial",)),
+    (r"fibro|stroma|msc|mesenchym|car cell|lepr", ("Stromal",)),
+    (r"epithel|tumou?r|cancer|malignant|carcinoma", ("Tumour epithelial",)),
+)
+
+
+def _reference_lineages(label: Any) -> tuple[str, ...] | None:
+    """Accepted lineages for a reference label; ``None`` when the label is not evaluated."""
+    s = str(label).strip().lower()
+    if s in _EXCLUDED_LABELS:
+        return None
+    if s in REFERENCE_LINEAGES:
+        return REFERENCE_LINEAGES[s] or None
+    for pat, lin in _KEYWORDS:
+        if re.search(pat, s):
+            return lin
+    return None
+
+
+# --------------------------------------------------------------------------- genes
+_SUFFIX = re.compile(r"^(.+?)[_.](ENS[A-Z]*G\d+)(\.\d+)?$", re.IGNORECASE)
+
+
+def _gene_index(var_names: Sequence[str]) -> dict[str, int]:
+    """Upper-cased symbol -> column; ``SYMBOL_ENSG...`` names also answer to ``SYMBOL``."""
+    idx: dict[str, int] = {}
+    names = [str(v) for v in var_names]
+    for i, v in enumerate(names):
+        idx.setdefault(v.upper(), i)
+    for i, v in enumerate(names):
+        m = _SUFFIX.match(v)
+        if m:
+            idx.setdefault(m.group(1).upper(), i)
+    return idx
+
+
+def _match(genes: Sequence[str], index: Mapping[str, int]) -> list[int]:
+    out: list[int] = []
+    for g in genes:
+        j = index.get(g.upper())
+        if j is not None and j not in out:
+            out.append(j)
+    return out
+
+
+def _resolve_species(species: str, var_names: Sequence[str], sets: Mapping[str, GeneSet]) -> str:
+    if species in ("human", "mouse"):
+        return species
+    if species != "auto":
+        raise InputError(f"species must be 'auto', 'human' or 'mouse', not {species!r}")
+    index = _gene_index(var_names)
+    cov = {}
+    for sp_ in ("human", "mouse"):
+        genes = {g.upper() for s in sets.values() for g in s.genes(sp_)}
+        cov[sp_] = sum(g in index for g in genes) / max(len(genes), 1)
+    if abs(cov["human"] - cov["mouse"]) > 0.02:
+        return max(cov, key=cov.get)
+    try:  # too close to call from the markers: use the reader's detector
+        from ..io import detect_species
+
+        return str(detect_species(list(var_names)))
+    except Exception:  # noqa: BLE001 - detector unavailable or undecided
+        n_lower = sum(1 for v in var_names if re.match(r"^[A-Z][a-z0-9]+", str(v)))
+        return "mouse" if n_lower > 0.5 * len(var_names) else "human"
+
+
+# --------------------------------------------------------------------------- scoring
+@dataclass
+class _Set:
+    name: str
+    target: str
+    pos: list[int]
+    neg: list[int]
+    n_pos_total: int
+    n_neg_total: int
+    coverage: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.coverage = len(self.pos) / max(self.n_pos_total, 1)
+
+
+def _shrink(s: _Set) -> float:
+    """Down-weight a set measured by fewer than three (or all of fewer) of its genes."""
+    return min(1.0, len(s.pos) / min(s.n_pos_total, _MIN_GENES))
+
+
+def _topk_mean(m: np.ndarray) -> np.ndarray:
+    """Mean of the top half (rounded up) of each row."""
+    if m.shape[1] == 0:
+        return np.zeros(m.shape[0], dtype=np.float32)
+    k = max(1, math.ceil(m.shape[1] / 2))
+    if k == m.shape[1]:
+        return m.mean(axis=1)
+    part = np.partition(m, m.shape[1] - k, axis=1)[:, m.shape[1] - k :]
+    return part.mean(axis=1)
+
+
+def _score(E: np.ndarray, col: Mapping[int, int], pos: Sequence[int], neg: Sequence[int]) -> np.ndarray:
+    p = _topk_mean(E[:, [col[j] for j in pos]])
+    if neg:
+        p = p - _NEG_WEIGHT * _topk_mean(E[:, [col[j] for j in neg]])
+    return p.astype(np.float32)
+
+
+def _expression(adata: ad.AnnData, layer: str | None, cols: list[int]) -> tuple[np.ndarray, bool]:
+    """Log-normalised expression of ``cols`` (cells x genes); normalises counts on the fly."""
+    X = adata.X if layer is None else adata.layers[layer]
+    sub = X[:, cols]
+    sub = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
+    sub = sub.astype(np.float32, copy=False)
+    # Raw counts (integers, large values): log1p(CP10k) with the full library size.
+    sample = X[: min(adata.n_obs, 500)]
+    sample = sample.toarray() if sp.issparse(sample) else np.asarray(sample)
+    is_counts = bool(np.all(np.equal(np.mod(sample, 1), 0)) and sample.max(initial=0) > 30)
+    if is_counts:
+        lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
+        lib[lib == 0] = 1.0
+        sub = np.log1p(sub / lib[:, None] * 1e4).astype(np.float32)
+    return sub, is_counts
+
+
+def _remove_background(E: np.ndarray, samples: pd.Series | None) -> np.ndarray:
+    """Subtract each gene's ambient floor: its 25th percentile within each sample.
+
+    Ambient transcripts (haemoglobin, LYZ) are detected in most droplets of a sample; a
+    genuine marker is absent from at least a quarter of the cells, so its floor is 0.
+    """
+    groups = [np.arange(E.shape[0])]
+    if samples is not None:
+        codes = pd.Categorical(samples).codes
+        groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
+        groups = [g for g in groups if g.size]
+    out = E.copy()
+    for g in groups:
+        if g.size < _MIN_BACKGROUND_CELLS:
+            g_bg = np.quantile(E, _BACKGROUND_QUANTILE, axis=0)
+        else:
+            g_bg = np.quantile(E[g], _BACKGROUND_QUANTILE, axis=0)
+        out[g] = np.maximum(E[g] - g_bg[None, :], 0.0)
+    return out
+
+
+def _scale(E: np.ndarray) -> np.ndarray:
+    """Per-gene scale to [0, 1]: ``x / max(q90(x > 0), q99(x), log1p(1))``.
+
+    The 90th percentile of the non-zero values keeps rare markers at full scale; the 99th
+    percentile over all cells keeps transcripts that are everywhere at a low ambient level
+    (haemoglobin, LYZ) small next to the cells that really express them.
+    """
+    out = np.empty_like(E)
+    for j in range(E.shape[1]):
+        x = E[:, j]
+        nz = x[x > 0]
+        s = float(np.quantile(nz, _SCALE_QUANTILE)) if nz.size else 1.0
+        s = max(s, float(np.quantile(x, 0.99)), _SCALE_FLOOR)
+        out[:, j] = np.clip(x / s, 0.0, 1.0)
+    return out
+
+
+def _graph(adata: ad.AnnData, use_rep: str | None, seed: int = 0) -> sp.csr_matrix:
+    C = adata.obsp.get("connectivities") if use_rep is None else None
+    if C is not None and C.shape == (adata.n_obs, adata.n_obs):
+        return sp.csr_matrix(C)
+    import scanpy as sc
+
+    rep = use_rep
+    if rep is None:
+        rep = next((r for r in ("X_scVI", "X_harmony", "X_pca") if r in adata.obsm), None)
+    tmp = ad.AnnData(X=sp.csr_matrix((adata.n_obs, 1), dtype=np.float32))
+    if rep is not None:
+        if rep not in adata.obsm:
+            raise InputError(f"use_rep={rep!r} is not in adata.obsm; pass one of {list(adata.obsm)}")
+        tmp.obsm["rep"] = np.asarray(adata.obsm[rep], dtype=np.float32)
+    else:
+        logger.info("annotate: no kNN graph or embedding; computing PCA for the graph")
+        src = adata.copy()
+        if "highly_variable" not in src.var:
+            sc.pp.highly_variable_genes(src, n_top_genes=min(2000, src.n_vars))
+        sc.pp.pca(src, n_comps=min(30, src.n_vars - 1, src.n_obs - 1), mask_var="highly_variable")
+        tmp.obsm["rep"] = src.obsm["X_pca"]
+    n_neighbors = int(min(15, max(2, adata.n_obs - 1)))
+    sc.pp.neighbors(tmp, use_rep="rep", n_neighbors=n_neighbors, random_state=seed)
+    return sp.csr_matrix(tmp.obsp["connectivities"])
+
+
+def _smoother(C: sp.csr_matrix) -> sp.csr_matrix:
+    W = C.copy().astype(np.float32)
+    d = np.asarray(W.sum(axis=1)).ravel()
+    d[d == 0] = 1.0
+    return sp.diags(1.0 / d) @ W
+
+
+def _smooth(S: np.ndarray, W: sp.csr_matrix, weight: float, n_iter: int) -> np.ndarray:
+    out = S
+    for _ in range(n_iter):
+        out = (1.0 - weight) * out + weight * (W @ out)
+    return out.astype(np.float32)
+
+
+def _clusters(adata: ad.AnnData, cluster_key: str | None, C: sp.csr_matrix, seed: int) -> np.ndarray:
+    if cluster_key and cluster_key in adata.obs:
+        return pd.Categorical(adata.obs[cluster_key]).codes.astype(np.int64)
+    import scanpy as sc
+
+    logger.info("annotate: obs[%r] not found; clustering the graph (leiden) for cluster evidence", cluster_key)
+    tmp = ad.AnnData(X=sp.csr_matrix((adata.n_obs, 1), dtype=np.float32))
+    tmp.obsp["connectivities"] = C
+    tmp.uns["neighbors"] = {"connectivities_key": "connectivities", "params": {"method": "umap"}}
+    sc.tl.leiden(tmp, resolution=1.0, key_added="c", random_state=seed, flavor="igraph", n_iterations=2, directed=False, neighbors_key="neighbors")
+    return pd.Categorical(tmp.obs["c"]).codes.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- main
+def annotate(
+    adata: ad.AnnData,
+    *,
+    species: str = "auto",
+    cluster_key: str | None = "leiden",
+    min_confidence: float = 0.15,
+    layer: str | None = None,
+    use_rep: str | None = None,
+    sample_key: str = "sample",
+    celltypist_model: str | Path | None = None,
+    seed: int = 0,
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Annotate lineages and bone-metastasis populations from curated markers.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes. ``X`` (or ``layer``) log1p(CP10k) as after ``bm.pp.normalize``; raw
+        counts are normalised on the fly. Gene symbols human or mouse, any case.
+    species
+        ``"auto"`` (the species whose marker lists match more genes), ``"human"``, ``"mouse"``.
+    cluster_key
+        ``obs`` column with clusters for cluster-level evidence (default ``leiden``); when
+        absent, the graph is clustered with leiden for this purpose only.
+    min_confidence
+        Cells whose lineage confidence is below this are ``Unassigned``.
+    layer
+        Layer with log-normalised expression instead of ``X``.
+    use_rep
+        Embedding for the kNN graph. Default: ``obsp["connectivities"]`` if present, else
+        ``X_scVI`` / ``X_harmony`` / ``X_pca`` / a PCA computed here.
+    sample_key
+        ``obs`` column with the sample; each gene's ambient floor (25th percentile) is
+        removed per sample. Ignored when absent.
+    celltypist_model
+        Optional path of a CellTypist model; when given and ``celltypist`` is installed,
+        its majority-voted labels assign a lineage to low-confidence cells. Skipped with a
+        warning otherwise.
+    seed
+        Random seed for graph construction / clustering done here.
+    copy
+        Return a new AnnData instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy). Writes ``obs["cell_type"]`` and ``obs["population"]`` (categoricals
+    with the fixed vocabularies ``CELL_TYPES`` / ``POPULATIONS``), ``obs["annotation_confidence"]``
+    (0..1), ``uns["bonemet"]["annotate"]`` (method, parameters, species, marker coverage per set)
+    and ``uns["bonemet"]["gene_sets"][<set>]`` coverage records.
+    """
+    if not 0.0 <= float(min_confidence) <= 1.0:
+        raise InputError(f"min_confidence must be within [0, 1], got {min_confidence!r}")
+    if adata.n_obs < 2:
+        raise InputError("annotate needs at least 2 cells")
+    if layer is not None and layer not in adata.layers:
+        raise InputError(f"layer {layer!r} not in adata.layers ({list(adata.layers)})")
+    adata = adata.copy() if copy else adata
+
+    lin_sets = load_gene_sets("lineage_marker")
+    pop_sets = load_gene_sets("population_marker")
+    sp_ = _resolve_species(species, adata.var_names, {**lin_sets, **pop_sets})
+    index = _gene_index(adata.var_names)
+
+    def build(s: GeneSet) -> _Set:
+        pos_g, neg_g = s.genes(sp_, sign="positive"), s.genes(sp_, sign="negative")
+        return _Set(s.name, str(s.target), _match(pos_g, index), _match(neg_g, index), len(pos_g), len(neg_g))
+
+    lsets = {n: build(s) for n, s in lin_sets.items()}
+    psets = {n: build(s) for n, s in pop_sets.items()}
+    bad = {s.target for s in lsets.values()} - set(CELL_TYPES)
+    bad |= {s.target for s in psets.values()} - set(POPULATIONS)
+    if bad:
+        raise InputError(f"marker sets target labels outside the vocabulary: {sorted(bad)}")
+
+    cols = sorted({j for s in (*lsets.values(), *psets.values()) for j in (*s.pos, *s.neg)})
+    if not cols:
+        raise InputError(
+            f"none of the {sp_} marker genes is in adata.var_names (e.g. {list(adata.var_names[:5])}); "
+            "pass species='human' or 'mouse' and gene symbols, not Ensembl ids"
+        )
+    col = {j: i for i, j in enumerate(cols)}
+    E, normalised_here = _expression(adata, layer, cols)
+    E = _scale(_remove_background(E, adata.obs[sample_key] if sample_key in adata.obs else None))
+
+    C = _graph(adata, use_rep, seed)
+    W = _smoother(C)
+    clusters = _clusters(adata, cluster_key, C, seed)
+
+    # ---- lineage
+    lineages = [c for c in CELL_TYPES if c != UNASSIGNED]
+    L = np.zeros((adata.n_obs, len(lineages)), dtype=np.float32)
+    for k, lin in enumerate(lineages):
+        members = [s for s in lsets.values() if s.target == lin and s.pos]
+        if not members:
+            L[:, k] = -1.0
+            continue
+        vals = []
+        for s in members:
+            v = _score(E, col, s.pos, s.neg) * _shrink(s)
+            vals.append(v)
+        L[:, k] = np.min(vals, axis=0)
+    Ls = _smooth(L, W, *_LINEAGE_SMOOTH)
+    ncl = int(clusters.max()) + 1
+    onehot = sp.csr_matrix(
+        (np.ones(adata.n_obs, dtype=np.float32), (clusters, np.arange(adata.n_obs))), shape=(ncl, adata.n_obs)
+    )
+    sizes = np.asarray(onehot.sum(axis=1)).ravel()
+    Lc = (onehot @ Ls) / np.maximum(sizes, 1)[:, None]
+    combined = (1 - _CLUSTER_WEIGHT) * Ls + _CLUSTER_WEIGHT * Lc[clusters]
+    best_comb = combined.argmax(axis=1)
+    best_cell = Ls.argmax(axis=1)
+    rows = np.arange(adata.n_obs)
+    override = (best_cell != best_comb) & (Ls[rows, best_cell] - Ls[rows, best_comb] > _OVERRIDE_MARGIN)
+    ev = np.where(override[:, None], Ls, combined)
+    lin_idx = np.where(override, best_cell, best_comb)
+    s1 = ev[rows, lin_idx]
+    ev2 = ev.copy()
+    ev2[rows, lin_idx] = -np.inf
+    s2 = np.maximum(ev2.max(axis=1), 0.0) if ev.shape[1] > 1 else np.zeros_like(s1)
+    lin_conf = np.sqrt(np.clip(s1, 0, 1)) * np.clip((s1 - s2) / np.maximum(s1, 1e-6), 0, 1)
+    lin_label = np.asarray(lineages, dtype=object)[lin_idx]
+    _DEBUG.update(L=L, Ls=Ls, Lc=Lc, combined=combined, lineages=lineages, E=E, col=col, lsets=lsets, psets=psets, W=W)
+
+    # ---- optional CellTypist refinement
+    ct_info: dict[str, Any] = {"used": False}
+    if celltypist_model is not None:
+        lin_label, lin_conf, ct_info = _celltypist_refine(
+            adata, layer, str(celltypist_model), lin_label, lin_conf, min_confidence
+        )
+        s1 = np.where(ct_info.pop("_changed", np.zeros(adata.n_obs, bool)), 1.0, s1)
+
+    unassigned = (lin_conf < min_confidence) | (s1 < _MIN_LINEAGE_SCORE)
+    lin_label = np.where(unassigned, UNASSIGNED, lin_label)
+
+    # ---- populations within lineages
+    pop_label, pop_conf = _assign_populations(E, col, W, psets, list(lsets.values()), lin_label)
+    conf = np.where(unassigned, lin_conf, lin_conf * (0.75 + 0.25 * pop_conf))
+    conf = np.clip(conf, 0.0, 1.0).astype(np.float32)
+
+    adata.obs["cell_type"] = pd.Categorical(lin_label, categories=list(CELL_TYPES))
+    adata.obs["population"] = pd.Categorical(pop_label, categories=list(POPULATIONS))
+    adata.obs["annotation_confidence"] = conf
+
+    # ---- provenance
+    meta = adata.uns.setdefault("bonemet", {})
+    params = {
+        "species": species,
+        "species_used": sp_,
+        "cluster_key": cluster_key if cluster_key and cluster_key in adata.obs else "leiden (computed here)",
+        "min_confidence": float(min_confidence),
+        "layer": layer if layer is not None else "X",
+        "use_rep": use_rep if use_rep is not None else "auto",
+        "sample_key": sample_key if sample_key in adata.obs else "",
+        "celltypist_model": str(celltypist_model) if celltypist_model is not None else "",
+        "seed": int(seed),
+    }
+    coverage = {n: float(s.coverage) for n, s in {**lsets, **psets}.items()}
+    low = sorted(n for n, c in coverage.items() if c < 0.5)
+    meta["annotate"] = {
+        "method": (
+            "marker scores (top-half mean of per-gene-scaled log expression, minus 0.5x negatives), "
+            "kNN-graph smoothed; lineage from cell + cluster evidence with per-cell override; "
+            "populations within lineage at cell level (roots by score, states by own programme >= 0.3)"
+        ),
+        "parameters": params,
+        "species": sp_,
+        "normalised_here": bool(normalised_here),
+        "marker_coverage": coverage,
+        "low_coverage_sets": low,
+        "n_unassigned": int(unassigned.sum()),
+        "constants": {
+            "neg_weight": _NEG_WEIGHT,
+            "min_genes_lineage": _MIN_GENES,
+            "cluster_weight": _CLUSTER_WEIGHT,
+            "override_margin": _OVERRIDE_MARGIN,
+            "min_lineage_score": _MIN_LINEAGE_SCORE,
+            "state_threshold": _STATE_THRESHOLD,
+        },
+        "celltypist": {k: v for k, v in ct_info.items() if isinstance(v, str | bool | int | float)},
+    }
+    meta.setdefault("parameters", {})["annotate"] = params
+    gs = meta.setdefault("gene_sets", {})
+    for n, s in {**lsets, **psets}.items():
+        gs[n] = {"coverage": float(s.coverage), "n_found": len(s.pos), "n_total": int(s.n_pos_total)}
+    if low:
+        msg = f"annotate: marker sets with <50% of genes found ({sp_}): {', '.join(low)}"
+        logger.warning(msg)
+        warns = list(meta.get("warnings", []))
+        if msg not in warns:
+            warns.append(msg)
+        meta["warnings"] = warns
+    logger.info(
+        "annotate: %d cells, %d unassigned; lineages: %s",
+        adata.n_obs,
+        int(unassigned.sum()),
+        ", ".join(f"{k}={v}" for k, v in pd.Series(lin_label).value_counts().items()),
+    )
+    return adata if copy else None
+
+
+def _set_scores(E: np.ndarray, col: Mapping[int, int], members: list[_Set], drop: set[int]) -> np.ndarray | None:
+    """AND-combined score of the sets of one target; ``drop`` removes parent genes."""
+    vals = []
+    for s in members:
+        if not s.pos:  # a required set that cannot be measured: the target cannot be called
+            return None
+        pos = [j for j in s.pos if j not in drop]
+        if not pos:  # every gene is already implied by the parent / lineage
+            continue
+        vals.append(_score(E, col, pos, s.neg) * _shrink(s))
+    if not vals:
+        return None
+    return np.min(vals, axis=0)
+
+
+def _assign_populations(
+    E: np.ndarray,
+    col: Mapping[int, int],
+    W: sp.csr_matrix,
+    psets: Mapping[str, _Set],
+    lsets: Sequence[_Set],
+    lin_label: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    n = E.shape[0]
+    by_target: dict[str, list[_Set]] = {}
+    for s in psets.values():
+        by_target.setdefault(s.target, []).append(s)
+    pop = np.full(n, UNASSIGNED, dtype=object)
+    conf = np.zeros(n, dtype=np.float32)
+    cache: dict[tuple[str, str], np.ndarray | None] = {}
+
+    def smoothed(target: str, parent: str | None) -> np.ndarray | None:
+        key = (target, parent or "")
+        if key not in cache:
+            drop: set[int] = set()
+            if parent is not None:  # a state is judged on genes its parent/lineage lacks
+                drop = {j for s in by_target.get(parent, []) for j in s.pos}
+                drop |= {j for s in lsets if s.target == POPULATION_TO_CELL_TYPE[parent] for j in s.pos}
+            raw = _set_scores(E, col, by_target.get(target, []), drop)
+            how = _ROOT_SMOOTH if parent is None else _STATE_SMOOTH
+            cache[key] = None if raw is None else _smooth(raw[:, None], W, *how)[:, 0]
+        return cache[key]
+
+    for lin, roots in _ROOTS.items():
+        cells = np.flatnonzero(lin_label == lin)
+        if cells.size == 0:
+            continue
+        avail = [(r, smoothed(r, None)) for r in roots]
+        avail = [(r, v) for r, v in avail if v is not None] or [(roots[0], np.zeros(n, np.float32))]
+        R = np.stack([v[cells] for _, v in avail], axis=1)
+        bi = R.argmax(axis=1)
+        root = np.asarray([r for r, _ in avail], dtype=object)[bi]
+        if R.shape[1] > 1:
+            srt = np.sort(R, axis=1)
+            c = np.clip((srt[:, -1] - srt[:, -2]) / np.maximum(np.abs(srt[:, -1]), 1e-6), 0, 1)
+        else:
+            c = np.ones(cells.size, dtype=np.float32)
+        label = root.copy()
+        # states refine their parent root when their own programme is present
+        for parent in set(root.tolist()):
+            states = _STATES.get(parent, ())
+            if not states:
+                continue
+            m = root == parent
+            sub = cells[m]
+            S = []
+            for st in states:
+                v = smoothed(st, parent)
+                S.append(np.full(sub.size, -np.inf, np.float32) if v is None else v[sub])
+            S = np.stack(S, axis=1)
+            bs = S.argmax(axis=1)
+            top = S[np.arange(sub.size), bs]
+            hit = top >= _STATE_THRESHOLD
+            lab = label[m]
+            lab[hit] = np.asarray(states, dtype=object)[bs[hit]]
+            label[m] = lab
+            cm = c[m]
+            cm[hit] = np.minimum(cm[hit], np.clip(top[hit] / (2 * _STATE_THRESHOLD), 0, 1))
+            c[m] = cm
+        pop[cells] = label
+        conf[cells] = c
+    return pop, conf
+
+
+def _celltypist_refine(
+    adata: ad.AnnData,
+    layer: str | None,
+    model_path: str,
+    lin_label: np.ndarray,
+    lin_conf: np.ndarray,
+    min_confidence: float,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Give low-confidence cells the lineage of a CellTypist model's majority vote."""
+    info: dict[str, Any] = {"used": False, "model": model_path}
+    try:
+        import celltypist  # type: ignore[import-not-found]
+    except ImportError:
+        msg = "annotate: celltypist_model given but celltypist is not installed; skipped (pip install celltypist)"
+        logger.warning(msg)
+        info["skipped"] = "celltypist not installed"
+        meta = adata.uns.setdefault("bonemet", {})
+        meta["warnings"] = [*list(meta.get("warnings", [])), msg]
+        return lin_label, lin_conf, info
+    if not Path(model_path).is_file():
+        raise InputError(f"CellTypist model {model_path!r} not found; pass the path of a .pkl model")
+    X = adata.X if layer is None else adata.layers[layer]
+    tmp = ad.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame(index=adata.obs_names.copy()), var=pd.DataFrame(index=adata.var_names.copy()))
+    res = celltypist.annotate(tmp, model=model_path, majority_voting=False)
+    labels = res.predicted_labels["predicted_labels"].astype(str).to_numpy()
+    prob = res.probability_matrix.max(axis=1).to_numpy()
+    mapped = np.array([(_reference_lineages(x) or (None,))[0] for x in labels], dtype=object)
+    changed = (lin_conf < 2 * min_confidence) & (prob >= 0.5) & np.array([m is not None for m in mapped])
+    lin_label = lin_label.copy()
+    lin_conf = lin_conf.copy()
+    lin_label[changed] = mapped[changed]
+    lin_conf[changed] = np.maximum(lin_conf[changed], prob[changed].astype(np.float32) * 0.5)
+    info.update(used=True, n_changed=int(changed.sum()), _changed=changed)
+    return lin_label, lin_conf, info
+
+
+# --------------------------------------------------------------------------- agreement
+def label_agreement(
+    adata: ad.AnnData, *, label_key: str = "reference_label", key: str = "cell_type"
+) -> pd.DataFrame:
+    """Confusion table (cell counts): reference labels (rows) x annotation (columns).
+
+    Parameters
+    ----------
+    adata
+        Annotated data with ``obs[label_key]`` and ``obs[key]``.
+    label_key
+        Reference labels (``obs["reference_label"]`` when the run got ``--label-key``).
+    key
+        ``"cell_type"`` or ``"population"``.
+    """
+    for k in (label_key, key):
+        if k not in adata.obs:
+            raise InputError(f"obs[{k!r}] not found; run bm.tl.annotate / pass --label-key first")
+    ref = adata.obs[label_key].astype(str)
+    pred = adata.obs[key].astype(str)
+    tab = pd.crosstab(ref.rename(label_key), pred.rename(key))
+    cats = list(adata.obs[key].cat.categories) if isinstance(adata.obs[key].dtype, pd.CategoricalDtype) else []
+    order = [c for c in cats if c in tab.columns] + [c for c in tab.columns if c not in cats]
+    return tab[order]
+
+
+def lineage_accuracy(
+    adata: ad.AnnData,
+    *,
+    label_key: str = "reference_label",
+    key: str = "cell_type",
+    mapping: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, Any]:
+    """Fraction of evaluable cells whose ``cell_type`` is accepted for their reference label.
+
+    Reference labels map to accepted lineages through ``mapping`` (lower-cased keys), then
+    ``REFERENCE_LINEAGES``, then keywords; labels such as ``?`` and labels that map to
+    nothing are excluded. ``Unassigned`` counts as wrong.
+
+    Returns
+    -------
+    dict with ``accuracy``, ``n_evaluated``, ``n_excluded`` and ``per_label`` accuracies.
+    """
+    extra = {str(k).strip().lower(): tuple(v) for k, v in (mapping or {}).items()}
+    ref = adata.obs[label_key].astype(str).to_numpy()
+    pred = adata.obs[key].astype(str).to_numpy()
+    ok = np.zeros(ref.size, dtype=bool)
+    ev = np.zeros(ref.size, dtype=bool)
+    accepted: dict[str, tuple[str, ...] | None] = {}
+    for lab in np.unique(ref):
+        low = lab.strip().lower()
+        accepted[lab] = (extra[low] or None) if low in extra else _reference_lineages(lab)
+    for i, (r, p) in enumerate(zip(ref, pred)):
+        acc = accepted[r]
+        if acc is None:
+            continue
+        ev[i] = True
+        ok[i] = p in acc
+    per = {lab: float(ok[ev & (ref == lab)].mean()) for lab in accepted if accepted[lab] and (ev & (ref == lab)).any()}
+    return {
+        "accuracy": float(ok[ev].mean()) if ev.any() else float("nan"),
+        "n_evaluated": int(ev.sum()),
+        "n_excluded": int((~ev).sum()),
+        "per_label": per,
+    }
+
+
+def _t_subset(label: str) -> str | None:
+    s = label.lower()
+    if re.search(r"cd8", s):
+        return "CD8"
+    if re.search(r"cd4|treg|regulatory", s):
+        return "CD4"
+    return None
+
+
+def cd8_cd4_accuracy(
+    adata: ad.AnnData, *, label_key: str = "reference_label", key: str = "population"
+) -> dict[str, Any]:
+    """CD8-vs-CD4 agreement among reference T cells.
+
+    Reference labels containing ``CD8`` are CD8, those containing ``CD4``/``Treg`` are CD4.
+    A prediction is CD8 when its population starts with ``CD8`` and CD4 for ``CD4 T``/``Treg``.
+
+    Returns
+    -------
+    dict: ``accuracy`` over reference T cells that the annotation called T cells (the
+    CD8/CD4 split), ``accuracy_all`` over all reference CD4/CD8 cells (non-T calls count
+    as wrong), and the counts.
+    """
+    ref = adata.obs[label_key].astype(str).map(_t_subset).to_numpy()
+    pop = adata.obs[key].astype(str).to_numpy()
+    pred = np.where(
+        np.char.startswith(pop.astype(str), "CD8"), "CD8", np.where(np.isin(pop, ["CD4 T", "Treg"]), "CD4", "other")
+    )
+    isref = np.array([r is not None for r in ref])
+    called = isref & (pred != "other")
+    return {
+        "accuracy": float((pred[called] == ref[called]).mean()) if called.any() else float("nan"),
+        "accuracy_all": float((pred[isref] == ref[isref]).mean()) if isref.any() else float("nan"),
+        "n_reference_t": int(isref.sum()),
+        "n_called_t": int(called.sum()),
+    }
