@@ -263,6 +263,9 @@ def test_pseudobulk_ssgsea_offline(scored: ad.AnnData, monkeypatch):
         "population", "sample", "n_cells", "set", "n_genes", "coverage", "ES", "NES",
     ]  # fmt: skip
     assert tab["n_cells"].min() >= 10
+    sizes = scored.obs.groupby(["population", "sample"], observed=True).size()
+    for row in tab.itertuples():
+        assert row.n_cells == sizes[(row.population, row.sample)]
     assert set(tab["set"]) == set(load_gene_sets("programme"))
     for s in ("s1", "s2"):
         h = tab[(tab.set == "hypoxia") & (tab["sample"] == s)].set_index("population")

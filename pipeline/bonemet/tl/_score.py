@@ -677,11 +677,9 @@ def _group_codes(adata: AnnData, groupby: list[str]) -> tuple[np.ndarray, pd.Dat
                 f"obs[{g!r}] is missing; run bm.tl.annotate for 'population' or choose groupby= from {list(adata.obs.columns)}"
             )
     keys = adata.obs[groupby].astype(str)
-    groups = keys.drop_duplicates().sort_values(groupby).reset_index(drop=True)
-    lookup = {tuple(r): i for i, r in enumerate(groups.itertuples(index=False, name=None))}
-    codes = np.array(
-        [lookup[tuple(r)] for r in keys.itertuples(index=False, name=None)], dtype=np.int64
-    )
+    grouped = keys.groupby(groupby, sort=True)
+    codes = grouped.ngroup().to_numpy(dtype=np.int64)
+    groups = grouped.size().index.to_frame(index=False)
     return codes, groups
 
 
@@ -750,7 +748,8 @@ def pseudobulk_enrichment(
     df = pd.DataFrame(
         expr[:, present].T, index=np.asarray(adata.var_names)[present].astype(str), columns=labels
     )
-    sets = {k: [g for g in v if g in set(df.index)] for k, v in sets.items()}
+    in_data = set(df.index)
+    sets = {k: [g for g in v if g in in_data] for k, v in sets.items()}
     res = gseapy.ssgsea(
         data=df,
         gene_sets=sets,
