@@ -267,14 +267,14 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         _m("CD4 T"),
         core=("IL7R",),
         optional=("CCR7", "SELL", "LEF1", "TCF7", "CD40LG", "KLF2", "S1PR1"),
-        n_random=15,
+        n_random=50,
     ),
     _Prog(
         "Treg",
         _m("Treg"),
         core=("FOXP3", "IL2RA", "CTLA4"),
         optional=("IKZF2", "TIGIT", "TNFRSF18", "TNFRSF4", "IL2RB", "BATF"),
-        n_random=20,
+        n_random=60,
     ),
     _Prog(
         "CD8",
@@ -288,14 +288,14 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         _m("CD8 T"),
         core=("KLRG1",),
         optional=("GZMK", "IL7R", "CX3CR1", "S1PR5", "ZEB2", "KLF2", "SELL"),
-        n_random=12,
+        n_random=50,
     ),
     _Prog(
         "exhaustion",
         {_TPEX: 0.45, _TEX: 1.0},
         core=("PDCD1", "TOX"),
         optional=("NR4A2", "CTLA4", "TIGIT"),
-        n_random=10,
+        n_random=20,
     ),
     _Prog(
         "Tpex",
@@ -303,7 +303,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         core=("TCF7", "SLAMF6"),
         optional=("CXCR5", "ID3", "SELL", "XCL1", "CCR7", "IL7R", "GZMK|"),
         negative=("HAVCR2", "ENTPD1", "GZMB"),
-        n_random=10,
+        n_random=50,
     ),
     _Prog(
         "Tex",
@@ -322,7 +322,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
             "PRDM1",
         ),
         negative=("TCF7", "SLAMF6", "IL7R", "SELL"),
-        n_random=15,
+        n_random=60,
     ),  # fmt: skip
     _Prog(
         "NK",
@@ -421,7 +421,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
             "LYZ|",
             "F13A1",
         ),
-        n_random=15,
+        n_random=30,
     ),  # fmt: skip
     _Prog(
         "Non-classical monocyte",
@@ -438,7 +438,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
             "HES4|Treml4",
         ),
         negative=("CCR2",),
-        n_random=30,
+        n_random=50,
     ),  # fmt: skip
     _Prog(
         "M-MDSC",
@@ -456,7 +456,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
             "IFITM1|Ifitm6",
         ),
         negative=("HLA-DRA|H2-Aa", "HLA-DRB1|H2-Ab1", "CD74"),
-        n_random=12,
+        n_random=30,
     ),  # fmt: skip
     _Prog(
         "macrophage",
@@ -483,14 +483,14 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         "Macrophage",
         _m("Macrophage"),
         optional=("MRC1", "LYVE1", "CCL24|Ccl24", "FCRLS|Fcrls", "ITGAX|", "CD209|Cd209b"),
-        n_random=8,
+        n_random=12,
     ),
     _Prog(
         "iron-recycling macrophage",
         _m(_IRON_MAC),
         core=("VCAM1", "CD163", "CCR3", "SLC40A1", "HMOX1", "SPIC"),
         optional=("SIGLEC1", "MERTK", "SLC11A1", "NR1H3", "EPOR", "|Treml4", "|Dnase2a"),
-        n_random=10,
+        n_random=14,
     ),
     _Prog(
         "neutrophil",
@@ -513,7 +513,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
             "SLPI",
             "|Ly6g",
         ),
-        n_random=25,
+        n_random=40,
     ),  # fmt: skip
     _Prog(
         "granule",
@@ -531,13 +531,13 @@ _PROGRAMMES: tuple[_Prog, ...] = (
             "LTF",
         ),
         negative=("CXCR2", "FCGR3B|"),
-        n_random=25,
+        n_random=50,
     ),  # fmt: skip
     _Prog(
         "Mature neutrophil",
         _m("Mature neutrophil"),
         optional=("CXCR1|Retnlg", "FPR1", "MNDA|Ccl6", "CMTM2|Cmtm2a", "PROK2|Stfa2l1"),
-        n_random=10,
+        n_random=20,
     ),
     _Prog(
         "PMN-MDSC",
@@ -555,7 +555,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
             "VEGFA",
             "CCL3",
         ),
-        n_random=12,
+        n_random=40,
     ),  # fmt: skip
     _Prog(
         "DC",
@@ -569,14 +569,14 @@ _PROGRAMMES: tuple[_Prog, ...] = (
         _m("cDC1"),
         core=("XCR1", "CLEC9A"),
         optional=("CADM1", "BATF3", "IRF8", "WDFY4", "|Cd24a", "|Ppt1"),
-        n_random=80,
+        n_random=120,
     ),
     _Prog(
         "cDC2",
         _m("cDC2"),
         core=("CD1C|Cd209a", "CLEC10A|Sirpa"),
         optional=("FCER1A|", "IRF4", "SIRPA|", "|Mgl2", "CLEC4A|Clec4a4", "CD1E|"),
-        n_random=80,
+        n_random=120,
     ),
     _Prog(
         "pDC",
@@ -990,7 +990,9 @@ def _population_profiles(
         if prog.n_random:
             rnd = rng.choice(filler_pool, size=prog.n_random, replace=False)
             sign = np.where(rng.random(prog.n_random) < 0.6, 1.0, -1.0)
-            for g, sg, mag in zip(rnd, sign, rng.uniform(0.4, 2.0, prog.n_random)):
+            # identity programmes (many genes) shift more strongly than sub-states
+            top = 3.0 if prog.n_random >= 60 else 2.6
+            for g, sg, mag in zip(rnd, sign, rng.uniform(0.4, top, prog.n_random)):
                 if sg > 0:
                     lfc.setdefault(int(g), mag)
                 else:
@@ -1053,7 +1055,7 @@ def _cell_programmes(uni: _Universe, species: str, rng: np.random.Generator) -> 
     for ct in CELL_TYPES:
         for k in range(2):
             idx = rng.choice(filler_pool, size=40, replace=False)
-            add(f"het:{ct}:{k}", idx, rng.normal(0, 0.45, 40))
+            add(f"het:{ct}:{k}", idx, rng.normal(0, 0.35, 40))
     idx = genes_of(_SIGNATURES["proliferation"])
     add("proliferation", idx, rng.uniform(1.8, 3.2, len(idx)))
     idx = genes_of(_SIGNATURES["stress"])
@@ -1220,7 +1222,8 @@ def simulate_bone_metastasis(
     hb_idx = np.flatnonzero(uni.role == "hb")
     hb_dist = np.array([0.55, 0.25, 0.15, 0.05])[: len(hb_idx)]
     hb_dist /= hb_dist.sum()
-    theta = np.exp(rng.normal(np.log(3.5), 0.7, G))
+    # residual (within-state) overdispersion: NB shape, median 8 (markers burstier)
+    theta = np.exp(rng.normal(np.log(8.0), 0.8, G))
     theta[uni.role == "marker"] /= 2.0  # marker genes are burstier
     theta[uni.role == "housekeeping"] *= 3.0
     theta[mito_idx] = 20.0
