@@ -98,7 +98,9 @@ class GeneSet(BaseModel):
             raise ValueError("; ".join(problems))
         return self
 
-    def genes(self, species: Species, *, sign: Literal["positive", "negative"] = "positive") -> list[str]:
+    def genes(
+        self, species: Species, *, sign: Literal["positive", "negative"] = "positive"
+    ) -> list[str]:
         """The gene symbols of this set for ``species`` (positive or negative markers)."""
         if self.kind == "programme":
             if sign == "negative":
@@ -120,10 +122,14 @@ def load_gene_set_file(path: str | Path) -> GeneSet:
     try:
         gs = GeneSet.model_validate(data)
     except ValidationError as e:
-        msgs = "; ".join(f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors())
+        msgs = "; ".join(
+            f"{'.'.join(map(str, x['loc'])) or '<root>'}: {x['msg']}" for x in e.errors()
+        )
         raise ConfigError(f"gene-set file {str(p)!r} is invalid: {msgs}") from None
     if gs.name != p.stem:
-        raise ConfigError(f"gene-set file {str(p)!r}: name {gs.name!r} must equal the file stem {p.stem!r}")
+        raise ConfigError(
+            f"gene-set file {str(p)!r}: name {gs.name!r} must equal the file stem {p.stem!r}"
+        )
     return gs
 
 
