@@ -17,7 +17,6 @@ import anndata as ad
 import pandas as pd
 
 from ._errors import InputError, NotCountsError
-from ._logging import logger
 from ._utils import write_csv
 from .config import Config
 
@@ -48,8 +47,11 @@ def _record(adata: ad.AnnData, stage: str, params: Mapping[str, Any], seconds: f
 
     meta = _meta(adata)
     meta["version"] = __version__
-    meta.setdefault("parameters", {})[stage] = {
-        k: ("" if v is None else v) for k, v in dict(params).items()
+    recorded = meta.setdefault("parameters", {})
+    # the function's own record (e.g. detected species) wins over the config echo
+    recorded[stage] = {
+        **{k: ("" if v is None else v) for k, v in dict(params).items()},
+        **dict(recorded.get(stage, {})),
     }
     meta.setdefault("timings", {})[stage] = round(float(seconds), 3)
 
@@ -239,6 +241,9 @@ def score(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
         min_coverage=s.min_coverage,
         seed=cfg.seed,
     )
+    if "cell_type" in adata.obs:
+        # per-cell calls (obs["erythroid_mimicry_call"]) belong to the scored object
+        tl.erythroid_mimicry(adata)
     _record(adata, "score", cfg.section_dict("score"), time.perf_counter() - t0)
     return adata
 

@@ -37,13 +37,19 @@ def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
 
 
-def _add_stage(sub: Any, name: str, help_: str, *, multi_input: bool = False) -> argparse.ArgumentParser:
+def _add_stage(
+    sub: Any, name: str, help_: str, *, multi_input: bool = False
+) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help_, description=help_)
     if multi_input:
-        p.add_argument("--input", nargs="+", required=True, metavar="H5AD", help="per-sample .h5ad files")
+        p.add_argument(
+            "--input", nargs="+", required=True, metavar="H5AD", help="per-sample .h5ad files"
+        )
     else:
         p.add_argument("--input", required=True, metavar="H5AD", help="the previous stage's .h5ad")
-    p.add_argument("--output", required=True, metavar="H5AD", help="where to write this stage's .h5ad")
+    p.add_argument(
+        "--output", required=True, metavar="H5AD", help="where to write this stage's .h5ad"
+    )
     _add_common(p)
     return p
 
@@ -72,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--species", choices=["human", "mouse"], default="mouse")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
-    p.add_argument("--max-epochs", type=int, default=None, help="scVI epochs (default: demo config)")
+    p.add_argument(
+        "--max-epochs", type=int, default=None, help="scVI epochs (default: demo config)"
+    )
     p.add_argument("--no-resume", action="store_true", help="recompute every stage")
     _add_common(p)
 
@@ -83,10 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
         "the same --out skips stages whose inputs and settings are unchanged.",
     )
     p.add_argument("config_file", nargs="?", metavar="CONFIG.yaml", help="run config")
-    p.add_argument("--input", metavar="PATH", help=".h5ad, 10x folder or .h5, count CSV/TSV, or samplesheet CSV")
+    p.add_argument(
+        "--input",
+        metavar="PATH",
+        help=".h5ad, 10x folder or .h5, count CSV/TSV, or samplesheet CSV",
+    )
     p.add_argument("--sample-key", metavar="COL", help="obs column naming the sample (.h5ad input)")
-    p.add_argument("--label-key", metavar="COL", help="obs column with reference labels (kept as reference_label)")
-    p.add_argument("--batch-key", metavar="COL", help="obs column naming the batch if not the sample")
+    p.add_argument(
+        "--label-key",
+        metavar="COL",
+        help="obs column with reference labels (kept as reference_label)",
+    )
+    p.add_argument(
+        "--batch-key", metavar="COL", help="obs column naming the batch if not the sample"
+    )
     p.add_argument("--species", choices=["auto", "human", "mouse"])
     p.add_argument("--format", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "samplesheet"])
     p.add_argument("--geo", metavar="GSE", help="a GEO series accession instead of --input")
@@ -117,12 +135,26 @@ def build_parser() -> argparse.ArgumentParser:
         "validate; write the result (Nextflow passes this file to every stage).",
     )
     p.add_argument("--output", required=True, metavar="CFG.yaml")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override (repeatable)",
+    )
     _add_common(p)
 
-    p = sub.add_parser("ingest", help="read one sample's counts into .h5ad", description="Read one sample (any supported format) into a raw-count .h5ad.")
-    p.add_argument("--input", required=True, metavar="PATH", help="counts: .h5ad, 10x folder or .h5, CSV/TSV")
-    p.add_argument("--sample", required=True, metavar="ID", help="sample id (letters, digits, . _ -)")
+    p = sub.add_parser(
+        "ingest",
+        help="read one sample's counts into .h5ad",
+        description="Read one sample (any supported format) into a raw-count .h5ad.",
+    )
+    p.add_argument(
+        "--input", required=True, metavar="PATH", help="counts: .h5ad, 10x folder or .h5, CSV/TSV"
+    )
+    p.add_argument(
+        "--sample", required=True, metavar="ID", help="sample id (letters, digits, . _ -)"
+    )
     p.add_argument("--format", default="auto", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv"])
     p.add_argument("--batch", metavar="B")
     p.add_argument("--condition", metavar="C")
@@ -131,13 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     _add_stage(sub, "qc", "per-sample QC: MAD thresholds, floors, doublets")
-    _add_stage(sub, "merge", "merge per-sample .h5ad files, normalise, select HVGs", multi_input=True)
+    _add_stage(
+        sub, "merge", "merge per-sample .h5ad files, normalise, select HVGs", multi_input=True
+    )
     p = _add_stage(sub, "integrate", "scVI integration (or the configured fallback)")
     p.add_argument("--model-dir", metavar="DIR", help="where to save the scVI model")
     _add_stage(sub, "cluster", "neighbours, leiden, UMAP")
     _add_stage(sub, "annotate", "cell types and bone-metastasis populations")
     p = _add_stage(sub, "score", "signature scores per cell")
-    p = sub.add_parser("report", help="tables, figures and report.html", description="Write tables, figures and the self-contained report.html for a scored .h5ad.")
+    p = sub.add_parser(
+        "report",
+        help="tables, figures and report.html",
+        description="Write tables, figures and the self-contained report.html for a scored .h5ad.",
+    )
     p.add_argument("--input", required=True, metavar="H5AD")
     p.add_argument("--output", required=True, metavar="DIR")
     _add_common(p)
@@ -151,14 +189,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("accession", metavar="GSE")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--samples", metavar="GSM1,GSM2", help="only these samples")
-    p.add_argument("--geo-base-url", metavar="URL", help="root of every download (default GEO's HTTPS)")
+    p.add_argument(
+        "--geo-base-url", metavar="URL", help="root of every download (default GEO's HTTPS)"
+    )
     p.add_argument("--cache-dir", metavar="DIR", help="download cache (default: user cache)")
-    p.add_argument("--dry-run", action="store_true", help="list what would be downloaded and its size")
-    p.add_argument("--species", choices=["human", "mouse"], help="keep only samples of this organism")
+    p.add_argument(
+        "--dry-run", action="store_true", help="list what would be downloaded and its size"
+    )
+    p.add_argument(
+        "--species", choices=["human", "mouse"], help="keep only samples of this organism"
+    )
     p.add_argument("--include-title", metavar="REGEX", help="keep only samples whose title matches")
     p.add_argument("--exclude-title", metavar="REGEX", help="drop samples whose title matches")
-    p.add_argument("--annotation", action="append", metavar="FILE", help="series file with cell annotations to join (repeatable)")
-    p.add_argument("--label-key", metavar="COL", help="annotation column kept as obs['reference_label']")
+    p.add_argument(
+        "--annotation",
+        action="append",
+        metavar="FILE",
+        help="series file with cell annotations to join (repeatable)",
+    )
+    p.add_argument(
+        "--label-key", metavar="COL", help="annotation column kept as obs['reference_label']"
+    )
     _add_common(p)
     return parser
 
@@ -197,7 +248,9 @@ def _read(path: str):
 
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"input {path!r} does not exist: give the .h5ad written by the previous stage")
+        raise InputError(
+            f"input {path!r} does not exist: give the .h5ad written by the previous stage"
+        )
     try:
         return ad.read_h5ad(p)
     except Exception as e:  # noqa: BLE001 - h5py/anndata raise many types
@@ -220,8 +273,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = load_config(
         base,
         overrides={
-            "input": {"path": str(src), "sample_key": "sample", "label_key": "true_population",
-                      "condition_key": "condition", "species": args.species},
+            "input": {
+                "path": str(src),
+                "sample_key": "sample",
+                "label_key": "true_population",
+                "condition_key": "condition",
+                "species": args.species,
+            },
             "output": {"dir": str(out)},
             "seed": args.seed,
             "integrate": integ,
@@ -241,7 +299,9 @@ def _done(out: Path) -> None:
     from ._logging import is_quiet
 
     if not is_quiet():
-        print(f"bonemet: results in {out}/ (bonemet.h5ad, tables/, figures/, report.html, provenance.json)")
+        print(
+            f"bonemet: results in {out}/ (bonemet.h5ad, tables/, figures/, report.html, provenance.json)"
+        )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -252,8 +312,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     inp = {
         k: v
         for k, v in {
-            "path": args.input, "sample_key": args.sample_key, "label_key": args.label_key,
-            "batch_key": args.batch_key, "species": args.species, "format": args.format,
+            "path": args.input,
+            "sample_key": args.sample_key,
+            "label_key": args.label_key,
+            "batch_key": args.batch_key,
+            "species": args.species,
+            "format": args.format,
             "geo": args.geo,
         }.items()
         if v is not None
@@ -291,9 +355,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         n_cells=args.cells, n_samples=args.samples, species=args.species, seed=args.seed
     )
     rows = []
-    for s in adata.obs["sample"].cat.categories if hasattr(adata.obs["sample"], "cat") else sorted(set(adata.obs["sample"])):
+    for s in (
+        adata.obs["sample"].cat.categories
+        if hasattr(adata.obs["sample"], "cat")
+        else sorted(set(adata.obs["sample"]))
+    ):
         sub = adata[adata.obs["sample"] == s].copy()
-        sub.obs_names = [n[len(f"{s}_"):] if n.startswith(f"{s}_") else n for n in sub.obs_names]
+        sub.obs_names = [n[len(f"{s}_") :] if n.startswith(f"{s}_") else n for n in sub.obs_names]
         path = write_h5ad(sub, out / f"{s}.h5ad")
         cond = str(sub.obs["condition"].iloc[0]) if "condition" in sub.obs else ""
         rows.append({"sample": s, "path": str(path.resolve()), "format": "h5ad", "condition": cond})
@@ -382,9 +450,12 @@ def _cmd_fetch_geo(args: argparse.Namespace) -> int:
 
     over: dict[str, Any] = {}
     for key, value in {
-        "geo_base_url": args.geo_base_url, "cache_dir": args.cache_dir,
-        "species": args.species, "geo_include_title": args.include_title,
-        "geo_exclude_title": args.exclude_title, "geo_annotation": args.annotation,
+        "geo_base_url": args.geo_base_url,
+        "cache_dir": args.cache_dir,
+        "species": args.species,
+        "geo_include_title": args.include_title,
+        "geo_exclude_title": args.exclude_title,
+        "geo_annotation": args.annotation,
         "label_key": args.label_key,
     }.items():
         if value is not None:

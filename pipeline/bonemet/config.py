@@ -182,7 +182,9 @@ def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, not {type(data).__name__}")
+        raise ConfigError(
+            f"config file {str(p)!r} must hold a mapping of sections, not {type(data).__name__}"
+        )
     return data
 
 

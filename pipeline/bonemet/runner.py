@@ -213,7 +213,9 @@ class Runner:
                 adata = _stages.score(adata, self.cfg)
             elif stage == "report":
                 assert adata is not None
-                _stages.report(adata, self.cfg, self.out, provenance=self.provenance(adata, t_start))
+                _stages.report(
+                    adata, self.cfg, self.out, provenance=self.provenance(adata, t_start)
+                )
             if stage not in ("ingest", "qc", "report"):
                 write_h5ad(adata, self._ckpt(stage), compression=None)
             self.timings[stage] = round(time.perf_counter() - t0, 3)
@@ -266,9 +268,23 @@ def package_versions() -> dict[str, str]:
 
     out = {}
     for name in (
-        "bonemet", "scanpy", "anndata", "scvi-tools", "torch", "lightning", "numpy",
-        "scipy", "pandas", "leidenalg", "igraph", "pynndescent", "decoupler", "gseapy",
-        "harmonypy", "pydantic", "matplotlib",
+        "bonemet",
+        "scanpy",
+        "anndata",
+        "scvi-tools",
+        "torch",
+        "lightning",
+        "numpy",
+        "scipy",
+        "pandas",
+        "leidenalg",
+        "igraph",
+        "pynndescent",
+        "decoupler",
+        "gseapy",
+        "harmonypy",
+        "pydantic",
+        "matplotlib",
     ):
         try:
             out[name] = version(name)
@@ -277,7 +293,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def run(config: Config | str | os.PathLike | dict | None = None, *, resume: bool = True) -> ad.AnnData:
+def run(
+    config: Config | str | os.PathLike | dict | None = None, *, resume: bool = True
+) -> ad.AnnData:
     """Run the whole pipeline for ``config`` and return the annotated AnnData.
 
     Parameters
