@@ -49,8 +49,10 @@ def hb_genes(var_names: pd.Index | list[str], species: str | None = None) -> np.
 
 
 def _mad(x: np.ndarray) -> float:
+    """Median absolute deviation scaled by 1.4826 (consistent with the SD of a normal
+    distribution), as R's ``mad()`` and scater's ``isOutlier`` use it."""
     med = np.median(x)
-    return float(np.median(np.abs(x - med)))
+    return float(1.4826 * np.median(np.abs(x - med)))
 
 
 def _species_of(adata: ad.AnnData, species: str) -> str | None:
@@ -107,6 +109,9 @@ def _scrublet(
                 expected_doublet_rate=float(doublet_rate),
                 random_state=int(seed),
                 n_prin_comps=int(min(30, n - 1, max(2, tmp.n_vars - 1))),
+                # exact kNN (sklearn): pynndescent's numba compile costs minutes per process on
+                # small machines, and the data (cells + 2x simulated doublets) are small
+                use_approx_neighbors=False,
                 verbose=False,
             )
     except Exception as e:  # noqa: BLE001 - doublet calling is best effort; QC goes on
@@ -254,8 +259,9 @@ def qc(
     """Per-sample quality control of raw counts.
 
     For each sample (``obs["sample"]``; the whole object if absent) compute metrics, derive
-    MAD thresholds on ``log1p`` total counts and ``log1p`` detected genes (both sides, ``nmads``
-    unscaled median absolute deviations) and on % mito (high side), combine them with the fixed
+    MAD thresholds on ``log1p`` total counts and ``log1p`` detected genes (both sides) and on
+    % mito (high side) — ``median ± nmads × MAD``, the MAD scaled by 1.4826 as in scater's
+    ``isOutlier`` (so ``nmads`` is roughly a number of standard deviations) — combine them with the fixed
     floors (``min_counts``, ``min_genes`` raise the low side; ``max_pct_mito`` caps mito), call
     doublets with scanpy's scrublet on the cells that passed, and remove failing cells.
 
@@ -271,8 +277,9 @@ def qc(
         Accepted for config compatibility, not applied here: genes are filtered across all
         samples after merging (:func:`bonemet.pp.normalize`, ``min_cells``).
     doublets, doublet_rate, remove_doublets, seed
-        scrublet per sample (``expected_doublet_rate``); samples with < 100 cells are skipped
-        with the reason recorded.
+        scrublet per sample (``expected_doublet_rate``, exact nearest neighbours) on the cells
+        that passed the other filters; samples with < 100 such cells are skipped with the
+        reason recorded.
     drop_empty
         If a sample loses every cell: False raises :class:`~bonemet.StageError`; True drops it
         (the result may be empty) and records ``dropped``.
