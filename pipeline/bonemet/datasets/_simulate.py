@@ -1162,7 +1162,8 @@ def simulate_bone_metastasis(
         Seed of the random generator.
     doublet_rate
         Fraction of droplets that are heterotypic doublets (two cells of different cell
-        types); ``obs["true_doublet"]``.
+        types, from the same sample); ``obs["true_doublet"]``. A doublet keeps the
+        ``true_population`` of its first cell; leave doublets out when scoring annotation.
     ambient
         Mean fraction of a droplet's UMIs that come from the sample's ambient RNA (which
         carries a haemoglobin component). Varies by sample and cell.
