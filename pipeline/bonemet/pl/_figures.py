@@ -817,7 +817,7 @@ def integration_metrics(
     metrics = [m for m in (*BATCH_METRICS, *BIO_METRICS) if m in df.columns and df[m].notna().any()]
     if not metrics:
         raise MissingDataError("no integration metric could be computed (one batch, one label?)")
-    fig = new_figure(8.6, 0.55 * len(metrics) * max(len(df), 1) + 1.8)
+    fig = new_figure(8.6, 0.3 * len(metrics) * max(len(df), 1) + 1.6)
     ax = fig.add_subplot()
     n = len(df)
     h = 0.8 / n
