@@ -866,6 +866,8 @@ def _annotate_sample(
         b = _column(adata, batch_key, "batch_key", path).astype(str).to_numpy()
     else:
         b = np.full(adata.n_obs, batch if batch else sample, dtype=object)
+    if batch_key != "batch" and "batch" in adata.obs:
+        adata.obs = adata.obs.rename(columns={"batch": "batch_original"})
     if condition_key is not None:
         cond = _column(adata, condition_key, "condition_key", path).astype(str).to_numpy()
     elif condition:
