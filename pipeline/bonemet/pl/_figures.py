@@ -131,7 +131,6 @@ def _style_embedding_axes(ax: Any, basis: str) -> None:
     ax.set_ylabel(f"{label} 2 (a.u.)")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_aspect("equal", adjustable="datalim")
 
 
 def _scatter_categories(
@@ -532,7 +531,7 @@ def composition(
     n = tab.sum(axis=1)
     frac = tab.div(n.where(n > 0, 1), axis=0) * 100
     ncol = legend_columns(len(cats))
-    width = min(max(0.55 * len(groups) + 1.6, 3.0), 24.0) + legend_width(cats, ncol) + 0.4
+    width = min(max(0.55 * len(groups) + 1.6, 3.2), 24.0) + legend_width(cats, ncol) + 0.4
     label_h = max(len(g) for g in groups) * 0.06
     fig = new_figure(width, 4.4 + label_h)
     ax = fig.add_subplot()
@@ -558,7 +557,7 @@ def composition(
     ax.set_xlabel(_pretty(groupby))
     handles = [Patch(facecolor=colors[c], label=c) for c in cats]
     _outside_legend(ax, handles[::-1], _pretty(key))
-    ax.set_title(f"{_pretty(key)} composition per {_pretty(groupby).lower()} (n cells above bars)")
+    fig.suptitle(f"{_pretty(key)} per {_pretty(groupby).lower()} (cells per bar on top)")
     return fig
 
 
