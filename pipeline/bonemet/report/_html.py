@@ -556,8 +556,8 @@ def write_report(
         all_tables = _load_tables(tables)
         if not any("integration" in k for k in all_tables):
             all_tables.update(default_tables(adata, names=("integration_metrics",)))
+    figs = _figure_entries(adata, figures)  # first: a figure that fails adds a warning
     warns = collect_warnings(adata, tables=all_tables, min_coverage=min_cov)
-    figs = _figure_entries(adata, figures)
 
     body: dict[str, list[str]] = {k: [] for k, _ in SECTIONS}
     body["summary"].append(_summary_html(adata, provenance))
