@@ -376,3 +376,10 @@ def test_review_axes_table(mouse: ad.AnnData) -> None:
 def test_bad_format_is_a_config_error(mouse: ad.AnnData, tmp_path: Path) -> None:
     with pytest.raises(bm.ConfigError, match="png, pdf or svg"):
         bm.pl.save_figures(mouse, tmp_path, formats=("gif",))
+
+
+def test_palettes_cover_the_annotation_vocabularies() -> None:
+    assert list(bm.pl.POPULATIONS) == list(bm.tl.POPULATIONS)
+    assert set(bm.pl.CELL_TYPE_COLORS) == set(bm.tl.CELL_TYPES)
+    for pop, lineage in bm.tl.POPULATION_TO_CELL_TYPE.items():
+        assert pop in POPULATION_COLORS and lineage in bm.pl.CELL_TYPE_COLORS
