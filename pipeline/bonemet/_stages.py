@@ -125,6 +125,8 @@ def qc(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
         doublet_rate=q.doublet_rate,
         remove_doublets=q.remove_doublets,
         drop_empty=q.drop_empty_samples,
+        high_hb_fraction=q.high_hb_fraction,
+        species=cfg.input.species,
         seed=cfg.seed,
         copy=True,
     )
@@ -145,10 +147,8 @@ def merge(samples: Mapping[str, ad.AnnData] | list[ad.AnnData], cfg: Config) -> 
             name = str(a.obs["sample"].iloc[0]) if a.n_obs else str(len(items))
             items[name] = a
         items = dict(sorted(items.items()))
-    kept = {k: v for k, v in items.items() if v.n_obs > 0}
-    if not kept:
-        raise InputError("every sample is empty after QC: loosen the qc thresholds in the config")
-    adata = pp.merge(kept)
+    # empty samples (dropped by qc.drop_empty_samples) keep their QC record through merge
+    adata = pp.merge(items)
     n = cfg.normalize
     pp.normalize(
         adata,
