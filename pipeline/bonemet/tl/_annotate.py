@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 UNASSIGNED = "Unassigned"
-_DEBUG: dict = {}
 
 CELL_TYPES: tuple[str, ...] = (
     "T cell",
@@ -306,7 +305,9 @@ def _topk_mean(m: np.ndarray) -> np.ndarray:
     return part.mean(axis=1)
 
 
-def _score(E: np.ndarray, col: Mapping[int, int], pos: Sequence[int], neg: Sequence[int]) -> np.ndarray:
+def _score(
+    E: np.ndarray, col: Mapping[int, int], pos: Sequence[int], neg: Sequence[int]
+) -> np.ndarray:
     p = _topk_mean(E[:, [col[j] for j in pos]])
     if neg:
         p = p - _NEG_WEIGHT * _topk_mean(E[:, [col[j] for j in neg]])
@@ -380,7 +381,9 @@ def _graph(adata: ad.AnnData, use_rep: str | None, seed: int = 0) -> sp.csr_matr
     tmp = ad.AnnData(X=sp.csr_matrix((adata.n_obs, 1), dtype=np.float32))
     if rep is not None:
         if rep not in adata.obsm:
-            raise InputError(f"use_rep={rep!r} is not in adata.obsm; pass one of {list(adata.obsm)}")
+            raise InputError(
+                f"use_rep={rep!r} is not in adata.obsm; pass one of {list(adata.obsm)}"
+            )
         tmp.obsm["rep"] = np.asarray(adata.obsm[rep], dtype=np.float32)
     else:
         logger.info("annotate: no kNN graph or embedding; computing PCA for the graph")
@@ -408,16 +411,30 @@ def _smooth(S: np.ndarray, W: sp.csr_matrix, weight: float, n_iter: int) -> np.n
     return out.astype(np.float32)
 
 
-def _clusters(adata: ad.AnnData, cluster_key: str | None, C: sp.csr_matrix, seed: int) -> np.ndarray:
+def _clusters(
+    adata: ad.AnnData, cluster_key: str | None, C: sp.csr_matrix, seed: int
+) -> np.ndarray:
     if cluster_key and cluster_key in adata.obs:
         return pd.Categorical(adata.obs[cluster_key]).codes.astype(np.int64)
     import scanpy as sc
 
-    logger.info("annotate: obs[%r] not found; clustering the graph (leiden) for cluster evidence", cluster_key)
+    logger.info(
+        "annotate: obs[%r] not found; clustering the graph (leiden) for cluster evidence",
+        cluster_key,
+    )
     tmp = ad.AnnData(X=sp.csr_matrix((adata.n_obs, 1), dtype=np.float32))
     tmp.obsp["connectivities"] = C
     tmp.uns["neighbors"] = {"connectivities_key": "connectivities", "params": {"method": "umap"}}
-    sc.tl.leiden(tmp, resolution=1.0, key_added="c", random_state=seed, flavor="igraph", n_iterations=2, directed=False, neighbors_key="neighbors")
+    sc.tl.leiden(
+        tmp,
+        resolution=1.0,
+        key_added="c",
+        random_state=seed,
+        flavor="igraph",
+        n_iterations=2,
+        directed=False,
+        neighbors_key="neighbors",
+    )
     return pd.Categorical(tmp.obs["c"]).codes.astype(np.int64)
 
 
@@ -488,7 +505,14 @@ def annotate(
 
     def build(s: GeneSet) -> _Set:
         pos_g, neg_g = s.genes(sp_, sign="positive"), s.genes(sp_, sign="negative")
-        return _Set(s.name, str(s.target), _match(pos_g, index), _match(neg_g, index), len(pos_g), len(neg_g))
+        return _Set(
+            s.name,
+            str(s.target),
+            _match(pos_g, index),
+            _match(neg_g, index),
+            len(pos_g),
+            len(neg_g),
+        )
 
     lsets = {n: build(s) for n, s in lin_sets.items()}
     psets = {n: build(s) for n, s in pop_sets.items()}
@@ -527,7 +551,8 @@ def annotate(
     Ls = _smooth(L, W, *_LINEAGE_SMOOTH)
     ncl = int(clusters.max()) + 1
     onehot = sp.csr_matrix(
-        (np.ones(adata.n_obs, dtype=np.float32), (clusters, np.arange(adata.n_obs))), shape=(ncl, adata.n_obs)
+        (np.ones(adata.n_obs, dtype=np.float32), (clusters, np.arange(adata.n_obs))),
+        shape=(ncl, adata.n_obs),
     )
     sizes = np.asarray(onehot.sum(axis=1)).ravel()
     Lc = (onehot @ Ls) / np.maximum(sizes, 1)[:, None]
@@ -535,7 +560,9 @@ def annotate(
     best_comb = combined.argmax(axis=1)
     best_cell = Ls.argmax(axis=1)
     rows = np.arange(adata.n_obs)
-    override = (best_cell != best_comb) & (Ls[rows, best_cell] - Ls[rows, best_comb] > _OVERRIDE_MARGIN)
+    override = (best_cell != best_comb) & (
+        Ls[rows, best_cell] - Ls[rows, best_comb] > _OVERRIDE_MARGIN
+    )
     ev = np.where(override[:, None], Ls, combined)
     lin_idx = np.where(override, best_cell, best_comb)
     s1 = ev[rows, lin_idx]
@@ -544,7 +571,6 @@ def annotate(
     s2 = np.maximum(ev2.max(axis=1), 0.0) if ev.shape[1] > 1 else np.zeros_like(s1)
     lin_conf = np.sqrt(np.clip(s1, 0, 1)) * np.clip((s1 - s2) / np.maximum(s1, 1e-6), 0, 1)
     lin_label = np.asarray(lineages, dtype=object)[lin_idx]
-    _DEBUG.update(L=L, Ls=Ls, Lc=Lc, combined=combined, lineages=lineages, E=E, col=col, lsets=lsets, psets=psets, W=W)
 
     # ---- optional CellTypist refinement
     ct_info: dict[str, Any] = {"used": False}
@@ -571,7 +597,9 @@ def annotate(
     params = {
         "species": species,
         "species_used": sp_,
-        "cluster_key": cluster_key if cluster_key and cluster_key in adata.obs else "leiden (computed here)",
+        "cluster_key": cluster_key
+        if cluster_key and cluster_key in adata.obs
+        else "leiden (computed here)",
         "min_confidence": float(min_confidence),
         "layer": layer if layer is not None else "X",
         "use_rep": use_rep if use_rep is not None else "auto",
@@ -606,7 +634,11 @@ def annotate(
     meta.setdefault("parameters", {})["annotate"] = params
     gs = meta.setdefault("gene_sets", {})
     for n, s in {**lsets, **psets}.items():
-        gs[n] = {"coverage": float(s.coverage), "n_found": len(s.pos), "n_total": int(s.n_pos_total)}
+        gs[n] = {
+            "coverage": float(s.coverage),
+            "n_found": len(s.pos),
+            "n_total": int(s.n_pos_total),
+        }
     if low:
         msg = f"annotate: marker sets with <50% of genes found ({sp_}): {', '.join(low)}"
         logger.warning(msg)
@@ -623,7 +655,9 @@ def annotate(
     return adata if copy else None
 
 
-def _set_scores(E: np.ndarray, col: Mapping[int, int], members: list[_Set], drop: set[int]) -> np.ndarray | None:
+def _set_scores(
+    E: np.ndarray, col: Mapping[int, int], members: list[_Set], drop: set[int]
+) -> np.ndarray | None:
     """AND-combined score of the sets of one target; ``drop`` removes parent genes."""
     vals = []
     for s in members:
@@ -660,7 +694,9 @@ def _assign_populations(
             drop: set[int] = set()
             if parent is not None:  # a state is judged on genes its parent/lineage lacks
                 drop = {j for s in by_target.get(parent, []) for j in s.pos}
-                drop |= {j for s in lsets if s.target == POPULATION_TO_CELL_TYPE[parent] for j in s.pos}
+                drop |= {
+                    j for s in lsets if s.target == POPULATION_TO_CELL_TYPE[parent] for j in s.pos
+                }
             raw = _set_scores(E, col, by_target.get(target, []), drop)
             how = _ROOT_SMOOTH if parent is None else _STATE_SMOOTH
             cache[key] = None if raw is None else _smooth(raw[:, None], W, *how)[:, 0]
@@ -727,14 +763,22 @@ def _celltypist_refine(
         meta["warnings"] = [*list(meta.get("warnings", [])), msg]
         return lin_label, lin_conf, info
     if not Path(model_path).is_file():
-        raise InputError(f"CellTypist model {model_path!r} not found; pass the path of a .pkl model")
+        raise InputError(
+            f"CellTypist model {model_path!r} not found; pass the path of a .pkl model"
+        )
     X = adata.X if layer is None else adata.layers[layer]
-    tmp = ad.AnnData(X=sp.csr_matrix(X), obs=pd.DataFrame(index=adata.obs_names.copy()), var=pd.DataFrame(index=adata.var_names.copy()))
+    tmp = ad.AnnData(
+        X=sp.csr_matrix(X),
+        obs=pd.DataFrame(index=adata.obs_names.copy()),
+        var=pd.DataFrame(index=adata.var_names.copy()),
+    )
     res = celltypist.annotate(tmp, model=model_path, majority_voting=False)
     labels = res.predicted_labels["predicted_labels"].astype(str).to_numpy()
     prob = res.probability_matrix.max(axis=1).to_numpy()
     mapped = np.array([(_reference_lineages(x) or (None,))[0] for x in labels], dtype=object)
-    changed = (lin_conf < 2 * min_confidence) & (prob >= 0.5) & np.array([m is not None for m in mapped])
+    changed = (
+        (lin_conf < 2 * min_confidence) & (prob >= 0.5) & np.array([m is not None for m in mapped])
+    )
     lin_label = lin_label.copy()
     lin_conf = lin_conf.copy()
     lin_label[changed] = mapped[changed]
@@ -764,7 +808,11 @@ def label_agreement(
     ref = adata.obs[label_key].astype(str)
     pred = adata.obs[key].astype(str)
     tab = pd.crosstab(ref.rename(label_key), pred.rename(key))
-    cats = list(adata.obs[key].cat.categories) if isinstance(adata.obs[key].dtype, pd.CategoricalDtype) else []
+    cats = (
+        list(adata.obs[key].cat.categories)
+        if isinstance(adata.obs[key].dtype, pd.CategoricalDtype)
+        else []
+    )
     order = [c for c in cats if c in tab.columns] + [c for c in tab.columns if c not in cats]
     return tab[order]
 
@@ -801,7 +849,11 @@ def lineage_accuracy(
             continue
         ev[i] = True
         ok[i] = p in acc
-    per = {lab: float(ok[ev & (ref == lab)].mean()) for lab in accepted if accepted[lab] and (ev & (ref == lab)).any()}
+    per = {
+        lab: float(ok[ev & (ref == lab)].mean())
+        for lab in accepted
+        if accepted[lab] and (ev & (ref == lab)).any()
+    }
     return {
         "accuracy": float(ok[ev].mean()) if ev.any() else float("nan"),
         "n_evaluated": int(ev.sum()),
@@ -836,7 +888,9 @@ def cd8_cd4_accuracy(
     ref = adata.obs[label_key].astype(str).map(_t_subset).to_numpy()
     pop = adata.obs[key].astype(str).to_numpy()
     pred = np.where(
-        np.char.startswith(pop.astype(str), "CD8"), "CD8", np.where(np.isin(pop, ["CD4 T", "Treg"]), "CD4", "other")
+        np.char.startswith(pop.astype(str), "CD8"),
+        "CD8",
+        np.where(np.isin(pop, ["CD4 T", "Treg"]), "CD4", "other"),
     )
     isref = np.array([r is not None for r in ref])
     called = isref & (pred != "other")
