@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
         default=200,
         help="epochs on the 1,556-cell Kang set (scvi-tools' heuristic gives 400)",
     )
-    p.add_argument("--metric-cells", type=int, default=20_000)
+    p.add_argument("--metric-cells", type=int, default=10_000)
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)

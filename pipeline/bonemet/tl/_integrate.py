@@ -215,7 +215,8 @@ def _run_scvi(
     )
     lean.obs[batch_key] = lean.obs[batch_key].astype("category")
 
-    scvi.settings.seed = seed
+    with _quiet_lightning(is_quiet()):  # lightning logs "Seed set to ..."
+        scvi.settings.seed = seed
     scvi.model.SCVI.setup_anndata(lean, layer=layer, batch_key=batch_key if n_batches > 1 else None)
     model = scvi.model.SCVI(
         lean,
