@@ -23,11 +23,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-# what the test profile simulates (conf/test.config); the equality test simulates the same
+# what the test profile simulates (conf/test.config)
 SIM = {"cells": "1500", "samples": "2", "species": "mouse", "seed": "0"}
 # the test profile runs every task single-threaded; so does the reference `bonemet run`
 ONE_THREAD = {
-    k: "1" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+    k: "1"
+    for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
 }
 
 
@@ -42,7 +43,10 @@ def _find_nextflow() -> tuple[str | None, str]:
         return None, "no bin/nextflow, no nextflow on PATH, and no mvn/java to run `make nextflow`"
     r = subprocess.run(
         ["bash", str(ROOT / "scripts" / "install_nextflow.sh")],
-        capture_output=True, text=True, timeout=900, check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     if r.returncode == 0 and local.is_file():
         return str(local), ""
@@ -88,7 +92,9 @@ def _task_dirs(work: Path) -> list[Path]:
 
 
 def _latest_trace(outdir: Path) -> list[dict[str, str]]:
-    traces = sorted((outdir / "pipeline_info").glob("execution_trace_*.txt"), key=lambda p: p.stat().st_mtime)
+    traces = sorted(
+        (outdir / "pipeline_info").glob("execution_trace_*.txt"), key=lambda p: p.stat().st_mtime
+    )
     assert traces, f"no execution trace in {outdir / 'pipeline_info'}"
     with traces[-1].open() as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
@@ -130,7 +136,9 @@ def test_test_profile_publishes_annotated_h5ad_and_report(test_run):
     info = out / "pipeline_info"
     assert (info / "config.yaml").is_file()
     versions = (info / "versions.yml").read_text()
-    assert '"BONEMET:INTEGRATE":' in versions and "bonemet: " in versions and "Nextflow:" in versions
+    assert (
+        '"BONEMET:INTEGRATE":' in versions and "bonemet: " in versions and "Nextflow:" in versions
+    )
     for kind in ("execution_trace", "execution_timeline", "execution_report"):
         assert list(info.glob(f"{kind}_*")), f"no {kind} in {info}"
     # the config every stage used: test profile settings over configs/test.yaml
@@ -166,18 +174,31 @@ def test_same_cells_clusters_labels_as_bonemet_run(test_run, tmp_path):
     out = test_run["out"]
     assert test_run["result"].returncode == 0, "the first run failed (see the test above)"
     bonemet = str(VENV_BIN / "bonemet") if (VENV_BIN / "bonemet").exists() else "bonemet"
-    sim = tmp_path / "sim"
+    # the very files the Nextflow run ingested: SIMULATE's samplesheet in its task folder
+    simulate = [row for row in _latest_trace(out) if row["process"].endswith(":SIMULATE")]
+    assert len(simulate) == 1, simulate
+    sheet = Path(simulate[0]["workdir"]) / "simulated" / "samplesheet.csv"
+    assert sheet.is_file(), sheet
     env = _env(**ONE_THREAD)
-    subprocess.run(
-        [bonemet, "simulate", "--out", str(sim), "--cells", SIM["cells"], "--samples", SIM["samples"],
-         "--species", SIM["species"], "--seed", SIM["seed"]],
-        env=env, check=True, capture_output=True, timeout=600,
-    )
     local = tmp_path / "local"
     r = subprocess.run(
-        [bonemet, "run", str(out / "pipeline_info" / "config.yaml"), "--input", str(sim / "samplesheet.csv"),
-         "--format", "samplesheet", "--out", str(local), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=1100, check=False,
+        [
+            bonemet,
+            "run",
+            str(out / "pipeline_info" / "config.yaml"),
+            "--input",
+            str(sheet),
+            "--format",
+            "samplesheet",
+            "--out",
+            str(local),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1100,
+        check=False,
     )
     assert r.returncode == 0, r.stderr[-3000:]
     nf = ad.read_h5ad(out / "bonemet.h5ad")
@@ -198,7 +219,16 @@ def test_stub_run(tmp_path):
     r = nextflow(tmp_path, "-profile", "test", "-stub", "--outdir", str(out), timeout=800)
     seconds = time.perf_counter() - t0
     assert r.returncode == 0, _fail_msg(r, tmp_path)
-    for stage in ("MAKE_CONFIG", "SIMULATE", "MERGE", "INTEGRATE", "CLUSTER", "ANNOTATE", "SCORE", "REPORT"):
+    for stage in (
+        "MAKE_CONFIG",
+        "SIMULATE",
+        "MERGE",
+        "INTEGRATE",
+        "CLUSTER",
+        "ANNOTATE",
+        "SCORE",
+        "REPORT",
+    ):
         assert f"Submitted process > BONEMET:{stage}" in r.log, stage
     assert r.log.count("Submitted process > BONEMET:QC") == int(SIM["samples"])
     assert (out / "bonemet.h5ad").stat().st_size == 0  # touched by the stub, not computed
@@ -220,7 +250,10 @@ def _sheet(folder: Path, text: str) -> Path:
     ("text", "expected"),
     [
         ("sample,file\nA,a.h5ad\n", ["lacks the required column", "'path'"]),
-        ("sample,path\nA,a.h5ad\nB,missing.h5ad\n", ["row 2", "sample 'B'", "missing.h5ad", "does not exist"]),
+        (
+            "sample,path\nA,a.h5ad\nB,missing.h5ad\n",
+            ["row 2", "sample 'B'", "missing.h5ad", "does not exist"],
+        ),
         ("sample,path\nA,a.h5ad\nB,b.h5ad\nA,b.h5ad\n", ["row 3", "duplicate sample 'A'", "row 1"]),
         ("sample,path\nA;rm -rf,a.h5ad\n", ["row 1", "may contain only letters"]),
         ("sample,path,format\nA,a.h5ad,bam\n", ["row 1", "format 'bam'"]),
@@ -239,7 +272,14 @@ def test_bad_samplesheet_stops_before_any_task(tmp_path, text, expected):
 
 @pytest.mark.timeout(300)
 def test_input_and_outdir_are_checked(tmp_path):
-    r = nextflow(tmp_path, "--input", str(tmp_path / "nope.csv"), "--outdir", str(tmp_path / "out"), timeout=280)
+    r = nextflow(
+        tmp_path,
+        "--input",
+        str(tmp_path / "nope.csv"),
+        "--outdir",
+        str(tmp_path / "out"),
+        timeout=280,
+    )
     assert r.returncode != 0 and "does not exist" in r.log, r.log
     r = nextflow(tmp_path, "-profile", "test", timeout=280)
     assert r.returncode != 0 and "--outdir is required" in r.log, r.log
