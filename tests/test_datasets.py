@@ -200,21 +200,20 @@ def test_markers_enriched_but_partial(mouse: ad.AnnData) -> None:
         return np.isin(pop, pops) & single
 
     cd8 = is_("CD8 T", TPEX, TEX)
-    assert (
-        _mean_expr(mouse, logx, "Cd8a", cd8) > _mean_expr(mouse, logx, "Cd8a", ~cd8 & single) + 1.0
-    )
+    in_cd8 = _mean_expr(mouse, logx, "Cd8a", cd8)
+    assert in_cd8 > 0.3 and in_cd8 > 20 * _mean_expr(mouse, logx, "Cd8a", ~cd8 & single)
     checks = [  # (gene, population(s) high, population(s) low, margin)
-        ("Tcf7", (TPEX,), (TEX,), 0.5),
-        ("Havcr2", (TEX,), (TPEX,), 0.5),
-        ("Foxp3", ("Treg",), ("CD4 T",), 0.5),
+        ("Tcf7", (TPEX,), (TEX,), 0.3),
+        ("Havcr2", (TEX,), (TPEX,), 0.3),
+        ("Foxp3", ("Treg",), ("CD4 T",), 0.3),
         ("Chil3", (IMM,), ("Mature neutrophil",), 1.0),
         ("Vcam1", (IRON,), ("Macrophage",), 0.5),
         ("Cd163", (IRON,), ("Macrophage",), 0.5),
         ("Ccr3", (IRON,), ("Macrophage",), 0.5),
         ("Slc40a1", (IRON,), ("Macrophage",), 0.5),
         ("Spp1", ("Osteoclast",), ("Macrophage",), 1.5),
-        ("Epcam", ("Tumour epithelial",), ("Osteoblast", "B"), 1.5),
-        ("C1qa", ("Macrophage", IRON), ("Classical monocyte",), 1.0),
+        ("Epcam", ("Tumour epithelial",), ("Osteoblast", "B"), 0.8),
+        ("C1qa", ("Macrophage", IRON), ("Classical monocyte",), 0.5),
         ("Ly6g", ("Mature neutrophil", "PMN-MDSC"), ("Classical monocyte",), 0.5),
     ]
     for gene, hi, lo, margin in checks:

@@ -472,7 +472,7 @@ _PROGRAMMES: tuple[_Prog, ...] = (
             "MSR1",
             "MARCO",
             "SIGLEC1",
-            "CD163",
+            "CD163|",  # mouse Cd163 marks a macrophage subset, not all
             "LYVE1",
             "SELENOP|Selenop",
             "FOLR2",
@@ -947,6 +947,7 @@ def _population_profiles(
 
     for prog in _PROGRAMMES:
         lfc: dict[int, float] = {}
+        high_genes: set[int] = set()
         neg: dict[int, float] = {}
         names_used: list[str] = []
         names_unused: list[str] = []
@@ -955,8 +956,10 @@ def _population_profiles(
                 s, _, high = _parse_token(tok, species)
                 if s is None:
                     continue
-                lo, hi = prog.extra.get("high", (6e-3, 3e-2)) if high else (4e-4, 3e-3)
+                lo, hi = prog.extra.get("high", (6e-3, 3e-2)) if high else (2e-4, 2e-3)
                 lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi), 1.0)
+                if high:
+                    high_genes.add(gidx[s])
                 names_used.append(s)
             opts = [_parse_token(t, species) for t in prog.optional]
             opts = [o for o in opts if o[0] is not None and gidx[o[0]] not in lfc]
@@ -968,8 +971,10 @@ def _population_profiles(
                 if not k:
                     names_unused.append(s)
                     continue
-                lo, hi = prog.extra.get("high", (3e-3, 2e-2)) if high else (6e-5, 1.5e-3)
+                lo, hi = prog.extra.get("high", (3e-3, 2e-2)) if high else (5e-5, 1e-3)
                 lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi), 0.7)
+                if high:
+                    high_genes.add(gidx[s])
                 names_used.append(s)
         else:
             frac = prog.extra.get("frac", 0.7)
@@ -1006,6 +1011,16 @@ def _population_profiles(
             jit = rng.normal(0, 0.15, len(idx))
             fold[pidx[pop], idx] += w * (np.exp(val + jit) - 1.0)
             down[pidx[pop], nidx] += w * nval
+        # sub-state programmes leak into sibling states of the same cell type at a low
+        # level (markers are rarely all-or-none between closely related states)
+        is_high = np.isin(idx, list(high_genes))
+        cts = {POPULATION_TO_CELL_TYPE[p] for p in prog.members}
+        if len(cts) == 1:
+            (ct,) = cts
+            for sib in POPULATIONS:
+                if POPULATION_TO_CELL_TYPE[sib] == ct and sib not in prog.members:
+                    w = rng.uniform(0.02, 0.12) * np.where(is_high, 0.15, 1.0)
+                    fold[pidx[sib], idx] += w * (np.exp(val) - 1.0)
         used[prog.name] = names_used
         unused[prog.name] = names_unused
 
