@@ -109,14 +109,20 @@ bm.pl.umap(adata, color="condition", panel_size=3.5)
 bm.pl.signature_violins(adata, groupby="sample", keys=["score_erythroid_mimicry", "score_hypoxia"])
 
 # %% [markdown]
-# Or write the whole set again in another format and rebuild the report, e.g. SVG figures
-# for an illustration program and a report with them:
+# Or write figures again in another format and build a report from them, e.g. SVG for an
+# illustration program (`names=` picks figures; leave it out for all of them):
 
 # %%
 new = OUT / "replot"
-paths = bm.pl.save_figures(adata, new / "figures", formats=("svg", "png"), dpi=120)
+paths = bm.pl.save_figures(
+    adata,
+    new / "figures",
+    formats=("svg", "png"),
+    dpi=120,
+    names=["umap_population", "composition_sample", "review_axes"],
+)
 report = bm.report.write_report(adata, new, figures=paths, provenance=provenance)
-print(len({p.stem for p in paths}), "figures;", report)
+print(sorted(p.name for p in paths), report)
 
 # %% [markdown]
 # ## Start from a GEO accession

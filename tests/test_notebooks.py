@@ -20,7 +20,7 @@ nbclient = pytest.importorskip("nbclient")
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.py"))
-NB_CELLS = "1200"
+NB_CELLS = "1000"
 NB_EPOCHS = "1"
 
 
