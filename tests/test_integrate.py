@@ -198,3 +198,20 @@ def test_kang_real_cells_one_epoch():
     bm.tl.integrate(adata, fast_path="on", use_highly_variable=False, **SMALL)
     assert adata.obsm["X_scVI"].shape == (adata.n_obs, 4)
     assert np.isfinite(adata.uns["bonemet"]["integrate"]["elbo_validation"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_auto_picks_fast_path_on_cuda(tmp_path):
+    adata = _adata(n=2000)
+    bm.tl.integrate(
+        adata,
+        **{**SMALL, "accelerator": "auto", "max_epochs": 2},
+        batch_size=1024,
+        model_dir=tmp_path / "model",
+    )
+    info = adata.uns["bonemet"]["integrate"]
+    assert info["fast_path"] is True and info["device"].startswith("cuda")
+    assert np.isfinite(adata.obsm["X_scVI"]).all()
+    hvg = adata[:, adata.var["highly_variable"]].copy()
+    assert scvi.model.SCVI.load(str(tmp_path / "model"), adata=hvg).is_trained_
