@@ -1262,8 +1262,8 @@ def simulate_bone_metastasis(
         [rng.uniform(0.35, 0.6) if c == "bone_met" else rng.uniform(0.15, 0.3) for c in conditions]
     )
     # batch: small gene-wise log factors everywhere, larger ones on a few % of genes
-    batch = rng.normal(0, 0.15, (n_samples, G))
-    batch += rng.normal(0, 0.6, (n_samples, G)) * (rng.random((n_samples, G)) < 0.04)
+    batch = rng.normal(0, 0.1, (n_samples, G))
+    batch += rng.normal(0, 0.5, (n_samples, G)) * (rng.random((n_samples, G)) < 0.03)
     batch[:, mito_idx] = 0.0
     compositions = np.zeros((n_samples, len(POPULATIONS)))
     counts_per_pop = np.zeros((n_samples, len(POPULATIONS)), dtype=np.int64)
