@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
-from . import _annotate, _cluster, _integrate, _score, _scvi_fast
+from typing import Any
+
+from . import _annotate, _cluster, _integrate, _score
 from ._annotate import *  # noqa: F401,F403
 from ._cluster import *  # noqa: F401,F403
 from ._integrate import *  # noqa: F401,F403
 from ._score import *  # noqa: F401,F403
-from ._scvi_fast import *  # noqa: F401,F403
 
-__all__ = [*_integrate.__all__, *_scvi_fast.__all__, *_cluster.__all__, *_annotate.__all__, *_score.__all__]
+# The device-resident scVI data path imports scvi-tools (seconds, ~1 GB): load it on
+# first use only, so `import bonemet` stays light.
+_LAZY = (
+    "DeviceBatchLoader",
+    "DeviceDataSplitter",
+    "DeviceDataStore",
+    "gather_csr_rows",
+    "plan_residency",
+    "resolve_device",
+    "scaled_learning_rate",
+    "train_scvi_fast",
+)
+
+__all__ = [
+    *_integrate.__all__,
+    *_cluster.__all__,
+    *_annotate.__all__,
+    *_score.__all__,
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _scvi_fast
+
+        return getattr(_scvi_fast, name)
+    raise AttributeError(f"module 'bonemet.tl' has no attribute {name!r}")
