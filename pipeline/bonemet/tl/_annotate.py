@@ -161,7 +161,9 @@ _STATE_SMOOTH = (0.5, 1)
 _CLUSTER_WEIGHT = 0.5
 _OVERRIDE_MARGIN = 0.1
 _MIN_LINEAGE_SCORE = 0.1
-_STATE_THRESHOLD = 0.3
+_STATE_FLOOR = 0.15
+_STATE_MARGIN = 0.2
+_STATE_CAP = 0.45
 
 # Reference labels of public sets -> accepted lineages (lower-cased, stripped). Used by
 # ``lineage_accuracy``; labels not listed are mapped by keywords (``_reference_lineages``).
@@ -627,7 +629,9 @@ def annotate(
             "cluster_weight": _CLUSTER_WEIGHT,
             "override_margin": _OVERRIDE_MARGIN,
             "min_lineage_score": _MIN_LINEAGE_SCORE,
-            "state_threshold": _STATE_THRESHOLD,
+            "state_floor": _STATE_FLOOR,
+            "state_margin": _STATE_MARGIN,
+            "state_cap": _STATE_CAP,
         },
         "celltypist": {k: v for k, v in ct_info.items() if isinstance(v, str | bool | int | float)},
     }
@@ -669,7 +673,10 @@ def _set_scores(
         vals.append(_score(E, col, pos, s.neg) * _shrink(s))
     if not vals:
         return None
-    return np.min(vals, axis=0)
+    if len(vals) == 1:
+        return vals[0]
+    # AND: geometric mean of the (non-negative) set scores; zero when any set is absent
+    return np.exp(np.mean(np.log(np.clip(np.stack(vals), 1e-6, None)), axis=0)).astype(np.float32)
 
 
 def _assign_populations(
@@ -697,6 +704,16 @@ def _assign_populations(
                 drop |= {
                     j for s in lsets if s.target == POPULATION_TO_CELL_TYPE[parent] for j in s.pos
                 }
+            else:  # a root competes on the genes that distinguish it within its lineage
+                lin_genes = {
+                    j for s in lsets if s.target == POPULATION_TO_CELL_TYPE[target] for j in s.pos
+                }
+                own = [j for s in by_target.get(target, []) for j in s.pos]
+                if (
+                    len(_ROOTS[POPULATION_TO_CELL_TYPE[target]]) > 1
+                    and len(set(own) - lin_genes) >= 2
+                ):
+                    drop = lin_genes
             raw = _set_scores(E, col, by_target.get(target, []), drop)
             how = _ROOT_SMOOTH if parent is None else _STATE_SMOOTH
             cache[key] = None if raw is None else _smooth(raw[:, None], W, *how)[:, 0]
@@ -729,14 +746,20 @@ def _assign_populations(
                 v = smoothed(st, parent)
                 S.append(np.full(sub.size, -np.inf, np.float32) if v is None else v[sub])
             S = np.stack(S, axis=1)
-            bs = S.argmax(axis=1)
-            top = S[np.arange(sub.size), bs]
-            hit = top >= _STATE_THRESHOLD
+            # a state needs its programme clearly above the parent's typical cell
+            # (median of the parent's cells + margin), and above an absolute floor
+            base = np.median(np.where(np.isfinite(S), S, 0), axis=0)
+            thr = np.clip(base + _STATE_MARGIN, _STATE_FLOOR, _STATE_CAP)
+            excess = S - thr[None, :]
+            bs = excess.argmax(axis=1)
+            top = excess[np.arange(sub.size), bs]
+            hit = top >= 0
             lab = label[m]
             lab[hit] = np.asarray(states, dtype=object)[bs[hit]]
             label[m] = lab
             cm = c[m]
-            cm[hit] = np.minimum(cm[hit], np.clip(top[hit] / (2 * _STATE_THRESHOLD), 0, 1))
+            cm[hit] = np.minimum(cm[hit], np.clip(0.5 + top[hit] / (2 * _STATE_MARGIN), 0, 1))
+            cm[~hit] = np.minimum(cm[~hit], np.clip(-top[~hit] / _STATE_MARGIN, 0, 1))
             c[m] = cm
         pop[cells] = label
         conf[cells] = c
