@@ -33,7 +33,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 import bonemet as bm
-from bonemet._signatures import load_gene_set_file, load_gene_sets, match_genes
+from bonemet import load_gene_set_file, load_gene_sets, match_genes
 
 N_CELLS = int(os.environ.get("BONEMET_NB_CELLS", "4000"))
 OUT = Path(os.environ.get("BONEMET_NB_OUT", "results/notebooks")) / "02_signatures"

@@ -16,6 +16,7 @@ from ._errors import (
     StageError,
 )
 from ._logging import set_quiet
+from ._signatures import GeneSet, load_gene_set_file, load_gene_sets, match_genes
 from ._version import __version__
 from .config import Config, load_config
 from .runner import run
@@ -24,6 +25,7 @@ __all__ = [
     "__version__",
     "BonemetError",
     "Config",
+    "GeneSet",
     "ConfigError",
     "DownloadError",
     "InputError",
@@ -32,6 +34,9 @@ __all__ = [
     "datasets",
     "io",
     "load_config",
+    "load_gene_set_file",
+    "load_gene_sets",
+    "match_genes",
     "pl",
     "pp",
     "report",

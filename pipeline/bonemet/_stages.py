@@ -279,6 +279,10 @@ def write_tables(adata: ad.AnnData, cfg: Config, out_dir: str | Path) -> dict[st
             )
     if "reference_label" in obs and "cell_type" in obs:
         tables["label_agreement"] = tl.label_agreement(adata, label_key="reference_label")
+    if "X_umap" in adata.obsm and ("reference_label" in obs or "true_population" in obs):
+        from . import pl
+
+        tables["integration_metrics"] = pl.integration_metrics_table(adata)
     paths = {}
     for name, df in tables.items():
         if df is None:

@@ -456,8 +456,8 @@ def _summary_html(adata: Any, provenance: Mapping[str, Any] | None) -> str:
     )
     timings = u.get("timings", {}) if isinstance(u.get("timings"), Mapping) else {}
     t_total = sum(float(np.asarray(v).item()) for v in timings.values()) if timings else None
-    if provenance and "elapsed_s" in provenance:
-        t_total = float(provenance["elapsed_s"])
+    if provenance and "wall_seconds" in provenance:
+        t_total = float(provenance["wall_seconds"])
     cards = [
         (f"{n_before:,}" if n_before is not None else "–", "cells before QC"),
         (f"{adata.n_obs:,}", "cells after QC"),
@@ -537,7 +537,7 @@ def write_report(
     config
         The run's :class:`bonemet.Config` (or a dict), shown under parameters.
     provenance
-        Extra run facts (command, start time, elapsed_s, device, ...), shown as given.
+        Extra run facts (the runner's provenance: start time, wall_seconds, device, ...), shown as given.
 
     Returns
     -------
