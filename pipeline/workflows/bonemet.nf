@@ -41,12 +41,12 @@ workflow BONEMET {
         ch_samples = Channel.fromList(samples)
     } else if (params.geo) {
         FETCH_GEO([id: params.geo, samples: params.geo_samples ?: null], ch_config)
-        ch_samples  = FETCH_GEO.out.samplesheet.flatMap { meta, sheet -> readSamplesheet(sheet) }
+        ch_samples  = FETCH_GEO.out.samplesheet.flatMap { meta, sheet -> readSamplesheet(sheet, false) }
         ch_versions = ch_versions.mix(FETCH_GEO.out.versions)
     } else {
         SIMULATE([id: 'simulated', cells: params.sim_cells, samples: params.sim_samples,
                   species: params.sim_species, seed: params.sim_seed])
-        ch_samples  = SIMULATE.out.samplesheet.flatMap { meta, sheet -> readSamplesheet(sheet) }
+        ch_samples  = SIMULATE.out.samplesheet.flatMap { meta, sheet -> readSamplesheet(sheet, false) }
         ch_versions = ch_versions.mix(SIMULATE.out.versions)
     }
 

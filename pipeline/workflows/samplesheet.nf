@@ -13,6 +13,8 @@
  *   - species: auto | human | mouse                   (empty = the config's input.species)
  *
  * Returns a list of [meta, path] with meta = [id, format, batch, condition, species].
+ * Unknown columns are ignored, with a warning unless warnUnknown is false (the samplesheets
+ * that `bonemet simulate` and `bonemet fetch-geo` write carry extra descriptive columns).
  */
 
 List parseSamplesheetLine(String line, String sep) {
@@ -47,7 +49,7 @@ List parseSamplesheetLine(String line, String sep) {
     return fields
 }
 
-List readSamplesheet(Object sheetArg) {
+List readSamplesheet(Object sheetArg, boolean warnUnknown = true) {
     def required = ['sample', 'path']
     def optional = ['format', 'batch', 'condition', 'species']
     def formats  = ['auto', '10x_mtx', '10x_h5', 'h5ad', 'csv', 'tsv', 'mtx', '10x', 'h5', 'txt']
@@ -81,7 +83,7 @@ List readSamplesheet(Object sheetArg) {
         error("${where}: the header (line ${headerIdx + 1}) repeats the column(s) '${dupCols.join("', '")}': name each column once")
     }
     def unknown = header.findAll { !(it in required + optional) }
-    if (unknown) {
+    if (unknown && warnUnknown) {
         log.warn "${where}: ignoring unknown column(s) '${unknown.join("', '")}' (known: ${(required + optional).join(', ')})"
     }
 
