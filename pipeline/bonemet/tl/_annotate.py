@@ -371,7 +371,9 @@ def _scale(E: np.ndarray) -> np.ndarray:
     return out
 
 
-def _graph(adata: ad.AnnData, use_rep: str | None, seed: int = 0) -> sp.csr_matrix:
+def _graph(
+    adata: ad.AnnData, use_rep: str | None, layer: str | None, is_counts: bool, seed: int = 0
+) -> sp.csr_matrix:
     C = adata.obsp.get("connectivities") if use_rep is None else None
     if C is not None and C.shape == (adata.n_obs, adata.n_obs):
         return sp.csr_matrix(C)
@@ -389,8 +391,16 @@ def _graph(adata: ad.AnnData, use_rep: str | None, seed: int = 0) -> sp.csr_matr
         tmp.obsm["rep"] = np.asarray(adata.obsm[rep], dtype=np.float32)
     else:
         logger.info("annotate: no kNN graph or embedding; computing PCA for the graph")
-        src = adata.copy()
-        if "highly_variable" not in src.var:
+        X = adata.X if layer is None else adata.layers[layer]
+        src = ad.AnnData(
+            X=sp.csr_matrix(X, dtype=np.float32), var=pd.DataFrame(index=adata.var_names)
+        )
+        if is_counts:
+            sc.pp.normalize_total(src, target_sum=1e4)
+            sc.pp.log1p(src)
+        if "highly_variable" in adata.var:
+            src.var["highly_variable"] = adata.var["highly_variable"].to_numpy()
+        else:
             sc.pp.highly_variable_genes(src, n_top_genes=min(2000, src.n_vars))
         sc.pp.pca(src, n_comps=min(30, src.n_vars - 1, src.n_obs - 1), mask_var="highly_variable")
         tmp.obsm["rep"] = src.obsm["X_pca"]
@@ -533,7 +543,7 @@ def annotate(
     E, normalised_here = _expression(adata, layer, cols)
     E = _scale(_remove_background(E, adata.obs[sample_key] if sample_key in adata.obs else None))
 
-    C = _graph(adata, use_rep, seed)
+    C = _graph(adata, use_rep, layer, normalised_here, seed)
     W = _smoother(C)
     clusters = _clusters(adata, cluster_key, C, seed)
 

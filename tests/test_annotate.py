@@ -1,0 +1,278 @@
+"""bm.tl.annotate: vocabularies, Unassigned, real PBMC accuracy, generated-data accuracy.
+
+Floors sit a little below what ``benchmarks/annotation_accuracy.py`` measures, so a
+regression fails. Preprocessing here is the fast path (log1p CP10k, HVG, PCA, kNN,
+leiden), not scVI, to keep the file quick.
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from sklearn.metrics import f1_score
+
+import bonemet as bm
+from bonemet.tl import _annotate as annot
+
+NAMED = (
+    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
+    "M-MDSC",
+    "PMN-MDSC",
+    "Immature neutrophil (CHI3L3+)",
+    "CD8 Tpex (TCF1+)",
+    "CD8 Tex (terminal)",
+)
+
+
+def _prep(adata: ad.AnnData) -> ad.AnnData:
+    """Counts in X -> log1p CP10k, HVG, PCA, kNN graph, leiden (plain scanpy)."""
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.highly_variable_genes(adata, n_top_genes=2000, flavor="seurat")
+    sc.pp.pca(adata, n_comps=30, mask_var="highly_variable", random_state=0)
+    sc.pp.neighbors(adata, n_neighbors=15, random_state=0)
+    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    return adata
+
+
+def _real(shared_data, name: str) -> ad.AnnData:
+    adata = ad.read_h5ad(shared_data / f"{name}.h5ad")
+    adata.obs["reference_label"] = adata.obs.pop("cell_type").astype(str)
+    return _prep(adata)
+
+
+def _sim(species: str, n_cells: int = 5000, seed: int = 0) -> ad.AnnData:
+    adata = bm.datasets.simulate_bone_metastasis(
+        n_cells=n_cells, n_samples=2, species=species, seed=seed
+    )
+    keep = np.ones(adata.n_obs, dtype=bool)
+    for c in ("true_doublet", "true_low_quality"):  # QC removes these before annotation
+        if c in adata.obs:
+            keep &= ~adata.obs[c].astype(bool).to_numpy()
+    return _prep(adata[keep].copy())
+
+
+def _f1(adata: ad.AnnData) -> dict[str, float]:
+    truth = adata.obs["true_population"].astype(str)
+    pred = adata.obs["population"].astype(str)
+    labels = sorted(set(truth))
+    vals = f1_score(truth, pred, labels=labels, average=None, zero_division=0)
+    return dict(zip(labels, map(float, vals)))
+
+
+@pytest.fixture(scope="module")
+def sim_human() -> ad.AnnData:
+    adata = _sim("human")
+    bm.tl.annotate(adata)
+    return adata
+
+
+@pytest.fixture(scope="module")
+def sim_mouse_raw() -> ad.AnnData:
+    return _sim("mouse")
+
+
+# ----------------------------------------------------------------------------- vocabulary
+def test_vocabularies_are_fixed() -> None:
+    assert annot.CELL_TYPES[-1] == "Unassigned" and len(annot.CELL_TYPES) == 16
+    assert len(annot.POPULATIONS) == 28 and annot.POPULATIONS[-1] == "Unassigned"
+    assert set(annot.POPULATION_TO_CELL_TYPE.values()) == set(annot.CELL_TYPES)
+    cd8 = [p for p in annot.POPULATIONS if "CD8" in p]
+    assert cd8 and all(p.startswith("CD8") for p in cd8)
+    # every marker set targets a vocabulary label; every label has a marker set
+    from bonemet._signatures import load_gene_sets
+
+    lin = {s.target for s in load_gene_sets("lineage_marker").values()}
+    pop = {s.target for s in load_gene_sets("population_marker").values()}
+    assert lin == set(annot.CELL_TYPES) - {"Unassigned"}
+    assert pop == set(annot.POPULATIONS) - {"Unassigned"}
+
+
+def test_outputs_are_categorical_with_full_vocabulary(sim_human: ad.AnnData, tmp_path) -> None:
+    sim_human.write_h5ad(tmp_path / "annotated.h5ad")  # uns stays h5ad-serialisable
+    back = ad.read_h5ad(tmp_path / "annotated.h5ad")
+    assert list(back.obs["population"].cat.categories) == list(annot.POPULATIONS)
+    obs = sim_human.obs
+    assert list(obs["cell_type"].cat.categories) == list(annot.CELL_TYPES)
+    assert list(obs["population"].cat.categories) == list(annot.POPULATIONS)
+    conf = obs["annotation_confidence"].to_numpy()
+    assert conf.dtype.kind == "f" and np.all((conf >= 0) & (conf <= 1))
+    # population and cell_type agree through the documented mapping
+    mapped = obs["population"].astype(str).map(annot.POPULATION_TO_CELL_TYPE)
+    assert (mapped == obs["cell_type"].astype(str)).all()
+    meta = sim_human.uns["bonemet"]["annotate"]
+    assert meta["species"] == "human" and meta["marker_coverage"]["lineage_t_cell"] > 0.5
+    assert sim_human.uns["bonemet"]["gene_sets"]["population_m_mdsc"]["n_found"] >= 3
+
+
+# ----------------------------------------------------------------------------- generated data
+def test_generated_human_accuracy(sim_human: ad.AnnData) -> None:
+    f1 = _f1(sim_human)
+    assert np.mean(list(f1.values())) >= 0.90, f1
+    for name in NAMED:
+        assert f1[name] >= 0.70, (name, f1)
+    lineage = (
+        sim_human.obs["true_cell_type"].astype(str) == sim_human.obs["cell_type"].astype(str)
+    ).mean()
+    assert lineage >= 0.95
+
+
+def test_generated_mouse_accuracy_and_uppercase_symbols(sim_mouse_raw: ad.AnnData) -> None:
+    adata = bm.tl.annotate(sim_mouse_raw, copy=True)
+    assert "cell_type" not in sim_mouse_raw.obs  # copy=True leaves the input alone
+    assert adata.uns["bonemet"]["annotate"]["species"] == "mouse"
+    f1 = _f1(adata)
+    assert np.mean(list(f1.values())) >= 0.90, f1
+    for name in NAMED:
+        assert f1[name] >= 0.70, (name, f1)
+
+    upper = sim_mouse_raw.copy()
+    upper.var_names = [v.upper() for v in upper.var_names]
+    bm.tl.annotate(upper)
+    assert upper.uns["bonemet"]["annotate"]["species"] == "mouse"
+    f1u = _f1(upper)
+    assert np.mean(list(f1u.values())) >= 0.90, f1u
+    assert f1u["Immature neutrophil (CHI3L3+)"] >= 0.75  # Chil3 -> CHIL3 still matches
+
+
+# ----------------------------------------------------------------------------- Unassigned
+def test_nonsense_cells_are_unassigned(sim_mouse_raw: ad.AnnData) -> None:
+    """Cells whose expression is random non-marker genes fit nothing: Unassigned."""
+    from bonemet._signatures import load_gene_sets
+
+    base = sim_mouse_raw[:1500].copy()
+    markers = {
+        g.upper()
+        for s in load_gene_sets(("lineage_marker", "population_marker")).values()
+        for sign in ("positive", "negative")
+        for g in s.genes("mouse", sign=sign)
+    }
+    non_marker = np.flatnonzero([v.upper() not in markers for v in base.var_names])
+    rng = np.random.default_rng(1)
+    n_bad = 150
+    counts = np.zeros((n_bad, base.n_vars), dtype=np.float32)
+    for i in range(n_bad):
+        genes = rng.choice(non_marker, size=600, replace=False)
+        counts[i, genes] = rng.poisson(3.0, size=genes.size) + 1
+    bad = ad.AnnData(X=sp.csr_matrix(counts), var=pd.DataFrame(index=base.var_names))
+    bad.obs_names = [f"nonsense_{i}" for i in range(n_bad)]
+    bad.obs["sample"] = "nonsense"
+    good = ad.AnnData(
+        X=base.layers["counts"].copy(),
+        obs=base.obs[["sample"]].copy(),
+        var=pd.DataFrame(index=base.var_names),
+    )
+    both = ad.concat([good, bad])
+    both.obs["sample"] = both.obs["sample"].astype(str).astype("category")
+    both = _prep(both)
+    bm.tl.annotate(both)
+    is_bad = both.obs_names.str.startswith("nonsense_")
+    frac_unassigned = (both.obs.loc[is_bad, "cell_type"] == "Unassigned").mean()
+    assert frac_unassigned >= 0.9
+    assert (both.obs.loc[is_bad, "population"] == "Unassigned").mean() >= 0.9
+    assert (both.obs.loc[~is_bad, "cell_type"] != "Unassigned").mean() >= 0.9
+    assert both.obs.loc[is_bad, "annotation_confidence"].median() < 0.15
+
+
+# ----------------------------------------------------------------------------- real PBMC
+def test_kang_pbmc_accuracy(shared_data) -> None:
+    adata = _real(shared_data, "kang2018_pbmc_ifnb")
+    bm.tl.annotate(adata)
+    lin = bm.tl.lineage_accuracy(adata, label_key="reference_label")
+    assert lin["n_evaluated"] == adata.n_obs
+    assert lin["accuracy"] >= 0.94, lin
+    t = bm.tl.cd8_cd4_accuracy(adata, label_key="reference_label")
+    assert t["accuracy"] >= 0.90, t
+    tab = bm.tl.label_agreement(adata, label_key="reference_label")
+    assert tab.to_numpy().sum() == adata.n_obs
+    assert tab.loc["CD14+ Monocytes", "Monocyte/Macrophage"] >= 380
+    # no bone-marrow-only population is invented in blood
+    pops = set(adata.obs["population"].astype(str))
+    assert not pops & {
+        "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
+        "Osteoclast",
+        "Tumour epithelial",
+    }
+
+
+def test_pbmc4k_accuracy(shared_data) -> None:
+    adata = _real(shared_data, "pbmc4k_soupx")
+    bm.tl.annotate(adata, cluster_key=None)  # clusters computed internally
+    lin = bm.tl.lineage_accuracy(adata, label_key="reference_label")
+    assert lin["n_excluded"] >= 20  # "?" cells are not evaluated
+    assert lin["accuracy"] >= 0.92, lin
+    for label in ("B", "T_CD4", "T_CD8", "MNP"):
+        assert lin["per_label"][label] >= 0.95, lin
+    t = bm.tl.cd8_cd4_accuracy(adata, label_key="reference_label")
+    assert t["accuracy"] >= 0.93, t
+    assert adata.uns["bonemet"]["annotate"]["parameters"]["cluster_key"] == "leiden (computed here)"
+
+
+# ----------------------------------------------------------------------------- helpers / edge cases
+def test_lineage_accuracy_mapping_and_exclusions() -> None:
+    obs = pd.DataFrame(
+        {
+            "reference_label": ["MNP", "MNP", "T_CD8", "?", "CD14+ Monocytes", "NK"],
+            "cell_type": [
+                "Dendritic cell",
+                "Monocyte/Macrophage",
+                "NK cell",
+                "T cell",
+                "Monocyte/Macrophage",
+                "NK cell",
+            ],
+            "population": ["cDC2", "Classical monocyte", "NK", "CD4 T", "Classical monocyte", "NK"],
+        }
+    )
+    adata = ad.AnnData(obs=obs.set_index(pd.Index([f"c{i}" for i in range(6)])))
+    res = bm.tl.lineage_accuracy(adata)
+    assert res["n_evaluated"] == 5 and res["n_excluded"] == 1
+    assert res["accuracy"] == pytest.approx(4 / 5)
+    res2 = bm.tl.lineage_accuracy(adata, mapping={"NK": ()})  # user mapping wins; () = skip
+    assert res2["n_evaluated"] == 4
+    t = bm.tl.cd8_cd4_accuracy(adata)
+    assert t["n_reference_t"] == 1 and t["n_called_t"] == 0 and t["accuracy_all"] == 0.0
+
+
+def test_counts_input_without_graph_and_celltypist_skip(sim_mouse_raw: ad.AnnData) -> None:
+    """Raw counts in X, no graph, no clusters: normalised and graphed internally, no new slots."""
+    sub = sim_mouse_raw[:800]
+    adata = ad.AnnData(
+        X=sub.layers["counts"].copy(),
+        obs=sub.obs[["sample", "true_population"]].copy(),
+        var=pd.DataFrame(index=sub.var_names),
+    )
+    try:
+        import celltypist  # noqa: F401
+    except ImportError:
+        installed = False
+    else:
+        installed = True
+    if installed:
+        with pytest.raises(ValueError, match="not found"):
+            bm.tl.annotate(adata, species="mouse", celltypist_model="/nonexistent/model.pkl")
+        bm.tl.annotate(adata, species="mouse")
+    else:
+        bm.tl.annotate(adata, species="mouse", celltypist_model="/nonexistent/model.pkl")
+        ct = adata.uns["bonemet"]["annotate"]["celltypist"]
+        assert ct["used"] is False and "not installed" in ct["skipped"]
+        assert any("celltypist" in w for w in adata.uns["bonemet"]["warnings"])
+    meta = adata.uns["bonemet"]["annotate"]
+    assert meta["normalised_here"] is True
+    assert not adata.obsp.keys() and "X_pca" not in adata.obsm
+    assert (adata.obs["cell_type"] != "Unassigned").mean() > 0.8
+
+
+def test_bad_arguments() -> None:
+    adata = ad.AnnData(
+        X=sp.csr_matrix(np.ones((5, 3), dtype=np.float32)), var=pd.DataFrame(index=["A", "B", "C"])
+    )
+    with pytest.raises(ValueError, match="min_confidence"):
+        bm.tl.annotate(adata, min_confidence=2.0)
+    with pytest.raises(ValueError, match="marker genes"):
+        bm.tl.annotate(adata, species="human")
