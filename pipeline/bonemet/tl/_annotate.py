@@ -4,31 +4,38 @@
 (``signatures/lineage_*.yaml``, ``signatures/population_*.yaml``) and works in four steps:
 
 1. **Per-cell marker scores.** Each marker gene's ambient floor (its 25th percentile in
-   the sample) is subtracted; its log-normalised expression is then divided by
-   a robust per-gene scale (the larger of the 90th percentile of its non-zero values,
-   its 99th percentile over all cells and ``log1p(1)``) and clipped to ``[0, 1]``. A set's score is the mean of the *top half* of
-   its positive genes minus ``0.5 ×`` the mean of the top half of its negative genes. The
-   top half makes a score robust to dropout and to one ambient transcript (haemoglobin,
-   LYZ); at the lineage level a set with fewer than three genes found in the data is
-   shrunk (``n_found / 3``) so that one gene cannot make a lineage.
+   the sample, ``sample_key``) is subtracted; the log-normalised expression is then
+   divided by a robust per-gene scale (the larger of the 90th percentile of its non-zero
+   values, its 99th percentile over all cells and ``log1p(1)``) and clipped to ``[0, 1]``.
+   A set's score is the mean of the *top half* of its positive genes minus ``0.5 x`` the
+   mean of the top half of its negative genes. The top half makes a score robust to
+   dropout and to one ambient transcript (haemoglobin, LYZ); a set measured by fewer
+   than three of its genes (or not all of a shorter set) is shrunk in proportion, so
+   that one gene cannot make a call.
 2. **Graph smoothing.** Scores are diffused over the kNN graph of the (integrated)
    embedding: ``adata.obsp["connectivities"]`` when present, else a graph computed on
-   ``use_rep`` / ``X_scVI`` / ``X_harmony`` / ``X_pca``.
+   ``use_rep`` / ``X_scVI`` / ``X_harmony`` / ``X_pca`` (or a PCA made here).
 3. **Lineage (``obs["cell_type"]``).** Each cell's evidence is the mean of its own
    smoothed lineage scores and its cluster's mean scores (``cluster_key``); a cell whose
-   own evidence for another lineage is clearly stronger (margin ``0.2``) overrides its
-   cluster. Confidence is ``sqrt(best) × (best − second) / best``; cells below
-   ``min_confidence`` or with a best score under ``0.1`` are ``Unassigned``.
+   own evidence for another lineage is stronger by ``0.1`` overrides its cluster.
+   Confidence is ``sqrt(best) x (best - second) / best``; cells below ``min_confidence``
+   or with a best score under ``0.1`` are ``Unassigned`` (not forced into a lineage).
 4. **Population (``obs["population"]``), cell level within the lineage.** A lineage has
-   root populations (e.g. CD4 T vs CD8 T; classical / non-classical monocyte vs
-   macrophage) chosen by the highest smoothed score, and states that refine a root when
-   their own programme (genes not shared with the root) reaches ``0.3``:
-   Treg within CD4 T; CD8 Tpex / CD8 Tex within CD8 T; M-MDSC within classical monocytes;
-   iron-recycling macrophages within macrophages; PMN-MDSC within neutrophils. Several
-   marker files with the same target must *all* be satisfied (minimum of their scores),
-   e.g. the Tpex progenitor programme AND the PD-1/TOX exhaustion axis; the CCR3+
-   iron-recycling programme AND macrophage identity (C1QA/CD68). Populations are smoothed
-   less than lineages so that small subpopulations inside big clusters survive.
+   root populations (CD4 T vs CD8 T; classical / non-classical monocyte vs macrophage;
+   mature vs immature neutrophil; cDC1 / cDC2 / pDC) that compete on the genes that
+   distinguish them within the lineage (their genes minus the lineage set, when at least
+   two remain), and states that refine a root: Treg within CD4 T; CD8 Tpex / CD8 Tex
+   within CD8 T; M-MDSC within classical monocytes; iron-recycling macrophages within
+   macrophages; PMN-MDSC within either neutrophil root. A state is judged only on genes
+   that neither its parent nor its lineage set holds (so shared S100A8/9 or CD8A say
+   nothing), and is called when that score exceeds the parent's median cell by ``0.2``
+   (the threshold clipped to ``[0.15, 0.45]``): a data-derived "high" as biology.md asks.
+   Several marker files with the same target must *all* be present (geometric mean of
+   their scores), e.g. the Tpex progenitor programme AND the PD-1/TOX exhaustion axis;
+   the iron-recycling programme AND its VCAM1/CD163/CCR3 phenotype. A required set that
+   the data cannot measure (e.g. no PDCD1/TOX in the matrix) means the state is not
+   called. States are smoothed less than lineages so that small subpopulations inside
+   big clusters survive.
 
 An optional CellTypist model (``celltypist_model=``; needs the ``celltypist`` package)
 can assign a lineage to low-confidence cells; it is never required.
@@ -625,7 +632,8 @@ def annotate(
         "method": (
             "marker scores (top-half mean of per-gene-scaled log expression, minus 0.5x negatives), "
             "kNN-graph smoothed; lineage from cell + cluster evidence with per-cell override; "
-            "populations within lineage at cell level (roots by score, states by own programme >= 0.3)"
+            "populations within lineage at cell level (roots on lineage-distinguishing genes, "
+            "states on their own genes above a parent-relative threshold; AND sets by geometric mean)"
         ),
         "parameters": params,
         "species": sp_,
