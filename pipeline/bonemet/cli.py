@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-key", metavar="COL", help="obs column naming the batch if not the sample"
     )
     p.add_argument("--species", choices=["auto", "human", "mouse"])
-    p.add_argument("--format", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "samplesheet"])
+    p.add_argument("--format", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "tsv", "samplesheet"])
     p.add_argument("--geo", metavar="GSE", help="a GEO series accession instead of --input")
     p.add_argument("--out", metavar="DIR", help="output folder")
     p.add_argument("--max-epochs", type=int, help="scVI epochs (default: scvi-tools' heuristic)")
@@ -155,7 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sample", required=True, metavar="ID", help="sample id (letters, digits, . _ -)"
     )
-    p.add_argument("--format", default="auto", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv"])
+    p.add_argument(
+        "--format",
+        default="auto",
+        help="auto (default), 10x_mtx, 10x_h5, h5ad, csv or tsv (aliases: mtx, 10x, h5, txt)",
+    )
     p.add_argument("--batch", metavar="B")
     p.add_argument("--condition", metavar="C")
     p.add_argument("--species", choices=["auto", "human", "mouse"])

@@ -34,7 +34,7 @@ class InputConfig(_Section):
     path: str | None = None
     geo: str | None = None
     samples: list[str] | None = None
-    format: Literal["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "samplesheet"] = "auto"
+    format: Literal["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "tsv", "samplesheet"] = "auto"
     sample_key: str | None = None
     label_key: str | None = None
     batch_key: str | None = None
