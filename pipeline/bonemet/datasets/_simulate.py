@@ -47,6 +47,8 @@ import scipy.sparse as sp
 from .._errors import InputError
 from .._logging import logger
 from .._resources import package_data_dir
+from .._vocab import POPULATION_TO_CELL_TYPE as _VOCAB_MAP
+from .._vocab import UNASSIGNED as _UNASSIGNED
 
 __all__ = ["simulate_bone_metastasis"]
 
@@ -56,83 +58,12 @@ _UNIVERSE_FILE = "gene_universe_human.tsv.gz"
 # Vocabularies
 # --------------------------------------------------------------------------------------
 
-POPULATIONS: tuple[str, ...] = (
-    "CD4 T",
-    "Treg",
-    "CD8 T",
-    "CD8 Tpex (TCF1+)",
-    "CD8 Tex (terminal)",
-    "NK",
-    "B",
-    "Plasma",
-    "Classical monocyte",
-    "Non-classical monocyte",
-    "Macrophage",
-    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
-    "M-MDSC",
-    "PMN-MDSC",
-    "Immature neutrophil (CHI3L3+)",
-    "Mature neutrophil",
-    "cDC1",
-    "cDC2",
-    "pDC",
-    "Mast/Basophil",
-    "Erythroid progenitor",
-    "HSPC",
-    "Osteoclast",
-    "Osteoblast",
-    "MSC/Stromal",
-    "Endothelial",
-    "Tumour epithelial",
-)
 
-CELL_TYPES: tuple[str, ...] = (
-    "T cell",
-    "NK cell",
-    "B cell",
-    "Plasma cell",
-    "Monocyte/Macrophage",
-    "Neutrophil",
-    "Dendritic cell",
-    "Mast cell/Basophil",
-    "Erythroid",
-    "HSPC",
-    "Osteoclast",
-    "Osteoblast",
-    "Stromal",
-    "Endothelial",
-    "Tumour epithelial",
-)
-
-POPULATION_TO_CELL_TYPE: dict[str, str] = {
-    "CD4 T": "T cell",
-    "Treg": "T cell",
-    "CD8 T": "T cell",
-    "CD8 Tpex (TCF1+)": "T cell",
-    "CD8 Tex (terminal)": "T cell",
-    "NK": "NK cell",
-    "B": "B cell",
-    "Plasma": "Plasma cell",
-    "Classical monocyte": "Monocyte/Macrophage",
-    "Non-classical monocyte": "Monocyte/Macrophage",
-    "Macrophage": "Monocyte/Macrophage",
-    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)": "Monocyte/Macrophage",
-    "M-MDSC": "Monocyte/Macrophage",
-    "PMN-MDSC": "Neutrophil",
-    "Immature neutrophil (CHI3L3+)": "Neutrophil",
-    "Mature neutrophil": "Neutrophil",
-    "cDC1": "Dendritic cell",
-    "cDC2": "Dendritic cell",
-    "pDC": "Dendritic cell",
-    "Mast/Basophil": "Mast cell/Basophil",
-    "Erythroid progenitor": "Erythroid",
-    "HSPC": "HSPC",
-    "Osteoclast": "Osteoclast",
-    "Osteoblast": "Osteoblast",
-    "MSC/Stromal": "Stromal",
-    "Endothelial": "Endothelial",
-    "Tumour epithelial": "Tumour epithelial",
-}
+#: the populations simulated (the annotation vocabulary without "Unassigned")
+POPULATIONS: tuple[str, ...] = tuple(p for p in _VOCAB_MAP if p != _UNASSIGNED)
+#: their lineages (the ``cell_type`` vocabulary without "Unassigned")
+CELL_TYPES: tuple[str, ...] = tuple(dict.fromkeys(_VOCAB_MAP[p] for p in POPULATIONS))
+POPULATION_TO_CELL_TYPE: dict[str, str] = {p: _VOCAB_MAP[p] for p in POPULATIONS}
 
 _TPEX = "CD8 Tpex (TCF1+)"
 _TEX = "CD8 Tex (terminal)"

@@ -58,6 +58,7 @@ import scipy.sparse as sp
 from .._errors import InputError
 from .._logging import logger
 from .._signatures import GeneSet, load_gene_sets
+from .._vocab import CELL_TYPES, POPULATION_TO_CELL_TYPE, POPULATIONS, UNASSIGNED
 
 __all__ = [
     "CELL_TYPES",
@@ -70,62 +71,6 @@ __all__ = [
     "cd8_cd4_accuracy",
 ]
 
-UNASSIGNED = "Unassigned"
-
-CELL_TYPES: tuple[str, ...] = (
-    "T cell",
-    "NK cell",
-    "B cell",
-    "Plasma cell",
-    "Monocyte/Macrophage",
-    "Neutrophil",
-    "Dendritic cell",
-    "Mast cell/Basophil",
-    "Erythroid",
-    "HSPC",
-    "Osteoclast",
-    "Osteoblast",
-    "Stromal",
-    "Endothelial",
-    "Tumour epithelial",
-    UNASSIGNED,
-)
-"""Fixed vocabulary of ``obs["cell_type"]`` (categories in this order)."""
-
-POPULATION_TO_CELL_TYPE: dict[str, str] = {
-    "CD4 T": "T cell",
-    "Treg": "T cell",
-    "CD8 T": "T cell",
-    "CD8 Tpex (TCF1+)": "T cell",
-    "CD8 Tex (terminal)": "T cell",
-    "NK": "NK cell",
-    "B": "B cell",
-    "Plasma": "Plasma cell",
-    "Classical monocyte": "Monocyte/Macrophage",
-    "Non-classical monocyte": "Monocyte/Macrophage",
-    "Macrophage": "Monocyte/Macrophage",
-    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)": "Monocyte/Macrophage",
-    "M-MDSC": "Monocyte/Macrophage",
-    "PMN-MDSC": "Neutrophil",
-    "Immature neutrophil (CHI3L3+)": "Neutrophil",
-    "Mature neutrophil": "Neutrophil",
-    "cDC1": "Dendritic cell",
-    "cDC2": "Dendritic cell",
-    "pDC": "Dendritic cell",
-    "Mast/Basophil": "Mast cell/Basophil",
-    "Erythroid progenitor": "Erythroid",
-    "HSPC": "HSPC",
-    "Osteoclast": "Osteoclast",
-    "Osteoblast": "Osteoblast",
-    "MSC/Stromal": "Stromal",
-    "Endothelial": "Endothelial",
-    "Tumour epithelial": "Tumour epithelial",
-    UNASSIGNED: UNASSIGNED,
-}
-"""Population -> lineage (``cell_type``) mapping."""
-
-POPULATIONS: tuple[str, ...] = tuple(POPULATION_TO_CELL_TYPE)
-"""Fixed vocabulary of ``obs["population"]`` (categories in this order)."""
 
 # Population hierarchy inside each lineage: roots compete by score; a state refines one of
 # its parents when its own programme (genes not shared with the parent) is strong enough.

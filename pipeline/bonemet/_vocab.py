@@ -1,0 +1,66 @@
+"""The fixed label vocabularies shared by annotation, the simulator and the figures.
+
+``obs["cell_type"]`` takes values from :data:`CELL_TYPES` and ``obs["population"]`` from
+:data:`POPULATIONS` (both end with ``"Unassigned"``); every CD8 state starts with "CD8".
+"""
+
+from __future__ import annotations
+
+__all__ = ["UNASSIGNED", "CELL_TYPES", "POPULATIONS", "POPULATION_TO_CELL_TYPE"]
+
+UNASSIGNED = "Unassigned"
+
+POPULATION_TO_CELL_TYPE: dict[str, str] = {
+    "CD4 T": "T cell",
+    "Treg": "T cell",
+    "CD8 T": "T cell",
+    "CD8 Tpex (TCF1+)": "T cell",
+    "CD8 Tex (terminal)": "T cell",
+    "NK": "NK cell",
+    "B": "B cell",
+    "Plasma": "Plasma cell",
+    "Classical monocyte": "Monocyte/Macrophage",
+    "Non-classical monocyte": "Monocyte/Macrophage",
+    "Macrophage": "Monocyte/Macrophage",
+    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)": "Monocyte/Macrophage",
+    "M-MDSC": "Monocyte/Macrophage",
+    "PMN-MDSC": "Neutrophil",
+    "Immature neutrophil (CHI3L3+)": "Neutrophil",
+    "Mature neutrophil": "Neutrophil",
+    "cDC1": "Dendritic cell",
+    "cDC2": "Dendritic cell",
+    "pDC": "Dendritic cell",
+    "Mast/Basophil": "Mast cell/Basophil",
+    "Erythroid progenitor": "Erythroid",
+    "HSPC": "HSPC",
+    "Osteoclast": "Osteoclast",
+    "Osteoblast": "Osteoblast",
+    "MSC/Stromal": "Stromal",
+    "Endothelial": "Endothelial",
+    "Tumour epithelial": "Tumour epithelial",
+    UNASSIGNED: UNASSIGNED,
+}
+"""Population -> lineage (``cell_type``) mapping, in vocabulary order."""
+
+POPULATIONS: tuple[str, ...] = tuple(POPULATION_TO_CELL_TYPE)
+"""Fixed vocabulary of ``obs["population"]`` (categories in this order)."""
+
+CELL_TYPES: tuple[str, ...] = (
+    "T cell",
+    "NK cell",
+    "B cell",
+    "Plasma cell",
+    "Monocyte/Macrophage",
+    "Neutrophil",
+    "Dendritic cell",
+    "Mast cell/Basophil",
+    "Erythroid",
+    "HSPC",
+    "Osteoclast",
+    "Osteoblast",
+    "Stromal",
+    "Endothelial",
+    "Tumour epithelial",
+    UNASSIGNED,
+)
+"""Fixed vocabulary of ``obs["cell_type"]`` (categories in this order)."""
