@@ -58,6 +58,7 @@ import scipy.sparse as sp
 from .._errors import InputError
 from .._logging import logger
 from .._signatures import GeneSet, load_gene_sets
+from .._utils import add_warning
 from .._vocab import CELL_TYPES, POPULATION_TO_CELL_TYPE, POPULATIONS, UNASSIGNED
 
 __all__ = [
@@ -487,10 +488,20 @@ def annotate(
 
     cols = sorted({j for s in (*lsets.values(), *psets.values()) for j in (*s.pos, *s.neg)})
     if not cols:
-        raise InputError(
-            f"none of the {sp_} marker genes is in adata.var_names (e.g. {list(adata.var_names[:5])}); "
-            "pass species='human' or 'mouse' and gene symbols, not Ensembl ids"
+        # nothing to annotate with: say so and leave every cell Unassigned, rather than
+        # failing a whole pipeline run after integration
+        add_warning(
+            adata,
+            f"annotate: none of the {sp_} marker genes is in adata.var_names (e.g. "
+            f"{list(map(str, adata.var_names[:5]))}), so every cell is Unassigned; use gene "
+            "symbols (not Ensembl ids) of a whole human or mouse transcriptome",
         )
+        n = adata.n_obs
+        adata.obs["cell_type"] = pd.Categorical([UNASSIGNED] * n, categories=list(CELL_TYPES))
+        adata.obs["population"] = pd.Categorical([UNASSIGNED] * n, categories=list(POPULATIONS))
+        adata.obs["annotation_confidence"] = np.zeros(n)
+        adata.uns["bonemet"]["annotate"] = {"method": "none (no marker gene found)", "species": sp_}
+        return adata if copy else None
     col = {j: i for i, j in enumerate(cols)}
     E, normalised_here = _expression(adata, layer, cols)
     E = _scale(_remove_background(E, adata.obs[sample_key] if sample_key in adata.obs else None))

@@ -31,6 +31,7 @@ from anndata import AnnData
 from .._errors import InputError
 from .._logging import logger
 from .._signatures import GeneSet, Species, load_gene_sets, match_genes, resolve_species
+from .._utils import add_warning
 
 __all__ = [
     "SCORE_METHODS",
@@ -84,12 +85,7 @@ def _bonemet_uns(adata: AnnData) -> dict[str, Any]:
 
 
 def _add_warning(adata: AnnData, msg: str) -> None:
-    warns = _bonemet_uns(adata).get("warnings", [])
-    warns = [str(w) for w in (warns.tolist() if isinstance(warns, np.ndarray) else warns)]
-    if msg not in warns:
-        warns.append(msg)
-    _bonemet_uns(adata)["warnings"] = warns
-    logger.warning(msg)
+    add_warning(adata, msg)
 
 
 def _drop_warnings(adata: AnnData, prefix: str) -> None:
