@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 SAMPLE_STAGES = ("ingest", "qc")
+#: uns key of the per-sample erythroid-mimicry table written by the score stage
+MIMICRY_KEY = "bonemet_erythroid_mimicry"
 STAGES = ("ingest", "qc", "merge", "integrate", "cluster", "annotate", "score", "report")
 
 
@@ -242,8 +244,12 @@ def score(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
         seed=cfg.seed,
     )
     if "cell_type" in adata.obs:
-        # per-cell calls (obs["erythroid_mimicry_call"]) belong to the scored object
-        tl.erythroid_mimicry(adata)
+        # per-cell calls (obs["erythroid_mimicry_call"]) belong to the scored object; the
+        # per-sample table goes to uns for the report stage
+        mimicry = tl.erythroid_mimicry(adata)
+        text = mimicry.select_dtypes("object").columns
+        mimicry[text] = mimicry[text].fillna("").astype(str)  # h5ad-safe
+        adata.uns[MIMICRY_KEY] = mimicry
     _record(adata, "score", cfg.section_dict("score"), time.perf_counter() - t0)
     return adata
 
@@ -271,7 +277,10 @@ def write_tables(adata: ad.AnnData, cfg: Config, out_dir: str | Path) -> dict[st
         tables["gene_set_coverage"] = pd.DataFrame(gs).T.rename_axis("gene_set")
     if "population" in obs and any(c.startswith("score_") for c in obs.columns):
         tables["score_summary"] = tl.score_summary(adata)
-        tables["erythroid_mimicry"] = tl.erythroid_mimicry(adata)
+        mimicry = adata.uns.get(MIMICRY_KEY)
+        tables["erythroid_mimicry"] = (
+            mimicry if isinstance(mimicry, pd.DataFrame) else tl.erythroid_mimicry(adata)
+        )
         tables["axes"] = tl.axes_table(adata)
         if cfg.score.ssgsea and "counts" in adata.layers:
             tables["pseudobulk_ssgsea"] = tl.pseudobulk_enrichment(
