@@ -274,5 +274,10 @@ def test_bad_arguments() -> None:
     )
     with pytest.raises(ValueError, match="min_confidence"):
         bm.tl.annotate(adata, min_confidence=2.0)
-    with pytest.raises(ValueError, match="marker genes"):
-        bm.tl.annotate(adata, species="human")
+    # no marker gene at all: every cell Unassigned, with a warning for the report
+    # (a pipeline run does not fail after integration because of the gene panel)
+    bm.tl.annotate(adata, species="human")
+    assert set(adata.obs["cell_type"]) == {"Unassigned"}
+    assert set(adata.obs["population"]) == {"Unassigned"}
+    assert (adata.obs["annotation_confidence"] == 0).all()
+    assert any("none of the human marker genes" in w for w in adata.uns["bonemet"]["warnings"])
