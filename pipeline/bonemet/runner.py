@@ -101,11 +101,14 @@ class Runner:
         self.skipped: list[str] = []
         self.ran: list[str] = []
         self.timings: dict[str, float] = {}
+        self.input_sums: dict[str, str] = {}
         self.on_stage = on_stage or (lambda stage, event: None)
 
     # -- keys and checkpoints -------------------------------------------------
     def _keys(self) -> dict[str, str]:
-        prev = json.dumps(input_checksums(self.cfg), sort_keys=True)
+        # hashed once per run: the stage keys and provenance share the result
+        self.input_sums = input_checksums(self.cfg)
+        prev = json.dumps(self.input_sums, sort_keys=True)
         keys = {}
         for stage in _stages.STAGES:
             part = {s: _pick(self.cfg_dict, s) for s in _STAGE_SECTIONS[stage]}
@@ -245,7 +248,7 @@ class Runner:
             "timings": {**dict(meta.get("timings", {})), **self.timings},
             "device": _device(meta),
             "config": self.cfg_dict,
-            "inputs": input_checksums(self.cfg),
+            "inputs": self.input_sums,
             "packages": package_versions(),
             "python": sys.version.split()[0],
             "platform": platform.platform(),
