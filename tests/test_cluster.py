@@ -54,8 +54,18 @@ def test_main_resolution_added_when_missing_and_seeded():
     bm.tl.cluster(a1, resolutions=(0.5,), resolution=1.0, seed=3)
     bm.tl.cluster(a2, resolutions=(0.5,), resolution=1.0, seed=3)
     assert "leiden_1.0" in a1.obs and a1.obs["leiden"].equals(a1.obs["leiden_1.0"])
-    assert a1.obs["leiden"].equals(a2.obs["leiden"])
-    np.testing.assert_allclose(a1.obsm["X_umap"], a2.obsm["X_umap"])
+    # the seeded graph and clusters (everything annotation and scoring read) are identical
+    assert (a1.obsp["connectivities"] != a2.obsp["connectivities"]).nnz == 0
+    for key in ("leiden", "leiden_0.5"):
+        assert a1.obs[key].equals(a2.obs[key])
+    # UMAP coordinates are *not* compared: on a fresh install umap-learn's numba kernels are
+    # compiled and cached during the run, and the first runs can then differ in the last
+    # bits, which UMAP's SGD amplifies (seen in CI; README "Limits"). Each run's layout
+    # still separates the planted populations.
+    from sklearn.metrics import silhouette_score
+
+    for a in (a1, a2):
+        assert silhouette_score(a.obsm["X_umap"], a.obs["truth"]) > 0.5
 
 
 def test_use_rep_defaults():
