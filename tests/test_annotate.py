@@ -113,9 +113,11 @@ def test_outputs_are_categorical_with_full_vocabulary(sim_human: ad.AnnData, tmp
 # ----------------------------------------------------------------------------- generated data
 def test_generated_human_accuracy(sim_human: ad.AnnData) -> None:
     f1 = _f1(sim_human)
-    assert np.mean(list(f1.values())) >= 0.90, f1
+    assert np.mean(list(f1.values())) >= 0.93, f1
     for name in NAMED:
-        assert f1[name] >= 0.70, (name, f1)
+        assert f1[name] >= 0.75, (name, f1)
+    # the seeded classifier in the T-cell embedding recovers Tpex with dropout of its markers
+    assert f1["CD8 Tpex (TCF1+)"] >= 0.90 and f1["M-MDSC"] >= 0.90, f1
     lineage = (
         sim_human.obs["true_cell_type"].astype(str) == sim_human.obs["cell_type"].astype(str)
     ).mean()
@@ -127,9 +129,9 @@ def test_generated_mouse_accuracy_and_uppercase_symbols(sim_mouse_raw: ad.AnnDat
     assert "cell_type" not in sim_mouse_raw.obs  # copy=True leaves the input alone
     assert adata.uns["bonemet"]["annotate"]["species"] == "mouse"
     f1 = _f1(adata)
-    assert np.mean(list(f1.values())) >= 0.90, f1
+    assert np.mean(list(f1.values())) >= 0.93, f1
     for name in NAMED:
-        assert f1[name] >= 0.70, (name, f1)
+        assert f1[name] >= 0.80, (name, f1)
 
     upper = sim_mouse_raw.copy()
     upper.var_names = [v.upper() for v in upper.var_names]

@@ -36,6 +36,20 @@
    the data cannot measure (e.g. no PDCD1/TOX in the matrix) means the state is not
    called. States are smoothed less than lineages so that small subpopulations inside
    big clusters survive.
+5. **Seeded refinement in the lineage's own embedding.** Sub-types differ in few genes and
+   mix on the whole-data embedding, so each lineage with several roots (>= 50 cells) is
+   re-embedded alone (its own 1,000 variable genes, 20 PCs, kNN), as one would by hand.
+   Roots are smoothed on that graph. Cells whose *own* marker evidence names one root
+   and no other (>= 0.3 vs <= 0.05) seed an L2 logistic regression on the lineage PCs,
+   which learns what else separates the roots; cells are re-decided by the mean of its
+   probability and the smoothed marker score (roots with < 10 seeds keep the marker
+   call). A state with one parent (Treg, Tpex, Tex, M-MDSC, iron-recycling macrophage)
+   likewise gets a classifier when it has >= 20 seeds (and >= 5% of the parent): the
+   cells the threshold calls on their own evidence vs cells with none; its probability
+   >= 0.5 makes the call. Rare states keep the threshold rule, and PMN-MDSC (a state of
+   two roots) too. On Kang 2018 this lifts CD8-vs-CD4 agreement from 0.922 to 0.937,
+   and on generated data CD8 Tpex F1 from 0.70-0.89 to 0.88-0.97
+   (``benchmarks/annotation_accuracy.py``).
 
 An optional CellTypist model (``celltypist_model=``; needs the ``celltypist`` package)
 can assign a lineage to low-confidence cells; it is never required.
@@ -45,7 +59,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +115,10 @@ _STATES: dict[str, tuple[str, ...]] = {
     "Immature neutrophil (CHI3L3+)": ("PMN-MDSC",),
 }
 
+_N_PARENTS: dict[str, int] = {
+    st: sum(st in v for v in _STATES.values()) for sts in _STATES.values() for st in sts
+}
+
 # Scoring constants (documented in the module docstring).
 _NEG_WEIGHT = 0.5
 _MIN_GENES = 3
@@ -117,6 +135,18 @@ _MIN_LINEAGE_SCORE = 0.1
 _STATE_FLOOR = 0.15
 _STATE_MARGIN = 0.2
 _STATE_CAP = 0.45
+_SUBGRAPH_MIN_CELLS = 50  # a lineage is re-embedded for its roots when it has this many
+_SUBGRAPH_HVG = 1000
+_SUBGRAPH_PCS = 20
+_SUBGRAPH_SMOOTH = (0.7, 2)
+_SEED_SCORE = 0.3  # a root seed has this much own evidence for the root ...
+_SEED_OTHER = 0.05  # ... and no more than this for any other root of its lineage
+_SEED_MIN = 10  # seeds a root needs before the classifier learns it
+_SEED_C = 0.1  # inverse L2 strength of the seeded logistic regressions
+_STATE_SEED_SCORE = 0.3  # a state seed: own evidence >= this and above the threshold
+_STATE_SEED_NONE = 0.01  # a non-state seed: no own evidence and below the threshold
+_STATE_SEED_MIN = 20  # states with fewer seeds (or < 5% of the parent) keep the threshold
+_STATE_SEED_FRAC = 0.05
 
 # Reference labels of public sets -> accepted lineages (lower-cased, stripped). Used by
 # ``lineage_accuracy``; labels not listed are mapped by keywords (``_reference_lineages``).
@@ -362,6 +392,86 @@ def _graph(
     return sp.csr_matrix(tmp.obsp["connectivities"])
 
 
+def _lineage_embedding(
+    adata: ad.AnnData, layer: str | None, is_counts: bool, cells: np.ndarray, seed: int
+) -> tuple[np.ndarray, sp.csr_matrix] | None:
+    """PCA of ``cells`` on their own variable genes, and its row-normalised kNN graph.
+
+    Sub-types inside a lineage (CD4 vs CD8 T, classical vs non-classical monocytes) differ
+    in few genes; on the whole-data embedding their neighbourhoods mix. Re-embedding the
+    lineage alone (as one would by hand: subset, HVGs, PCA, kNN) separates them.
+    ``None`` when the lineage is too small to re-embed.
+    """
+    if cells.size < _SUBGRAPH_MIN_CELLS:
+        return None
+    import scanpy as sc
+
+    X = adata.X if layer is None else adata.layers[layer]
+    sub = X[cells]
+    sub = (
+        sp.csr_matrix(sub, dtype=np.float32)
+        if sp.issparse(sub)
+        else sp.csr_matrix(np.asarray(sub, dtype=np.float32))
+    )
+    tmp = ad.AnnData(X=sub, var=pd.DataFrame(index=np.arange(sub.shape[1]).astype(str)))
+    if is_counts:
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
+    detected = np.asarray((tmp.X > 0).sum(axis=0)).ravel()
+    tmp = tmp[:, detected >= 3].copy()
+    if tmp.n_vars < 20:
+        return None
+    n_top = int(min(_SUBGRAPH_HVG, tmp.n_vars))
+    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
+    n_comps = int(min(_SUBGRAPH_PCS, tmp.n_obs - 2, int(tmp.var["highly_variable"].sum()) - 1))
+    if n_comps < 2:
+        return None
+    sc.pp.pca(tmp, n_comps=n_comps, mask_var="highly_variable", random_state=seed)
+    k = int(min(15, max(2, tmp.n_obs - 1)))
+    sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=seed)
+    return np.asarray(tmp.obsm["X_pca"]), _smoother(sp.csr_matrix(tmp.obsp["connectivities"]))
+
+
+def _seeded_state(pcs: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Probability of a state for every cell, from a classifier on its seeds."""
+    from sklearn.linear_model import LogisticRegression
+
+    use = pos | neg
+    clf = LogisticRegression(C=_SEED_C, max_iter=2000, class_weight="balanced")
+    clf.fit(pcs[use], pos[use])
+    return clf.predict_proba(pcs)[:, 1].astype(np.float32)
+
+
+def _seeded_roots(raw: np.ndarray, pcs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Root probabilities from a classifier trained on the lineage's unambiguous cells.
+
+    Seeds are cells whose own (unsmoothed) marker evidence names one root and no other
+    (``raw >= _SEED_SCORE`` for it, ``<= _SEED_OTHER`` for the rest). A logistic regression
+    on the lineage's PCA learns from them what else separates the roots (co-expressed
+    genes the marker lists do not name) and is applied to every cell of the lineage. This
+    is the marker-seeded label transfer that hand-made workflows do by sub-clustering.
+    Returns ``(probabilities, mask of the roots the classifier knows)`` or ``None`` when
+    fewer than two roots have ``_SEED_MIN`` seeds.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    n, k = raw.shape
+    best = raw.argmax(axis=1)
+    top = raw[np.arange(n), best]
+    others = np.where(np.eye(k, dtype=bool)[best], -np.inf, raw).max(axis=1) if k > 1 else 0.0
+    seeds = (top >= _SEED_SCORE) & (others <= _SEED_OTHER)
+    counts = np.bincount(best[seeds], minlength=k)
+    known = counts >= _SEED_MIN
+    if known.sum() < 2:
+        return None
+    use = seeds & known[best]
+    clf = LogisticRegression(C=_SEED_C, max_iter=2000, class_weight="balanced")
+    clf.fit(pcs[use], best[use])
+    P = np.zeros((n, k), dtype=np.float32)
+    P[:, clf.classes_] = clf.predict_proba(pcs).astype(np.float32)
+    return P, known
+
+
 def _smoother(C: sp.csr_matrix) -> sp.csr_matrix:
     W = C.copy().astype(np.float32)
     d = np.asarray(W.sum(axis=1)).ravel()
@@ -559,7 +669,12 @@ def annotate(
     lin_label = np.where(unassigned, UNASSIGNED, lin_label)
 
     # ---- populations within lineages
-    pop_label, pop_conf = _assign_populations(E, col, W, psets, list(lsets.values()), lin_label)
+    def lineage_graph(cells: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix] | None:
+        return _lineage_embedding(adata, layer, normalised_here, cells, seed)
+
+    pop_label, pop_conf = _assign_populations(
+        E, col, W, psets, list(lsets.values()), lin_label, lineage_graph
+    )
     conf = np.where(unassigned, lin_conf, lin_conf * (0.75 + 0.25 * pop_conf))
     conf = np.clip(conf, 0.0, 1.0).astype(np.float32)
 
@@ -589,7 +704,9 @@ def annotate(
             "marker scores (top-half mean of per-gene-scaled log expression, minus 0.5x negatives), "
             "kNN-graph smoothed; lineage from cell + cluster evidence with per-cell override; "
             "populations within lineage at cell level (roots on lineage-distinguishing genes, "
-            "states on their own genes above a parent-relative threshold; AND sets by geometric mean)"
+            "states on their own genes above a parent-relative threshold; AND sets by geometric mean); "
+            "roots and abundant single-parent states refined by marker-seeded logistic regression "
+            "in the lineage's own PCA"
         ),
         "parameters": params,
         "species": sp_,
@@ -606,6 +723,12 @@ def annotate(
             "state_floor": _STATE_FLOOR,
             "state_margin": _STATE_MARGIN,
             "state_cap": _STATE_CAP,
+            "lineage_pcs": _SUBGRAPH_PCS,
+            "lineage_hvg": _SUBGRAPH_HVG,
+            "seed_score": _SEED_SCORE,
+            "seed_other": _SEED_OTHER,
+            "seed_min": _SEED_MIN,
+            "state_seed_min": _STATE_SEED_MIN,
         },
         "celltypist": {k: v for k, v in ct_info.items() if isinstance(v, str | bool | int | float)},
     }
@@ -660,6 +783,7 @@ def _assign_populations(
     psets: Mapping[str, _Set],
     lsets: Sequence[_Set],
     lin_label: np.ndarray,
+    lineage_graph: Callable[[np.ndarray], tuple[np.ndarray, sp.csr_matrix] | None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     n = E.shape[0]
     by_target: dict[str, list[_Set]] = {}
@@ -669,9 +793,11 @@ def _assign_populations(
     conf = np.zeros(n, dtype=np.float32)
     cache: dict[tuple[str, str], np.ndarray | None] = {}
 
-    def smoothed(target: str, parent: str | None) -> np.ndarray | None:
+    raw_cache: dict[tuple[str, str], np.ndarray | None] = {}
+
+    def raw_score(target: str, parent: str | None) -> np.ndarray | None:
         key = (target, parent or "")
-        if key not in cache:
+        if key not in raw_cache:
             drop: set[int] = set()
             if parent is not None:  # a state is judged on genes its parent/lineage lacks
                 drop = {j for s in by_target.get(parent, []) for j in s.pos}
@@ -688,7 +814,13 @@ def _assign_populations(
                     and len(set(own) - lin_genes) >= 2
                 ):
                     drop = lin_genes
-            raw = _set_scores(E, col, by_target.get(target, []), drop)
+            raw_cache[key] = _set_scores(E, col, by_target.get(target, []), drop)
+        return raw_cache[key]
+
+    def smoothed(target: str, parent: str | None) -> np.ndarray | None:
+        key = (target, parent or "")
+        if key not in cache:
+            raw = raw_score(target, parent)
             how = _ROOT_SMOOTH if parent is None else _STATE_SMOOTH
             cache[key] = None if raw is None else _smooth(raw[:, None], W, *how)[:, 0]
         return cache[key]
@@ -697,9 +829,38 @@ def _assign_populations(
         cells = np.flatnonzero(lin_label == lin)
         if cells.size == 0:
             continue
-        avail = [(r, smoothed(r, None)) for r in roots]
-        avail = [(r, v) for r, v in avail if v is not None] or [(roots[0], np.zeros(n, np.float32))]
-        R = np.stack([v[cells] for _, v in avail], axis=1)
+        emb = lineage_graph(cells) if (lineage_graph is not None and len(roots) > 1) else None
+        if emb is not None:  # roots judged in the lineage's own embedding
+            pcs, Wl = emb
+            avail = [(r, raw_score(r, None)) for r in roots]
+            avail = [(r, v) for r, v in avail if v is not None]
+            R = (
+                _smooth(np.stack([v[cells] for _, v in avail], axis=1), Wl, *_SUBGRAPH_SMOOTH)
+                if avail
+                else np.zeros((cells.size, 0), np.float32)
+            )
+            if len(avail) > 1:
+                Rraw = np.stack([v[cells] for _, v in avail], axis=1)
+                fit = _seeded_roots(Rraw, pcs)
+                if fit is not None:
+                    P, known = fit
+                    # a cell whose marker evidence points to a root the classifier knows is
+                    # re-decided among those roots by the mean of the classifier's
+                    # probability and the smoothed marker score; other roots keep theirs
+                    to_known = known[R.argmax(axis=1)]
+                    Q = np.where(known[None, :], 0.5 * P + 0.5 * R, -1.0)
+                    R = np.where(to_known[:, None], Q, R)
+        else:
+            avail = [(r, smoothed(r, None)) for r in roots]
+            avail = [(r, v) for r, v in avail if v is not None]
+            R = (
+                np.stack([v[cells] for _, v in avail], axis=1)
+                if avail
+                else np.zeros((cells.size, 0), np.float32)
+            )
+        if not avail:
+            avail = [(roots[0], np.zeros(n, np.float32))]
+            R = np.zeros((cells.size, 1), np.float32)
         bi = R.argmax(axis=1)
         root = np.asarray([r for r, _ in avail], dtype=object)[bi]
         if R.shape[1] > 1:
@@ -725,6 +886,26 @@ def _assign_populations(
             base = np.median(np.where(np.isfinite(S), S, 0), axis=0)
             thr = np.clip(base + _STATE_MARGIN, _STATE_FLOOR, _STATE_CAP)
             excess = S - thr[None, :]
+            if emb is not None:  # the lineage embedding also serves its states
+                # seeded classifier in the lineage's embedding: seeds are the cells the
+                # threshold calls on their own evidence, and cells with none at all
+                local = np.flatnonzero(m)
+                for i, st in enumerate(states):
+                    rv = raw_score(st, parent)
+                    if rv is None or _N_PARENTS[st] > 1:
+                        # a state of several roots (PMN-MDSC) keeps the threshold rule: a
+                        # classifier per root sees only part of the state
+                        continue
+                    rs = rv[sub]
+                    pos = (rs >= _STATE_SEED_SCORE) & (excess[:, i] >= 0)
+                    neg = (rs <= _STATE_SEED_NONE) & (excess[:, i] < 0)
+                    if pos.sum() < max(_STATE_SEED_MIN, _STATE_SEED_FRAC * sub.size) or (
+                        neg.sum() < _STATE_SEED_MIN
+                    ):  # rare states keep the threshold rule (too few seeds to learn from)
+                        continue
+                    p_state = _seeded_state(emb[0][local], pos, neg)
+                    # same scale as the threshold rule: >= 0 is a call
+                    excess[:, i] = (p_state - 0.5) * (2 * _STATE_MARGIN)
             bs = excess.argmax(axis=1)
             top = excess[np.arange(sub.size), bs]
             hit = top >= 0
