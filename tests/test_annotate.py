@@ -7,6 +7,8 @@ leiden), not scVI, to keep the file quick.
 
 from __future__ import annotations
 
+import sys
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import scipy.sparse as sp
 from sklearn.metrics import f1_score
 
 import bonemet as bm
+from bonemet._errors import InputError
 from bonemet.tl import _annotate as annot
 
 NAMED = (
@@ -241,7 +244,9 @@ def test_lineage_accuracy_mapping_and_exclusions() -> None:
     assert t["n_reference_t"] == 1 and t["n_called_t"] == 0 and t["accuracy_all"] == 0.0
 
 
-def test_counts_input_without_graph_and_celltypist_skip(sim_mouse_raw: ad.AnnData) -> None:
+def test_counts_input_without_graph_and_celltypist_skip(
+    sim_mouse_raw: ad.AnnData, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Raw counts in X, no graph, no clusters: normalised and graphed internally, no new slots."""
     sub = sim_mouse_raw[:800]
     adata = ad.AnnData(
@@ -249,25 +254,56 @@ def test_counts_input_without_graph_and_celltypist_skip(sim_mouse_raw: ad.AnnDat
         obs=sub.obs[["sample", "true_population"]].copy(),
         var=pd.DataFrame(index=sub.var_names),
     )
-    try:
-        import celltypist  # noqa: F401
-    except ImportError:
-        installed = False
-    else:
-        installed = True
-    if installed:
-        with pytest.raises(ValueError, match="not found"):
-            bm.tl.annotate(adata, species="mouse", celltypist_model="/nonexistent/model.pkl")
-        bm.tl.annotate(adata, species="mouse")
-    else:
-        bm.tl.annotate(adata, species="mouse", celltypist_model="/nonexistent/model.pkl")
-        ct = adata.uns["bonemet"]["annotate"]["celltypist"]
-        assert ct["used"] is False and "not installed" in ct["skipped"]
-        assert any("celltypist" in w for w in adata.uns["bonemet"]["warnings"])
+    # without the celltypist package the optional refinement is skipped with a warning
+    monkeypatch.setitem(sys.modules, "celltypist", None)  # import celltypist -> ImportError
+    bm.tl.annotate(adata, species="mouse", celltypist_model="/nonexistent/model.pkl")
+    ct = adata.uns["bonemet"]["annotate"]["celltypist"]
+    assert ct["used"] is False and "not installed" in ct["skipped"]
+    assert any("celltypist" in w for w in adata.uns["bonemet"]["warnings"])
     meta = adata.uns["bonemet"]["annotate"]
     assert meta["normalised_here"] is True
     assert not adata.obsp.keys() and "X_pca" not in adata.obsm
     assert (adata.obs["cell_type"] != "Unassigned").mean() > 0.8
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # the test model
+def test_celltypist_model_rescues_low_confidence_cells(tmp_path) -> None:
+    """A real CellTypist model (trained offline here) assigns cells the markers leave unsure."""
+    celltypist = pytest.importorskip("celltypist")
+    full = _sim("human", n_cells=2400, seed=6)
+    order = np.random.default_rng(0).permutation(full.n_obs)
+    half = full.n_obs // 2
+    ref, query = full[order[:half]].copy(), full[order[half:]].copy()
+    # labels as public models spell them; bonemet maps them to its lineages
+    ref.obs["label"] = (
+        ref.obs["true_cell_type"].astype(str).replace({"B cell": "B cells", "T cell": "T cells"})
+    ).to_numpy()
+    model = celltypist.train(
+        ref,
+        labels="label",
+        feature_selection=False,
+        use_SGD=True,
+        max_iter=30,
+        n_jobs=1,
+        random_state=0,
+    )
+    path = tmp_path / "model.pkl"
+    model.write(str(path))
+    with pytest.raises(InputError, match="not found"):
+        bm.tl.annotate(query.copy(), celltypist_model=tmp_path / "missing.pkl")
+
+    strict = dict(min_confidence=0.4)  # a strict threshold leaves more cells unsure
+    plain = bm.tl.annotate(query, copy=True, **strict)
+    refined = bm.tl.annotate(query, copy=True, celltypist_model=path, **strict)
+    info = refined.uns["bonemet"]["annotate"]["celltypist"]
+    assert info["used"] is True and info["n_confirmed"] + info["n_changed"] > 0
+    truth = query.obs["true_cell_type"].astype(str).to_numpy()
+    before = plain.obs["cell_type"].astype(str).to_numpy()
+    after = refined.obs["cell_type"].astype(str).to_numpy()
+    rescued = (before == "Unassigned") & (after != "Unassigned")
+    assert rescued.sum() >= 3, info
+    assert (after[rescued] == truth[rescued]).mean() >= 0.9
+    assert (after == truth).mean() >= (before == truth).mean()
 
 
 def test_bad_arguments() -> None:

@@ -661,7 +661,13 @@ def annotate(
     ct_info: dict[str, Any] = {"used": False}
     if celltypist_model is not None:
         lin_label, lin_conf, ct_info = _celltypist_refine(
-            adata, layer, str(celltypist_model), lin_label, lin_conf, min_confidence
+            adata,
+            layer,
+            str(celltypist_model),
+            lin_label,
+            lin_conf,
+            min_confidence,
+            is_counts=normalised_here,
         )
         s1 = np.where(ct_info.pop("_changed", np.zeros(adata.n_obs, bool)), 1.0, s1)
 
@@ -928,8 +934,13 @@ def _celltypist_refine(
     lin_label: np.ndarray,
     lin_conf: np.ndarray,
     min_confidence: float,
+    *,
+    is_counts: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Give low-confidence cells the lineage of a CellTypist model's majority vote."""
+    """Give low-confidence cells the lineage of a CellTypist model's prediction.
+
+    CellTypist expects log1p(CP10k) expression; raw counts are normalised for it here.
+    """
     info: dict[str, Any] = {"used": False, "model": model_path}
     try:
         import celltypist  # type: ignore[import-not-found]
@@ -950,18 +961,31 @@ def _celltypist_refine(
         obs=pd.DataFrame(index=adata.obs_names.copy()),
         var=pd.DataFrame(index=adata.var_names.copy()),
     )
+    if is_counts:
+        import scanpy as sc
+
+        sc.pp.normalize_total(tmp, target_sum=1e4)
+        sc.pp.log1p(tmp)
     res = celltypist.annotate(tmp, model=model_path, majority_voting=False)
     labels = res.predicted_labels["predicted_labels"].astype(str).to_numpy()
     prob = res.probability_matrix.max(axis=1).to_numpy()
     mapped = np.array([(_reference_lineages(x) or (None,))[0] for x in labels], dtype=object)
-    changed = (
+    # low-confidence cells that the model calls with probability >= 0.5 take its lineage
+    # ("changed" when it differs from the marker call, "confirmed" when it agrees)
+    used = (
         (lin_conf < 2 * min_confidence) & (prob >= 0.5) & np.array([m is not None for m in mapped])
     )
+    differs = used & (mapped != lin_label)
     lin_label = lin_label.copy()
     lin_conf = lin_conf.copy()
-    lin_label[changed] = mapped[changed]
-    lin_conf[changed] = np.maximum(lin_conf[changed], prob[changed].astype(np.float32) * 0.5)
-    info.update(used=True, n_changed=int(changed.sum()), _changed=changed)
+    lin_label[used] = mapped[used]
+    lin_conf[used] = np.maximum(lin_conf[used], prob[used].astype(np.float32) * 0.5)
+    info.update(
+        used=True,
+        n_changed=int(differs.sum()),
+        n_confirmed=int((used & ~differs).sum()),
+        _changed=used,
+    )
     return lin_label, lin_conf, info
 
 
