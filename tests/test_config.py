@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 import yaml
 
 import bonemet as bm
+from bonemet._errors import ConfigError
 from bonemet._resources import configs_dir
 from bonemet.config import load_config
 
@@ -40,9 +44,7 @@ def test_partial_override_keeps_other_defaults(tmp_path):
 def test_bad_config_lists_every_problem_at_once(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_text(
-        "qc:\n  max_pct_mito: -5\n  min_genez: 10\n"
-        "integrate:\n  method: tsne\n"
-        "clusterr: {}\n"
+        "qc:\n  max_pct_mito: -5\n  min_genez: 10\nintegrate:\n  method: tsne\nclusterr: {}\n"
     )
     with pytest.raises(bm.ConfigError) as e:
         load_config(p)
@@ -76,3 +78,104 @@ def test_yaml_is_never_code(tmp_path):
     p.write_text("seed: !!python/object/apply:os.system ['echo hacked']\n")
     with pytest.raises(bm.ConfigError, match="not valid YAML"):
         load_config(p)
+
+
+# ----------------------------------------------------------------------------- stage slices
+def _config_reads(func: ast.FunctionDef) -> set[str]:
+    """Dotted config keys a stage function reads: ``cfg.a.b`` chains and section_dict('x')."""
+    reads: set[str] = set()
+    inner = {  # cfg.a inside cfg.a.b: only the whole chain counts
+        id(n.value) for n in ast.walk(func) if isinstance(n, ast.Attribute)
+    }
+    for node in ast.walk(func):
+        if id(node) in inner:
+            continue
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in ("section_dict", "to_dict") and isinstance(
+                node.func.value, ast.Name
+            ):
+                if node.func.attr == "to_dict":
+                    reads.add("")  # the whole config
+                else:
+                    reads.add(node.args[0].value)
+                continue
+        if isinstance(node, ast.Attribute):
+            chain = []
+            cur: ast.AST = node
+            while isinstance(cur, ast.Attribute):
+                chain.append(cur.attr)
+                cur = cur.value
+            if isinstance(cur, ast.Name) and cur.id == "cfg":
+                keys = [k for k in reversed(chain) if k not in ("section_dict", "to_dict")]
+                if keys:
+                    reads.add(".".join(keys[:2]))
+    return reads
+
+
+def test_stage_sections_cover_what_each_stage_reads() -> None:
+    """The runner's resume keys and Nextflow's per-stage slices rely on STAGE_SECTIONS."""
+    import bonemet._stages as stages_mod
+    from bonemet.config import STAGE_SECTIONS
+
+    tree = ast.parse(Path(stages_mod.__file__).read_text())
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for stage, declared in STAGE_SECTIONS.items():
+        reads = _config_reads(funcs[stage])
+        # helpers the stage calls with cfg (write_tables from report)
+        for n in ast.walk(funcs[stage]):
+            if (
+                isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Name)
+                and n.func.id in funcs
+                and any(isinstance(a, ast.Name) and a.id == "cfg" for a in n.args)
+            ):
+                reads |= _config_reads(funcs[n.func.id])
+        assert reads, stage
+        for key in reads:
+            covered = any(d == "" or key == d or key.startswith(d + ".") for d in declared)
+            assert covered, f"stage {stage!r} reads cfg.{key} but STAGE_SECTIONS lacks it"
+
+
+def test_stage_slices_load_back_with_the_stage_values(tmp_path) -> None:
+    from bonemet.config import STAGE_SECTIONS, stage_config
+
+    cfg = load_config(overrides={"qc": {"min_counts": 321}, "cluster": {"resolution": 0.7}})
+    cfg_dict = cfg.to_dict()
+    for stage in STAGE_SECTIONS:
+        back = load_config(stage_config(cfg, stage)).to_dict()
+        for dotted in STAGE_SECTIONS[stage]:
+            want, got = cfg_dict, back
+            for part in filter(None, dotted.split(".")):
+                want, got = want[part], got[part]
+            assert got == want, (stage, dotted)
+    # the qc slice carries qc values but not the cluster section (defaults there)
+    qc = stage_config(cfg, "qc")
+    assert qc["qc"]["min_counts"] == 321 and "cluster" not in qc
+    assert stage_config(cfg, "report") == cfg_dict
+    with pytest.raises(ConfigError, match="unknown stage"):
+        stage_config(cfg, "plot")
+
+
+def test_cli_config_writes_stage_slices(tmp_path) -> None:
+    from bonemet.cli import main
+
+    rc = main(
+        [
+            "config",
+            "--output",
+            str(tmp_path / "config.yaml"),
+            "--stage-dir",
+            str(tmp_path / "stages"),
+            "--set",
+            "report.dpi=150",
+        ]
+    )
+    assert rc == 0
+    names = sorted(p.stem for p in (tmp_path / "stages").glob("*.yaml"))
+    assert names == sorted(
+        ["ingest", "qc", "merge", "integrate", "cluster", "annotate", "score", "report"]
+    )
+    integ = yaml.safe_load((tmp_path / "stages" / "integrate.yaml").read_text())
+    assert "report" not in integ and integ["integrate"]["method"] == "scvi"
+    rep = yaml.safe_load((tmp_path / "stages" / "report.yaml").read_text())
+    assert rep["report"]["dpi"] == 150

@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output", required=True, metavar="CFG.yaml")
     p.add_argument(
+        "--stage-dir",
+        metavar="DIR",
+        help="also write DIR/<stage>.yaml with only the keys each stage reads (Nextflow gives "
+        "each task its slice, so -resume re-runs only stages whose own keys changed)",
+    )
+    p.add_argument(
         "--set",
         action="append",
         default=[],
@@ -380,6 +386,16 @@ def _cmd_config(args: argparse.Namespace) -> int:
     cfg = _load(args, _set_overrides(args.set))
     with atomic_path(args.output) as tmp:
         tmp.write_text(config_to_yaml(cfg))
+    if args.stage_dir:
+        import yaml
+
+        from .config import STAGE_SECTIONS, stage_config
+
+        out = Path(args.stage_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for stage in STAGE_SECTIONS:
+            with atomic_path(out / f"{stage}.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(stage_config(cfg, stage), sort_keys=False))
     return 0
 
 

@@ -25,27 +25,9 @@ from ._errors import InputError
 from ._logging import logger
 from ._utils import sha256_file, write_h5ad, write_json
 from ._version import __version__
-from .config import Config, config_to_yaml, load_config
+from .config import Config, config_to_yaml, load_config, stage_config
 
 __all__ = ["run", "Runner", "input_checksums"]
-
-_STAGE_SECTIONS = {
-    "ingest": ("input",),
-    "qc": ("qc", "seed"),
-    "merge": ("normalize", "qc.min_cells_per_gene", "integrate.batch_key"),
-    "integrate": ("integrate", "seed", "input.allow_non_counts"),
-    "cluster": ("cluster", "seed"),
-    "annotate": ("annotate", "input.species"),
-    "score": ("score", "input.species", "seed"),
-    "report": ("report",),
-}
-
-
-def _pick(d: dict[str, Any], dotted: str) -> Any:
-    cur: Any = d
-    for part in dotted.split("."):
-        cur = cur[part]
-    return cur
 
 
 def input_checksums(cfg: Config) -> dict[str, str]:
@@ -111,7 +93,7 @@ class Runner:
         prev = json.dumps(self.input_sums, sort_keys=True)
         keys = {}
         for stage in _stages.STAGES:
-            part = {s: _pick(self.cfg_dict, s) for s in _STAGE_SECTIONS[stage]}
+            part = stage_config(self.cfg, stage)
             blob = json.dumps([__version__, stage, prev, part], sort_keys=True, default=str)
             prev = hashlib.sha256(blob.encode()).hexdigest()
             keys[stage] = prev
