@@ -212,6 +212,27 @@ def test_same_cells_clusters_labels_as_bonemet_run(test_run, tmp_path):
 
 
 @pytest.mark.timeout(900)
+def test_resume_reruns_only_the_stages_whose_settings_changed(test_run):
+    """Each task gets its stage's slice of the config: a report setting re-runs the report only."""
+    launch, out = test_run["launch"], test_run["out"]
+    assert test_run["result"].returncode == 0, "the first run failed (see the test above)"
+    time.sleep(1.1)
+    r = nextflow(
+        launch, "-profile", "test", "--outdir", str(out), "-resume", "--set", "report.dpi=100"
+    )
+    assert r.returncode == 0, _fail_msg(r, launch)
+    rows = [(row["process"].split(":")[-1], row["status"]) for row in _latest_trace(out)]
+    rerun = {name for name, st in rows if st != "CACHED"}
+    assert rerun == {"MAKE_CONFIG", "REPORT"}, rows
+    assert {name for name, _ in rows} >= {"INGEST", "QC", "MERGE", "INTEGRATE", "SCORE"}, rows
+    import yaml
+
+    assert (
+        yaml.safe_load((out / "pipeline_info" / "config.yaml").read_text())["report"]["dpi"] == 100
+    )
+
+
+@pytest.mark.timeout(900)
 def test_stub_run(tmp_path):
     """`-stub` runs the whole graph with each process's stub block: no analysis at all."""
     out = tmp_path / "out"

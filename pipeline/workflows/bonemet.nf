@@ -1,7 +1,8 @@
 /*
  * The bonemet workflow: every process calls one `bonemet` stage command; no analysis logic
- * and no parameter defaults live here (MAKE_CONFIG writes the run's config.yaml, which
- * every stage receives).
+ * and no parameter defaults live here (MAKE_CONFIG writes the run's config.yaml, and one
+ * slice of it per stage: each task gets the keys its stage reads, as a value, so -resume
+ * re-runs a stage only when its own settings or its input changed).
  *
  *   MAKE_CONFIG -> [SIMULATE | FETCH_GEO | samplesheet] -> INGEST, QC (per sample, in
  *   parallel) -> MERGE -> INTEGRATE (process_gpu) -> CLUSTER -> ANNOTATE -> SCORE -> REPORT
@@ -31,8 +32,12 @@ workflow BONEMET {
     ch_versions  = Channel.empty()
 
     MAKE_CONFIG(run_meta, base_config, overrides)
-    ch_config   = MAKE_CONFIG.out.config     // a value channel: reused by every task
+    ch_config   = MAKE_CONFIG.out.config     // a value channel: FETCH_GEO and REPORT read it all
     ch_versions = ch_versions.mix(MAKE_CONFIG.out.versions)
+    ch_stage_yaml = MAKE_CONFIG.out.stages.flatten().map { f -> [f.baseName, f.text] }
+    def stageConfig = { String name ->
+        ch_stage_yaml.filter { it[0] == name }.map { it[1] }.first()   // a value channel
+    }
 
     //
     // Per-sample inputs
@@ -50,10 +55,10 @@ workflow BONEMET {
         ch_versions = ch_versions.mix(SIMULATE.out.versions)
     }
 
-    INGEST(ch_samples, ch_config)
+    INGEST(ch_samples, stageConfig('ingest'))
     ch_versions = ch_versions.mix(INGEST.out.versions.first())
 
-    QC(INGEST.out.h5ad, ch_config)
+    QC(INGEST.out.h5ad, stageConfig('qc'))
     ch_versions = ch_versions.mix(QC.out.versions.first())
 
     //
@@ -64,19 +69,19 @@ workflow BONEMET {
         .map { meta, h5ad -> h5ad }
         .toSortedList { a, b -> a.name <=> b.name }
         .map { files -> [run_meta, files] }
-    MERGE(ch_merge_in, ch_config)
+    MERGE(ch_merge_in, stageConfig('merge'))
     ch_versions = ch_versions.mix(MERGE.out.versions)
 
-    INTEGRATE(MERGE.out.h5ad, ch_config)
+    INTEGRATE(MERGE.out.h5ad, stageConfig('integrate'))
     ch_versions = ch_versions.mix(INTEGRATE.out.versions)
 
-    CLUSTER(INTEGRATE.out.h5ad, ch_config)
+    CLUSTER(INTEGRATE.out.h5ad, stageConfig('cluster'))
     ch_versions = ch_versions.mix(CLUSTER.out.versions)
 
-    ANNOTATE(CLUSTER.out.h5ad, ch_config)
+    ANNOTATE(CLUSTER.out.h5ad, stageConfig('annotate'))
     ch_versions = ch_versions.mix(ANNOTATE.out.versions)
 
-    SCORE(ANNOTATE.out.h5ad, ch_config)
+    SCORE(ANNOTATE.out.h5ad, stageConfig('score'))
     ch_versions = ch_versions.mix(SCORE.out.versions)
     ch_final    = SCORE.out.h5ad
     ch_html     = Channel.empty()

@@ -8,7 +8,7 @@ process INGEST {
 
     input:
     tuple val(meta), path(counts, stageAs: 'input/*')
-    path config
+    val  config_yaml   // this stage's slice of config.yaml, as text: -resume compares it by value
 
     output:
     tuple val(meta), path("${prefix}.h5ad"), emit: h5ad
@@ -18,6 +18,7 @@ process INGEST {
     task.ext.when == null || task.ext.when
 
     script:
+    def config_b64 = config_yaml.toString().bytes.encodeBase64().toString()  // one safe shell word
     def args      = task.ext.args ?: ''
     prefix        = task.ext.prefix ?: "${meta.id}"
     def format    = meta.format ? "--format ${meta.format}" : ''
@@ -25,12 +26,13 @@ process INGEST {
     def condition = meta.condition ? "--condition '${meta.condition}'" : ''
     def species   = meta.species ? "--species ${meta.species}" : ''
     """
+    python3 -c "import base64; open('stage_config.yaml', 'wb').write(base64.b64decode('${config_b64}'))"
     export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
     bonemet ingest \\
         --input ${counts} \\
         --sample ${meta.id} \\
         ${format} ${batch} ${condition} ${species} \\
-        --config ${config} \\
+        --config stage_config.yaml \\
         ${args} \\
         --output ${prefix}.h5ad
 

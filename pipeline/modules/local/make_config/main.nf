@@ -4,7 +4,9 @@
  * `bonemet config` merges configs/default.yaml, the user's --config file (if any) and the
  * --set overrides built from pipeline parameters, validates the result with bonemet's
  * pydantic schema (unknown keys and bad values fail here, before any data is touched) and
- * writes config.yaml, which every later stage receives. Groovy holds no defaults.
+ * writes config.yaml, plus stages/<stage>.yaml with only the keys each stage reads: a task
+ * gets its own slice, so a changed report setting does not re-run scVI under -resume.
+ * Groovy holds no defaults.
  */
 process MAKE_CONFIG {
     tag "${meta.id}"
@@ -17,6 +19,7 @@ process MAKE_CONFIG {
 
     output:
     path "config.yaml" , emit: config
+    path "stages/*.yaml", emit: stages
     path "versions.yml", emit: versions
 
     when:
@@ -31,6 +34,7 @@ process MAKE_CONFIG {
         ${base_arg} \\
         ${set_args} \\
         ${args} \\
+        --stage-dir stages \\
         --output config.yaml
 
     cat <<-END_VERSIONS > versions.yml
@@ -42,6 +46,8 @@ process MAKE_CONFIG {
     stub:
     """
     touch config.yaml
+    mkdir -p stages
+    for s in ingest qc merge integrate cluster annotate score report; do touch stages/\$s.yaml; done
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
         bonemet: \$(python -c "from importlib.metadata import version; print(version('bonemet'))" 2>/dev/null || echo stub)

@@ -8,7 +8,7 @@ process QC {
 
     input:
     tuple val(meta), path(h5ad, stageAs: 'input/*')
-    path config
+    val  config_yaml   // this stage's slice of config.yaml, as text: -resume compares it by value
 
     output:
     tuple val(meta), path("${prefix}.qc.h5ad"), emit: h5ad
@@ -18,13 +18,15 @@ process QC {
     task.ext.when == null || task.ext.when
 
     script:
+    def config_b64 = config_yaml.toString().bytes.encodeBase64().toString()  // one safe shell word
     def args = task.ext.args ?: ''
     prefix   = task.ext.prefix ?: "${meta.id}"
     """
+    python3 -c "import base64; open('stage_config.yaml', 'wb').write(base64.b64decode('${config_b64}'))"
     export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
     bonemet qc \\
         --input ${h5ad} \\
-        --config ${config} \\
+        --config stage_config.yaml \\
         ${args} \\
         --output ${prefix}.qc.h5ad
 
