@@ -68,6 +68,13 @@ def _f1(adata: ad.AnnData) -> dict[str, float]:
     return dict(zip(labels, map(float, vals)))
 
 
+def _mmdsc_fraction(adata: ad.AnnData) -> float:
+    """M-MDSC calls among monocyte calls (healthy blood has few M-MDSC)."""
+    pop = adata.obs["population"].astype(str)
+    mono = pop.isin(["Classical monocyte", "Non-classical monocyte", "M-MDSC"])
+    return float((pop[mono] == "M-MDSC").mean())
+
+
 @pytest.fixture(scope="module")
 def sim_human() -> ad.AnnData:
     adata = _sim("human")
@@ -193,6 +200,7 @@ def test_kang_pbmc_accuracy(shared_data) -> None:
     assert lin["accuracy"] >= 0.94, lin
     t = bm.tl.cd8_cd4_accuracy(adata, label_key="reference_label")
     assert t["accuracy"] >= 0.90, t
+    assert _mmdsc_fraction(adata) <= 0.15  # measured 0.10: healthy monocytes are not MDSC
     tab = bm.tl.label_agreement(adata, label_key="reference_label")
     assert tab.to_numpy().sum() == adata.n_obs
     assert tab.loc["CD14+ Monocytes", "Monocyte/Macrophage"] >= 380
@@ -215,6 +223,7 @@ def test_pbmc4k_accuracy(shared_data) -> None:
         assert lin["per_label"][label] >= 0.95, lin
     t = bm.tl.cd8_cd4_accuracy(adata, label_key="reference_label")
     assert t["accuracy"] >= 0.93, t
+    assert _mmdsc_fraction(adata) <= 0.15
     assert adata.uns["bonemet"]["annotate"]["parameters"]["cluster_key"] == "leiden (computed here)"
 
 
