@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-key", metavar="COL", help="obs column naming the batch if not the sample"
     )
     p.add_argument("--species", choices=["auto", "human", "mouse"])
-    p.add_argument("--format", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "tsv", "samplesheet"])
+    p.add_argument(
+        "--format", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "tsv", "samplesheet"]
+    )
     p.add_argument("--geo", metavar="GSE", help="a GEO series accession instead of --input")
     p.add_argument("--out", metavar="DIR", help="output folder")
     p.add_argument("--max-epochs", type=int, help="scVI epochs (default: scvi-tools' heuristic)")

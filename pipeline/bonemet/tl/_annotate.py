@@ -320,6 +320,28 @@ def _expression(adata: ad.AnnData, layer: str | None, cols: list[int]) -> tuple[
     return sub, is_counts
 
 
+def _log_normalised(
+    adata: ad.AnnData, layer: str | None, is_counts: bool, cells: np.ndarray | None = None
+) -> ad.AnnData:
+    """A lean AnnData of ``X`` (or ``layer``) as float32 CSR, log1p(CP10k) normalised here
+    when it holds raw counts; ``cells`` selects rows. Gene and cell names are kept."""
+    X = adata.X if layer is None else adata.layers[layer]
+    names = adata.obs_names
+    if cells is not None:
+        X, names = X[cells], names[cells]
+    out = ad.AnnData(
+        X=sp.csr_matrix(X, dtype=np.float32),
+        obs=pd.DataFrame(index=names.copy()),
+        var=pd.DataFrame(index=adata.var_names.copy()),
+    )
+    if is_counts:
+        import scanpy as sc
+
+        sc.pp.normalize_total(out, target_sum=1e4)
+        sc.pp.log1p(out)
+    return out
+
+
 def _remove_background(E: np.ndarray, samples: pd.Series | None) -> np.ndarray:
     """Subtract each gene's ambient floor: its 25th percentile within each sample.
 
@@ -378,13 +400,7 @@ def _graph(
         tmp.obsm["rep"] = np.asarray(adata.obsm[rep], dtype=np.float32)
     else:
         logger.info("annotate: no kNN graph or embedding; computing PCA for the graph")
-        X = adata.X if layer is None else adata.layers[layer]
-        src = ad.AnnData(
-            X=sp.csr_matrix(X, dtype=np.float32), var=pd.DataFrame(index=adata.var_names)
-        )
-        if is_counts:
-            sc.pp.normalize_total(src, target_sum=1e4)
-            sc.pp.log1p(src)
+        src = _log_normalised(adata, layer, is_counts)
         if "highly_variable" in adata.var:
             src.var["highly_variable"] = adata.var["highly_variable"].to_numpy()
         else:
@@ -410,17 +426,7 @@ def _lineage_embedding(
         return None
     import scanpy as sc
 
-    X = adata.X if layer is None else adata.layers[layer]
-    sub = X[cells]
-    sub = (
-        sp.csr_matrix(sub, dtype=np.float32)
-        if sp.issparse(sub)
-        else sp.csr_matrix(np.asarray(sub, dtype=np.float32))
-    )
-    tmp = ad.AnnData(X=sub, var=pd.DataFrame(index=np.arange(sub.shape[1]).astype(str)))
-    if is_counts:
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
+    tmp = _log_normalised(adata, layer, is_counts, cells)
     detected = np.asarray((tmp.X > 0).sum(axis=0)).ravel()
     tmp = tmp[:, detected >= 3].copy()
     if tmp.n_vars < 20:
@@ -436,13 +442,17 @@ def _lineage_embedding(
     return np.asarray(tmp.obsm["X_pca"]), _smoother(sp.csr_matrix(tmp.obsp["connectivities"]))
 
 
-def _seeded_state(pcs: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Probability of a state for every cell, from a classifier on its seeds."""
+def _seed_classifier() -> Any:
+    """The L2 logistic regression both seeded refinements use."""
     from sklearn.linear_model import LogisticRegression
 
+    return LogisticRegression(C=_SEED_C, max_iter=2000, class_weight="balanced")
+
+
+def _seeded_state(pcs: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Probability of a state for every cell, from a classifier on its seeds."""
     use = pos | neg
-    clf = LogisticRegression(C=_SEED_C, max_iter=2000, class_weight="balanced")
-    clf.fit(pcs[use], pos[use])
+    clf = _seed_classifier().fit(pcs[use], pos[use])
     return clf.predict_proba(pcs)[:, 1].astype(np.float32)
 
 
@@ -457,8 +467,6 @@ def _seeded_roots(raw: np.ndarray, pcs: np.ndarray) -> tuple[np.ndarray, np.ndar
     Returns ``(probabilities, mask of the roots the classifier knows)`` or ``None`` when
     fewer than two roots have ``_SEED_MIN`` seeds.
     """
-    from sklearn.linear_model import LogisticRegression
-
     n, k = raw.shape
     best = raw.argmax(axis=1)
     top = raw[np.arange(n), best]
@@ -469,8 +477,7 @@ def _seeded_roots(raw: np.ndarray, pcs: np.ndarray) -> tuple[np.ndarray, np.ndar
     if known.sum() < 2:
         return None
     use = seeds & known[best]
-    clf = LogisticRegression(C=_SEED_C, max_iter=2000, class_weight="balanced")
-    clf.fit(pcs[use], best[use])
+    clf = _seed_classifier().fit(pcs[use], best[use])
     P = np.zeros((n, k), dtype=np.float32)
     P[:, clf.classes_] = clf.predict_proba(pcs).astype(np.float32)
     return P, known
@@ -751,12 +758,9 @@ def annotate(
             "n_total": int(s.n_pos_total),
         }
     if low:
-        msg = f"annotate: marker sets with <50% of genes found ({sp_}): {', '.join(low)}"
-        logger.warning(msg)
-        warns = list(meta.get("warnings", []))
-        if msg not in warns:
-            warns.append(msg)
-        meta["warnings"] = warns
+        add_warning(
+            adata, f"annotate: marker sets with <50% of genes found ({sp_}): {', '.join(low)}"
+        )
     logger.info(
         "annotate: %d cells, %d unassigned; lineages: %s",
         adata.n_obs,
@@ -840,37 +844,25 @@ def _assign_populations(
         if cells.size == 0:
             continue
         emb = lineage_graph(cells) if (lineage_graph is not None and len(roots) > 1) else None
-        if emb is not None:  # roots judged in the lineage's own embedding
-            pcs, Wl = emb
-            avail = [(r, raw_score(r, None)) for r in roots]
-            avail = [(r, v) for r, v in avail if v is not None]
-            R = (
-                _smooth(np.stack([v[cells] for _, v in avail], axis=1), Wl, *_SUBGRAPH_SMOOTH)
-                if avail
-                else np.zeros((cells.size, 0), np.float32)
-            )
-            if len(avail) > 1:
-                Rraw = np.stack([v[cells] for _, v in avail], axis=1)
-                fit = _seeded_roots(Rraw, pcs)
-                if fit is not None:
-                    P, known = fit
-                    # a cell whose marker evidence points to a root the classifier knows is
-                    # re-decided among those roots by the mean of the classifier's
-                    # probability and the smoothed marker score; other roots keep theirs
-                    to_known = known[R.argmax(axis=1)]
-                    Q = np.where(known[None, :], 0.5 * P + 0.5 * R, -1.0)
-                    R = np.where(to_known[:, None], Q, R)
-        else:
-            avail = [(r, smoothed(r, None)) for r in roots]
-            avail = [(r, v) for r, v in avail if v is not None]
-            R = (
-                np.stack([v[cells] for _, v in avail], axis=1)
-                if avail
-                else np.zeros((cells.size, 0), np.float32)
-            )
+        # in the lineage's own embedding roots are smoothed there (from raw scores);
+        # otherwise on the whole-data graph
+        score_of = raw_score if emb is not None else smoothed
+        avail = [(r, v) for r in roots if (v := score_of(r, None)) is not None]
         if not avail:
             avail = [(roots[0], np.zeros(n, np.float32))]
-            R = np.zeros((cells.size, 1), np.float32)
+        R = np.stack([v[cells] for _, v in avail], axis=1)
+        if emb is not None:
+            pcs, Wl = emb
+            fit = _seeded_roots(R, pcs) if len(avail) > 1 else None
+            R = _smooth(R, Wl, *_SUBGRAPH_SMOOTH)
+            if fit is not None:
+                P, known = fit
+                # a cell whose marker evidence points to a root the classifier knows is
+                # re-decided among those roots by the mean of the classifier's
+                # probability and the smoothed marker score; other roots keep theirs
+                to_known = known[R.argmax(axis=1)]
+                Q = np.where(known[None, :], 0.5 * P + 0.5 * R, -1.0)
+                R = np.where(to_known[:, None], Q, R)
         bi = R.argmax(axis=1)
         root = np.asarray([r for r, _ in avail], dtype=object)[bi]
         if R.shape[1] > 1:
@@ -947,27 +939,18 @@ def _celltypist_refine(
     try:
         import celltypist  # type: ignore[import-not-found]
     except ImportError:
-        msg = "annotate: celltypist_model given but celltypist is not installed; skipped (pip install celltypist)"
-        logger.warning(msg)
+        add_warning(
+            adata,
+            "annotate: celltypist_model given but celltypist is not installed; skipped "
+            "(pip install celltypist)",
+        )
         info["skipped"] = "celltypist not installed"
-        meta = adata.uns.setdefault("bonemet", {})
-        meta["warnings"] = [*list(meta.get("warnings", [])), msg]
         return lin_label, lin_conf, info
     if not Path(model_path).is_file():
         raise InputError(
             f"CellTypist model {model_path!r} not found; pass the path of a .pkl model"
         )
-    X = adata.X if layer is None else adata.layers[layer]
-    tmp = ad.AnnData(
-        X=sp.csr_matrix(X),
-        obs=pd.DataFrame(index=adata.obs_names.copy()),
-        var=pd.DataFrame(index=adata.var_names.copy()),
-    )
-    if is_counts:
-        import scanpy as sc
-
-        sc.pp.normalize_total(tmp, target_sum=1e4)
-        sc.pp.log1p(tmp)
+    tmp = _log_normalised(adata, layer, is_counts)
     res = celltypist.annotate(tmp, model=model_path, majority_voting=False)
     labels = res.predicted_labels["predicted_labels"].astype(str).to_numpy()
     prob = res.probability_matrix.max(axis=1).to_numpy()

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from .._errors import ConfigError, InputError, NotCountsError
 from .._logging import is_quiet, logger
+from .._utils import add_warning
 
 __all__ = ["integrate"]
 
@@ -30,14 +31,6 @@ _METHODS = ("scvi", "harmony", "pca", "none")
 # --------------------------------------------------------------------------------------------
 def _meta(adata: ad.AnnData) -> dict[str, Any]:
     return adata.uns.setdefault("bonemet", {})
-
-
-def _warn(adata: ad.AnnData, message: str) -> None:
-    logger.warning(message)
-    meta = _meta(adata)
-    warnings_ = list(meta.get("warnings", []))
-    warnings_.append(message)
-    meta["warnings"] = warnings_
 
 
 def _sample_values(x: Any, n: int = 1_000_000) -> np.ndarray:
@@ -440,7 +433,7 @@ def integrate(
                     "layer) or choose integrate.method harmony/pca (or allow non-count input)"
                 )
             fb = "harmony" if n_batches > 1 else "pca"
-            _warn(adata, f"scVI skipped: {problem}; integrated with {fb} on PCA instead")
+            add_warning(adata, f"scVI skipped: {problem}; integrated with {fb} on PCA instead")
             method = fb
     if method == "scvi":
         info = _run_scvi(

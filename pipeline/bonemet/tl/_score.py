@@ -84,10 +84,6 @@ def _bonemet_uns(adata: AnnData) -> dict[str, Any]:
     return adata.uns.setdefault("bonemet", {})
 
 
-def _add_warning(adata: AnnData, msg: str) -> None:
-    add_warning(adata, msg)
-
-
 def _drop_warnings(adata: AnnData, prefix: str) -> None:
     """Remove earlier warnings starting with ``prefix`` (superseded by a new run)."""
     warns = _bonemet_uns(adata).get("warnings")
@@ -492,7 +488,7 @@ def score(
                 del adata.obs[key]
         _drop_warnings(adata, f"gene set {name!r} not scored:")  # superseded by this run
         if not r["scored"]:
-            _add_warning(adata, f"gene set {name!r} not scored: {r['reason']}")
+            add_warning(adata, f"gene set {name!r} not scored: {r['reason']}")
         records[name] = {
             "coverage": r["coverage"],
             "n_found": r["n_found"],
@@ -857,7 +853,7 @@ def erythroid_mimicry(
     hb_genes, cov = match_genes(core.genes(sp_), adata.var_names)
     no_hb = not hb_genes
     if no_hb:
-        _add_warning(
+        add_warning(
             adata,
             f"erythroid mimicry not assessed: none of the core haemoglobin genes "
             f"{core.genes(sp_)} is in var_names (check species= and gene filtering)",
@@ -920,7 +916,7 @@ def erythroid_mimicry(
                 f"ambient haemoglobin high: {b_frac:.2%} of T/B/NK counts are Hb (> {ambient_max:.2%}); "
                 "run ambient correction (SoupX/CellBender) before reading mimicry"
             )
-            _add_warning(
+            add_warning(
                 adata,
                 f"sample {s!r}: Hb fraction in T/B/NK background is {b_frac:.2%} (> {ambient_max:.2%}); "
                 "erythroid-mimicry calls there are unreliable (ambient haemoglobin)",
