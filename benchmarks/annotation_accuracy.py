@@ -34,18 +34,11 @@ import scanpy as sc
 from sklearn.metrics import f1_score
 
 import bonemet as bm
+from bonemet._vocab import NAMED_POPULATIONS as NAMED
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "benchmarks" / "results" / "annotation_accuracy.json"
-NAMED = (
-    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
-    "M-MDSC",
-    "PMN-MDSC",
-    "Immature neutrophil (CHI3L3+)",
-    "CD8 Tpex (TCF1+)",
-    "CD8 Tex (terminal)",
-)
 
 
 def prepare(

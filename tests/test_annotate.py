@@ -19,16 +19,8 @@ from sklearn.metrics import f1_score
 
 import bonemet as bm
 from bonemet._errors import InputError
+from bonemet._vocab import NAMED_POPULATIONS as NAMED
 from bonemet.tl import _annotate as annot
-
-NAMED = (
-    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
-    "M-MDSC",
-    "PMN-MDSC",
-    "Immature neutrophil (CHI3L3+)",
-    "CD8 Tpex (TCF1+)",
-    "CD8 Tex (terminal)",
-)
 
 
 def _prep(adata: ad.AnnData) -> ad.AnnData:

@@ -6,7 +6,13 @@
 
 from __future__ import annotations
 
-__all__ = ["UNASSIGNED", "CELL_TYPES", "POPULATIONS", "POPULATION_TO_CELL_TYPE"]
+__all__ = [
+    "UNASSIGNED",
+    "CELL_TYPES",
+    "POPULATIONS",
+    "POPULATION_TO_CELL_TYPE",
+    "NAMED_POPULATIONS",
+]
 
 UNASSIGNED = "Unassigned"
 
@@ -64,3 +70,13 @@ CELL_TYPES: tuple[str, ...] = (
     UNASSIGNED,
 )
 """Fixed vocabulary of ``obs["cell_type"]`` (categories in this order)."""
+
+NAMED_POPULATIONS: tuple[str, ...] = (
+    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
+    "M-MDSC",
+    "PMN-MDSC",
+    "Immature neutrophil (CHI3L3+)",
+    "CD8 Tpex (TCF1+)",
+    "CD8 Tex (terminal)",
+)
+"""The populations the bone-metastasis findings are about; accuracy is reported for each."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 
+from .._vocab import POPULATIONS, UNASSIGNED
+
 __all__ = [
     "CELL_TYPE_COLORS",
     "POPULATION_COLORS",
@@ -13,8 +15,6 @@ __all__ = [
     "category_colors",
     "population_colors",
 ]
-
-UNASSIGNED = "Unassigned"
 
 #: The population vocabulary (``obs["population"]``) and its fixed colours. Related
 #: states share a hue family (T cells blue/green, monocytes orange, macrophages brown/red,
@@ -51,7 +51,6 @@ POPULATION_COLORS: dict[str, str] = {
     "Tumour epithelial": "#252525",
     UNASSIGNED: "#BDBDBD",
 }
-POPULATIONS: tuple[str, ...] = tuple(POPULATION_COLORS)
 
 #: Lineage (``obs["cell_type"]``) colours: each lineage takes the colour of its main
 #: population, so the two UMAPs read alike.
