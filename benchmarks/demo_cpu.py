@@ -54,9 +54,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import bonemet as bm
-    from bonemet._resources import configs_dir
     from bonemet._utils import write_h5ad
-    from bonemet.config import load_config
+    from bonemet.cli import demo_config
     from bonemet.runner import Runner
 
     bm.set_quiet(True)
@@ -68,20 +67,7 @@ def main() -> None:
     )
     src = write_h5ad(adata, out / "input" / "simulated.h5ad")
     simulate_s = time.perf_counter() - t0
-    cfg = load_config(
-        configs_dir() / "demo.yaml",
-        overrides={
-            "input": {
-                "path": str(src),
-                "sample_key": "sample",
-                "label_key": "true_population",
-                "condition_key": "condition",
-                "species": args.species,
-            },
-            "output": {"dir": str(out)},
-            "integrate": {"accelerator": "cpu"},
-        },
-    )
+    cfg = demo_config(src, out, species=args.species, integrate={"accelerator": "cpu"})
     peaks: dict[str, float] = {}
     current = {"stage": None}
     stop = threading.Event()

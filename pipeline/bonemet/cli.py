@@ -11,10 +11,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._errors import BonemetError, ConfigError, InputError
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from .config import Config
 
 __all__ = ["main", "build_parser"]
 
@@ -269,33 +272,48 @@ def _read(path: str):
         raise InputError(f"cannot read {path!r} as .h5ad ({type(e).__name__}: {e})") from None
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import datasets
+def demo_config(
+    src: str | Path,
+    out: str | Path,
+    *,
+    species: str,
+    seed: int = 0,
+    integrate: dict[str, Any] | None = None,
+    base: str | Path | None = None,
+) -> Config:
+    """The run config of ``bonemet demo`` for the simulated ``src`` (benchmarks use it too)."""
     from ._resources import configs_dir
-    from ._utils import write_h5ad
     from .config import load_config
-    from .runner import Runner
 
-    out = Path(args.out)
-    base = args.config or configs_dir() / "demo.yaml"
-    integ: dict[str, Any] = {"accelerator": args.accelerator}
-    if args.max_epochs:
-        integ["max_epochs"] = args.max_epochs
-    src = out / "input" / f"simulated_{args.species}_{args.cells}_{args.samples}_{args.seed}.h5ad"
-    cfg = load_config(
-        base,
+    return load_config(
+        base or configs_dir() / "demo.yaml",
         overrides={
             "input": {
                 "path": str(src),
                 "sample_key": "sample",
                 "label_key": "true_population",
                 "condition_key": "condition",
-                "species": args.species,
+                "species": species,
             },
             "output": {"dir": str(out)},
-            "seed": args.seed,
-            "integrate": integ,
+            "seed": seed,
+            "integrate": integrate or {},
         },
+    )
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from . import datasets
+    from ._utils import write_h5ad
+    from .runner import Runner
+
+    out = Path(args.out)
+    integ: dict[str, Any] = {"accelerator": args.accelerator}
+    if args.max_epochs:
+        integ["max_epochs"] = args.max_epochs
+    src = out / "input" / f"simulated_{args.species}_{args.cells}_{args.samples}_{args.seed}.h5ad"
+    cfg = demo_config(
+        src, out, species=args.species, seed=args.seed, integrate=integ, base=args.config
     )
     if not src.is_file():
         adata = datasets.simulate_bone_metastasis(
