@@ -297,3 +297,12 @@ def test_fast_path_on_cuda(residency, tmp_path):
         3000,
         4,
     )
+
+
+def test_lazy_exports_list_the_whole_module():
+    """bonemet.tl loads _scvi_fast on first use; its name list must match the module's."""
+    import bonemet.tl as tl
+    from bonemet.tl import _scvi_fast
+
+    assert set(tl._LAZY) == set(_scvi_fast.__all__)
+    assert all(getattr(tl, name) is getattr(_scvi_fast, name) for name in tl._LAZY)
