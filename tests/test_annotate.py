@@ -307,6 +307,120 @@ def test_celltypist_model_rescues_low_confidence_cells(tmp_path) -> None:
     assert (after == truth).mean() >= (before == truth).mean()
 
 
+@pytest.fixture(scope="module")
+def scanvi_split(tmp_path_factory) -> tuple[ad.AnnData, ad.AnnData, object]:
+    """Half of a simulated set as a scANVI reference (real scvi-tools training), half as query."""
+    full = _sim("human", n_cells=2400, seed=6)
+    order = np.random.default_rng(1).permutation(full.n_obs)
+    half = full.n_obs // 2
+    ref, query = full[order[:half]].copy(), full[order[half:]].copy()
+    # labels as public atlases spell them; bonemet maps them to its lineages
+    ref.obs["label"] = (
+        ref.obs["true_cell_type"].astype(str).replace({"B cell": "B cells", "T cell": "T cells"})
+    ).to_numpy()
+    path = bm.tl.build_scanvi_reference(
+        ref,
+        tmp_path_factory.mktemp("scanvi") / "reference",
+        label_key="label",
+        n_top_genes=1000,
+        max_epochs=10,
+        scanvi_max_epochs=5,
+        accelerator="cpu",
+    )
+    return ref, query, path
+
+
+def test_scanvi_reference_rescues_low_confidence_cells(scanvi_split) -> None:
+    """A scANVI reference (scArches query mapping) assigns cells the markers leave unsure."""
+    ref, query, path = scanvi_split
+    assert (path / "model.pt").is_file()
+    assert "label" not in query.obs and "scanvi_label" not in ref.obs  # inputs left alone
+    strict = dict(min_confidence=0.4)  # a strict threshold leaves more cells unsure
+    plain = bm.tl.annotate(query, copy=True, **strict)
+    refined = bm.tl.annotate(
+        query, copy=True, scanvi_reference=path, scanvi_max_epochs=5, accelerator="cpu", **strict
+    )
+    info = refined.uns["bonemet"]["annotate"]["scanvi"]
+    assert info["used"] is True and info["n_genes_found"] == info["n_reference_genes"] == 1000
+    assert "T cells" in info["reference_labels"] and "Unknown" not in info["reference_labels"]
+    truth = query.obs["true_cell_type"].astype(str).to_numpy()
+    mapped = np.array([annot._lineage_of(x) for x in refined.obs["scanvi_label"].astype(str)])
+    assert (mapped == truth).mean() >= 0.8  # the transferred labels themselves are right
+    assert info["lineage_agreement"] >= 0.8
+    assert refined.obs["scanvi_probability"].between(0, 1).all()
+    before = plain.obs["cell_type"].astype(str).to_numpy()
+    after = refined.obs["cell_type"].astype(str).to_numpy()
+    assert info["n_confirmed"] + info["n_changed"] > 0
+    rescued = (before == "Unassigned") & (after != "Unassigned")
+    assert rescued.sum() >= 3, info
+    assert (after[rescued] == truth[rescued]).mean() >= 0.9
+    assert (after == truth).mean() >= (before == truth).mean()
+    # confident marker calls are never overridden by the reference
+    sure = plain.obs["annotation_confidence"].to_numpy() >= 2 * 0.4
+    assert (after[sure] == before[sure]).all()
+
+
+def test_scanvi_reference_errors_and_case_robust_genes(scanvi_split, tmp_path) -> None:
+    ref, query, path = scanvi_split
+    q = query[:300].copy()
+    with pytest.raises(InputError, match="not found"):
+        bm.tl.annotate(q.copy(), scanvi_reference=tmp_path / "missing")
+    # symbols of another species (or Ensembl ids): a clear error, nothing written
+    other = q.copy()
+    other.var_names = [f"ENSG{i:011d}" for i in range(other.n_vars)]
+    with pytest.raises(InputError, match="other gene ids"):
+        bm.tl.annotate(other, scanvi_reference=path, scanvi_max_epochs=1)
+    assert "cell_type" not in other.obs and "scanvi_label" not in other.obs
+    # no raw counts to map with
+    nocounts = q.copy()
+    del nocounts.layers["counts"]
+    with pytest.raises(InputError, match="raw counts"):
+        bm.tl.annotate(nocounts, scanvi_reference=path, scanvi_max_epochs=1)
+    # upper- or lower-cased symbols still find every reference gene
+    lower = q.copy()
+    lower.var_names = [g.lower() for g in lower.var_names]
+    bm.tl.annotate(lower, species="human", scanvi_reference=path, scanvi_max_epochs=1)
+    info = lower.uns["bonemet"]["annotate"]["scanvi"]
+    assert info["n_genes_found"] == info["n_reference_genes"]
+    with pytest.raises(InputError, match="scanvi_max_epochs"):
+        bm.tl.annotate(q.copy(), scanvi_reference=path, scanvi_max_epochs=0)
+    with pytest.raises(InputError, match="label_key"):
+        bm.tl.build_scanvi_reference(ref, tmp_path / "r", label_key="nope")
+
+
+def test_scanvi_reference_from_the_cli(scanvi_split, tmp_path, capsys) -> None:
+    """`bonemet reference` builds a reference; `annotate.scanvi_reference` maps a stage onto it."""
+    from bonemet.cli import main
+
+    ref, query, path = scanvi_split
+    small = ref[:400].copy()
+    small.obs["label"] = small.obs["true_cell_type"].astype(str).to_numpy()
+    small.write_h5ad(tmp_path / "labelled.h5ad")
+    args = ["reference", "--input", str(tmp_path / "labelled.h5ad"), "--out"]
+    assert main([*args, str(tmp_path / "bad"), "--label-key", "nope", "-q"]) == 2
+    assert "label_key 'nope' is not in adata.obs" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # nothing half-written
+    assert main([*args, str(tmp_path / "r"), "--label-key", "label", "-q", "--max-epochs", "1",
+                 "--scanvi-max-epochs", "1", "--n-top-genes", "300", "--accelerator", "cpu"]) == 0  # fmt: skip
+    assert (tmp_path / "r" / "model.pt").is_file()
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1] == str(tmp_path / "r")  # the path, last, for scripts
+    assert "fewer than 3 cells are left" in " ".join(out.split())  # a 2-cell label
+
+    query[:300].write_h5ad(tmp_path / "clustered.h5ad")
+    (tmp_path / "cfg.yaml").write_text(
+        f"annotate: {{scanvi_reference: '{path}', scanvi_max_epochs: 2}}\n"
+        "integrate: {accelerator: cpu}\n"
+    )
+    out = tmp_path / "annotated.h5ad"
+    rc = main(["annotate", "--input", str(tmp_path / "clustered.h5ad"), "--output", str(out),
+               "--config", str(tmp_path / "cfg.yaml"), "-q"])  # fmt: skip
+    assert rc == 0
+    res = ad.read_h5ad(out)
+    info = res.uns["bonemet"]["annotate"]["scanvi"]
+    assert info["used"] and info["max_epochs"] == 2 and "scanvi_label" in res.obs
+
+
 def test_bad_arguments() -> None:
     adata = ad.AnnData(
         X=sp.csr_matrix(np.ones((5, 3), dtype=np.float32)), var=pd.DataFrame(index=["A", "B", "C"])

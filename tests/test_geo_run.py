@@ -32,8 +32,13 @@ def test_run_from_geo_accession(tmp_path):
             # chr21-only fixtures: a few hundred genes per cell, so QC floors are lowered
             "qc": {"min_counts": 10, "min_genes": 5, "doublets": False},
             "normalize": {"n_top_genes": 200},
-            "integrate": {"max_epochs": 1, "n_latent": 5, "n_hidden": 32, "n_layers": 1,
-                          "accelerator": "cpu"},
+            "integrate": {
+                "max_epochs": 1,
+                "n_latent": 5,
+                "n_hidden": 32,
+                "n_layers": 1,
+                "accelerator": "cpu",
+            },
             "cluster": {"resolutions": [1.0]},
             "report": {"figures": False},
         }
@@ -41,7 +46,8 @@ def test_run_from_geo_accession(tmp_path):
         path.write_text(yaml.safe_dump(cfg))
         res = subprocess.run(
             [sys.executable, "-m", "bonemet.cli", "run", str(path), "-q"],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         assert res.returncode == 0, res.stderr[-3000:]
     adata = ad.read_h5ad(out / "bonemet.h5ad")
@@ -57,6 +63,8 @@ def test_run_from_geo_accession(tmp_path):
     assert prov["config"]["input"]["geo"] == ACC
     # a second run with the server gone is served from the resume checkpoints
     res = subprocess.run(
-        [sys.executable, "-m", "bonemet.cli", "run", str(path), "-q"], capture_output=True, text=True
+        [sys.executable, "-m", "bonemet.cli", "run", str(path), "-q"],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr[-2000:]

@@ -15,9 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_ships_signatures_configs_and_data(tmp_path):
     res = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation",
-         "-q", "-w", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     (wheel,) = tmp_path.glob("bonemet-*.whl")
@@ -35,9 +46,27 @@ def test_wheel_ships_signatures_configs_and_data(tmp_path):
 def test_demo_command(tmp_path):
     out = tmp_path / "demo"
     res = subprocess.run(
-        [sys.executable, "-m", "bonemet.cli", "demo", "--out", str(out), "--cells", "1500",
-         "--samples", "2", "--species", "human", "--max-epochs", "1", "--accelerator", "cpu", "-q"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bonemet.cli",
+            "demo",
+            "--out",
+            str(out),
+            "--cells",
+            "1500",
+            "--samples",
+            "2",
+            "--species",
+            "human",
+            "--max-epochs",
+            "1",
+            "--accelerator",
+            "cpu",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     adata = ad.read_h5ad(out / "bonemet.h5ad")

@@ -23,8 +23,12 @@ BONEMET = [sys.executable, "-m", "bonemet.cli"]
 
 def _config(tmp: Path, src: Path, out: Path, **extra) -> Path:
     cfg = yaml.safe_load((configs_dir() / "test.yaml").read_text())
-    cfg["input"] = {"path": str(src), "sample_key": "sample", "label_key": "true_population",
-                    "condition_key": "condition"}
+    cfg["input"] = {
+        "path": str(src),
+        "sample_key": "sample",
+        "label_key": "true_population",
+        "condition_key": "condition",
+    }
     cfg["output"] = {"dir": str(out)}
     for k, v in extra.items():
         cfg.setdefault(k, {}).update(v)
@@ -62,8 +66,19 @@ def test_outputs_follow_the_anndata_contract(finished_run, sim_h5ad):
     counts = adata.layers["counts"]
     assert np.allclose(counts.data, np.round(counts.data))
     assert np.isclose(np.expm1(adata.X[:50].toarray()).sum(axis=1), 1e4, rtol=1e-3).all()
-    for key in ("sample", "batch", "leiden", "cell_type", "population", "annotation_confidence",
-                "reference_label", "doublet_score", "predicted_doublet", "qc_pct_mito", "qc_pct_hb"):
+    for key in (
+        "sample",
+        "batch",
+        "leiden",
+        "cell_type",
+        "population",
+        "annotation_confidence",
+        "reference_label",
+        "doublet_score",
+        "predicted_doublet",
+        "qc_pct_mito",
+        "qc_pct_hb",
+    ):
         assert key in adata.obs, key
     for key in ("X_scVI", "X_umap", "X_pca"):
         assert key in adata.obsm, key
@@ -72,7 +87,15 @@ def test_outputs_follow_the_anndata_contract(finished_run, sim_h5ad):
     assert adata.obs_names.is_unique
     meta = adata.uns["bonemet"]
     assert meta["version"] == bm.__version__
-    assert set(meta["timings"]) >= {"ingest", "qc", "merge", "integrate", "cluster", "annotate", "score"}
+    assert set(meta["timings"]) >= {
+        "ingest",
+        "qc",
+        "merge",
+        "integrate",
+        "cluster",
+        "annotate",
+        "score",
+    }
 
 
 def test_tables_provenance_model_report(finished_run):
@@ -119,8 +142,12 @@ def test_rerun_skips_every_stage(finished_run):
 def test_killed_run_resumes_from_last_completed_stage(sim_h5ad, tmp_path):
     out = tmp_path / "killed"
     cfg = _config(tmp_path, sim_h5ad, out)
-    proc = subprocess.Popen([*BONEMET, "run", str(cfg), "-q"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [*BONEMET, "run", str(cfg), "-q"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     state = out / ".bonemet" / "state.json"
     deadline = time.time() + 600
     killed = False
@@ -150,9 +177,21 @@ def test_single_sample_run(tmp_path):
     adata.write_h5ad(src)
     out = tmp_path / "one"
     res = subprocess.run(
-        [*BONEMET, "run", "--input", str(src), "--out", str(out), "--max-epochs", "1",
-         "--accelerator", "cpu", "-q"],
-        capture_output=True, text=True,
+        [
+            *BONEMET,
+            "run",
+            "--input",
+            str(src),
+            "--out",
+            str(out),
+            "--max-epochs",
+            "1",
+            "--accelerator",
+            "cpu",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert res.returncode == 0, res.stderr[-2000:]
     result = ad.read_h5ad(out / "bonemet.h5ad")

@@ -219,11 +219,16 @@ def annotate(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
     kwargs: dict[str, Any] = {}
     if a.celltypist_model:
         kwargs["celltypist_model"] = a.celltypist_model
+    if a.scanvi_reference:
+        kwargs["scanvi_reference"] = a.scanvi_reference
+        kwargs["scanvi_max_epochs"] = a.scanvi_max_epochs
+        kwargs["accelerator"] = cfg.integrate.accelerator
     tl.annotate(
         adata,
         species=cfg.input.species,
         cluster_key=a.cluster_key,
         min_confidence=a.min_confidence,
+        seed=cfg.seed,
         **kwargs,
     )
     _record(adata, "annotate", cfg.section_dict("annotate"), time.perf_counter() - t0)

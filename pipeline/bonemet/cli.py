@@ -28,6 +28,7 @@ examples:
   bonemet run --input counts.h5ad --sample-key sample --label-key cell_type --out results/x
   bonemet run --input samplesheet.csv --out results/x --max-epochs 50
   bonemet fetch-geo GSE143791 --out data/GSE143791 --dry-run
+  bonemet reference --input atlas.h5ad --label-key cell_type --out refs/atlas
 
 Every command takes --config CFG.yaml (a partial config over configs/default.yaml)
 and --quiet. Documentation: README.md.
@@ -194,6 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, metavar="H5AD")
     p.add_argument("--output", required=True, metavar="DIR")
     _add_common(p)
+
+    p = sub.add_parser(
+        "reference",
+        help="train a scANVI reference from labelled cells (for annotate.scanvi_reference)",
+        description="Train scVI then scANVI (scArches-ready: layer norm, covariates encoded) on "
+        "a labelled .h5ad with raw counts and save the model to DIR. Set "
+        "annotate.scanvi_reference: DIR to map later runs onto it.",
+    )
+    p.add_argument("--input", required=True, metavar="H5AD", help="labelled cells, raw counts")
+    p.add_argument("--label-key", required=True, metavar="COL", help="obs column with labels")
+    p.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--batch-key", default="sample", metavar="COL", help="default: sample")
+    p.add_argument("--layer", default="counts", metavar="L", help="counts layer (X if absent)")
+    p.add_argument("--n-top-genes", type=int, default=2000, metavar="N")
+    p.add_argument("--max-epochs", type=int, metavar="N", help="scVI epochs (default: heuristic)")
+    p.add_argument("--scanvi-max-epochs", type=int, default=20, metavar="N")
+    p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    _add_common(p, config=False)
 
     p = sub.add_parser(
         "fetch-geo",
@@ -399,6 +419,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reference(args: argparse.Namespace) -> int:
+    from . import tl
+
+    adata = _read(args.input)
+    out = tl.build_scanvi_reference(
+        adata,
+        args.out,
+        label_key=args.label_key,
+        batch_key=args.batch_key,
+        layer=args.layer,
+        n_top_genes=args.n_top_genes,
+        max_epochs=args.max_epochs,
+        scanvi_max_epochs=args.scanvi_max_epochs,
+        accelerator=args.accelerator,
+        seed=args.seed,
+    )
+    print(out)
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from ._utils import atomic_path
     from .config import config_to_yaml
@@ -535,6 +575,7 @@ _COMMANDS = {
     "score": _stage_cmd("score"),
     "report": _cmd_report,
     "fetch-geo": _cmd_fetch_geo,
+    "reference": _cmd_reference,
 }
 
 

@@ -135,6 +135,8 @@ class AnnotateConfig(_Section):
     min_confidence: float = Field(0.15, ge=0, le=1)
     cluster_key: str = "leiden"
     celltypist_model: str | None = None
+    scanvi_reference: str | None = None
+    scanvi_max_epochs: int = Field(100, ge=1)
 
 
 class ScoreConfig(_Section):
@@ -268,7 +270,7 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "merge": ("normalize", "qc.min_cells_per_gene", "integrate.batch_key"),
     "integrate": ("integrate", "seed", "input.allow_non_counts"),
     "cluster": ("cluster", "seed"),
-    "annotate": ("annotate", "input.species"),
+    "annotate": ("annotate", "input.species", "integrate.accelerator", "seed"),
     "score": ("score", "input.species", "seed"),
     "report": ("",),  # everything
 }

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _annotate, _cluster, _integrate, _score
+from . import _annotate, _cluster, _integrate, _reference, _score
 from ._annotate import *  # noqa: F401,F403
 from ._cluster import *  # noqa: F401,F403
 from ._integrate import *  # noqa: F401,F403
+from ._reference import *  # noqa: F401,F403
 from ._score import *  # noqa: F401,F403
 
 # The device-resident scVI data path imports scvi-tools (seconds, ~1 GB): load it on
@@ -27,6 +28,7 @@ __all__ = [
     *_integrate.__all__,
     *_cluster.__all__,
     *_annotate.__all__,
+    *_reference.__all__,
     *_score.__all__,
     *_LAZY,
 ]

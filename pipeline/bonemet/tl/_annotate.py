@@ -52,8 +52,9 @@
    CD8-vs-CD4 agreement from 0.922 to 0.937, and on generated data CD8 Tpex F1 from
    0.70-0.89 to 0.88-0.97 (``benchmarks/annotation_accuracy.py``).
 
-An optional CellTypist model (``celltypist_model=``; needs the ``celltypist`` package)
-can assign a lineage to low-confidence cells; it is never required.
+An optional scANVI reference (``scanvi_reference=``, a saved ``scvi.model.SCANVI``; see
+``bm.tl.build_scanvi_reference``) or CellTypist model (``celltypist_model=``; needs the
+``celltypist`` package) can assign a lineage to low-confidence cells; neither is required.
 """
 
 from __future__ import annotations
@@ -535,6 +536,9 @@ def annotate(
     use_rep: str | None = None,
     sample_key: str = "sample",
     celltypist_model: str | Path | None = None,
+    scanvi_reference: str | Path | None = None,
+    scanvi_max_epochs: int = 100,
+    accelerator: str = "auto",
     seed: int = 0,
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -564,6 +568,17 @@ def annotate(
         Optional path of a CellTypist model; when given and ``celltypist`` is installed,
         its majority-voted labels assign a lineage to low-confidence cells. Skipped with a
         warning otherwise.
+    scanvi_reference
+        Optional directory of a saved scANVI model (``bm.tl.build_scanvi_reference`` or
+        ``scvi.model.SCANVI.save``). The cells are mapped onto it (scArches: query training
+        for ``scanvi_max_epochs`` on ``accelerator``), its labels and probabilities are written
+        to ``obs["scanvi_label"]`` / ``obs["scanvi_probability"]``, and cells the markers leave
+        unsure (confidence below ``2 x min_confidence``) take its lineage when its probability
+        is >= 0.5. Needs raw counts (``layers["counts"]`` or ``X``).
+    scanvi_max_epochs
+        Query training epochs for ``scanvi_reference`` (scvi-tools' tutorial uses 100).
+    accelerator
+        Device for the scANVI query training: ``auto``, ``cpu`` or ``gpu``.
     seed
         Random seed for graph construction / clustering done here.
     copy
@@ -578,11 +593,26 @@ def annotate(
     """
     if not 0.0 <= float(min_confidence) <= 1.0:
         raise InputError(f"min_confidence must be within [0, 1], got {min_confidence!r}")
+    if int(scanvi_max_epochs) < 1:
+        raise InputError(f"scanvi_max_epochs must be >= 1, got {scanvi_max_epochs!r}")
     if adata.n_obs < 2:
         raise InputError("annotate needs at least 2 cells")
     if layer is not None and layer not in adata.layers:
         raise InputError(f"layer {layer!r} not in adata.layers ({list(adata.layers)})")
     adata = adata.copy() if copy else adata
+    scanvi_mapped = None
+    if scanvi_reference is not None:  # first: a bad reference fails before anything is written
+        from ._reference import scanvi_predict
+
+        scanvi_mapped = scanvi_predict(
+            adata,
+            scanvi_reference,
+            layer="counts" if "counts" in adata.layers else None,
+            batch_key=sample_key,
+            max_epochs=scanvi_max_epochs,
+            accelerator=accelerator,
+            seed=seed,
+        )
 
     lin_sets = load_gene_sets("lineage_marker")
     pop_sets = load_gene_sets("population_marker")
@@ -668,19 +698,33 @@ def annotate(
     lin_conf = np.sqrt(np.clip(s1, 0, 1)) * np.clip((s1 - s2) / np.maximum(s1, 1e-6), 0, 1)
     lin_label = np.asarray(lineages, dtype=object)[lin_idx]
 
-    # ---- optional CellTypist refinement
-    ct_info: dict[str, Any] = {"used": False}
-    if celltypist_model is not None:
-        lin_label, lin_conf, ct_info = _celltypist_refine(
-            adata,
-            layer,
-            str(celltypist_model),
-            lin_label,
-            lin_conf,
-            min_confidence,
-            is_counts=normalised_here,
+    # ---- optional refinement by a user's model (scANVI reference, CellTypist)
+    ref_info: dict[str, dict[str, Any]] = {
+        "scanvi": {"used": False, "reference": str(scanvi_reference or "")},
+        "celltypist": {"used": False, "model": str(celltypist_model or "")},
+    }
+    refined = np.zeros(adata.n_obs, dtype=bool)
+    if scanvi_mapped is not None:
+        labels, prob, info = scanvi_mapped
+        adata.obs["scanvi_label"] = pd.Categorical(labels)
+        adata.obs["scanvi_probability"] = prob.astype(np.float32)
+        lin_label, lin_conf, info = _refine_lineages(
+            labels, prob, lin_label, lin_conf, min_confidence, {**ref_info["scanvi"], **info}
         )
-        s1 = np.where(ct_info.pop("_changed", np.zeros(adata.n_obs, bool)), 1.0, s1)
+        refined |= info.pop("_changed")
+        ref_info["scanvi"] = info
+    if celltypist_model is not None:
+        got = _celltypist_predict(adata, layer, str(celltypist_model), is_counts=normalised_here)
+        if got is None:
+            ref_info["celltypist"]["skipped"] = "celltypist not installed"
+        else:
+            labels, prob, info = got
+            lin_label, lin_conf, info = _refine_lineages(
+                labels, prob, lin_label, lin_conf, min_confidence, info
+            )
+            refined |= info.pop("_changed")
+            ref_info["celltypist"] = info
+    s1 = np.where(refined, 1.0, s1)
 
     unassigned = (lin_conf < min_confidence) | (s1 < _MIN_LINEAGE_SCORE)
     lin_label = np.where(unassigned, UNASSIGNED, lin_label)
@@ -712,6 +756,8 @@ def annotate(
         "use_rep": use_rep if use_rep is not None else "auto",
         "sample_key": sample_key if sample_key in adata.obs else "",
         "celltypist_model": str(celltypist_model) if celltypist_model is not None else "",
+        "scanvi_reference": str(scanvi_reference) if scanvi_reference is not None else "",
+        "scanvi_max_epochs": int(scanvi_max_epochs),
         "seed": int(seed),
     }
     coverage = {n: float(s.coverage) for n, s in {**lsets, **psets}.items()}
@@ -747,7 +793,10 @@ def annotate(
             "seed_min": _SEED_MIN,
             "state_seed_min": _STATE_SEED_MIN,
         },
-        "celltypist": {k: v for k, v in ct_info.items() if isinstance(v, str | bool | int | float)},
+        **{
+            name: {k: v for k, v in d.items() if isinstance(v, str | bool | int | float | list)}
+            for name, d in ref_info.items()
+        },
     }
     meta.setdefault("parameters", {})["annotate"] = params
     gs = meta.setdefault("gene_sets", {})
@@ -921,45 +970,31 @@ def _assign_populations(
     return pop, conf
 
 
-def _celltypist_refine(
-    adata: ad.AnnData,
-    layer: str | None,
-    model_path: str,
+def _lineage_of(label: str) -> str | None:
+    """bonemet lineage of a model's label: its own vocabulary first, then common spellings."""
+    if label in POPULATION_TO_CELL_TYPE:
+        return POPULATION_TO_CELL_TYPE[label]
+    if label in CELL_TYPES:
+        return None if label == UNASSIGNED else label
+    return (_reference_lineages(label) or (None,))[0]
+
+
+def _refine_lineages(
+    labels: np.ndarray,
+    prob: np.ndarray,
     lin_label: np.ndarray,
     lin_conf: np.ndarray,
     min_confidence: float,
-    *,
-    is_counts: bool = False,
+    info: dict[str, Any],
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Give low-confidence cells the lineage of a CellTypist model's prediction.
+    """Low-confidence cells that a model calls with probability >= 0.5 take its lineage.
 
-    CellTypist expects log1p(CP10k) expression; raw counts are normalised for it here.
+    "changed" when it differs from the marker call, "confirmed" when it agrees. Also records
+    how often the model's lineage agrees with the marker lineage over all cells it can name.
     """
-    info: dict[str, Any] = {"used": False, "model": model_path}
-    try:
-        import celltypist  # type: ignore[import-not-found]
-    except ImportError:
-        add_warning(
-            adata,
-            "annotate: celltypist_model given but celltypist is not installed; skipped "
-            "(pip install celltypist)",
-        )
-        info["skipped"] = "celltypist not installed"
-        return lin_label, lin_conf, info
-    if not Path(model_path).is_file():
-        raise InputError(
-            f"CellTypist model {model_path!r} not found; pass the path of a .pkl model"
-        )
-    tmp = _log_normalised(adata, layer, is_counts)
-    res = celltypist.annotate(tmp, model=model_path, majority_voting=False)
-    labels = res.predicted_labels["predicted_labels"].astype(str).to_numpy()
-    prob = res.probability_matrix.max(axis=1).to_numpy()
-    mapped = np.array([(_reference_lineages(x) or (None,))[0] for x in labels], dtype=object)
-    # low-confidence cells that the model calls with probability >= 0.5 take its lineage
-    # ("changed" when it differs from the marker call, "confirmed" when it agrees)
-    used = (
-        (lin_conf < 2 * min_confidence) & (prob >= 0.5) & np.array([m is not None for m in mapped])
-    )
+    mapped = np.array([_lineage_of(str(x)) for x in labels], dtype=object)
+    named = np.array([m is not None for m in mapped])
+    used = (lin_conf < 2 * min_confidence) & (prob >= 0.5) & named
     differs = used & (mapped != lin_label)
     lin_label = lin_label.copy()
     lin_conf = lin_conf.copy()
@@ -969,9 +1004,38 @@ def _celltypist_refine(
         used=True,
         n_changed=int(differs.sum()),
         n_confirmed=int((used & ~differs).sum()),
+        n_unmapped_labels=int((~named).sum()),
+        lineage_agreement=float((mapped[named] == lin_label[named]).mean()) if named.any() else 0.0,
         _changed=used,
     )
     return lin_label, lin_conf, info
+
+
+def _celltypist_predict(
+    adata: ad.AnnData, layer: str | None, model_path: str, *, is_counts: bool = False
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+    """A CellTypist model's label and probability per cell (``None`` when not installed).
+
+    CellTypist expects log1p(CP10k) expression; raw counts are normalised for it here.
+    """
+    try:
+        import celltypist  # type: ignore[import-not-found]
+    except ImportError:
+        add_warning(
+            adata,
+            "annotate: celltypist_model given but celltypist is not installed; skipped "
+            "(pip install celltypist)",
+        )
+        return None
+    if not Path(model_path).is_file():
+        raise InputError(
+            f"CellTypist model {model_path!r} not found; pass the path of a .pkl model"
+        )
+    tmp = _log_normalised(adata, layer, is_counts)
+    res = celltypist.annotate(tmp, model=model_path, majority_voting=False)
+    labels = res.predicted_labels["predicted_labels"].astype(str).to_numpy()
+    prob = res.probability_matrix.max(axis=1).to_numpy()
+    return labels, prob, {"model": model_path}
 
 
 # --------------------------------------------------------------------------- agreement
