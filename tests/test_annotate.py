@@ -115,9 +115,9 @@ def test_outputs_are_categorical_with_full_vocabulary(sim_human: ad.AnnData, tmp
 # ----------------------------------------------------------------------------- generated data
 def test_generated_human_accuracy(sim_human: ad.AnnData) -> None:
     f1 = _f1(sim_human)
-    assert np.mean(list(f1.values())) >= 0.93, f1
-    for name in NAMED:
-        assert f1[name] >= 0.75, (name, f1)
+    assert np.mean(list(f1.values())) >= 0.96, f1  # measured 0.993
+    for name in NAMED:  # measured >= 0.95 (PMN-MDSC 0.95 since states use the lineage graph)
+        assert f1[name] >= 0.85, (name, f1)
     # the seeded classifier in the T-cell embedding recovers Tpex with dropout of its markers
     assert f1["CD8 Tpex (TCF1+)"] >= 0.90 and f1["M-MDSC"] >= 0.90, f1
     lineage = (
@@ -131,9 +131,9 @@ def test_generated_mouse_accuracy_and_uppercase_symbols(sim_mouse_raw: ad.AnnDat
     assert "cell_type" not in sim_mouse_raw.obs  # copy=True leaves the input alone
     assert adata.uns["bonemet"]["annotate"]["species"] == "mouse"
     f1 = _f1(adata)
-    assert np.mean(list(f1.values())) >= 0.93, f1
-    for name in NAMED:
-        assert f1[name] >= 0.80, (name, f1)
+    assert np.mean(list(f1.values())) >= 0.96, f1  # measured 0.995
+    for name in NAMED:  # measured >= 0.96
+        assert f1[name] >= 0.85, (name, f1)
 
     upper = sim_mouse_raw.copy()
     upper.var_names = [v.upper() for v in upper.var_names]
@@ -192,7 +192,7 @@ def test_kang_pbmc_accuracy(shared_data) -> None:
     assert lin["accuracy"] >= 0.94, lin
     t = bm.tl.cd8_cd4_accuracy(adata, label_key="reference_label")
     assert t["accuracy"] >= 0.90, t
-    assert _mmdsc_fraction(adata) <= 0.15  # measured 0.10: healthy monocytes are not MDSC
+    assert _mmdsc_fraction(adata) <= 0.12  # measured 0.09: healthy monocytes are not MDSC
     tab = bm.tl.label_agreement(adata, label_key="reference_label")
     assert tab.to_numpy().sum() == adata.n_obs
     assert tab.loc["CD14+ Monocytes", "Monocyte/Macrophage"] >= 380
@@ -215,7 +215,7 @@ def test_pbmc4k_accuracy(shared_data) -> None:
         assert lin["per_label"][label] >= 0.95, lin
     t = bm.tl.cd8_cd4_accuracy(adata, label_key="reference_label")
     assert t["accuracy"] >= 0.93, t
-    assert _mmdsc_fraction(adata) <= 0.15
+    assert _mmdsc_fraction(adata) <= 0.12
     assert adata.uns["bonemet"]["annotate"]["parameters"]["cluster_key"] == "leiden (computed here)"
 
 

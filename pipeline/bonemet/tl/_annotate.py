@@ -929,6 +929,13 @@ def _assign_populations(
             sub = cells[m]
             S = []
             for st in states:
+                if emb is not None and st not in _LEARNED_STATES:
+                    # a phenotype state is smoothed in the lineage's own embedding, where
+                    # its cells are neighbours and look-alikes scattered in the parent are not
+                    rv = raw_score(st, parent)
+                    v = None if rv is None else _smooth(rv[cells, None], emb[1], *_SUBGRAPH_SMOOTH)
+                    S.append(np.full(sub.size, -np.inf, np.float32) if v is None else v[m, 0])
+                    continue
                 v = smoothed(st, parent)
                 S.append(np.full(sub.size, -np.inf, np.float32) if v is None else v[sub])
             S = np.stack(S, axis=1)
