@@ -267,18 +267,24 @@ def test_counts_input_without_graph_and_celltypist_skip(
     assert (adata.obs["cell_type"] != "Unassigned").mean() > 0.8
 
 
+def _labelled_halves(split_seed: int) -> tuple[ad.AnnData, ad.AnnData]:
+    """A simulated set split in two: a reference with labels in obs["label"], and a query."""
+    full = _sim("human", n_cells=2400, seed=6)
+    order = np.random.default_rng(split_seed).permutation(full.n_obs)
+    half = full.n_obs // 2
+    ref, query = full[order[:half]].copy(), full[order[half:]].copy()
+    # labels as public models and atlases spell them; bonemet maps them to its lineages
+    ref.obs["label"] = (
+        ref.obs["true_cell_type"].astype(str).replace({"B cell": "B cells", "T cell": "T cells"})
+    ).to_numpy()
+    return ref, query
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # the test model
 def test_celltypist_model_rescues_low_confidence_cells(tmp_path) -> None:
     """A real CellTypist model (trained offline here) assigns cells the markers leave unsure."""
     celltypist = pytest.importorskip("celltypist")
-    full = _sim("human", n_cells=2400, seed=6)
-    order = np.random.default_rng(0).permutation(full.n_obs)
-    half = full.n_obs // 2
-    ref, query = full[order[:half]].copy(), full[order[half:]].copy()
-    # labels as public models spell them; bonemet maps them to its lineages
-    ref.obs["label"] = (
-        ref.obs["true_cell_type"].astype(str).replace({"B cell": "B cells", "T cell": "T cells"})
-    ).to_numpy()
+    ref, query = _labelled_halves(split_seed=0)
     model = celltypist.train(
         ref,
         labels="label",
@@ -310,14 +316,7 @@ def test_celltypist_model_rescues_low_confidence_cells(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def scanvi_split(tmp_path_factory) -> tuple[ad.AnnData, ad.AnnData, object]:
     """Half of a simulated set as a scANVI reference (real scvi-tools training), half as query."""
-    full = _sim("human", n_cells=2400, seed=6)
-    order = np.random.default_rng(1).permutation(full.n_obs)
-    half = full.n_obs // 2
-    ref, query = full[order[:half]].copy(), full[order[half:]].copy()
-    # labels as public atlases spell them; bonemet maps them to its lineages
-    ref.obs["label"] = (
-        ref.obs["true_cell_type"].astype(str).replace({"B cell": "B cells", "T cell": "T cells"})
-    ).to_numpy()
+    ref, query = _labelled_halves(split_seed=1)
     path = bm.tl.build_scanvi_reference(
         ref,
         tmp_path_factory.mktemp("scanvi") / "reference",
