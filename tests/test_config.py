@@ -179,3 +179,26 @@ def test_cli_config_writes_stage_slices(tmp_path) -> None:
     assert "report" not in integ and integ["integrate"]["method"] == "scvi"
     rep = yaml.safe_load((tmp_path / "stages" / "report.yaml").read_text())
     assert rep["report"]["dpi"] == 150
+
+
+def test_replacing_a_model_reruns_annotate_only(tmp_path) -> None:
+    """A new model file at the same path changes the annotate key (and later ones) only."""
+    from bonemet.runner import Runner
+
+    (tmp_path / "x.h5ad").write_bytes(b"counts")
+    model = tmp_path / "ref" / "model.pt"
+    model.parent.mkdir()
+    model.write_bytes(b"weights v1")
+    cfg = {
+        "input": {"path": str(tmp_path / "x.h5ad")},
+        "output": {"dir": str(tmp_path / "out")},
+        "annotate": {"scanvi_reference": str(model.parent)},
+    }
+    before = Runner(cfg)._keys()
+    model.write_bytes(b"weights v2")
+    after = Runner(cfg)._keys()
+    changed = [s for s in before if before[s] != after[s]]
+    assert changed == ["annotate", "score", "report"], changed
+    # no model configured: keys do not depend on model files at all
+    plain = {**cfg, "annotate": {}}
+    assert Runner(plain)._keys()["cluster"] == before["cluster"]

@@ -57,6 +57,19 @@ def input_checksums(cfg: Config) -> dict[str, str]:
     return sums
 
 
+def model_checksums(cfg: Config) -> dict[str, str]:
+    """SHA-256 of the user's models that annotate reads (CellTypist ``.pkl``, scANVI ``model.pt``).
+
+    Part of the annotate stage's key, so replacing a model at the same path reruns annotation.
+    A path that does not exist is left to annotate to report.
+    """
+    a = cfg.annotate
+    files = [Path(a.celltypist_model)] if a.celltypist_model else []
+    if a.scanvi_reference:
+        files.append(Path(a.scanvi_reference) / "model.pt")
+    return {str(f): sha256_file(f) for f in files if f.is_file()}
+
+
 class Runner:
     """Run every stage for one config, with checkpoints and resume.
 
@@ -93,7 +106,9 @@ class Runner:
         prev = json.dumps(self.input_sums, sort_keys=True)
         keys = {}
         for stage in _stages.STAGES:
-            part = stage_config(self.cfg, stage)
+            part: Any = stage_config(self.cfg, stage)
+            if stage == "annotate" and (models := model_checksums(self.cfg)):
+                part = [part, models]
             blob = json.dumps([__version__, stage, prev, part], sort_keys=True, default=str)
             prev = hashlib.sha256(blob.encode()).hexdigest()
             keys[stage] = prev
