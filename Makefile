@@ -26,7 +26,7 @@ browser:  ## headless Chromium for the report test (Debian's chromium, when miss
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium; }
 
 test: install nextflow browser  ## the whole test suite
-	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
 
 nextflow:  ## pinned Nextflow from Maven Central into .nf/ + bin/nextflow (or use nextflow on PATH)
 	bash scripts/install_nextflow.sh
