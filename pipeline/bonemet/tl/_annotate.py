@@ -611,7 +611,7 @@ def annotate(
         scanvi_mapped = scanvi_predict(
             adata,
             scanvi_reference,
-            layer="counts" if "counts" in adata.layers else None,
+            layer="counts",  # X when there is no counts layer
             batch_key=sample_key,
             max_epochs=scanvi_max_epochs,
             accelerator=accelerator,

@@ -73,6 +73,17 @@ def _device_name(device: Any) -> str:
     return str(device.type)
 
 
+def _trainer_kwargs(n_obs: int, batch_size: int = 128) -> dict[str, Any]:
+    """Lightning settings for scvi-tools training: a progress bar unless bonemet is quiet,
+    and a logging interval no longer than the training batches of an epoch (lightning
+    warns otherwise; scvi-tools keeps 90% of the cells for training)."""
+    n_train_batches = int(np.ceil(0.9 * n_obs)) // batch_size
+    return {
+        "enable_progress_bar": not is_quiet(),
+        "log_every_n_steps": int(max(1, min(10, n_train_batches))),
+    }
+
+
 @contextlib.contextmanager
 def _quiet_lightning(quiet: bool) -> Iterator[None]:
     names = ("lightning.pytorch", "lightning.fabric", "lightning", "scvi")
@@ -220,11 +231,7 @@ def _run_scvi(
     )
     epochs = int(max_epochs) if max_epochs is not None else get_max_epochs_heuristic(lean.n_obs)
     lr = scaled_learning_rate(batch_size)
-    n_train_est = int(np.ceil(0.9 * lean.n_obs))
-    trainer_kwargs: dict[str, Any] = {
-        "enable_progress_bar": not is_quiet(),
-        "log_every_n_steps": int(max(1, min(10, n_train_est // batch_size))),
-    }
+    trainer_kwargs = _trainer_kwargs(lean.n_obs, batch_size)
     if not early_stopping:
         # one validation pass, after the last epoch: gives the final validation ELBO cheaply
         trainer_kwargs["check_val_every_n_epoch"] = epochs

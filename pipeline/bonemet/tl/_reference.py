@@ -43,16 +43,12 @@ _MIN_LABEL_CELLS = 3  # scvi-tools warns below this
 
 
 def _trainer_kwargs(n_obs: int, accelerator: str) -> dict[str, Any]:
-    """Lightning settings shared by reference and query training (quiet when bonemet is)."""
+    """The pipeline's lightning settings plus the device (clear error for gpu without CUDA)."""
+    from ._integrate import _trainer_kwargs as lightning_kwargs
     from ._scvi_fast import resolve_device
 
-    device = resolve_device(accelerator)  # clear error for gpu-without-CUDA, before any work
-    n_batches = int(np.ceil(0.9 * n_obs / 128))
-    return {
-        "accelerator": "gpu" if device.type == "cuda" else "cpu",
-        "enable_progress_bar": not is_quiet(),
-        "log_every_n_steps": int(max(1, min(10, n_batches))),
-    }
+    device = resolve_device(accelerator)
+    return {"accelerator": "gpu" if device.type == "cuda" else "cpu", **lightning_kwargs(n_obs)}
 
 
 def _counts(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:
@@ -189,11 +185,12 @@ def build_scanvi_reference(
     return path
 
 
-def _reference_var_names(reference: Path) -> list[str]:
-    import torch
+def _load_reference(reference: Path) -> tuple[dict[str, Any], list[str]]:
+    """The saved model's registry and gene names, from one read of ``model.pt``."""
+    from scvi.model.base._save_load import _load_saved_files
 
-    saved = torch.load(reference / "model.pt", map_location="cpu", weights_only=False)
-    return [str(g) for g in saved["var_names"]]
+    attr_dict, var_names, _, _ = _load_saved_files(str(reference), load_adata=False)
+    return attr_dict["registry_"], [str(g) for g in var_names]
 
 
 def scanvi_predict(
@@ -223,24 +220,19 @@ def scanvi_predict(
             f"scANVI reference {str(ref)!r} not found (no model.pt in it); pass the directory "
             "written by bm.tl.build_scanvi_reference or scvi.model.SCANVI.save"
         )
-    registry = scvi.model.SCANVI.load_registry(str(ref))
+    registry, ref_genes = _load_reference(ref)
     if registry.get("model_name") != "SCANVI":
         raise InputError(
             f"{str(ref)!r} holds a {registry.get('model_name')} model, not SCANVI; make a "
             "reference with bm.tl.build_scanvi_reference or scvi.model.SCANVI.from_scvi_model"
         )
     setup = registry["setup_args"]
-    extra = [
-        k
-        for k in (*(setup.get("categorical_covariate_keys") or ()),)
-        + (*(setup.get("continuous_covariate_keys") or ()),)
-        if k not in adata.obs
-    ]
-    if extra:
+    categorical = list(setup.get("categorical_covariate_keys") or ())
+    continuous = list(setup.get("continuous_covariate_keys") or ())
+    if missing := [k for k in (*categorical, *continuous) if k not in adata.obs]:
         raise InputError(
-            f"the scANVI reference was trained with covariates {extra} that adata.obs lacks"
+            f"the scANVI reference was trained with covariates {missing} that adata.obs lacks"
         )
-    ref_genes = _reference_var_names(ref)
     upper = {g.upper(): i for i, g in enumerate(adata.var_names.astype(str))}
     take = [(upper[g.upper()], g) for g in ref_genes if g.upper() in upper]
     overlap = len(take) / max(len(ref_genes), 1)
@@ -263,9 +255,9 @@ def scanvi_predict(
     if setup.get("batch_key"):
         b = adata.obs[batch_key] if batch_key in adata.obs else pd.Series("query", index=obs.index)
         obs[setup["batch_key"]] = b.astype(str).to_numpy()
-    for k in (*(setup.get("categorical_covariate_keys") or ()),):
+    for k in categorical:
         obs[k] = adata.obs[k].astype(str).to_numpy()
-    for k in (*(setup.get("continuous_covariate_keys") or ()),):
+    for k in continuous:
         obs[k] = adata.obs[k].to_numpy()
     obs[setup["labels_key"]] = setup["unlabeled_category"]
     q = ad.AnnData(X=counts[:, cols], obs=obs, var=pd.DataFrame(index=[g for _, g in take]))
