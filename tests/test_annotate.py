@@ -359,6 +359,19 @@ def test_scanvi_reference_rescues_low_confidence_cells(scanvi_split) -> None:
     assert (after[sure] == before[sure]).all()
 
 
+def test_refine_lineages_counts_and_agreement() -> None:
+    """Unsure cells take a model's lineage; agreement is measured before any cell changes."""
+    labels = np.array(["T cells", "B cells", "B cells", "CD8 Tpex (TCF1+)", "Unknown"])
+    prob = np.array([0.9, 0.9, 0.4, 0.9, 0.9])
+    lin = np.array(["T cell", "T cell", "T cell", "T cell", "T cell"], dtype=object)
+    conf = np.array([0.05, 0.05, 0.05, 0.9, 0.05], dtype=np.float32)
+    out, new_conf, info = annot._refine_lineages(labels, prob, lin, conf, 0.15, {})
+    assert out.tolist() == ["T cell", "B cell", "T cell", "T cell", "T cell"]
+    assert (info["n_changed"], info["n_confirmed"], info["n_unmapped_labels"]) == (1, 1, 1)
+    assert info["lineage_agreement"] == pytest.approx(2 / 4)  # cells 0 and 3 of the 4 named
+    assert new_conf[1] == pytest.approx(0.45) and lin[1] == "T cell"  # input not modified
+
+
 def test_scanvi_reference_errors_and_case_robust_genes(scanvi_split, tmp_path) -> None:
     ref, query, path = scanvi_split
     q = query[:300].copy()

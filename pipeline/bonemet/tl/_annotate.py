@@ -1007,6 +1007,8 @@ def _refine_lineages(
     named = np.array([m is not None for m in mapped])
     used = (lin_conf < 2 * min_confidence) & (prob >= 0.5) & named
     differs = used & (mapped != lin_label)
+    # agreement with the lineage as given, before this model changes any cell
+    agreement = float((mapped[named] == lin_label[named]).mean()) if named.any() else 0.0
     lin_label = lin_label.copy()
     lin_conf = lin_conf.copy()
     lin_label[used] = mapped[used]
@@ -1016,7 +1018,7 @@ def _refine_lineages(
         n_changed=int(differs.sum()),
         n_confirmed=int((used & ~differs).sum()),
         n_unmapped_labels=int((~named).sum()),
-        lineage_agreement=float((mapped[named] == lin_label[named]).mean()) if named.any() else 0.0,
+        lineage_agreement=agreement,
         _changed=used,
     )
     return lin_label, lin_conf, info
