@@ -115,7 +115,7 @@ def _config_reads(func: ast.FunctionDef) -> set[str]:
 def test_stage_sections_cover_what_each_stage_reads() -> None:
     """The runner's resume keys and Nextflow's per-stage slices rely on STAGE_SECTIONS."""
     import bonemet._stages as stages_mod
-    from bonemet.config import STAGE_SECTIONS
+    from bonemet._stages import STAGE_SECTIONS
 
     tree = ast.parse(Path(stages_mod.__file__).read_text())
     funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
@@ -137,7 +137,7 @@ def test_stage_sections_cover_what_each_stage_reads() -> None:
 
 
 def test_stage_slices_load_back_with_the_stage_values(tmp_path) -> None:
-    from bonemet.config import STAGE_SECTIONS, stage_config
+    from bonemet._stages import STAGE_SECTIONS, stage_config
 
     cfg = load_config(overrides={"qc": {"min_counts": 321}, "cluster": {"resolution": 0.7}})
     cfg_dict = cfg.to_dict()

@@ -30,7 +30,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ._errors import ConfigError, InputError
+from ._errors import ConfigError
 from ._resources import signatures_dir
 
 __all__ = [
@@ -38,7 +38,6 @@ __all__ = [
     "load_gene_sets",
     "load_gene_set_file",
     "match_genes",
-    "resolve_species",
     "Species",
 ]
 
@@ -188,30 +187,3 @@ def match_genes(genes: Sequence[str], var_names: Sequence[str]) -> tuple[list[st
                 seen.add(hit)
                 out.append(hit)
     return out, found / len(genes)
-
-
-def resolve_species(species: str, var_names: Sequence[str]) -> Species:
-    """``species`` if given, else detected from ``var_names``."""
-    if species in ("human", "mouse"):
-        return species  # type: ignore[return-value]
-    if species != "auto":
-        raise InputError(f"species must be 'auto', 'human' or 'mouse', not {species!r}")
-    try:
-        from .io import detect_species
-    except ImportError:  # io not importable (partial install): symbol-case heuristic
-        return _species_from_case(var_names)
-    return detect_species(var_names)
-
-
-def _species_from_case(var_names: Sequence[str]) -> Species:
-    """Guess the species from symbol case: mouse symbols are capitalised (``Cd8a``), human upper."""
-    mouse = human = 0
-    for v in map(str, var_names):
-        letters = [c for c in v if c.isalpha()]
-        if len(letters) < 2:
-            continue
-        if v[0].isupper() and any(c.islower() for c in v[1:]) and "orf" not in v:
-            mouse += 1
-        elif v == v.upper():
-            human += 1
-    return "mouse" if mouse > human else "human"

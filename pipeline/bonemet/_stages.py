@@ -1,28 +1,52 @@
-"""The pipeline's stages, shared by the local runner and the per-stage CLI commands.
+"""The pipeline's stages: each declared once, in :data:`REGISTRY`.
 
-Each stage takes AnnData (or a dict of per-sample AnnData) and the validated
-:class:`~bonemet.config.Config` and returns the result. The local runner
-(:func:`bonemet.run`) and Nextflow (through ``bonemet <stage>``) call these same
-functions, so both give the same cells, clusters and labels for the same config.
+A stage is one row (name, function, scope, the config keys it reads, help text) and one
+function here that takes the data, the validated :class:`~bonemet.config.Config` and a
+:class:`StageContext`. The local runner (:func:`bonemet.run`), the per-stage CLI commands
+that Nextflow calls (``bonemet <stage>``) and the resume keys all derive from the
+registry, so both paths give the same cells, clusters and labels for the same config.
+
+Scopes say what a stage takes and returns, and so how it is checkpointed:
+
+``source``
+    nothing (reads the input named in the config) -> per-sample AnnData
+``sample``
+    one sample -> that sample (run once per sample)
+``gather``
+    all samples -> one merged AnnData
+``merged``
+    the merged AnnData -> the merged AnnData
+``sink``
+    the merged AnnData -> files in the output folder (the report)
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import anndata as ad
-import pandas as pd
-
-from ._errors import InputError, NotCountsError
+from ._errors import ConfigError, InputError, NotCountsError
+from ._meta import bonemet_uns
 from ._utils import write_csv
 from .config import Config
 
+if TYPE_CHECKING:
+    import anndata as ad
+
 __all__ = [
+    "REGISTRY",
     "STAGES",
+    "STAGE_SECTIONS",
     "SAMPLE_STAGES",
+    "Stage",
+    "StageContext",
+    "StageOption",
+    "get_stage",
+    "stage_config",
+    "model_checksums",
     "ingest",
     "qc",
     "merge",
@@ -34,14 +58,92 @@ __all__ = [
     "write_tables",
 ]
 
-SAMPLE_STAGES = ("ingest", "qc")
+Scope = Literal["source", "sample", "gather", "merged", "sink"]
+
 #: uns key of the per-sample erythroid-mimicry table written by the score stage
 MIMICRY_KEY = "bonemet_erythroid_mimicry"
-STAGES = ("ingest", "qc", "merge", "integrate", "cluster", "annotate", "score", "report")
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage may need besides its data and the config.
+
+    Attributes
+    ----------
+    out_dir
+        The run's output folder (the ``sink`` stage writes there).
+    model_dir
+        Where the integrate stage saves the scVI model (``None``: not saved).
+    provenance
+        The runner's run facts, shown by the report.
+    """
+
+    out_dir: Path | None = None
+    model_dir: Path | None = None
+    provenance: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StageOption:
+    """An extra per-stage CLI option that fills one :class:`StageContext` field."""
+
+    flag: str
+    metavar: str
+    help: str
+    context_field: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage, declared once.
+
+    Attributes
+    ----------
+    name
+        The stage's name: the CLI command, the checkpoint name and, upper-cased, the
+        Nextflow process.
+    func
+        ``func(data, cfg, ctx)`` with ``data`` as the scope says.
+    scope
+        ``source``, ``sample``, ``gather``, ``merged`` or ``sink`` (module docstring).
+    sections
+        The config keys the stage reads (dotted paths; a section name means all of it;
+        ``""`` means the whole config). Resume keys and Nextflow's per-stage config slices
+        hash exactly these, so a stage reruns only when its own settings change.
+    help
+        One line for ``bonemet --help``.
+    options
+        Extra CLI options of ``bonemet <stage>`` (e.g. ``--model-dir``).
+    key_extra
+        ``key_extra(cfg)`` adds to the resume key what the config alone does not say
+        (e.g. the checksum of a model file the stage reads).
+    """
+
+    name: str
+    func: Callable[..., Any]
+    scope: Scope
+    sections: tuple[str, ...]
+    help: str
+    options: tuple[StageOption, ...] = field(default=())
+    key_extra: Callable[[Config], Any] | None = None
+
+    @property
+    def per_sample(self) -> bool:
+        return self.scope in ("source", "sample")
+
+    @property
+    def checkpoint(self) -> Literal["samples", "h5ad", "outputs"]:
+        """``samples``: one .h5ad per sample; ``h5ad``: the merged object; ``outputs``: files."""
+        if self.per_sample:
+            return "samples"
+        return "outputs" if self.scope == "sink" else "h5ad"
+
+    def __call__(self, data: Any, cfg: Config, ctx: StageContext | None = None) -> Any:
+        return self.func(data, cfg, ctx or StageContext())
 
 
 def _meta(adata: ad.AnnData) -> dict[str, Any]:
-    return adata.uns.setdefault("bonemet", {})
+    return bonemet_uns(adata)
 
 
 def _record(adata: ad.AnnData, stage: str, params: Mapping[str, Any], seconds: float) -> None:
@@ -58,8 +160,8 @@ def _record(adata: ad.AnnData, stage: str, params: Mapping[str, Any], seconds: f
     meta.setdefault("timings", {})[stage] = round(float(seconds), 3)
 
 
-def ingest(cfg: Config, *, path: str | None = None) -> dict[str, ad.AnnData]:
-    """Read the input named in ``cfg.input`` (or ``path``) into per-sample AnnData."""
+def ingest(path: str | None, cfg: Config, ctx: StageContext | None = None) -> dict[str, ad.AnnData]:
+    """Read ``path``, or the input named in ``cfg.input`` when ``None``, into per-sample AnnData."""
     from . import io
 
     inp = cfg.input
@@ -109,7 +211,7 @@ def ingest(cfg: Config, *, path: str | None = None) -> dict[str, ad.AnnData]:
     return samples
 
 
-def qc(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
+def qc(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
     """Per-sample QC (MAD thresholds, fixed floors, doublets), cells removed by reason."""
     from . import pp
 
@@ -136,7 +238,11 @@ def qc(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
     return out
 
 
-def merge(samples: Mapping[str, ad.AnnData] | list[ad.AnnData], cfg: Config) -> ad.AnnData:
+def merge(
+    samples: Mapping[str, ad.AnnData] | list[ad.AnnData],
+    cfg: Config,
+    ctx: StageContext | None = None,
+) -> ad.AnnData:
     """Concatenate samples (sorted by sample id), then normalise and select HVGs."""
     from . import pp
 
@@ -164,8 +270,10 @@ def merge(samples: Mapping[str, ad.AnnData] | list[ad.AnnData], cfg: Config) -> 
     return adata
 
 
-def integrate(adata: ad.AnnData, cfg: Config, *, model_dir: str | Path | None = None) -> ad.AnnData:
-    """scVI (or the configured fallback) on the HVGs: ``obsm["X_scVI"]``."""
+def integrate(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
+    """scVI (or the configured fallback) on the HVGs: ``obsm["X_scVI"]``; the model goes to
+    ``ctx.model_dir`` when given (and ``integrate.save_model``)."""
+    model_dir = ctx.model_dir if ctx else None
     from . import tl
 
     i = cfg.integrate
@@ -192,7 +300,7 @@ def integrate(adata: ad.AnnData, cfg: Config, *, model_dir: str | Path | None = 
     return adata
 
 
-def cluster(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
+def cluster(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
     """Neighbours on the integrated space, leiden at each resolution, UMAP."""
     from . import tl
 
@@ -210,7 +318,7 @@ def cluster(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
     return adata
 
 
-def annotate(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
+def annotate(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
     """Lineage (``cell_type``) and named populations (``population``) with confidence."""
     from . import tl
 
@@ -235,7 +343,7 @@ def annotate(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
     return adata
 
 
-def score(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
+def score(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
     """Programme scores per cell (control-gene method and AUCell)."""
     from . import tl
 
@@ -261,6 +369,8 @@ def score(adata: ad.AnnData, cfg: Config) -> ad.AnnData:
 
 def write_tables(adata: ad.AnnData, cfg: Config, out_dir: str | Path) -> dict[str, Path]:
     """Write the run's CSV tables into ``out_dir`` (atomically); return name -> path."""
+    import pandas as pd
+
     from . import pp, tl
 
     out = Path(out_dir)
@@ -306,18 +416,14 @@ def write_tables(adata: ad.AnnData, cfg: Config, out_dir: str | Path) -> dict[st
     return paths
 
 
-def report(
-    adata: ad.AnnData,
-    cfg: Config,
-    out_dir: str | Path,
-    *,
-    provenance: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Tables, figures and the HTML report of a run."""
+def report(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> dict[str, Any]:
+    """Tables, figures and the HTML report of a run, written into ``ctx.out_dir``."""
     from . import pl
     from . import report as rep
 
-    out = Path(out_dir)
+    if ctx is None or ctx.out_dir is None:
+        raise InputError("the report stage needs an output folder (StageContext.out_dir)")
+    out = Path(ctx.out_dir)
     t0 = time.perf_counter()
     tables = write_tables(adata, cfg, out / "tables")
     figures: list[Path] = []
@@ -331,7 +437,79 @@ def report(
         tables=tables,
         figures=figures,
         config=cfg.to_dict(),
-        provenance=dict(provenance or {}),
+        provenance=dict(ctx.provenance or {}),
     )
     _record(adata, "report", cfg.section_dict("report"), time.perf_counter() - t0)
     return {"tables": tables, "figures": figures, "report": html}
+
+
+def model_checksums(cfg: Config) -> dict[str, str]:
+    """SHA-256 of the user's models that annotate reads (CellTypist ``.pkl``, scANVI ``model.pt``).
+
+    Part of the annotate stage's resume key, so replacing a model at the same path reruns
+    annotation. A path that does not exist is left to annotate to report.
+    """
+    from ._utils import sha256_file
+
+    a = cfg.annotate
+    files = [Path(a.celltypist_model)] if a.celltypist_model else []
+    if a.scanvi_reference:
+        files.append(Path(a.scanvi_reference) / "model.pt")
+    return {str(f): sha256_file(f) for f in files if f.is_file()}
+
+
+# ------------------------------------------------------------------------ the registry
+
+_MODEL_DIR = StageOption("--model-dir", "DIR", "where to save the scVI model", "model_dir")
+
+#: Every stage, in run order. Adding a stage is one row here and one function above.
+REGISTRY: tuple[Stage, ...] = (
+    Stage("ingest", ingest, "source", ("input", "integrate.method"),
+          "read one sample's counts into .h5ad"),
+    Stage("qc", qc, "sample", ("qc", "seed", "input.species"),
+          "per-sample QC: MAD thresholds, floors, doublets"),
+    Stage("merge", merge, "gather", ("normalize", "qc.min_cells_per_gene", "integrate.batch_key"),
+          "merge per-sample .h5ad files, normalise, select HVGs"),
+    Stage("integrate", integrate, "merged", ("integrate", "seed", "input.allow_non_counts"),
+          "scVI integration (or the configured fallback)", options=(_MODEL_DIR,)),
+    Stage("cluster", cluster, "merged", ("cluster", "seed"), "neighbours, leiden, UMAP"),
+    Stage("annotate", annotate, "merged",
+          ("annotate", "input.species", "integrate.accelerator", "seed"),
+          "cell types and bone-metastasis populations", key_extra=model_checksums),
+    Stage("score", score, "merged", ("score", "input.species", "seed"),
+          "signature scores per cell"),
+    Stage("report", report, "sink", ("",), "tables, figures and report.html"),
+)  # fmt: skip
+
+#: Stage names in run order.
+STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY)
+#: The stages that run once per sample.
+SAMPLE_STAGES: tuple[str, ...] = tuple(s.name for s in REGISTRY if s.per_sample)
+#: The config keys each stage reads (the registry's ``sections``); tests/test_config.py
+#: checks the stage code against it.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {s.name: s.sections for s in REGISTRY}
+
+
+def get_stage(name: str) -> Stage:
+    """The registry row of stage ``name``."""
+    for s in REGISTRY:
+        if s.name == name:
+            return s
+    raise ConfigError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+
+
+def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
+    """The part of ``cfg`` that ``stage`` reads, as a nested dict (loads back with defaults)."""
+    full = cfg.to_dict()
+    out: dict[str, Any] = {}
+    for dotted in get_stage(stage).sections:
+        if not dotted:
+            return full
+        parts = dotted.split(".")
+        src: Any = full
+        dst = out
+        for part in parts[:-1]:
+            src = src[part]
+            dst = dst.setdefault(part, {})
+        dst[parts[-1]] = src[parts[-1]]
+    return out

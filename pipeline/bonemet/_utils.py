@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InputError
+from ._meta import add_warning  # noqa: F401  (re-exported: its home is _meta)
 
 __all__ = [
     "SAMPLE_ID_PATTERN",
@@ -22,7 +23,6 @@ __all__ = [
     "write_h5ad",
     "write_json",
     "write_csv",
-    "add_warning",
 ]
 
 SAMPLE_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -94,20 +94,3 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
             while block := fh.read(chunk):
                 h.update(block)
     return h.hexdigest()
-
-
-def add_warning(adata: Any, msg: str) -> None:
-    """Append ``msg`` to ``uns["bonemet"]["warnings"]`` (once) and log it.
-
-    The report lists these warnings; h5ad round trips turn the list into an array,
-    which is handled here.
-    """
-    from ._logging import logger
-
-    meta = adata.uns.setdefault("bonemet", {})
-    warns = meta.get("warnings", [])
-    warns = [str(w) for w in (warns.tolist() if hasattr(warns, "tolist") else warns)]
-    if msg not in warns:
-        warns.append(msg)
-    meta["warnings"] = warns
-    logger.warning(msg)

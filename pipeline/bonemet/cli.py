@@ -178,23 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="H5AD")
     _add_common(p)
 
-    _add_stage(sub, "qc", "per-sample QC: MAD thresholds, floors, doublets")
-    _add_stage(
-        sub, "merge", "merge per-sample .h5ad files, normalise, select HVGs", multi_input=True
-    )
-    p = _add_stage(sub, "integrate", "scVI integration (or the configured fallback)")
-    p.add_argument("--model-dir", metavar="DIR", help="where to save the scVI model")
-    _add_stage(sub, "cluster", "neighbours, leiden, UMAP")
-    _add_stage(sub, "annotate", "cell types and bone-metastasis populations")
-    p = _add_stage(sub, "score", "signature scores per cell")
-    p = sub.add_parser(
-        "report",
-        help="tables, figures and report.html",
-        description="Write tables, figures and the self-contained report.html for a scored .h5ad.",
-    )
-    p.add_argument("--input", required=True, metavar="H5AD")
-    p.add_argument("--output", required=True, metavar="DIR")
-    _add_common(p)
+    from ._stages import REGISTRY
+
+    for stage in REGISTRY:
+        if stage.scope == "source":
+            continue  # ingest: its own parser above (a raw file and a sample id)
+        if stage.scope == "sink":
+            p = sub.add_parser(stage.name, help=stage.help, description=stage.help)
+            p.add_argument("--input", required=True, metavar="H5AD")
+            p.add_argument("--output", required=True, metavar="DIR")
+            _add_common(p)
+            continue
+        p = _add_stage(sub, stage.name, stage.help, multi_input=stage.scope == "gather")
+        for opt in stage.options:
+            p.add_argument(opt.flag, metavar=opt.metavar, help=opt.help)
 
     p = sub.add_parser(
         "reference",
@@ -449,11 +446,11 @@ def _cmd_config(args: argparse.Namespace) -> int:
     if args.stage_dir:
         import yaml
 
-        from .config import STAGE_SECTIONS, stage_config
+        from ._stages import STAGES, stage_config
 
         out = Path(args.stage_dir)
         out.mkdir(parents=True, exist_ok=True)
-        for stage in STAGE_SECTIONS:
+        for stage in STAGES:
             with atomic_path(out / f"{stage}.yaml") as tmp:
                 tmp.write_text(yaml.safe_dump(stage_config(cfg, stage), sort_keys=False))
     return 0
@@ -483,44 +480,44 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         sheet = Path(tmp) / "samplesheet.csv"
         pd.DataFrame([row]).to_csv(sheet, index=False)
         cfg.input.format = "samplesheet"
-        samples = _stages.ingest(cfg, path=str(sheet))
+        samples = _stages.ingest(str(sheet), cfg)
     write_h5ad(samples[sample], args.output)
     return 0
 
 
-def _stage_cmd(stage: str):
+def _context(stage: Any, args: argparse.Namespace, **fields: Any):
+    from ._stages import StageContext
+
+    for opt in stage.options:
+        value = getattr(args, opt.flag.lstrip("-").replace("-", "_"), None)
+        if value is not None:
+            fields[opt.context_field] = Path(value)
+    return StageContext(**fields)
+
+
+def _stage_cmd(name: str):
+    """``bonemet <stage> --input ... --output ...`` for a registry stage (what Nextflow calls)."""
+
     def cmd(args: argparse.Namespace) -> int:
-        from . import _stages
+        from ._stages import get_stage
         from ._utils import write_h5ad
 
+        stage = get_stage(name)
         cfg = _load(args)
-        if stage == "merge":
-            samples = [_read(p) for p in args.input]
-            adata = _stages.merge(samples, cfg)
-        else:
+        if stage.scope == "gather":
+            adata = stage([_read(p) for p in args.input], cfg, _context(stage, args))
+        elif stage.scope == "sink":
+            out = Path(args.output)
             adata = _read(args.input)
-            if stage == "qc":
-                adata = _stages.qc(adata, cfg)
-            elif stage == "integrate":
-                adata = _stages.integrate(adata, cfg, model_dir=args.model_dir)
-            else:
-                adata = getattr(_stages, stage)(adata, cfg)
+            stage(adata, cfg, _context(stage, args, out_dir=out))
+            write_h5ad(adata, out / "bonemet.h5ad")
+            return 0
+        else:
+            adata = stage(_read(args.input), cfg, _context(stage, args))
         write_h5ad(adata, args.output)
         return 0
 
     return cmd
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from . import _stages
-    from ._utils import write_h5ad
-
-    cfg = _load(args)
-    adata = _read(args.input)
-    out = Path(args.output)
-    _stages.report(adata, cfg, out)
-    write_h5ad(adata, out / "bonemet.h5ad")
-    return 0
 
 
 def _cmd_fetch_geo(args: argparse.Namespace) -> int:
@@ -561,22 +558,19 @@ def _cmd_fetch_geo(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {
-    "demo": _cmd_demo,
-    "run": _cmd_run,
-    "simulate": _cmd_simulate,
-    "config": _cmd_config,
-    "ingest": _cmd_ingest,
-    "qc": _stage_cmd("qc"),
-    "merge": _stage_cmd("merge"),
-    "integrate": _stage_cmd("integrate"),
-    "cluster": _stage_cmd("cluster"),
-    "annotate": _stage_cmd("annotate"),
-    "score": _stage_cmd("score"),
-    "report": _cmd_report,
-    "fetch-geo": _cmd_fetch_geo,
-    "reference": _cmd_reference,
-}
+def _commands() -> dict[str, Any]:
+    from ._stages import REGISTRY
+
+    cmds: dict[str, Any] = {
+        "demo": _cmd_demo,
+        "run": _cmd_run,
+        "simulate": _cmd_simulate,
+        "config": _cmd_config,
+        "ingest": _cmd_ingest,
+    }
+    cmds.update({s.name: _stage_cmd(s.name) for s in REGISTRY if s.scope != "source"})
+    cmds.update({"fetch-geo": _cmd_fetch_geo, "reference": _cmd_reference})
+    return cmds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -590,7 +584,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_cli_logging(quiet=getattr(args, "quiet", False))
     try:
-        return _COMMANDS[args.command](args)
+        return _commands()[args.command](args)
     except (InputError, ConfigError) as e:
         print(f"bonemet: error: {_one_line(e)}", file=sys.stderr)
         return 2

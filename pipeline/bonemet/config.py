@@ -23,8 +23,6 @@ __all__ = [
     "load_config",
     "default_config_dict",
     "config_to_yaml",
-    "STAGE_SECTIONS",
-    "stage_config",
 ]
 
 
@@ -257,42 +255,6 @@ def load_config(
         return Config.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
-
-
-# The config keys each stage reads (dotted paths; a section name means all of it). The local
-# runner hashes them into its resume keys; `bonemet config --stage-dir` writes one slice per
-# stage so that Nextflow's -resume re-runs only the stages whose own keys changed. The
-# report reads the whole config (it shows it). tests/test_config.py checks the stage code
-# against this table.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "ingest": ("input", "integrate.method"),
-    "qc": ("qc", "seed", "input.species"),
-    "merge": ("normalize", "qc.min_cells_per_gene", "integrate.batch_key"),
-    "integrate": ("integrate", "seed", "input.allow_non_counts"),
-    "cluster": ("cluster", "seed"),
-    "annotate": ("annotate", "input.species", "integrate.accelerator", "seed"),
-    "score": ("score", "input.species", "seed"),
-    "report": ("",),  # everything
-}
-
-
-def stage_config(cfg: Config, stage: str) -> dict[str, Any]:
-    """The part of ``cfg`` that ``stage`` reads, as a nested dict (loads back with defaults)."""
-    if stage not in STAGE_SECTIONS:
-        raise ConfigError(f"unknown stage {stage!r}; stages: {', '.join(STAGE_SECTIONS)}")
-    full = cfg.to_dict()
-    out: dict[str, Any] = {}
-    for dotted in STAGE_SECTIONS[stage]:
-        if not dotted:
-            return full
-        parts = dotted.split(".")
-        src: Any = full
-        dst = out
-        for part in parts[:-1]:
-            src = src[part]
-            dst = dst.setdefault(part, {})
-        dst[parts[-1]] = src[parts[-1]]
-    return out
 
 
 def config_to_yaml(cfg: Config) -> str:

@@ -23,9 +23,11 @@ import anndata as ad
 from . import _stages
 from ._errors import InputError
 from ._logging import logger
+from ._meta import bonemet_uns, warnings_of
+from ._stages import REGISTRY, StageContext, stage_config
 from ._utils import sha256_file, write_h5ad, write_json
 from ._version import __version__
-from .config import Config, config_to_yaml, load_config, stage_config
+from .config import Config, config_to_yaml, load_config
 
 __all__ = ["run", "Runner", "input_checksums"]
 
@@ -55,19 +57,6 @@ def input_checksums(cfg: Config) -> dict[str, str]:
             for f in sheet["path"]:
                 sums[str(f)] = sha256_file(f)
     return sums
-
-
-def model_checksums(cfg: Config) -> dict[str, str]:
-    """SHA-256 of the user's models that annotate reads (CellTypist ``.pkl``, scANVI ``model.pt``).
-
-    Part of the annotate stage's key, so replacing a model at the same path reruns annotation.
-    A path that does not exist is left to annotate to report.
-    """
-    a = cfg.annotate
-    files = [Path(a.celltypist_model)] if a.celltypist_model else []
-    if a.scanvi_reference:
-        files.append(Path(a.scanvi_reference) / "model.pt")
-    return {str(f): sha256_file(f) for f in files if f.is_file()}
 
 
 class Runner:
@@ -105,13 +94,13 @@ class Runner:
         self.input_sums = input_checksums(self.cfg)
         prev = json.dumps(self.input_sums, sort_keys=True)
         keys = {}
-        for stage in _stages.STAGES:
-            part: Any = stage_config(self.cfg, stage)
-            if stage == "annotate" and (models := model_checksums(self.cfg)):
-                part = [part, models]
-            blob = json.dumps([__version__, stage, prev, part], sort_keys=True, default=str)
+        for stage in REGISTRY:
+            part: Any = stage_config(self.cfg, stage.name)
+            if stage.key_extra is not None and (extra := stage.key_extra(self.cfg)):
+                part = [part, extra]
+            blob = json.dumps([__version__, stage.name, prev, part], sort_keys=True, default=str)
             prev = hashlib.sha256(blob.encode()).hexdigest()
-            keys[stage] = prev
+            keys[stage.name] = prev
         return keys
 
     def _state_path(self) -> Path:
@@ -146,12 +135,12 @@ class Runner:
         names = json.loads((d / "samples.json").read_text())
         return {n: ad.read_h5ad(d / f"{n}.h5ad") for n in names}
 
-    def _has_ckpt(self, stage: str) -> bool:
-        if stage in _stages.SAMPLE_STAGES:
-            return (self._ckpt_samples(stage) / "samples.json").is_file()
-        if stage == "report":
+    def _has_ckpt(self, stage: _stages.Stage) -> bool:
+        if stage.checkpoint == "samples":
+            return (self._ckpt_samples(stage.name) / "samples.json").is_file()
+        if stage.checkpoint == "outputs":
             return (self.out / "report.html").is_file()
-        return self._ckpt(stage).is_file()
+        return self._ckpt(stage.name).is_file()
 
     # -- running --------------------------------------------------------------
     def run(self) -> ad.AnnData:
@@ -160,81 +149,78 @@ class Runner:
         self.out.mkdir(parents=True, exist_ok=True)
         keys = self._keys()
         state = self._load_state() if self.resume else {}
+        names = [s.name for s in REGISTRY]
         # the last stage whose key and checkpoint chain are intact
         done = 0
-        for i, stage in enumerate(_stages.STAGES):
-            if state.get(stage) == keys[stage] and self._has_ckpt(stage):
+        for i, stage in enumerate(REGISTRY):
+            if state.get(stage.name) == keys[stage.name] and self._has_ckpt(stage):
                 done = i + 1
             else:
                 break
-        if done == len(_stages.STAGES) and (self.out / "bonemet.h5ad").is_file():
+        if done == len(REGISTRY) and (self.out / "bonemet.h5ad").is_file():
             logger.info("every stage is up to date in %s: nothing to do", self.out)
-            self.skipped = list(_stages.STAGES)
+            self.skipped = names
             return ad.read_h5ad(self.out / "bonemet.h5ad")
-        # the report has no h5ad checkpoint: resume from score at the latest
-        resume_from = min(done, _stages.STAGES.index("report"))
-        self.skipped = list(_stages.STAGES[:resume_from])
+        # a sink (the report) leaves files, not an h5ad: resume before the first one at the latest
+        first_sink = next(i for i, s in enumerate(REGISTRY) if s.checkpoint == "outputs")
+        resume_from = min(done, first_sink)
+        self.skipped = names[:resume_from]
         if self.skipped:
             logger.info("resuming: skipping %s (unchanged)", ", ".join(self.skipped))
-        for stage in _stages.STAGES[resume_from:]:
-            state.pop(stage, None)
+        for name in names[resume_from:]:
+            state.pop(name, None)
         self._save_state(state)
 
         samples: dict[str, ad.AnnData] | None = None
         adata: ad.AnnData | None = None
         if resume_from:
-            last = _stages.STAGES[resume_from - 1]
-            if last in _stages.SAMPLE_STAGES:
-                samples = self._read_samples(last)
+            last = REGISTRY[resume_from - 1]
+            if last.checkpoint == "samples":
+                samples = self._read_samples(last.name)
             else:
-                adata = ad.read_h5ad(self._ckpt(last))
+                adata = ad.read_h5ad(self._ckpt(last.name))
 
-        for stage in _stages.STAGES[resume_from:]:
+        for stage in REGISTRY[resume_from:]:
             t0 = time.perf_counter()
-            self.on_stage(stage, "start")
-            if stage == "ingest":
-                samples = _stages.ingest(self.cfg)
-                self._write_samples(stage, samples)
-            elif stage == "qc":
+            self.on_stage(stage.name, "start")
+            ctx = StageContext(
+                out_dir=self.out,
+                model_dir=self.out / "model",
+                provenance=self.provenance(adata, t_start) if stage.scope == "sink" else None,
+            )
+            if stage.scope == "source":
+                samples = stage(None, self.cfg, ctx)
+            elif stage.scope == "sample":
                 assert samples is not None
-                samples = {k: _stages.qc(v, self.cfg) for k, v in samples.items()}
-                self._write_samples(stage, samples)
-            elif stage == "merge":
+                samples = {k: stage(v, self.cfg, ctx) for k, v in samples.items()}
+            elif stage.scope == "gather":
                 assert samples is not None
-                adata = _stages.merge(samples, self.cfg)
-                samples = None
-            elif stage == "integrate":
-                adata = _stages.integrate(adata, self.cfg, model_dir=self.out / "model")
-            elif stage == "cluster":
-                adata = _stages.cluster(adata, self.cfg)
-            elif stage == "annotate":
-                adata = _stages.annotate(adata, self.cfg)
-            elif stage == "score":
-                adata = _stages.score(adata, self.cfg)
-            elif stage == "report":
+                adata, samples = stage(samples, self.cfg, ctx), None
+            else:
                 assert adata is not None
-                _stages.report(
-                    adata, self.cfg, self.out, provenance=self.provenance(adata, t_start)
-                )
-            if stage not in ("ingest", "qc", "report"):
-                write_h5ad(adata, self._ckpt(stage), compression=None)
-            self.timings[stage] = round(time.perf_counter() - t0, 3)
-            self.ran.append(stage)
-            state[stage] = keys[stage]
+                result = stage(adata, self.cfg, ctx)
+                if stage.scope == "merged":
+                    adata = result
+            if stage.checkpoint == "samples":
+                assert samples is not None
+                self._write_samples(stage.name, samples)
+            elif stage.checkpoint == "h5ad":
+                write_h5ad(adata, self._ckpt(stage.name), compression=None)
+            self.timings[stage.name] = round(time.perf_counter() - t0, 3)
+            self.ran.append(stage.name)
+            state[stage.name] = keys[stage.name]
             self._save_state(state)
-            self.on_stage(stage, "end")
+            self.on_stage(stage.name, "end")
         assert adata is not None
-        adata.uns.setdefault("bonemet", {})["timings"] = {
-            **adata.uns["bonemet"].get("timings", {}),
-            **self.timings,
-        }
+        meta = bonemet_uns(adata)
+        meta["timings"] = {**meta.get("timings", {}), **self.timings}
         write_h5ad(adata, self.out / "bonemet.h5ad")
         write_json(self.provenance(adata, t_start), self.out / "provenance.json")
         (self.out / "config.yaml").write_text(config_to_yaml(self.cfg))
         return adata
 
     def provenance(self, adata: ad.AnnData, t_start: float) -> dict[str, Any]:
-        meta = adata.uns.get("bonemet", {})
+        meta = bonemet_uns(adata, create=False)
         return {
             "bonemet_version": __version__,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t_start)),
@@ -252,7 +238,7 @@ class Runner:
             "n_cells": int(adata.n_obs),
             "n_genes": int(adata.n_vars),
             "species": meta.get("species", ""),
-            "warnings": list(meta.get("warnings", [])),
+            "warnings": warnings_of(adata),
         }
 
 

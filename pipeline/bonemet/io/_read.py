@@ -21,15 +21,17 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._counts import check_counts
 from .._errors import InputError
 from .._logging import logger
+from .._species import detect_species, resolve_species, species_contradiction
 from .._utils import check_sample_id, sha256_file
 
 __all__ = ["read", "ingest", "detect_species", "check_counts", "FORMATS"]
@@ -651,172 +653,6 @@ def read(
 
 
 # --------------------------------------------------------------------------------------
-# species
-# --------------------------------------------------------------------------------------
-
-_MOUSE_ONLY = {
-    g.upper()
-    for g in """Hbb-bs Hbb-bt Hbb-b1 Hbb-b2 Hbb-y Hba-a1 Hba-a2 Hba-x Chil3 Chil4 Chil1 Ly6c1 Ly6c2 Ly6g
-    Ly6a Klrb1c Cd200r3 Mcpt8 Mcpt4 Ear2 Ear1 Ear6 H2-Ab1 H2-Aa H2-Eb1 H2-K1 H2-D1 H2-Q7 H2-T23
-    Lyz1 Lyz2 Retnla Retnlg Ngp Wfdc21 Klra8 Klrb1b Ifi27l2a Ccl9 Ccl6 Fcgr4 Pira2 Cd209a Gzmc
-    Gzmd Gzme Clec4n Sirpb1a""".split()
-}
-# symbols that exist in human only (the mouse orthologue is named differently or absent)
-_HUMAN_ONLY = {
-    g.upper()
-    for g in """FCGR3A FCGR3B FCGR2A CD1A CD1B CD1C CD1E CCL3L1 CCL3L3 CCL4L2 MT2A MT1X MT1G MT1E MT1F
-    MT1M CEACAM8 CEACAM6 S100A12 IGLL5 HBG1 HBG2 CLEC4C LILRA4 XCL2""".split()
-}
-# Gm12345 (not human GM140), RIKEN clones 1110002L01Rik / A430005L14Rik (not GRIK3), H2-Ab1
-_MOUSE_PATTERN = re.compile(
-    r"^(GM\d{4,}|(?=[0-9A-Z]*\d)[0-9A-Z]{6,}RIK\d?|H2-[A-Z]{1,2}\d*[A-Z]?\d*)$", re.IGNORECASE
-)
-_HUMAN_PATTERN = re.compile(
-    r"^(HLA-[A-Z0-9]+|KIR[23]D[LS]\d.*|LILR[AB]\d|C\d{1,2}ORF\d+|LINC\d{4,}|RP11-\d+[A-Z]\d+\.\d+|CT[ABCD]-\d+[A-Z]\d+\.\d+)$",
-    re.IGNORECASE,
-)
-
-
-def detect_species(var_names: Sequence[str] | pd.Index) -> Literal["human", "mouse"]:
-    """Detect whether gene symbols are human or mouse.
-
-    Evidence used: Ensembl id prefixes (``ENSG``/``ENSMUSG``), mitochondrial prefixes
-    (``MT-`` vs ``mt-``), the case pattern of symbols (``CD14`` vs ``Cd14``, ``RPL13`` vs
-    ``Rpl13``), and, for upper-cased data, genes that exist in only one species (mouse:
-    ``Hbb-bs``, ``Chil3``, ``Ly6c2``, ``Ly6g``, ``Klrb1c``, ``Cd200r3``, ``Mcpt8``, ``Ear2``,
-    ``H2-Ab1``, ``Gm*``, ``*Rik``…; human: ``HLA-*``, ``FCGR3A``, ``C*orf*``, ``LINC*``…).
-
-    Raises
-    ------
-    InputError
-        If neither species can be decided: pass ``species="human"`` or ``"mouse"``.
-    """
-    names = [str(v).strip() for v in var_names]
-    names = [n for n in names if n and n.lower() not in ("nan", "none")]
-    n = len(names)
-    if n == 0:
-        raise InputError(
-            "cannot detect the species: there are no gene names; pass species='human' or 'mouse'"
-        )
-    ens_h = sum(1 for s in names if re.match(r"^ENSG\d{6,}", s))
-    ens_m = sum(1 for s in names if re.match(r"^ENSMUSG\d{6,}", s))
-    if ens_h + ens_m > 0.5 * n and ens_h != ens_m:
-        return "human" if ens_h > ens_m else "mouse"
-    mt_h = sum(1 for s in names if s.startswith("MT-"))
-    mt_m = sum(1 for s in names if s.startswith("mt-"))
-    rib_h = sum(1 for s in names if re.match(r"^RP[LS]\d+[A-Z]?\d*$", s))
-    rib_m = sum(1 for s in names if re.match(r"^Rp[ls]\d+[a-z]?\d*$", s))
-    upper = [s.upper() for s in names]
-    mouse_hits = len({u for u in upper if u in _MOUSE_ONLY}) + sum(
-        1 for u in upper if _MOUSE_PATTERN.match(u)
-    )
-    human_hits = len({u for u in upper if u in _HUMAN_ONLY}) + sum(
-        1 for u in upper if _HUMAN_PATTERN.match(u)
-    )
-    # case pattern among symbol-like names (skip ids and human '...orf...' names)
-    symbolic = [
-        s
-        for s in names
-        if re.search(r"[A-Za-z]{2}", s) and not re.match(r"^ENS", s) and "orf" not in s
-    ]
-    n_lower = sum(
-        1 for s in symbolic if re.match(r"^[A-Z][a-z0-9]", s) and any(c.islower() for c in s)
-    )
-    n_upper = sum(1 for s in symbolic if not any(c.islower() for c in s))
-    tot = max(len(symbolic), 1)
-    frac_title, frac_upper = n_lower / tot, n_upper / tot
-    logger.debug(
-        "species evidence: MT- %d, mt- %d, RPL/RPS %d, Rpl/Rps %d, mouse-only %d, human-only %d, "
-        "title-case %.2f, upper-case %.2f",
-        mt_h,
-        mt_m,
-        rib_h,
-        rib_m,
-        mouse_hits,
-        human_hits,
-        frac_title,
-        frac_upper,
-    )
-    if frac_title >= 0.5:
-        if mt_m or rib_m or mouse_hits or frac_title >= 0.8 and len(symbolic) >= 200:
-            return "mouse"
-    elif frac_upper >= 0.5:
-        # upper-case symbols: human, unless mouse-only genes say it is upper-cased mouse data
-        if mouse_hits >= 2 and mouse_hits > human_hits:
-            return "mouse"
-        if human_hits or mt_h or rib_h or (len(symbolic) >= 50 and mouse_hits == 0):
-            return "human"
-    shown = ", ".join(names[:5])
-    raise InputError(
-        f"cannot detect the species from {n} gene names (e.g. {shown}): no clear human (MT-, CD14) or "
-        "mouse (mt-, Cd14, Gm/Rik genes) pattern; pass species='human' or species='mouse' explicitly"
-    )
-
-
-# --------------------------------------------------------------------------------------
-# counts check
-# --------------------------------------------------------------------------------------
-
-
-def check_counts(
-    adata_or_matrix: ad.AnnData | np.ndarray | sp.spmatrix | Any,
-    *,
-    n_sample: int = 200_000,
-    seed: int = 0,
-) -> tuple[bool, str]:
-    """Check whether a matrix holds raw counts.
-
-    Looks at up to ``n_sample`` non-zero values (a random sample, for speed): raw counts are
-    non-negative integers. Log-transformed data (non-integers with a small maximum) and
-    other transformed data are reported with the reason.
-
-    Returns
-    -------
-    ``(is_counts, reason)``: ``reason`` says what was found, in one line.
-    """
-    x = adata_or_matrix.X if isinstance(adata_or_matrix, ad.AnnData) else adata_or_matrix
-    if x is None:
-        return False, "the matrix is empty (X is None)"
-    if sp.issparse(x):
-        vals = np.asarray(x.data if hasattr(x, "data") else sp.csr_matrix(x).data)
-    elif hasattr(x, "to_memory"):  # anndata backed/sparse dataset
-        return check_counts(x.to_memory(), n_sample=n_sample, seed=seed)
-    else:
-        arr = np.asarray(x)
-        flat = arr.ravel()
-        if flat.size > 4 * n_sample:
-            rng = np.random.default_rng(seed)
-            flat = flat[rng.integers(0, flat.size, size=4 * n_sample)]
-        vals = flat[flat != 0]
-    if vals.size == 0:
-        return True, "the matrix holds only zeros"
-    if vals.size > n_sample:
-        rng = np.random.default_rng(seed)
-        vals = vals[rng.integers(0, vals.size, size=n_sample)]
-    vals = vals.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(vals)):
-        return False, "the matrix holds NaN or infinite values, so it is not raw counts"
-    vmin, vmax = float(vals.min()), float(vals.max())
-    if vmin < 0:
-        return (
-            False,
-            f"the matrix holds negative values (min {vmin:.3g}): scaled or centred data, not raw counts",
-        )
-    frac_nonint = float(np.mean(np.abs(vals - np.round(vals)) > 1e-4))
-    if frac_nonint > 0:
-        if vmax <= 20:
-            return False, (
-                f"{frac_nonint:.0%} of non-zero values are not integers and the maximum is {vmax:.3g}: "
-                "looks log-transformed (e.g. log1p of normalised counts), not raw counts"
-            )
-        return False, (
-            f"{frac_nonint:.0%} of non-zero values are not integers (max {vmax:.3g}): looks normalised, "
-            "not raw counts"
-        )
-    return True, f"non-negative integers (max {vmax:.0f})"
-
-
-# --------------------------------------------------------------------------------------
 # ingest
 # --------------------------------------------------------------------------------------
 
@@ -854,7 +690,6 @@ def _annotate_sample(
     condition: str | None,
     species: str,
 ) -> ad.AnnData:
-    from .._signatures import resolve_species
     from .._version import __version__
 
     check_sample_id(sample, where=path)
@@ -888,9 +723,12 @@ def _annotate_sample(
     entry = {**prior, "path": path, "format": fmt, "sha256": sha}
     warnings_ = list(bm.get("warnings", []))
     try:
-        sp_ = resolve_species(species, adata.var_names)
+        sp_ = resolve_species(adata.var_names, species)
     except InputError as e:
         raise InputError(f"sample {sample!r} ({path}): {e}") from None
+    if species in ("human", "mouse") and (clash := species_contradiction(adata.var_names, species)):
+        warnings_.append(f"sample {sample}: {clash}")
+        logger.warning("sample %s: %s", sample, clash)
     is_counts, reason = check_counts(adata.X)
     if not is_counts:
         warnings_.append(

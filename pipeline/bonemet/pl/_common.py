@@ -160,18 +160,10 @@ def legend_width(labels: Sequence[str], ncol: int, *, fontsize: float = 9.0) -> 
 
 
 def species_of(adata: Any) -> str:
-    """The run's species: ``uns["bonemet"]["species"]`` or detected from gene symbols."""
-    sp = bonemet_uns(adata).get("species")
-    if sp in ("human", "mouse"):
-        return str(sp)
-    try:
-        from .._signatures import resolve_species
+    """The run's species, by :func:`bonemet._species.resolve_species`."""
+    from .._species import resolve_species
 
-        return str(resolve_species("auto", list(adata.var_names)))
-    except Exception:  # detection not available: judge by letter case
-        names = [str(v) for v in adata.var_names[:2000]]
-        upper = sum(v.isupper() for v in names if any(c.isalpha() for c in v))
-        return "human" if upper >= 0.5 * max(len(names), 1) else "mouse"
+    return str(resolve_species(adata, "auto"))
 
 
 def dense_column(adata: Any, gene: str) -> np.ndarray:

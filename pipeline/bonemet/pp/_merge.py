@@ -37,7 +37,7 @@ def _merge_uns(parts: list[ad.AnnData]) -> dict[str, Any]:
         if "is_counts" in bm:
             is_counts = is_counts and bool(bm["is_counts"])
         else:
-            from ..io import check_counts
+            from .._counts import check_counts
 
             is_counts = is_counts and check_counts(a.X)[0]
         out["inputs"].update({k: dict(v) for k, v in bm.get("inputs", {}).items()})

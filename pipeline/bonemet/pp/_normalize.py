@@ -141,7 +141,7 @@ def normalize(
     """
     import scanpy as sc
 
-    from ..io import check_counts
+    from .._counts import check_counts
 
     if copy:
         adata = adata.copy()

@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._counts import check_counts
 from .._errors import InputError, StageError
 from .._logging import logger
+from .._species import resolve_species
 
 __all__ = ["qc", "qc_table", "mito_genes", "hb_genes", "QC_REASONS"]
 
@@ -53,20 +55,6 @@ def _mad(x: np.ndarray) -> float:
     distribution), as R's ``mad()`` and scater's ``isOutlier`` use it."""
     med = np.median(x)
     return float(1.4826 * np.median(np.abs(x - med)))
-
-
-def _species_of(adata: ad.AnnData, species: str) -> str | None:
-    if species in ("human", "mouse"):
-        return species
-    sp_ = adata.uns.get("bonemet", {}).get("species")
-    if sp_ in ("human", "mouse"):
-        return sp_
-    from ..io import detect_species
-
-    try:
-        return detect_species(adata.var_names)
-    except InputError:
-        return None
 
 
 def _metrics(x: sp.csr_matrix, mito: np.ndarray, hb: np.ndarray) -> dict[str, np.ndarray]:
@@ -299,8 +287,6 @@ def qc(
     ``uns["bonemet"]["qc"][sample]`` = thresholds, ``n_before``, ``removed_<reason>``, ``n_after``,
     Hb summary, doublet status.
     """
-    from ..io import check_counts
-
     _ = min_cells_per_gene  # documented: applied after merge, in normalize
     if copy:
         adata = adata.copy()
@@ -313,7 +299,7 @@ def qc(
     if is_counts is None:
         is_counts = check_counts(x)[0]
     is_counts = bool(is_counts)
-    species_ = _species_of(adata, species)
+    species_ = resolve_species(adata, species, strict=False)
     mito = mito_genes(adata.var_names, species_)
     hb = hb_genes(adata.var_names, species_)
     adata.var["mito"] = mito

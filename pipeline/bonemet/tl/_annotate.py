@@ -75,10 +75,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._counts import is_counts
 from .._errors import InputError
 from .._logging import logger
+from .._meta import add_warning
 from .._signatures import GeneSet, load_gene_sets
-from .._utils import add_warning
+from .._species import resolve_species
 from .._vocab import CELL_TYPES, POPULATION_TO_CELL_TYPE, POPULATIONS, UNASSIGNED
 
 __all__ = [
@@ -247,27 +249,6 @@ def _match(genes: Sequence[str], index: Mapping[str, int]) -> list[int]:
     return out
 
 
-def _resolve_species(species: str, var_names: Sequence[str], sets: Mapping[str, GeneSet]) -> str:
-    if species in ("human", "mouse"):
-        return species
-    if species != "auto":
-        raise InputError(f"species must be 'auto', 'human' or 'mouse', not {species!r}")
-    index = _gene_index(var_names)
-    cov = {}
-    for sp_ in ("human", "mouse"):
-        genes = {g.upper() for s in sets.values() for g in s.genes(sp_)}
-        cov[sp_] = sum(g in index for g in genes) / max(len(genes), 1)
-    if abs(cov["human"] - cov["mouse"]) > 0.02:
-        return max(cov, key=cov.get)
-    try:  # too close to call from the markers: use the reader's detector
-        from ..io import detect_species
-
-        return str(detect_species(list(var_names)))
-    except Exception:  # noqa: BLE001 - detector unavailable or undecided
-        n_lower = sum(1 for v in var_names if re.match(r"^[A-Z][a-z0-9]+", str(v)))
-        return "mouse" if n_lower > 0.5 * len(var_names) else "human"
-
-
 # --------------------------------------------------------------------------- scoring
 @dataclass
 class _Set:
@@ -314,15 +295,13 @@ def _expression(adata: ad.AnnData, layer: str | None, cols: list[int]) -> tuple[
     sub = X[:, cols]
     sub = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
     sub = sub.astype(np.float32, copy=False)
-    # Raw counts (integers, large values): log1p(CP10k) with the full library size.
-    sample = X[: min(adata.n_obs, 500)]
-    sample = sample.toarray() if sp.issparse(sample) else np.asarray(sample)
-    is_counts = bool(np.all(np.equal(np.mod(sample, 1), 0)) and sample.max(initial=0) > 30)
-    if is_counts:
+    # raw counts: log1p(CP10k) with the full library size
+    counts = is_counts(X, empty=False)
+    if counts:
         lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
         lib[lib == 0] = 1.0
         sub = np.log1p(sub / lib[:, None] * 1e4).astype(np.float32)
-    return sub, is_counts
+    return sub, counts
 
 
 def _log_normalised(
@@ -620,7 +599,7 @@ def annotate(
 
     lin_sets = load_gene_sets("lineage_marker")
     pop_sets = load_gene_sets("population_marker")
-    sp_ = _resolve_species(species, adata.var_names, {**lin_sets, **pop_sets})
+    sp_ = resolve_species(adata, species)
     index = _gene_index(adata.var_names)
 
     def build(s: GeneSet) -> _Set:

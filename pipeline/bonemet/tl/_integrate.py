@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._counts import is_counts
 from .._errors import ConfigError, InputError, NotCountsError
 from .._logging import is_quiet, logger
-from .._utils import add_warning
+from .._meta import add_warning, bonemet_uns
 
 __all__ = ["integrate"]
 
@@ -29,35 +30,14 @@ _METHODS = ("scvi", "harmony", "pca", "none")
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-def _meta(adata: ad.AnnData) -> dict[str, Any]:
-    return adata.uns.setdefault("bonemet", {})
-
-
-def _sample_values(x: Any, n: int = 1_000_000) -> np.ndarray:
-    data = x.data if sp.issparse(x) else np.asarray(x).ravel()
-    data = np.asarray(data)
-    if data.size > n:
-        data = data[np.random.default_rng(0).choice(data.size, n, replace=False)]
-    return data
-
-
-def _is_integer_matrix(x: Any) -> bool:
-    v = _sample_values(x)
-    if v.size == 0:
-        return True
-    if not np.issubdtype(v.dtype, np.number):
-        return False
-    return bool(np.all(np.isfinite(v)) and np.all(v >= 0) and np.all(v == np.round(v)))
-
-
 def _counts_problem(adata: ad.AnnData, layer: str | None) -> str | None:
     """Why ``adata`` cannot feed scVI (``None`` when it can)."""
-    if _meta(adata).get("is_counts", True) is False:
+    if bonemet_uns(adata).get("is_counts", True) is False:
         return "the input was flagged as not raw counts (uns['bonemet']['is_counts'] is False)"
     if layer is not None and layer not in adata.layers:
         return f"layers[{layer!r}] with raw counts is missing"
     x = adata.layers[layer] if layer is not None else adata.X
-    if not _is_integer_matrix(x):
+    if not is_counts(x):
         where = f"layers[{layer!r}]" if layer is not None else "X"
         return f"{where} holds non-integer or negative values, not raw counts"
     return None
@@ -101,7 +81,7 @@ def _quiet_lightning(quiet: bool) -> Iterator[None]:
 def _pca_input(adata: ad.AnnData, genes: np.ndarray) -> Any:
     """Log-normalised HVG matrix for PCA (normalises a copy when X still holds counts)."""
     x = adata.X[:, genes] if genes is not None else adata.X
-    if _is_integer_matrix(x) and _sample_values(x).max(initial=0) > 20:
+    if is_counts(x, empty=False):
         logger.info("X looks like raw counts; PCA uses log1p(CP10k) of it")
         tmp = ad.AnnData(
             X=sp.csr_matrix(x, dtype=np.float32) if sp.issparse(x) else x.astype(np.float32)
@@ -424,7 +404,7 @@ def integrate(
             logger.info("no var['highly_variable']; integrating on all %d genes", adata.n_vars)
 
     n_batches = adata.obs[batch_key].nunique()
-    meta = _meta(adata)
+    meta = bonemet_uns(adata)
     seed = int(seed)
 
     # the before-integration view (and the base of harmony/PCA)

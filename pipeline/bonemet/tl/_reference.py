@@ -25,7 +25,7 @@ import scipy.sparse as sp
 
 from .._errors import InputError
 from .._logging import is_quiet, logger
-from .._utils import add_warning
+from .._meta import add_warning
 
 __all__ = ["build_scanvi_reference"]
 

@@ -28,10 +28,12 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._counts import is_counts
 from .._errors import InputError
 from .._logging import logger
-from .._signatures import GeneSet, Species, load_gene_sets, match_genes, resolve_species
-from .._utils import add_warning
+from .._meta import add_warning
+from .._signatures import GeneSet, Species, load_gene_sets, match_genes
+from .._species import resolve_species
 
 __all__ = [
     "SCORE_METHODS",
@@ -104,16 +106,8 @@ def _matrix(adata: AnnData, layer: str | None) -> Any:
     return adata.layers[layer]
 
 
-def _looks_like_counts(X: Any) -> bool:
-    data = X.data if sp.issparse(X) else np.asarray(X).ravel()
-    if data.size == 0:
-        return False
-    sample = np.asarray(data[:200_000], dtype=np.float64)
-    return bool(np.all(sample >= 0) and np.all(sample == np.round(sample)) and sample.max() > 0)
-
-
 def _check_lognorm(X: Any, where: str) -> None:
-    if _looks_like_counts(X):
+    if is_counts(X, empty=False):
         raise InputError(
             f"{where} holds raw integer counts, but scoring expects log-normalised expression; "
             "run bm.pp.normalize first (X = log1p CP10k), or pass layer= naming a log-normalised layer"
@@ -124,32 +118,6 @@ def _obs_str(adata: AnnData, key: str, *, hint: str) -> pd.Series:
     if key not in adata.obs:
         raise InputError(f"obs[{key!r}] is missing; {hint}")
     return adata.obs[key].astype(str)
-
-
-def _species_for(adata: AnnData, species: str) -> Species:
-    """Resolve ``species="auto"``: the recorded species, else the one whose lists match better.
-
-    Counting case-insensitive hits of the union of every curated set's human and mouse lists
-    (programmes and markers, whatever is being scored) tells
-    upper-cased mouse data (``HBB-BS``, ``TRP53``) from human data; ties fall back to
-    :func:`bonemet._signatures.resolve_species`.
-    """
-    if species != "auto":
-        return resolve_species(species, adata.var_names)
-    recorded = _bonemet_uns(adata).get("species")
-    if recorded in ("human", "mouse"):
-        return recorded
-    human: set[str] = set()
-    mouse: set[str] = set()
-    for gs in load_gene_sets().values():
-        human.update(g.upper() for g in gs.genes("human"))
-        mouse.update(g.upper() for g in gs.genes("mouse"))
-    shared = human & mouse
-    var = {str(v).upper() for v in adata.var_names}
-    n_h, n_m = len((human - shared) & var), len((mouse - shared) & var)
-    if n_h != n_m:
-        return "human" if n_h > n_m else "mouse"
-    return resolve_species("auto", adata.var_names)
 
 
 def _resolve_sets(
@@ -381,7 +349,7 @@ def _coverage_table(
     if not 0 <= min_coverage <= 1:
         raise InputError(f"min_coverage must be within [0, 1], not {min_coverage!r}")
     sets = _resolve_sets(gene_sets)
-    sp_ = _species_for(adata, species)
+    sp_ = resolve_species(adata, species)
     rows = []
     per_set = {name: _set_genes(gs, sp_) for name, gs in sets.items()}
     var = _candidates(adata.var_names, (g for v in per_set.values() for g in v[0]))
@@ -654,7 +622,7 @@ def score_summary(
 def _counts_matrix(adata: AnnData, layer: str | None) -> Any:
     if layer is not None and layer in adata.layers:
         return adata.layers[layer]
-    if _looks_like_counts(adata.X):
+    if is_counts(adata.X, empty=False):
         return adata.X
     raise InputError(
         f"layers[{layer!r}] is missing and adata.X does not hold counts; pseudobulk sums raw counts: "
@@ -849,7 +817,7 @@ def erythroid_mimicry(
         else pd.Series("", index=adata.obs_names)
     )
     core = load_gene_sets("programme")["erythroid_mimicry_core"]
-    sp_ = _species_for(adata, species)
+    sp_ = resolve_species(adata, species)
     hb_genes, cov = match_genes(core.genes(sp_), adata.var_names)
     no_hb = not hb_genes
     if no_hb:
