@@ -1,0 +1,964 @@
+"""Compare conditions with samples as replicates.
+
+Three read-outs share one sample-level design (``~ covariates [+ subject] + condition``):
+
+- differential abundance of every population and of the within-lineage fractions in
+  :data:`LINEAGE_FRACTIONS`: a quasi-Poisson GLM of a sample's cell count with the log of
+  its denominator as offset, so the condition coefficient is the log fold change of the
+  proportion; dispersion from the Pearson statistic (floored at 1), Wald t-tests on the
+  residual degrees of freedom;
+- pseudobulk differential expression per population (counts summed per sample ×
+  population from ``layers["counts"]``) with PyDESeq2;
+- score tests: the per-sample mean of each ``obs["score_*"]`` per population, ordinary
+  least squares on the same design.
+
+Small designs are said, not hidden: with fewer than ``min_samples_per_group`` samples in a
+group the p-values are kept but marked unreliable (``p_reliable`` False) and a warning
+says so; with one sample in a group no p-value is computed; with one condition nothing is
+tested and a warning says so. ``benchmarks/compare_calibration.py`` measures how uniform
+the p-values are on generated nulls.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import stats
+
+from .._errors import InputError
+from .._logging import logger
+from .._utils import add_warning
+from .._vocab import POPULATIONS, UNASSIGNED
+
+__all__ = [
+    "LINEAGE_FRACTIONS",
+    "compare",
+    "compare_design",
+    "differential_abundance",
+    "pseudobulk_de",
+    "score_tests",
+]
+
+#: name -> (numerator populations, denominator populations) of the within-lineage fractions
+LINEAGE_FRACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "Tpex / (Tpex + Tex)": (("CD8 Tpex (TCF1+)",), ("CD8 Tpex (TCF1+)", "CD8 Tex (terminal)")),
+    "Tpex / CD8 T": (
+        ("CD8 Tpex (TCF1+)",),
+        ("CD8 T", "CD8 Tpex (TCF1+)", "CD8 Tex (terminal)"),
+    ),
+    "M-MDSC / classical monocytes": (("M-MDSC",), ("M-MDSC", "Classical monocyte")),
+    "PMN-MDSC / neutrophils": (
+        ("PMN-MDSC",),
+        ("PMN-MDSC", "Immature neutrophil (CHI3L3+)", "Mature neutrophil"),
+    ),
+    "CHI3L3+ immature / neutrophils": (
+        ("Immature neutrophil (CHI3L3+)",),
+        ("PMN-MDSC", "Immature neutrophil (CHI3L3+)", "Mature neutrophil"),
+    ),
+    "Iron-recycling / macrophages": (
+        ("Iron-recycling macrophage (VCAM1+CD163+CCR3+)",),
+        ("Macrophage", "Iron-recycling macrophage (VCAM1+CD163+CCR3+)"),
+    ),
+}
+
+_LN2 = math.log(2.0)
+
+
+# --------------------------------------------------------------------------- design
+def compare_design(
+    adata: ad.AnnData,
+    *,
+    condition_key: str = "condition",
+    reference: str | None = None,
+    sample_key: str = "sample",
+    subject_key: str | None = None,
+    covariates: Sequence[str] = (),
+) -> tuple[pd.DataFrame, str, list[str]]:
+    """The per-sample design table, the reference level and the other levels.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obs[sample_key]`` and ``obs[condition_key]``.
+    condition_key, reference, sample_key, subject_key, covariates
+        See :func:`compare`.
+
+    Returns
+    -------
+    ``(design, reference, others)``: ``design`` has one row per sample (index: sample)
+    with columns ``condition``, ``subject`` (when given), one column per covariate and
+    ``n_cells``.
+
+    Raises
+    ------
+    InputError
+        A key is missing from ``obs`` (the message lists the columns), ``reference`` is not
+        a level (the message lists the levels), a sample holds two conditions, subjects or
+        covariate values, or a covariate is confounded with the condition.
+    """
+    obs = adata.obs
+    cols = ", ".join(map(str, obs.columns))
+    for what, key in (("condition_key", condition_key), ("sample_key", sample_key)):
+        if key not in obs:
+            raise InputError(
+                f"compare: {what} {key!r} is not an obs column; obs columns: {cols}. "
+                f"Set compare.{what} to the column that names the {what.split('_')[0]}"
+            )
+    if subject_key is not None and subject_key not in obs:
+        raise InputError(
+            f"compare: subject_key {subject_key!r} is not an obs column; obs columns: {cols}"
+        )
+    missing = [c for c in covariates if c not in obs]
+    if missing:
+        raise InputError(
+            f"compare: covariate(s) {', '.join(map(repr, missing))} are not obs columns; "
+            f"obs columns: {cols}"
+        )
+    keys = {"condition": condition_key}
+    if subject_key is not None:
+        keys["subject"] = subject_key
+    for c in covariates:
+        keys[c] = c
+    df = pd.DataFrame({name: obs[key].to_numpy() for name, key in keys.items()})
+    df["sample"] = obs[sample_key].astype(str).to_numpy()
+    if df["condition"].isna().any():
+        raise InputError(
+            f"compare: {int(df['condition'].isna().sum())} cells have no {condition_key!r} "
+            "value; give every sample a condition"
+        )
+    rows = {}
+    for sample, part in df.groupby("sample", sort=True):
+        row: dict[str, Any] = {}
+        for name in keys:
+            vals = part[name].drop_duplicates()
+            if len(vals) > 1:
+                raise InputError(
+                    f"compare: sample {sample!r} has more than one {keys[name]!r} value "
+                    f"({', '.join(map(str, vals.tolist()[:4]))}); a sample must hold one "
+                    "condition, subject and covariate value"
+                )
+            row[name] = vals.iloc[0]
+        row["n_cells"] = len(part)
+        rows[sample] = row
+    design = pd.DataFrame.from_dict(rows, orient="index")
+    design.index.name = "sample"
+    design["condition"] = design["condition"].astype(str)
+    if subject_key is not None:
+        design["subject"] = design["subject"].astype(str)
+    cond = obs[condition_key]
+    if isinstance(cond.dtype, pd.CategoricalDtype):
+        levels = [str(c) for c in cond.cat.categories if str(c) in set(design["condition"])]
+    else:
+        levels = sorted(design["condition"].unique())
+    if reference is None:
+        reference = "control" if "control" in levels else levels[0]
+    elif reference not in levels:
+        raise InputError(
+            f"compare: reference {reference!r} is not a level of {condition_key!r}; "
+            f"levels: {', '.join(levels)}. Set compare.reference to one of them"
+        )
+    others = [lv for lv in levels if lv != reference]
+    for c in covariates:
+        if design[c].dtype.kind not in "if":
+            design[c] = design[c].astype(str)
+        x = _model_matrix(design, covariates=[c], subject=False)
+        if others and np.linalg.matrix_rank(x) < x.shape[1]:
+            raise InputError(
+                f"compare: covariate {c!r} is confounded with {condition_key!r} (or "
+                "constant): the condition effect cannot be separated from it; drop it "
+                "from compare.covariates"
+            )
+    return design, reference, others
+
+
+def _model_matrix(
+    design: pd.DataFrame, *, covariates: Sequence[str], subject: bool, reference: str | None = None
+) -> np.ndarray:
+    """Intercept, covariates (dummy-coded), subject dummies, then the condition column last."""
+    ref = reference if reference is not None else sorted(design["condition"].unique())[0]
+    parts = [np.ones((len(design), 1))]
+    for c in covariates:
+        col = design[c]
+        if col.dtype.kind in "if":
+            parts.append(col.to_numpy(float)[:, None] - float(col.mean()))
+        else:
+            parts.append(pd.get_dummies(col.astype(str), drop_first=True).to_numpy(float))
+    if subject and "subject" in design:
+        parts.append(pd.get_dummies(design["subject"], drop_first=True).to_numpy(float))
+    parts.append((design["condition"] != ref).to_numpy(float)[:, None])
+    x = np.hstack(parts)
+    return x
+
+
+def _group_sizes(design: pd.DataFrame, reference: str, other: str) -> tuple[int, int]:
+    c = design["condition"]
+    return int((c == reference).sum()), int((c == other).sum())
+
+
+def _small_design_warning(
+    adata: ad.AnnData, n_ref: int, n_alt: int, reference: str, other: str, min_per_group: int
+) -> None:
+    if min(n_ref, n_alt) < 2:
+        add_warning(
+            adata,
+            f"compare: {other} vs {reference} has {n_alt} vs {n_ref} samples: one sample in a "
+            "group leaves no replicate, so effects are reported without p-values",
+        )
+    elif min(n_ref, n_alt) < min_per_group:
+        add_warning(
+            adata,
+            f"compare: {other} vs {reference} has {n_alt} vs {n_ref} samples, fewer than "
+            f"compare.min_samples_per_group={min_per_group} in a group: effects and CIs are "
+            "reported, p-values are unreliable (p_reliable is False)",
+        )
+
+
+def _bh(p: pd.Series) -> pd.Series:
+    from statsmodels.stats.multitest import multipletests
+
+    out = pd.Series(np.nan, index=p.index)
+    ok = p.notna().to_numpy()
+    if ok.any():
+        out[ok] = multipletests(p[ok].to_numpy(float), method="fdr_bh")[1]
+    return out
+
+
+def _cells_text(n: pd.Series) -> str:
+    return ";".join(f"{s}={int(v)}" for s, v in n.items())
+
+
+# ------------------------------------------------------------------ abundance model
+def _quasi_poisson(
+    x: np.ndarray, n: np.ndarray, design_x: np.ndarray
+) -> tuple[float, float, int, float]:
+    """Condition (last column) coefficient, its SE, residual df and dispersion."""
+    import statsmodels.api as sm
+
+    df_resid = design_x.shape[0] - design_x.shape[1]
+    if np.linalg.matrix_rank(design_x) < design_x.shape[1]:
+        return float("nan"), float("nan"), df_resid, float("nan")
+    y = x.astype(float)
+    alt = design_x[:, -1] > 0
+    if y[alt].sum() == 0 or y[~alt].sum() == 0:
+        y = y + 0.5  # a group without any cell: a continuity correction keeps the log finite
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = sm.GLM(y, design_x, family=sm.families.Poisson(), offset=np.log(n)).fit()
+        if df_resid > 0:
+            mu = res.fittedvalues
+            phi = max(1.0, float(np.sum((y - mu) ** 2 / mu) / df_resid))
+        else:
+            phi = float("nan")
+        se = float(res.bse[-1]) * math.sqrt(phi) if df_resid > 0 else float("nan")
+    return float(res.params[-1]), se, df_resid, phi
+
+
+def _wald_t(
+    beta: float, se: float, df_resid: int, *, scale: float = 1.0
+) -> tuple[float, float, float]:
+    """p and 95% CI (in units of ``beta / scale``) from a t on ``df_resid`` df."""
+    if df_resid < 1 or not np.isfinite(se) or se <= 0:
+        return float("nan"), float("nan"), float("nan")
+    q = stats.t.ppf(0.975, df_resid)
+    p = float(2 * stats.t.sf(abs(beta / se), df_resid))
+    return p, (beta - q * se) / scale, (beta + q * se) / scale
+
+
+def _abundance_units(
+    adata: ad.AnnData, population_key: str, sample_key: str
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """Per sample: numerator and denominator counts of every population and fraction."""
+    tab = pd.crosstab(
+        adata.obs[sample_key].astype(str), adata.obs[population_key].astype(str)
+    ).sort_index()
+    total = tab.sum(axis=1)
+    pops = [p for p in tab.columns if p != UNASSIGNED]
+    num = {p: tab[p] for p in pops}
+    den = {p: total for p in pops}
+    kinds = dict.fromkeys(num, "population")
+    for name, (top, bottom) in LINEAGE_FRACTIONS.items():
+        if not all(p in tab.columns for p in top) or not any(p in tab.columns for p in bottom):
+            continue
+        num[name] = tab[list(top)].sum(axis=1)
+        den[name] = tab[[p for p in bottom if p in tab.columns]].sum(axis=1)
+        kinds[name] = "lineage fraction"
+    return pd.DataFrame(num), pd.DataFrame(den), pd.Series(kinds)
+
+
+def differential_abundance(
+    adata: ad.AnnData,
+    *,
+    condition_key: str = "condition",
+    reference: str | None = None,
+    sample_key: str = "sample",
+    subject_key: str | None = None,
+    covariates: Sequence[str] = (),
+    population_key: str = "population",
+    min_samples_per_group: int = 3,
+) -> pd.DataFrame:
+    """Differential abundance of every population and within-lineage fraction.
+
+    A quasi-Poisson GLM per test: a sample's count of the population (or of a fraction's
+    numerator) with ``log(denominator)`` as offset (all the sample's cells for a
+    population, the lineage's cells for a fraction), design ``~ covariates [+ subject] +
+    condition``. The condition coefficient is the log fold change of the proportion; its
+    SE is scaled by the Pearson dispersion (at least 1) and tested with a t on the
+    residual degrees of freedom. BH adjustment across all tests of one contrast.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obs[population_key]``, ``obs[sample_key]``, ``obs[condition_key]``.
+    condition_key, reference, sample_key, subject_key, covariates
+        See :func:`compare`.
+    population_key
+        The population labels.
+    min_samples_per_group
+        Below this many samples in a group, ``p_reliable`` is False.
+
+    Returns
+    -------
+    One row per contrast × test: ``contrast``, ``test``, ``kind`` (population or lineage
+    fraction), ``log2fc``, ``ci_low``, ``ci_high``, ``p``, ``padj``, ``p_reliable``,
+    ``n_ref``, ``n_test``, ``prop_ref``, ``prop_test`` (mean of the samples' proportions),
+    ``dispersion``, ``cells_per_sample`` (the denominator per sample).
+    """
+    if population_key not in adata.obs:
+        raise InputError(
+            f"compare: population_key {population_key!r} is not an obs column; obs columns: "
+            f"{', '.join(map(str, adata.obs.columns))}. Run annotate first"
+        )
+    design, reference, others = compare_design(
+        adata,
+        condition_key=condition_key,
+        reference=reference,
+        sample_key=sample_key,
+        subject_key=subject_key,
+        covariates=covariates,
+    )
+    numer, denom, kinds = _abundance_units(adata, population_key, sample_key)
+    rows = []
+    for other in others:
+        sub = design[design["condition"].isin([reference, other])]
+        n_ref, n_alt = _group_sizes(sub, reference, other)
+        reliable = min(n_ref, n_alt) >= min_samples_per_group
+        for test in numer.columns:
+            n = denom.loc[sub.index, test]
+            keep = n > 0
+            d = sub[keep]
+            x = numer.loc[d.index, test].to_numpy()
+            nn = n[keep].to_numpy()
+            k_ref, k_alt = _group_sizes(d, reference, other)
+            beta = se = phi = float("nan")
+            df_resid = 0
+            if k_ref >= 1 and k_alt >= 1:
+                xm = _model_matrix(
+                    d, covariates=covariates, subject=subject_key is not None, reference=reference
+                )
+                beta, se, df_resid, phi = _quasi_poisson(x, nn, xm)
+            if min(k_ref, k_alt) >= 2:
+                p, lo, hi = _wald_t(beta, se, df_resid, scale=_LN2)
+            else:
+                p, lo, hi = float("nan"), float("nan"), float("nan")
+            prop = pd.Series(x / nn, index=d.index)
+            is_ref = d["condition"] == reference
+            rows.append(
+                {
+                    "contrast": f"{other} vs {reference}",
+                    "test": test,
+                    "kind": kinds[test],
+                    "log2fc": beta / _LN2,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p": p,
+                    "p_reliable": bool(reliable and min(k_ref, k_alt) >= min_samples_per_group),
+                    "n_ref": k_ref,
+                    "n_test": k_alt,
+                    "prop_ref": float(prop[is_ref].mean()) if is_ref.any() else float("nan"),
+                    "prop_test": float(prop[~is_ref].mean()) if (~is_ref).any() else float("nan"),
+                    "dispersion": phi,
+                    "cells_per_sample": _cells_text(n[keep]),
+                }
+            )
+    out = pd.DataFrame(rows, columns=_DA_COLUMNS)
+    out.insert(out.columns.get_loc("p") + 1, "padj", np.nan)
+    for _, idx in out.groupby("contrast").groups.items():
+        out.loc[idx, "padj"] = _bh(out.loc[idx, "p"]).to_numpy()
+    return out
+
+
+_DA_COLUMNS = [
+    "contrast",
+    "test",
+    "kind",
+    "log2fc",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_reliable",
+    "n_ref",
+    "n_test",
+    "prop_ref",
+    "prop_test",
+    "dispersion",
+    "cells_per_sample",
+]
+
+
+# ----------------------------------------------------------------- pseudobulk DE
+def _is_counts(m: Any, *, n_check: int = 200_000) -> bool:
+    data = m.data if sp.issparse(m) else np.asarray(m).ravel()
+    data = np.asarray(data[:n_check], dtype=float)
+    return bool(data.size == 0 or (np.all(data >= 0) and np.all(np.mod(data, 1) == 0)))
+
+
+def _pseudobulk(m: Any, groups: np.ndarray, order: Sequence[str]) -> np.ndarray:
+    """Rows of ``m`` summed per group (in ``order``)."""
+    code = pd.Categorical(groups, categories=list(order)).codes
+    keep = code >= 0
+    ind = sp.csr_matrix(
+        (np.ones(int(keep.sum())), (code[keep], np.flatnonzero(keep))),
+        shape=(len(order), m.shape[0]),
+    )
+    out = ind @ m
+    return np.asarray(out.todense() if sp.issparse(out) else out)
+
+
+def _safe_meta(d: pd.DataFrame, covariates: Sequence[str], reference: str) -> pd.DataFrame:
+    """PyDESeq2 metadata with formula-safe names and levels."""
+    meta = pd.DataFrame(index=[f"S{i}" for i in range(len(d))])
+    meta["condition"] = np.where(d["condition"].to_numpy() == reference, "ref", "alt")
+    if "subject" in d:
+        codes = {v: f"subj{i}" for i, v in enumerate(sorted(d["subject"].unique()))}
+        meta["subject"] = d["subject"].map(codes).to_numpy()
+    for i, c in enumerate(covariates):
+        col = d[c]
+        if col.dtype.kind in "if":
+            meta[f"cov{i}"] = col.to_numpy(float)
+        else:
+            codes = {v: f"lv{j}" for j, v in enumerate(sorted(col.astype(str).unique()))}
+            meta[f"cov{i}"] = col.astype(str).map(codes).to_numpy()
+    return meta
+
+
+def _deseq(
+    counts: np.ndarray, genes: Sequence[str], meta: pd.DataFrame, *, paired: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    from pydeseq2.dds import DeseqDataSet
+    from pydeseq2.default_inference import DefaultInference
+    from pydeseq2.ds import DeseqStats
+
+    terms = [c for c in meta.columns if c.startswith("cov")]
+    if paired:
+        terms.append("subject")
+    formula = "~" + " + ".join([*terms, "condition"])
+    cdf = pd.DataFrame(counts.astype(np.int64), index=meta.index, columns=list(genes))
+    from threadpoolctl import threadpool_limits
+
+    inference = DefaultInference(n_cpus=1)
+    notes: list[str] = []
+    # per-gene fits on tiny matrices: BLAS threads only add contention
+    with threadpool_limits(limits=1), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dds = DeseqDataSet(
+            counts=cdf,
+            metadata=meta,
+            design=formula,
+            refit_cooks=True,
+            inference=inference,
+            quiet=True,
+        )
+        dds.deseq2()
+        res = DeseqStats(dds, contrast=["condition", "alt", "ref"], inference=inference, quiet=True)
+        res.summary()
+    for w in caught:
+        msg = str(w.message).split("\n")[0]
+        if msg not in notes:
+            notes.append(msg)
+    return res.results_df, notes
+
+
+def pseudobulk_de(
+    adata: ad.AnnData,
+    *,
+    condition_key: str = "condition",
+    reference: str | None = None,
+    sample_key: str = "sample",
+    subject_key: str | None = None,
+    covariates: Sequence[str] = (),
+    population_key: str = "population",
+    layer: str | None = "counts",
+    min_cells: int = 20,
+    min_samples_per_group: int = 3,
+    min_gene_counts: int = 10,
+    populations: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pseudobulk differential expression per population with PyDESeq2.
+
+    Counts of ``layers[layer]`` are summed per sample × population; samples with fewer
+    than ``min_cells`` cells of the population are left out of that population's test. A
+    population is skipped (and the reason recorded) when a group keeps fewer than
+    ``min(min_samples_per_group, samples in the group)`` samples, or fewer than 2. Genes
+    with fewer than ``min_gene_counts`` counts over the kept pseudobulks, or seen in fewer
+    than 2 of them, are not tested. Design ``~ covariates [+ subject] + condition``, Wald
+    test of the condition with PyDESeq2's defaults (Cook's outlier refit, independent
+    filtering; ``padj`` is BH within the population).
+
+    Parameters
+    ----------
+    adata
+        Cells with raw integer counts in ``layers[layer]`` (``X`` when ``layer`` is None).
+    condition_key, reference, sample_key, subject_key, covariates, population_key
+        See :func:`compare`.
+    layer
+        The counts layer.
+    min_cells
+        Cells of a population a sample needs for its pseudobulk to be used.
+    min_samples_per_group
+        Below this many samples in a group, ``p_reliable`` is False.
+    min_gene_counts
+        Gene filter (summed counts over the kept pseudobulks).
+    populations
+        Only these populations (default: all but ``Unassigned``).
+
+    Returns
+    -------
+    ``(results, skipped)``. ``results``: one row per contrast × population × gene with
+    ``base_mean``, ``log2fc``, ``lfc_se``, ``ci_low``, ``ci_high`` (Wald 95%), ``stat``,
+    ``p``, ``padj``, ``p_reliable``, ``n_ref``, ``n_test``, ``notes`` (PyDESeq2's warnings).
+    ``skipped``: ``contrast``, ``population``, ``reason``.
+
+    Raises
+    ------
+    NotCountsError
+        The layer does not hold raw integer counts.
+    """
+    from .._errors import NotCountsError
+
+    m = adata.layers[layer] if layer is not None and layer in adata.layers else None
+    if layer is not None and m is None:
+        raise NotCountsError(
+            f"compare: layers[{layer!r}] is missing: pseudobulk DE needs raw counts there"
+        )
+    if m is None:
+        m = adata.X
+    if not _is_counts(m):
+        where = f"layers[{layer!r}]" if layer is not None else "X"
+        raise NotCountsError(
+            f"compare: {where} does not hold raw integer counts (negative or non-integer "
+            "values): pseudobulk DE needs raw counts. Give the raw count matrix"
+        )
+    design, reference, others = compare_design(
+        adata,
+        condition_key=condition_key,
+        reference=reference,
+        sample_key=sample_key,
+        subject_key=subject_key,
+        covariates=covariates,
+    )
+    paired = subject_key is not None
+    obs = adata.obs
+    pop = obs[population_key].astype(str).to_numpy()
+    smp = obs[sample_key].astype(str).to_numpy()
+    pops = (
+        list(populations)
+        if populations is not None
+        else [p for p in pd.unique(pop) if p != UNASSIGNED]
+    )
+    order = [p for p in _POP_ORDER if p in pops] + sorted(p for p in pops if p not in _POP_ORDER)
+    genes = adata.var_names.astype(str)
+    results, skipped = [], []
+    for other in others:
+        contrast = f"{other} vs {reference}"
+        sub = design[design["condition"].isin([reference, other])]
+        g_ref, g_alt = _group_sizes(sub, reference, other)
+        for p in order:
+            cells = pop == p
+            n_cells = pd.Series(smp[cells]).value_counts().reindex(sub.index, fill_value=0)
+            d = sub[n_cells >= min_cells]
+            k_ref, k_alt = _group_sizes(d, reference, other)
+            need_ref = max(2, min(min_samples_per_group, g_ref))
+            need_alt = max(2, min(min_samples_per_group, g_alt))
+            if k_ref < need_ref or k_alt < need_alt:
+                skipped.append(
+                    {
+                        "contrast": contrast,
+                        "population": p,
+                        "reason": (
+                            f"{k_ref} {reference} and {k_alt} {other} samples have >= "
+                            f"{min_cells} cells (need {need_ref} and {need_alt})"
+                        ),
+                    }
+                )
+                continue
+            pb = _pseudobulk(m[cells], smp[cells], list(d.index))
+            tot = pb.sum(axis=0)
+            expressed = (tot >= min_gene_counts) & ((pb > 0).sum(axis=0) >= 2)
+            if expressed.sum() < 2:
+                skipped.append(
+                    {
+                        "contrast": contrast,
+                        "population": p,
+                        "reason": "fewer than 2 genes expressed",
+                    }
+                )
+                continue
+            meta = _safe_meta(d, covariates, reference)
+            try:
+                res, notes = _deseq(pb[:, expressed], genes[expressed], meta, paired=paired)
+            except (ValueError, np.linalg.LinAlgError) as e:
+                skipped.append(
+                    {"contrast": contrast, "population": p, "reason": f"PyDESeq2 failed: {e}"}
+                )
+                continue
+            se = res["lfcSE"].to_numpy(float)
+            lfc = res["log2FoldChange"].to_numpy(float)
+            results.append(
+                pd.DataFrame(
+                    {
+                        "contrast": contrast,
+                        "population": p,
+                        "gene": res.index.astype(str),
+                        "base_mean": res["baseMean"].to_numpy(float),
+                        "log2fc": lfc,
+                        "lfc_se": se,
+                        "ci_low": lfc - 1.959964 * se,
+                        "ci_high": lfc + 1.959964 * se,
+                        "stat": res["stat"].to_numpy(float),
+                        "p": res["pvalue"].to_numpy(float),
+                        "padj": res["padj"].to_numpy(float),
+                        "p_reliable": min(k_ref, k_alt) >= min_samples_per_group,
+                        "n_ref": k_ref,
+                        "n_test": k_alt,
+                        "notes": "; ".join(notes),
+                    }
+                )
+            )
+            logger.info(f"compare: pseudobulk DE {p} ({contrast}): {int(expressed.sum())} genes")
+    out = (
+        pd.concat(results, ignore_index=True)
+        if results
+        else pd.DataFrame(columns=_DE_COLUMNS).astype({"p_reliable": bool})
+    )
+    return out, pd.DataFrame(skipped, columns=["contrast", "population", "reason"])
+
+
+_POP_ORDER = list(POPULATIONS)
+_DE_COLUMNS = [
+    "contrast",
+    "population",
+    "gene",
+    "base_mean",
+    "log2fc",
+    "lfc_se",
+    "ci_low",
+    "ci_high",
+    "stat",
+    "p",
+    "padj",
+    "p_reliable",
+    "n_ref",
+    "n_test",
+    "notes",
+]
+
+
+# ------------------------------------------------------------------- score tests
+def score_tests(
+    adata: ad.AnnData,
+    *,
+    condition_key: str = "condition",
+    reference: str | None = None,
+    sample_key: str = "sample",
+    subject_key: str | None = None,
+    covariates: Sequence[str] = (),
+    population_key: str = "population",
+    min_cells: int = 20,
+    min_samples_per_group: int = 3,
+) -> pd.DataFrame:
+    """Per population, the per-sample mean of each ``obs["score_*"]`` between conditions.
+
+    Ordinary least squares of the sample means on ``~ covariates [+ subject] +
+    condition`` (samples with fewer than ``min_cells`` cells of the population left
+    out); effect = difference in mean score (other - reference) with its t-based 95% CI;
+    BH adjustment across every population × score of one contrast.
+
+    Parameters
+    ----------
+    adata
+        Cells with ``obs["score_*"]`` columns.
+    condition_key, reference, sample_key, subject_key, covariates, population_key
+        See :func:`compare`.
+    min_cells
+        Cells of a population a sample needs for its mean to be used.
+    min_samples_per_group
+        Below this many samples in a group, ``p_reliable`` is False.
+
+    Returns
+    -------
+    One row per contrast × population × score: ``contrast``, ``population``, ``score``,
+    ``effect``, ``ci_low``, ``ci_high``, ``p``, ``padj``, ``p_reliable``, ``n_ref``,
+    ``n_test``, ``mean_ref``, ``mean_test``, ``cells_per_sample``.
+    """
+    scores = [c for c in adata.obs.columns if str(c).startswith("score_")]
+    design, reference, others = compare_design(
+        adata,
+        condition_key=condition_key,
+        reference=reference,
+        sample_key=sample_key,
+        subject_key=subject_key,
+        covariates=covariates,
+    )
+    rows = []
+    if scores and population_key in adata.obs:
+        obs = adata.obs
+        df = pd.DataFrame(
+            {
+                "sample": obs[sample_key].astype(str).to_numpy(),
+                "population": obs[population_key].astype(str).to_numpy(),
+                **{s: obs[s].to_numpy(float) for s in scores},
+            }
+        )
+        df = df[df["population"] != UNASSIGNED]
+        means = df.groupby(["population", "sample"], sort=True)[scores].mean()
+        sizes = df.groupby(["population", "sample"], sort=True).size()
+        for other in others:
+            sub = design[design["condition"].isin([reference, other])]
+            for p in sorted(df["population"].unique()):
+                n = sizes.loc[p].reindex(sub.index, fill_value=0)
+                d = sub[n >= min_cells]
+                k_ref, k_alt = _group_sizes(d, reference, other)
+                if k_ref == 0 or k_alt == 0:
+                    continue
+                xm = _model_matrix(
+                    d, covariates=covariates, subject=subject_key is not None, reference=reference
+                )
+                for s in scores:
+                    y = means.loc[p][s].reindex(d.index).to_numpy(float)
+                    beta, se, df_resid = _ols_last(y, xm)
+                    if min(k_ref, k_alt) >= 2:
+                        pv, lo, hi = _wald_t(beta, se, df_resid)
+                    else:
+                        pv, lo, hi = float("nan"), float("nan"), float("nan")
+                    is_ref = (d["condition"] == reference).to_numpy()
+                    rows.append(
+                        {
+                            "contrast": f"{other} vs {reference}",
+                            "population": p,
+                            "score": s.removeprefix("score_"),
+                            "effect": beta,
+                            "ci_low": lo,
+                            "ci_high": hi,
+                            "p": pv,
+                            "p_reliable": min(k_ref, k_alt) >= min_samples_per_group,
+                            "n_ref": k_ref,
+                            "n_test": k_alt,
+                            "mean_ref": float(np.mean(y[is_ref])),
+                            "mean_test": float(np.mean(y[~is_ref])),
+                            "cells_per_sample": _cells_text(n[n >= min_cells]),
+                        }
+                    )
+    cols = [
+        "contrast",
+        "population",
+        "score",
+        "effect",
+        "ci_low",
+        "ci_high",
+        "p",
+        "p_reliable",
+        "n_ref",
+        "n_test",
+        "mean_ref",
+        "mean_test",
+        "cells_per_sample",
+    ]
+    out = pd.DataFrame(rows, columns=cols)
+    out.insert(out.columns.get_loc("p") + 1, "padj", np.nan)
+    for _, idx in out.groupby("contrast").groups.items():
+        out.loc[idx, "padj"] = _bh(out.loc[idx, "p"]).to_numpy()
+    return out.astype({"p_reliable": bool})
+
+
+def _ols_last(y: np.ndarray, x: np.ndarray) -> tuple[float, float, int]:
+    """OLS coefficient of the last column, its SE and the residual df."""
+    df_resid = x.shape[0] - x.shape[1]
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        return float("nan"), float("nan"), df_resid
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    if df_resid < 1:
+        return float(coef[-1]), float("nan"), df_resid
+    resid = y - x @ coef
+    sigma2 = float(resid @ resid) / df_resid
+    cov = sigma2 * np.linalg.inv(x.T @ x)
+    return float(coef[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), df_resid
+
+
+# ----------------------------------------------------------------------- compare
+def compare(
+    adata: ad.AnnData,
+    *,
+    condition_key: str = "condition",
+    reference: str | None = None,
+    sample_key: str = "sample",
+    subject_key: str | None = None,
+    covariates: Sequence[str] = (),
+    population_key: str = "population",
+    layer: str | None = "counts",
+    min_cells: int = 20,
+    min_samples_per_group: int = 3,
+    de: bool = True,
+    key_added: str = "bonemet_compare",
+    copy: bool = False,
+) -> ad.AnnData | None:
+    """Differential abundance, pseudobulk DE and score tests between conditions.
+
+    Samples are the replicates; every test uses the design ``~ covariates [+ subject] +
+    condition`` (subject when ``subject_key`` is given: a paired design). Each level of
+    ``condition_key`` other than ``reference`` is compared with ``reference``.
+
+    Parameters
+    ----------
+    adata
+        Annotated cells: ``obs[sample_key]``, ``obs[condition_key]``,
+        ``obs[population_key]``, raw counts in ``layers[layer]`` (for DE) and
+        ``obs["score_*"]`` (for the score tests).
+    condition_key
+        The obs column naming each sample's condition.
+    reference
+        The baseline level (default: ``"control"`` if it is a level, else the first level).
+    sample_key
+        The obs column naming the sample (the replicate unit).
+    subject_key
+        The obs column naming the subject (animal or patient) of a paired design.
+    covariates
+        Obs columns (constant within a sample) added to the design, e.g. batch.
+    population_key
+        The population labels.
+    layer
+        The raw-counts layer for pseudobulk DE.
+    min_cells
+        Cells of a population a sample needs to enter that population's DE and score tests.
+    min_samples_per_group
+        Fewer samples in a group: p-values reported but marked unreliable, with a warning.
+    de
+        Run pseudobulk DE (the slowest part).
+    key_added
+        ``uns`` key of the results.
+    copy
+        Return a copy instead of writing into ``adata``.
+
+    Returns
+    -------
+    ``None`` (or the copy). ``uns[key_added]`` holds DataFrames ``differential_abundance``
+    (:func:`differential_abundance`), ``pseudobulk_de`` and ``de_skipped``
+    (:func:`pseudobulk_de`), ``score_tests`` (:func:`score_tests`), ``design`` (one row per
+    sample) and ``status`` (``"done"`` or ``"skipped: <reason>"``). Non-count data skips
+    DE with a warning; DA and score tests still run. A single condition skips everything
+    with a warning.
+
+    Raises
+    ------
+    InputError
+        Missing obs keys, an unknown reference, inconsistent per-sample values or a
+        covariate confounded with the condition (see :func:`compare_design`).
+    """
+    from .._errors import NotCountsError
+
+    if min_cells < 1 or min_samples_per_group < 1:
+        raise InputError("compare: min_cells and min_samples_per_group must be >= 1")
+    adata = adata.copy() if copy else adata
+    covariates = list(covariates)
+    kw: dict[str, Any] = {
+        "condition_key": condition_key,
+        "reference": reference,
+        "sample_key": sample_key,
+        "subject_key": subject_key,
+        "covariates": covariates,
+    }
+    design, ref, others = compare_design(adata, **kw)
+    if population_key not in adata.obs:
+        raise InputError(
+            f"compare: population_key {population_key!r} is not an obs column; obs columns: "
+            f"{', '.join(map(str, adata.obs.columns))}. Run annotate first"
+        )
+    kw["reference"] = ref
+    empty_de = pd.DataFrame(columns=_DE_COLUMNS).astype({"p_reliable": bool})
+    result: dict[str, Any] = {
+        "design": _h5ad_safe(design.reset_index()),
+        "reference": ref,
+        "contrasts": [f"{o} vs {ref}" for o in others],
+    }
+    if not others:
+        msg = (
+            f"compare: skipped: {condition_key!r} has one level ({ref}) only, so there is "
+            "nothing to compare"
+        )
+        add_warning(adata, msg)
+        result.update(
+            status=f"skipped: one condition ({ref})",
+            differential_abundance=_h5ad_safe(pd.DataFrame(columns=_DA_COLUMNS + ["padj"])),
+            pseudobulk_de=_h5ad_safe(empty_de),
+            de_skipped=_h5ad_safe(pd.DataFrame(columns=["contrast", "population", "reason"])),
+            score_tests=_h5ad_safe(pd.DataFrame()),
+        )
+        adata.uns[key_added] = result
+        return adata if copy else None
+    for other in others:
+        n_ref, n_alt = _group_sizes(design[design["condition"].isin([ref, other])], ref, other)
+        _small_design_warning(adata, n_ref, n_alt, ref, other, min_samples_per_group)
+    da = differential_abundance(
+        adata, population_key=population_key, min_samples_per_group=min_samples_per_group, **kw
+    )
+    st = score_tests(
+        adata,
+        population_key=population_key,
+        min_cells=min_cells,
+        min_samples_per_group=min_samples_per_group,
+        **kw,
+    )
+    de_res, de_skip = empty_de, pd.DataFrame(columns=["contrast", "population", "reason"])
+    if de:
+        try:
+            de_res, de_skip = pseudobulk_de(
+                adata,
+                population_key=population_key,
+                layer=layer,
+                min_cells=min_cells,
+                min_samples_per_group=min_samples_per_group,
+                **kw,
+            )
+        except NotCountsError as e:
+            add_warning(adata, f"{e}; differential abundance and score tests still ran")
+            de_skip = pd.DataFrame(
+                [
+                    {"contrast": c, "population": "(all)", "reason": str(e)}
+                    for c in result["contrasts"]
+                ]
+            )
+    result.update(
+        status="done",
+        differential_abundance=_h5ad_safe(da),
+        pseudobulk_de=_h5ad_safe(de_res),
+        de_skipped=_h5ad_safe(de_skip),
+        score_tests=_h5ad_safe(st),
+    )
+    adata.uns[key_added] = result
+    return adata if copy else None
+
+
+def _h5ad_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Text columns as str (no NaN objects), a plain RangeIndex: round-trips through h5ad."""
+    out = df.reset_index(drop=True).copy()
+    for c in out.columns:
+        if out[c].dtype == object or isinstance(out[c].dtype, pd.CategoricalDtype):
+            out[c] = out[c].astype(object).where(out[c].notna(), "").astype(str)
+    out.columns = [str(c) for c in out.columns]
+    return out

@@ -1,0 +1,191 @@
+"""bm.tl.compare: condition statistics with samples as replicates, on generated and real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import bonemet as bm
+from bonemet._errors import InputError, NotCountsError
+
+KANG = Path("../shared/data/kang2018_pbmc_ifnb.h5ad")
+CHI3L3 = "Immature neutrophil (CHI3L3+)"
+DE_POP = "Tumour epithelial"
+SMALL = {"n_genes": 120, "cells_per_sample": 500}
+
+
+def _warnings(adata: ad.AnnData) -> list[str]:
+    return [str(w) for w in adata.uns.get("bonemet", {}).get("warnings", [])]
+
+
+@pytest.fixture(scope="module")
+def planted() -> ad.AnnData:
+    """4 vs 4 samples, CHI3L3+ x3, 12 DE genes in tumour, tumour hypoxia +0.3, batch crossed."""
+    a = bm.datasets.simulate_condition_design(
+        n_per_group=4,
+        abundance_fold={CHI3L3: 3.0},
+        de_population=DE_POP,
+        de_genes=12,
+        de_lfc=2.0,
+        score_shift={DE_POP: 0.3},
+        concentration=300.0,
+        batch=True,
+        seed=3,
+        **SMALL,
+    )
+    bm.tl.compare(a, covariates=["batch"], min_cells=20)
+    return a
+
+
+def test_planted_abundance_found_and_nulls_not(planted: ad.AnnData) -> None:
+    da = planted.uns["bonemet_compare"]["differential_abundance"].set_index("test")
+    assert da.loc[CHI3L3, "padj"] < 0.05
+    assert da.loc["CHI3L3+ immature / neutrophils", "padj"] < 0.05
+    assert da.loc[CHI3L3, "log2fc"] == pytest.approx(np.log2(3.0), abs=0.6)
+    assert da.loc[CHI3L3, "ci_low"] < da.loc[CHI3L3, "log2fc"] < da.loc[CHI3L3, "ci_high"]
+    for frac in ("Tpex / (Tpex + Tex)", "Tpex / CD8 T", "Iron-recycling / macrophages"):
+        assert da.loc[frac, "padj"] >= 0.05, frac
+        assert da.loc[frac, "ci_low"] < 0 < da.loc[frac, "ci_high"], frac
+    assert set(da["kind"]) == {"population", "lineage fraction"}
+    assert (da["n_ref"] == 4).all() and (da["n_test"] == 4).all() and da["p_reliable"].all()
+    assert da.loc[CHI3L3, "cells_per_sample"].count("=") == 8
+    assert "compare:" not in " ".join(_warnings(planted))  # a 4 vs 4 design warns nothing
+
+
+def test_planted_de_found_and_nulls_not(planted: ad.AnnData) -> None:
+    de = planted.uns["bonemet_compare"]["pseudobulk_de"]
+    tum = de[de["population"] == DE_POP].set_index("gene")
+    truth = planted.var["de_truth"]
+    hits = truth.index[truth != 0]
+    # the down-regulated genes of the lowest baseline fall to a handful of counts
+    assert (tum.loc[hits, "padj"] < 0.05).mean() >= 0.75
+    assert np.all(np.sign(tum.loc[hits, "log2fc"]) == np.sign(truth[hits]))
+    null_calls = (tum.drop(index=hits)["padj"] < 0.05).sum()
+    assert null_calls <= 2
+    others = de[de["population"] != DE_POP]
+    assert len(others) > 0 and (others["padj"] < 0.05).mean() < 0.02
+    assert {"log2fc", "lfc_se", "p", "padj", "ci_low", "ci_high"} <= set(de.columns)
+
+
+def test_planted_score_shift_found(planted: ad.AnnData) -> None:
+    st = planted.uns["bonemet_compare"]["score_tests"].set_index(["population", "score"])
+    row = st.loc[(DE_POP, "hypoxia")]
+    assert row["padj"] < 0.05 and row["effect"] == pytest.approx(0.3, abs=0.1)
+    assert row["ci_low"] < 0.3 < row["ci_high"]
+    assert not (st.xs("null", level="score")["padj"] < 0.05).any()
+
+
+def test_results_round_trip_through_h5ad(planted: ad.AnnData, tmp_path: Path) -> None:
+    path = tmp_path / "c.h5ad"
+    planted.write_h5ad(path)
+    back = ad.read_h5ad(path).uns["bonemet_compare"]
+    res = planted.uns["bonemet_compare"]
+    for key in ("differential_abundance", "pseudobulk_de", "score_tests", "de_skipped", "design"):
+        pd.testing.assert_frame_equal(back[key], res[key], check_dtype=False)
+    assert back["status"] == "done" and back["reference"] == "control"
+
+
+def test_small_design_2_vs_2_warns_and_flags_p() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=2, seed=1, **SMALL)
+    bm.tl.compare(a, de=False)
+    res = a.uns["bonemet_compare"]
+    da, st = res["differential_abundance"], res["score_tests"]
+    assert da["p"].notna().all() and not da["p_reliable"].any()
+    assert st["p"].notna().any() and not st["p_reliable"].any()
+    assert any("2 vs 2 samples" in w and "unreliable" in w for w in _warnings(a))
+
+
+def test_small_design_1_vs_1_gives_effects_without_p() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=1, seed=2, **SMALL)
+    bm.tl.compare(a)
+    res = a.uns["bonemet_compare"]
+    da = res["differential_abundance"]
+    assert da["log2fc"].notna().all() and da["p"].isna().all() and da["padj"].isna().all()
+    assert res["score_tests"]["p"].isna().all() and res["score_tests"]["effect"].notna().all()
+    assert len(res["pseudobulk_de"]) == 0 and len(res["de_skipped"]) > 0
+    assert any("1 vs 1 samples" in w and "without p-values" in w for w in _warnings(a))
+
+
+def test_one_condition_is_skipped_with_a_warning() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=2, seed=4, **SMALL)
+    a = a[a.obs["condition"] == "bone_met"].copy()
+    bm.tl.compare(a)
+    res = a.uns["bonemet_compare"]
+    assert res["status"].startswith("skipped")
+    assert len(res["differential_abundance"]) == 0
+    assert any("one level" in w for w in _warnings(a))
+
+
+def test_missing_condition_key_lists_obs_columns() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=2, seed=5, **SMALL)
+    with pytest.raises(InputError, match=r"'treatment' is not an obs column.*sample.*population"):
+        bm.tl.compare(a, condition_key="treatment")
+
+
+def test_unknown_reference_names_the_levels() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=2, seed=5, **SMALL)
+    with pytest.raises(InputError, match=r"'healthy' is not a level.*control, bone_met"):
+        bm.tl.compare(a, reference="healthy")
+
+
+def test_confounded_covariate_is_refused() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=2, seed=5, **SMALL)
+    a.obs["site"] = a.obs["condition"].astype(str)
+    with pytest.raises(InputError, match="confounded"):
+        bm.tl.compare(a, covariates=["site"])
+
+
+def test_non_count_data_refuses_de_but_runs_da_and_scores() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=3, seed=6, **SMALL)
+    a.layers["counts"] = a.layers["counts"].multiply(0.37).tocsr()
+    with pytest.raises(NotCountsError, match="raw integer counts"):
+        bm.tl.pseudobulk_de(a)
+    bm.tl.compare(a)
+    res = a.uns["bonemet_compare"]
+    assert len(res["pseudobulk_de"]) == 0
+    assert "raw integer counts" in res["de_skipped"]["reason"].iloc[0]
+    assert len(res["differential_abundance"]) > 0 and len(res["score_tests"]) > 0
+    assert any("pseudobulk DE needs raw counts" in w for w in _warnings(a))
+
+
+def test_paired_design_uses_the_subject() -> None:
+    a = bm.datasets.simulate_condition_design(
+        n_per_group=3, paired=True, abundance_fold={CHI3L3: 2.5}, seed=8, **SMALL
+    )
+    bm.tl.compare(a, subject_key="subject", de=False)
+    res = a.uns["bonemet_compare"]
+    assert "subject" in res["design"].columns
+    da = res["differential_abundance"].set_index("test")
+    assert da.loc[CHI3L3, "log2fc"] > 0.8 and da.loc[CHI3L3, "p"] < 0.05
+
+
+def test_populations_below_min_cells_are_skipped_with_the_reason() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=3, seed=9, **SMALL)
+    de, skipped = bm.tl.pseudobulk_de(a, min_cells=60, populations=["B", "M-MDSC"])
+    row = skipped.set_index("population")
+    assert "M-MDSC" in row.index and ">= 60 cells" in row.loc["M-MDSC", "reason"]
+    assert "M-MDSC" not in set(de["population"])
+
+
+@pytest.mark.skipif(not KANG.exists(), reason="shared Kang 2018 data not present")
+def test_kang_monocyte_pseudobulk_de_finds_interferon_genes() -> None:
+    a = ad.read_h5ad(KANG)
+    # the sample names carry the donor: ctrl101 / stim101 are donor 101
+    a.obs["donor"] = a.obs["sample"].astype(str).str.extract(r"(\d+)$", expand=False)
+    a.obs["population"] = a.obs["cell_type"].astype(str)
+    a.layers["counts"] = a.X.copy()
+    a = a[a.obs["population"] == "CD14+ Monocytes"].copy()
+    bm.tl.compare(a, reference="ctrl", subject_key="donor", min_cells=20)
+    res = a.uns["bonemet_compare"]
+    de = res["pseudobulk_de"]
+    top = de.sort_values("p").head(20)["gene"].tolist()
+    canonical = {"ISG15", "IFI6", "IFIT1", "IFIT3", "MX1", "ISG20", "IFITM3", "OAS1", "LY6E"}
+    assert len(canonical & set(top)) >= 5, top
+    assert (de.set_index("gene").loc[list(canonical & set(top)), "log2fc"] > 2).all()
+    assert not de["p_reliable"].any()
+    assert any("2 vs 2 samples" in w for w in _warnings(a))
+    assert res["design"]["subject"].tolist() == ["101", "107", "101", "107"]
