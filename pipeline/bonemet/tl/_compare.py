@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anndata as ad
 import numpy as np
@@ -449,11 +449,18 @@ def _safe_meta(d: pd.DataFrame, covariates: Sequence[str], reference: str) -> pd
 
 
 def _deseq(
-    counts: np.ndarray, genes: Sequence[str], meta: pd.DataFrame, *, paired: bool
+    counts: np.ndarray,
+    genes: Sequence[str],
+    meta: pd.DataFrame,
+    *,
+    paired: bool,
+    inference: Literal["vectorized", "pydeseq2"] = "vectorized",
 ) -> tuple[pd.DataFrame, list[str]]:
     from pydeseq2.dds import DeseqDataSet
     from pydeseq2.default_inference import DefaultInference
     from pydeseq2.ds import DeseqStats
+
+    from ._deseq_fast import VectorizedInference
 
     terms = [c for c in meta.columns if c.startswith("cov")]
     if paired:
@@ -462,7 +469,7 @@ def _deseq(
     cdf = pd.DataFrame(counts.astype(np.int64), index=meta.index, columns=list(genes))
     from threadpoolctl import threadpool_limits
 
-    inference = DefaultInference(n_cpus=1)
+    inf = VectorizedInference() if inference == "vectorized" else DefaultInference(n_cpus=1)
     notes: list[str] = []
     # per-gene fits on tiny matrices: BLAS threads only add contention
     with threadpool_limits(limits=1), warnings.catch_warnings(record=True) as caught:
@@ -472,11 +479,11 @@ def _deseq(
             metadata=meta,
             design=formula,
             refit_cooks=True,
-            inference=inference,
+            inference=inf,
             quiet=True,
         )
         dds.deseq2()
-        res = DeseqStats(dds, contrast=["condition", "alt", "ref"], inference=inference, quiet=True)
+        res = DeseqStats(dds, contrast=["condition", "alt", "ref"], inference=inf, quiet=True)
         res.summary()
     for w in caught:
         msg = str(w.message).split("\n")[0]
@@ -499,6 +506,7 @@ def pseudobulk_de(
     min_samples_per_group: int = 3,
     min_gene_counts: int = 10,
     populations: Sequence[str] | None = None,
+    inference: Literal["vectorized", "pydeseq2"] = "vectorized",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pseudobulk differential expression per population with PyDESeq2.
 
@@ -527,6 +535,10 @@ def pseudobulk_de(
         Gene filter (summed counts over the kept pseudobulks).
     populations
         Only these populations (default: all but ``Unassigned``).
+    inference
+        ``"vectorized"`` (default): PyDESeq2 with the per-gene fits vectorised over genes
+        (:class:`~bonemet.tl._deseq_fast.VectorizedInference`, ~25x faster);
+        ``"pydeseq2"``: PyDESeq2's own ``DefaultInference``.
 
     Returns
     -------
@@ -612,7 +624,9 @@ def pseudobulk_de(
                 continue
             meta = _safe_meta(d, covariates, reference)
             try:
-                res, notes = _deseq(pb[:, expressed], genes[expressed], meta, paired=paired)
+                res, notes = _deseq(
+                    pb[:, expressed], genes[expressed], meta, paired=paired, inference=inference
+                )
             except (ValueError, np.linalg.LinAlgError) as e:
                 skipped.append(
                     {"contrast": contrast, "population": p, "reason": f"PyDESeq2 failed: {e}"}
