@@ -240,3 +240,20 @@ def test_vectorized_inference_matches_pydeseq2_default() -> None:
     lfc_v = v.varm["LFC"].iloc[:, -1].to_numpy()
     assert np.corrcoef(lfc_d, lfc_v)[0, 1] > 0.999
     assert np.median(np.abs(lfc_d - lfc_v)) < 0.05
+
+
+def test_compare_config_is_validated_before_any_work() -> None:
+    from bonemet._errors import ConfigError
+    from bonemet.config import load_config
+
+    c = load_config().compare
+    assert (c.condition_key, c.reference, c.min_cells, c.min_samples_per_group) == (
+        "condition",
+        None,
+        20,
+        3,
+    )
+    with pytest.raises(ConfigError, match=r"compare\.min_cells.*compare\.covariates"):
+        load_config({"compare": {"min_cells": 0, "covariates": ["batch", "batch"]}})
+    with pytest.raises(ConfigError, match="different obs columns"):
+        load_config({"compare": {"subject_key": "condition"}})

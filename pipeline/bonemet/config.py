@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ._errors import ConfigError
 from ._resources import configs_dir
@@ -146,6 +153,34 @@ class ScoreConfig(_Section):
     ssgsea: bool = True
 
 
+class CompareConfig(_Section):
+    enabled: bool = True
+    condition_key: str = "condition"
+    reference: str | None = None
+    subject_key: str | None = None
+    covariates: list[str] = Field(default_factory=list)
+    min_cells: int = Field(20, ge=1)
+    min_samples_per_group: int = Field(3, ge=2)
+    de: bool = True
+
+    @field_validator("covariates")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("covariates must not repeat a column")
+        return v
+
+    @model_validator(mode="after")
+    def _keys_differ(self) -> CompareConfig:
+        keys = [self.condition_key, self.subject_key]
+        clash = [c for c in self.covariates if c in keys]
+        if clash or (self.subject_key is not None and self.subject_key == self.condition_key):
+            raise ValueError(
+                "condition_key, subject_key and covariates must name different obs columns"
+            )
+        return self
+
+
 class ReportConfig(_Section):
     figures: bool = True
     formats: list[Literal["png", "pdf", "svg"]] = Field(default_factory=lambda: ["png", "pdf"])
@@ -164,6 +199,7 @@ class Config(_Section):
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def section_dict(self, name: str) -> dict[str, Any]:
