@@ -253,7 +253,25 @@ def test_compare_config_is_validated_before_any_work() -> None:
         20,
         3,
     )
-    with pytest.raises(ConfigError, match=r"compare\.min_cells.*compare\.covariates"):
+    with pytest.raises(ConfigError, match=r"2 problems.*compare\.covariates.*compare\.min_cells"):
         load_config({"compare": {"min_cells": 0, "covariates": ["batch", "batch"]}})
     with pytest.raises(ConfigError, match="different obs columns"):
         load_config({"compare": {"subject_key": "condition"}})
+
+
+def test_volcano_draws_the_tested_populations(planted: ad.AnnData) -> None:
+    fig = bm.pl.volcano(planted)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(t.startswith(DE_POP) and "4 vs 4 samples" in t for t in titles), titles
+    tum = next(t for t in titles if t.startswith(DE_POP))
+    n_sig = int(
+        (
+            planted.uns["bonemet_compare"]["pseudobulk_de"].query("population == @DE_POP")["padj"]
+            < 0.05
+        ).sum()
+    )
+    assert f"{n_sig} genes" in tum
+    empty = planted.copy()
+    empty.uns["bonemet_compare"] = {"pseudobulk_de": pd.DataFrame()}
+    with pytest.raises(bm.pl.MissingDataError, match="pseudobulk_de"):
+        bm.pl.volcano(empty)
