@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint nextflow clean browser
+.PHONY: install demo test test-fast lint nextflow clean browser container base-image container-engine
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is required: set PYTHON=/path/to/python3"; exit 1; }
@@ -25,8 +25,24 @@ browser:  ## headless Chromium for the report test (Debian's chromium, when miss
 	@command -v chromium >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium; }
 
-test: install nextflow browser  ## the whole test suite
+container-engine:  ## Debian's docker.io and debootstrap for the container tests (when missing)
+	@{ command -v dockerd >/dev/null && command -v debootstrap >/dev/null; } || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y docker.io debootstrap; }
+
+base-image:  ## bonemet-base:bookworm from the Debian mirror (root; for hosts without a registry)
+	bash scripts/make_base_image.sh
+
+container:  ## the image bonemet:<version> (ENGINE=docker|podman BASE= CA= CONSTRAINTS= BUILD_ARGS=)
+	bash scripts/build_container.sh
+
+test: install nextflow browser container-engine  ## the whole test suite
 	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+
+FAST_TIERS := not (slow or nextflow or notebooks or browser or e2e or realdata or container or gpu)
+
+test-fast: install  ## the unit tier for the edit-run loop (no Nextflow, notebooks, browser, real data, end-to-end runs)
+	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m "$(FAST_TIERS)" --durations=10 $(PYTEST_ARGS)
 
 nextflow:  ## pinned Nextflow from Maven Central into .nf/ + bin/nextflow (or use nextflow on PATH)
 	bash scripts/install_nextflow.sh

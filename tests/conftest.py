@@ -30,6 +30,13 @@ def _find_shared_data() -> Path | None:
     return None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that read the real data sets (the ``shared_data`` fixture) form the realdata tier."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.realdata)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real fixtures; see its README). Skips when it is not present."""
@@ -102,3 +109,18 @@ def simulate_counts(
 def make_counts() -> Callable[..., ad.AnnData]:
     """Factory fixture for :func:`simulate_counts`."""
     return simulate_counts
+
+
+@pytest.fixture(scope="session")
+def test_run(tmp_path_factory):
+    """One ``nextflow run . -profile test --outdir OUT`` for the session: checked by
+    tests/test_nextflow.py, compared with the container run by tests/test_container.py."""
+    import time
+
+    from test_nextflow import nextflow
+
+    launch = tmp_path_factory.mktemp("nf_test_profile")
+    out = launch / "out"
+    t0 = time.perf_counter()
+    r = nextflow(launch, "-profile", "test", "--outdir", str(out))
+    return {"launch": launch, "out": out, "result": r, "seconds": time.perf_counter() - t0}

@@ -12,7 +12,10 @@ import yaml
 from geo_server import GeoServer  # tests/geo_server.py
 from test_geo import ACC, V3, build_tree
 
-pytestmark = pytest.mark.skipif(not V3.is_dir(), reason="needs ../shared/data/10x/v3_chr21")
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(not V3.is_dir(), reason="needs ../shared/data/10x/v3_chr21"),
+]
 
 
 def test_run_from_geo_accession(tmp_path):

@@ -5,8 +5,9 @@ tests are skipped only where neither bin/nextflow nor a ``nextflow`` on PATH exi
 installer cannot run. Every run is offline (NXF_OFFLINE=true), in a temporary launch
 folder with its own work dir.
 
-One full ``-profile test`` run (generated data, 1 scVI epoch on CPU) is shared by the
-tests that check its outputs, ``-resume`` and the equality with ``bonemet run``.
+One full ``-profile test`` run (generated data, 1 scVI epoch on CPU; the session fixture
+``test_run`` of conftest.py) is shared by the tests that check its outputs, ``-resume`` and
+the equality with ``bonemet run``, and by tests/test_container.py.
 """
 
 from __future__ import annotations
@@ -54,7 +55,10 @@ def _find_nextflow() -> tuple[str | None, str]:
 
 
 NEXTFLOW, WHY_NOT = _find_nextflow()
-pytestmark = pytest.mark.skipif(NEXTFLOW is None, reason=f"Nextflow unavailable: {WHY_NOT}")
+pytestmark = [
+    pytest.mark.nextflow,
+    pytest.mark.skipif(NEXTFLOW is None, reason=f"Nextflow unavailable: {WHY_NOT}"),
+]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -68,12 +72,15 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def nextflow(launch: Path, *args: str, timeout: float = 1500) -> subprocess.CompletedProcess:
+def nextflow(
+    launch: Path, *args: str, timeout: float = 1500, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """``nextflow run <repo> ARGS`` from ``launch`` with work dir ``launch/work``."""
     launch.mkdir(parents=True, exist_ok=True)
     cmd = [NEXTFLOW, "run", str(ROOT), "-ansi-log", "false", "-w", str(launch / "work"), *args]
+    env = _env(**(extra_env or {}))
     r = subprocess.run(
-        cmd, cwd=launch, env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+        cmd, cwd=launch, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     r.log = r.stdout + r.stderr  # type: ignore[attr-defined]
     return r
@@ -98,16 +105,6 @@ def _latest_trace(outdir: Path) -> list[dict[str, str]]:
     assert traces, f"no execution trace in {outdir / 'pipeline_info'}"
     with traces[-1].open() as fh:
         return list(csv.DictReader(fh, delimiter="\t"))
-
-
-@pytest.fixture(scope="module")
-def test_run(tmp_path_factory):
-    """One ``nextflow run . -profile test --outdir OUT``."""
-    launch = tmp_path_factory.mktemp("nf_test_profile")
-    out = launch / "out"
-    t0 = time.perf_counter()
-    r = nextflow(launch, "-profile", "test", "--outdir", str(out))
-    return {"launch": launch, "out": out, "result": r, "seconds": time.perf_counter() - t0}
 
 
 @pytest.mark.timeout(1800)

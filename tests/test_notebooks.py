@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.notebooks
+
 jupytext = pytest.importorskip("jupytext", reason="install the test extras: pip install -e .[test]")
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

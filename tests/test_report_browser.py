@@ -27,6 +27,8 @@ import pytest
 
 import bonemet as bm
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
 FLAGS = (
     "--headless",
@@ -220,7 +222,7 @@ def open_in_chromium(html_path: Path) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_figures import make_annotated
+    from builders import make_annotated
 
     a = make_annotated(800, 3, species="mouse", seed=5)
     # user-provided strings with markup must be shown as text, never interpreted
@@ -287,16 +289,16 @@ def test_browser_check_catches_a_broken_image(tmp_path: Path) -> None:
 
 def test_report_from_runner_tables_and_no_figures(tmp_path: Path) -> None:
     """The runner passes CSV paths as tables and may run without figures."""
-    from test_figures import make_annotated
+    from builders import make_annotated
 
     a = make_annotated(300, 2, species="human", seed=6, labels=False)
     a.uns["bonemet"]["is_counts"] = False
     csv = tmp_path / "tables" / "qc_summary.csv"
     csv.parent.mkdir()
-    bm.pl.qc_removed_table(a).to_csv(csv)
+    bm.pp.qc_table(a).to_csv(csv)
     out = bm.report.write_report(a, tmp_path, tables={"qc_summary": csv}, figures=[])
     text = out.read_text()
-    assert "Table: qc summary" in text and "removed: high_mito" in text
+    assert "Table: qc summary" in text and "removed_high_mito" in text
     assert "<img" not in text
     assert "non-count input" in text
     assert oct(out.stat().st_mode & 0o777) == "0o644"

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["bonemet_uns", "add_warning", "warnings_of"]
+__all__ = ["MIMICRY_KEY", "bonemet_uns", "add_warning", "warnings_of"]
+
+#: uns key of the per-sample erythroid-mimicry table that the score stage keeps for the report
+MIMICRY_KEY = "bonemet_erythroid_mimicry"
 
 
 def bonemet_uns(adata: Any, *, create: bool = True) -> dict[str, Any]:

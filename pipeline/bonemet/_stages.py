@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import ConfigError, InputError, NotCountsError
-from ._meta import bonemet_uns
-from ._utils import write_csv
+from ._meta import MIMICRY_KEY, bonemet_uns
 from .config import Config
 
 if TYPE_CHECKING:
@@ -55,13 +54,9 @@ __all__ = [
     "annotate",
     "score",
     "report",
-    "write_tables",
 ]
 
 Scope = Literal["source", "sample", "gather", "merged", "sink"]
-
-#: uns key of the per-sample erythroid-mimicry table written by the score stage
-MIMICRY_KEY = "bonemet_erythroid_mimicry"
 
 
 @dataclass(frozen=True)
@@ -253,6 +248,12 @@ def merge(
         items = {}
         for a in samples:
             name = str(a.obs["sample"].iloc[0]) if a.n_obs else str(len(items))
+            if name in items:
+                raise InputError(
+                    f"duplicate sample id {name!r}: two inputs hold sample {name!r}, and merging "
+                    "would keep only one; give each sample once, or ingest them under "
+                    "different --sample ids"
+                )
             items[name] = a
         items = dict(sorted(items.items()))
     # empty samples (dropped by qc.drop_empty_samples) keep their QC record through merge
@@ -367,55 +368,6 @@ def score(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad
     return adata
 
 
-def write_tables(adata: ad.AnnData, cfg: Config, out_dir: str | Path) -> dict[str, Path]:
-    """Write the run's CSV tables into ``out_dir`` (atomically); return name -> path."""
-    import pandas as pd
-
-    from . import pp, tl
-
-    out = Path(out_dir)
-    tables: dict[str, pd.DataFrame] = {}
-    tables["qc_summary"] = pp.qc_table(adata)
-    obs = adata.obs
-    if "population" in obs:
-        tables["population_counts"] = pd.crosstab(obs["population"], obs["sample"]).loc[
-            lambda d: d.sum(axis=1) > 0
-        ]
-        frac = tables["population_counts"] / tables["population_counts"].sum(axis=0)
-        tables["population_fractions"] = frac.round(5)
-    if "cell_type" in obs:
-        tables["cell_type_counts"] = pd.crosstab(obs["cell_type"], obs["sample"]).loc[
-            lambda d: d.sum(axis=1) > 0
-        ]
-    gs = _meta(adata).get("gene_sets")
-    if gs:
-        tables["gene_set_coverage"] = pd.DataFrame(gs).T.rename_axis("gene_set")
-    if "population" in obs and any(c.startswith("score_") for c in obs.columns):
-        tables["score_summary"] = tl.score_summary(adata)
-        mimicry = adata.uns.get(MIMICRY_KEY)
-        tables["erythroid_mimicry"] = (
-            mimicry if isinstance(mimicry, pd.DataFrame) else tl.erythroid_mimicry(adata)
-        )
-        tables["axes"] = tl.axes_table(adata)
-        if cfg.score.ssgsea and "counts" in adata.layers:
-            tables["pseudobulk_ssgsea"] = tl.pseudobulk_enrichment(
-                adata, min_cells=cfg.score.pseudobulk_min_cells
-            )
-    if "reference_label" in obs and "cell_type" in obs:
-        tables["label_agreement"] = tl.label_agreement(adata, label_key="reference_label")
-    if "X_umap" in adata.obsm and ("reference_label" in obs or "true_population" in obs):
-        from . import pl
-
-        tables["integration_metrics"] = pl.integration_metrics_table(adata)
-    paths = {}
-    for name, df in tables.items():
-        if df is None:
-            continue
-        index = not isinstance(df.index, pd.RangeIndex)
-        paths[name] = write_csv(df, out / f"{name}.csv", index=index)
-    return paths
-
-
 def report(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> dict[str, Any]:
     """Tables, figures and the HTML report of a run, written into ``ctx.out_dir``."""
     from . import pl
@@ -425,7 +377,7 @@ def report(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> d
         raise InputError("the report stage needs an output folder (StageContext.out_dir)")
     out = Path(ctx.out_dir)
     t0 = time.perf_counter()
-    tables = write_tables(adata, cfg, out / "tables")
+    tables = rep.write_tables(adata, cfg, out / "tables")
     figures: list[Path] = []
     if cfg.report.figures:
         figures = pl.save_figures(

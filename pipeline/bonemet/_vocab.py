@@ -12,6 +12,15 @@ __all__ = [
     "POPULATIONS",
     "POPULATION_TO_CELL_TYPE",
     "NAMED_POPULATIONS",
+    "TPEX",
+    "TEX",
+    "CHI3L3_NEUTROPHIL",
+    "IRON_MACROPHAGE",
+    "TUMOUR",
+    "CD8_POPULATIONS",
+    "NEUTROPHIL_POPULATIONS",
+    "MACROPHAGE_POPULATIONS",
+    "MYELOID_POPULATIONS",
 ]
 
 UNASSIGNED = "Unassigned"
@@ -80,3 +89,31 @@ NAMED_POPULATIONS: tuple[str, ...] = (
     "CD8 Tex (terminal)",
 )
 """The populations the bone-metastasis findings are about; accuracy is reported for each."""
+
+# -- population groups that read-outs take fractions and means over --------------------
+
+TPEX = "CD8 Tpex (TCF1+)"
+TEX = "CD8 Tex (terminal)"
+CHI3L3_NEUTROPHIL = "Immature neutrophil (CHI3L3+)"
+IRON_MACROPHAGE = "Iron-recycling macrophage (VCAM1+CD163+CCR3+)"
+TUMOUR = "Tumour epithelial"
+
+CD8_POPULATIONS: tuple[str, ...] = ("CD8 T", TPEX, TEX)
+"""Every CD8 T-cell state."""
+NEUTROPHIL_POPULATIONS: tuple[str, ...] = (CHI3L3_NEUTROPHIL, "Mature neutrophil", "PMN-MDSC")
+"""Neutrophil-lineage populations (denominator of the CHI3L3+ fraction)."""
+MACROPHAGE_POPULATIONS: tuple[str, ...] = ("Macrophage", IRON_MACROPHAGE)
+"""Macrophages, with the iron-recycling subset."""
+MYELOID_POPULATIONS: tuple[str, ...] = (
+    "Classical monocyte",
+    "Non-classical monocyte",
+    *MACROPHAGE_POPULATIONS,
+    "M-MDSC",
+    "PMN-MDSC",
+    "cDC1",
+    "cDC2",
+)
+"""Mononuclear myeloid populations that present PVR/NECTIN2 (monocytes, macrophages, MDSC, cDC)."""
+
+for _group in (CD8_POPULATIONS, NEUTROPHIL_POPULATIONS, MYELOID_POPULATIONS):
+    assert set(_group) <= set(POPULATIONS), _group

@@ -49,8 +49,6 @@ __all__ = [
     "review_axes",
     "score_keys",
     "qc_thresholds",
-    "qc_removed_table",
-    "review_axes_table",
     "AXES_PAIRS",
     "KEY_PROGRAMMES",
 ]
@@ -668,48 +666,24 @@ def qc_violins(adata: Any, *, groupby: str = "sample") -> Figure:
     return fig
 
 
-def qc_removed_table(adata: Any) -> pd.DataFrame:
-    """Cells before/after QC and removed by reason, per sample, from ``uns["bonemet"]["qc"]``."""
-    qc = bonemet_uns(adata).get("qc", {})
-    rows: dict[str, dict[str, float]] = {}
-    if isinstance(qc, Mapping):
-        for sample, info in qc.items():
-            if not isinstance(info, Mapping):
-                continue
-            row: dict[str, float] = {}
-            for k, v in _flatten(info).items():
-                kl = k.lower()
-                try:
-                    val = float(np.asarray(v).item())
-                except (TypeError, ValueError):
-                    continue
-                if kl in ("n_before", "n_cells_before", "cells_before"):
-                    row["n_before"] = val
-                elif kl in ("n_after", "n_cells_after", "cells_after"):
-                    row["n_after"] = val
-                elif kl.startswith("removed.") or kl.startswith("removed_"):
-                    reason = re.sub(r"^removed[._]", "", k)
-                    if reason not in ("total", "n", "all"):
-                        row[f"removed: {reason}"] = val
-            if row:
-                rows[str(sample)] = row
-    df = pd.DataFrame.from_dict(rows, orient="index").fillna(0)
-    df.index.name = "sample"
-    return df
-
-
 @figure_function
 def qc_removed(adata: Any) -> Figure:
     """Horizontal stacked bars per sample: cells kept and cells removed by each reason.
 
     A cell failing several filters counts under each reason QC recorded it for.
     """
-    df = qc_removed_table(adata)
-    reasons = [c for c in df.columns if c.startswith("removed: ")]
-    if df.empty or (not reasons and "n_after" not in df.columns):
+    from .._errors import InputError
+    from ..pp import qc_table
+
+    try:
+        df = qc_table(adata)
+    except InputError as e:
         raise MissingDataError(
             'the QC removal bar needs uns["bonemet"]["qc"][sample] with removed counts: run bm.pp.qc'
-        )
+        ) from e
+    # a reason that removed no cell anywhere gets no legend entry
+    df = df.rename(columns=lambda c: c.replace("removed_", "removed: ", 1))
+    reasons = [c for c in df.columns if c.startswith("removed: ") and df[c].sum() > 0]
     samples = list(df.index)
     from ._palette import category_colors
 
@@ -864,99 +838,6 @@ AXES_PAIRS: tuple[tuple[str, str, str, str, str], ...] = (
      "TIGIT axis, Monteran 2024"),
 )  # fmt: skip
 
-_CD8 = ("CD8 T", "CD8 Tpex (TCF1+)", "CD8 Tex (terminal)")
-_MACRO = ("Macrophage", "Iron-recycling macrophage (VCAM1+CD163+CCR3+)")
-_NEUT = ("Immature neutrophil (CHI3L3+)", "Mature neutrophil", "PMN-MDSC")
-_MYELOID = (
-    "Classical monocyte", "Non-classical monocyte", *_MACRO, "M-MDSC", "PMN-MDSC", "cDC1", "cDC2",
-)  # fmt: skip
-_MIN_CELLS = 3
-
-
-def _mean_gene(adata: Any, gene: str, mask: np.ndarray) -> float:
-    from .._signatures import match_genes
-
-    hit, _ = match_genes([gene], list(adata.var_names))
-    if not hit or mask.sum() < _MIN_CELLS:
-        return float("nan")
-    X = adata[mask, hit[0]].X
-    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X)
-    return float(np.asarray(X, dtype=float).mean())
-
-
-def _frac(pop: np.ndarray, num: Sequence[str], den: Sequence[str]) -> float:
-    d = int(np.isin(pop, den).sum())
-    return float(np.isin(pop, num).sum() / d) if d >= _MIN_CELLS else float("nan")
-
-
-def _fallback_axes(adata: Any) -> pd.DataFrame:
-    """The core of ``bm.tl.axes_table`` for when that function is not available."""
-    pop = adata.obs["population"].astype(str).to_numpy()
-    rows = []
-    for s in categories(adata, "sample"):
-        ins = (adata.obs["sample"].astype(str) == s).to_numpy()
-        tumour = ins & (pop == "Tumour epithelial")
-        myeloid = ins & np.isin(pop, _MYELOID)
-        rows.append(
-            {
-                "sample": s,
-                "osteoclast_SPP1": _mean_gene(adata, "SPP1", ins & (pop == "Osteoclast")),
-                "cd8_tpex_fraction": _frac(pop[ins], [_CD8[1]], _CD8),
-                "macrophage_SLC40A1": _mean_gene(adata, "SLC40A1", ins & np.isin(pop, _MACRO)),
-                "tumour_TFRC": _mean_gene(adata, "TFRC", tumour),
-                "tumour_DKK1": _mean_gene(adata, "DKK1", tumour),
-                "chi3l3_neutrophil_fraction": _frac(pop[ins], [_NEUT[0]], _NEUT),
-                "cd8_TIGIT": _mean_gene(adata, "TIGIT", ins & np.isin(pop, _CD8)),
-                "myeloid_PVR": _mean_gene(adata, "PVR", myeloid),
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def review_axes_table(adata: Any) -> pd.DataFrame:
-    """Per-sample quantities of the review's axes (index: sample).
-
-    ``bm.tl.axes_table`` (gene means in log1p CP10k over a population's cells, fractions
-    0..1) when available, plus ``iron_macrophage_fraction`` (iron-recycling among all
-    macrophages), ``tumour_erythroid_mimicry`` (mean ``score_erythroid_mimicry`` of tumour
-    cells), ``n_cells`` and ``condition`` when known. NaN where a sample has fewer than 3
-    cells of the population involved.
-    """
-    require(adata, obs=["sample", "population"], what="the review's axes")
-    try:
-        from ..tl import axes_table
-    except ImportError:
-        axes_table = None
-    if axes_table is not None:
-        from .._errors import InputError
-
-        try:
-            df = axes_table(adata)
-        except InputError as e:
-            raise MissingDataError(f"the review's axes: {e}") from e
-    else:
-        df = _fallback_axes(adata)
-    df = df.assign(sample=df["sample"].astype(str)).set_index("sample")
-    pop = adata.obs["population"].astype(str).to_numpy()
-    smp = adata.obs["sample"].astype(str).to_numpy()
-    ery = "score_erythroid_mimicry"
-    extra = {}
-    for s in df.index:
-        ins = smp == s
-        tumour = ins & (pop == "Tumour epithelial")
-        row = {
-            "iron_macrophage_fraction": _frac(pop[ins], [_MACRO[1]], _MACRO),
-            "tumour_erythroid_mimicry": float(adata.obs.loc[tumour, ery].mean())
-            if ery in adata.obs.columns and tumour.sum() >= _MIN_CELLS
-            else float("nan"),
-            "n_cells": int(ins.sum()),
-        }
-        if "condition" in adata.obs.columns and ins.any():
-            row["condition"] = str(adata.obs["condition"].astype(str).to_numpy()[ins][0])
-        extra[s] = row
-    return df.join(pd.DataFrame.from_dict(extra, orient="index"))
-
-
 @figure_function
 def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
     """Per-sample scatter plots of the review's axes, one panel per axis.
@@ -972,9 +853,18 @@ def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
     ----------
     table
         A per-sample table (index or column ``sample``) with the :data:`AXES_PAIRS`
-        columns; default :func:`review_axes_table`.
+        columns; default :func:`bonemet.tl.axes_table`.
     """
-    df = table if table is not None else review_axes_table(adata)
+    if table is None:
+        from .._errors import InputError
+        from ..tl import axes_table
+
+        require(adata, obs=["sample", "population"], what="the review's axes")
+        try:
+            table = axes_table(adata)
+        except InputError as e:
+            raise MissingDataError(f"the review's axes: {e}") from e
+    df = table
     if "sample" in df.columns:
         df = df.set_index("sample")
     pairs = [

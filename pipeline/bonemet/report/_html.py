@@ -23,9 +23,11 @@ import numpy as np
 import pandas as pd
 
 from .._logging import logger
+from .._meta import bonemet_uns
 from .._utils import atomic_path
+from ._tables import build_tables, table_section
 
-__all__ = ["write_report", "collect_warnings", "default_tables"]
+__all__ = ["write_report", "collect_warnings"]
 
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Run summary"),
@@ -89,11 +91,6 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
-
-
-def _uns(adata: Any) -> dict:
-    u = adata.uns.get("bonemet", {})
-    return u if isinstance(u, dict) else {}
 
 
 def _scalar(v: Any) -> Any:
@@ -211,87 +208,6 @@ def _load_tables(tables: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     return out
 
 
-def default_tables(adata: Any, *, names: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
-    """The tables the report shows when none are given (each skipped if it cannot be made)."""
-    from .. import pl
-
-    makers: dict[str, Any] = {}
-    try:
-        from ..pp import qc_table
-
-        makers["qc"] = qc_table
-    except ImportError:
-        makers["qc"] = pl.qc_removed_table
-    makers["integration_metrics"] = pl.integration_metrics_table
-    makers["gene_set_coverage"] = _gene_set_table
-    makers["composition_counts"] = _composition_table
-    try:
-        from ..tl import label_agreement
-
-        if "reference_label" in adata.obs.columns:
-            makers["label_agreement"] = label_agreement
-    except ImportError:
-        pass
-    try:
-        from ..tl import score_summary
-
-        makers["score_summary"] = score_summary
-    except ImportError:
-        pass
-    makers["axes"] = pl.review_axes_table
-    out: dict[str, pd.DataFrame] = {}
-    for name, fn in makers.items():
-        if names is not None and name not in names:
-            continue
-        try:
-            df = fn(adata)
-        except Exception as e:
-            logger.info("report table %s skipped: %s", name, e)
-            continue
-        if isinstance(df, pd.DataFrame) and not df.empty:
-            out[name] = df
-    return out
-
-
-def _gene_set_table(adata: Any) -> pd.DataFrame:
-    gs = _uns(adata).get("gene_sets", {})
-    rows = {}
-    for name, info in gs.items() if isinstance(gs, Mapping) else []:
-        if isinstance(info, Mapping):
-            rows[name] = {
-                k: _scalar(v)
-                for k, v in info.items()
-                if k in ("coverage", "n_found", "n_total", "version", "scored", "species")
-            }
-    df = pd.DataFrame.from_dict(rows, orient="index")
-    df.index.name = "gene_set"
-    return df
-
-
-def _composition_table(adata: Any) -> pd.DataFrame:
-    if "population" not in adata.obs.columns or "sample" not in adata.obs.columns:
-        raise KeyError("population/sample absent")
-    tab = pd.crosstab(adata.obs["population"].astype(str), adata.obs["sample"].astype(str))
-    tab["total"] = tab.sum(axis=1)
-    return tab.sort_values("total", ascending=False)
-
-
-def _section_of_table(name: str) -> str:
-    n = name.lower()
-    for keys, sec in (
-        (("qc", "doublet", "ambient"), "qc"),
-        (("integration", "metric", "batch"), "integration"),
-        (("axes", "axis"), "axes"),
-        (("score", "gene_set", "signature", "erythroid", "enrichment", "pseudobulk", "coverage"),
-         "signatures"),
-        (("label", "agreement", "composition", "population", "cell_type", "annotation"),
-         "populations"),
-    ):  # fmt: skip
-        if any(k in n for k in keys):
-            return sec
-    return "other"
-
-
 def _table_html(name: str, df: pd.DataFrame) -> str:
     n = len(df)
     shown = df.head(_MAX_ROWS)
@@ -344,7 +260,7 @@ def collect_warnings(
     ``uns["bonemet"]["warnings"]`` first, then what the records show: gene sets below
     ``min_coverage``, samples flagged for high ambient haemoglobin, non-count input.
     """
-    u = _uns(adata)
+    u = bonemet_uns(adata, create=False)
     out: list[str] = []
     w = u.get("warnings", [])
     if isinstance(w, str):
@@ -441,7 +357,7 @@ def _config_dict(config: Any) -> dict | None:
 
 
 def _summary_html(adata: Any, provenance: Mapping[str, Any] | None) -> str:
-    u = _uns(adata)
+    u = bonemet_uns(adata, create=False)
     qc = u.get("qc", {}) if isinstance(u.get("qc"), Mapping) else {}
 
     def total(key: str) -> int | None:
@@ -530,7 +446,8 @@ def write_report(
         Output folder; the report is ``out_dir/report.html``.
     tables
         Named DataFrames or CSV paths to show (e.g. the runner's ``OUT/tables``), plus
-        the integration metrics; default: :func:`default_tables`.
+        the run's tables; default: the tables of :data:`bonemet.report.TABLES` built from
+        ``adata``.
     figures
         PNG paths (e.g. from :func:`bonemet.pl.save_figures`; other formats are ignored)
         or ``{name: path}``; default: the figures are drawn in memory.
@@ -548,14 +465,8 @@ def write_report(
     min_cov = 0.5
     if cfg and isinstance(cfg.get("score"), Mapping):
         min_cov = float(cfg["score"].get("min_coverage", 0.5))
-    if tables is None:
-        all_tables = default_tables(adata)
-    else:
-        # the run's own tables, plus the integration metrics (the one table only the
-        # report computes)
-        all_tables = _load_tables(tables)
-        if not any("integration" in k for k in all_tables):
-            all_tables.update(default_tables(adata, names=("integration_metrics",)))
+    # the run's tables (OUT/tables/*.csv), or the table registry's when none are given
+    all_tables = build_tables(adata, None) if tables is None else _load_tables(tables)
     figs = _figure_entries(adata, figures)  # first: a figure that fails adds a warning
     warns = collect_warnings(adata, tables=all_tables, min_coverage=min_cov)
 
@@ -570,12 +481,12 @@ def write_report(
     for entry in figs:
         body[entry["section"] if entry["section"] in body else "other"].append(_figure_html(entry))
     for name, df in all_tables.items():
-        body[_section_of_table(name)].append(_table_html(name, df))
+        body[table_section(name)].append(_table_html(name, df))
 
     params: list[str] = []
     if cfg:
         params.append("<h3>Configuration</h3>" + _kv_table(_flatten(cfg)))
-    u = _uns(adata)
+    u = bonemet_uns(adata, create=False)
     if isinstance(u.get("parameters"), Mapping) and u["parameters"]:
         params.append(
             "<h3>Parameters recorded by each stage</h3>" + _kv_table(_flatten(u["parameters"]))

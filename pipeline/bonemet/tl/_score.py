@@ -34,6 +34,15 @@ from .._logging import logger
 from .._meta import add_warning
 from .._signatures import GeneSet, Species, load_gene_sets, match_genes
 from .._species import resolve_species
+from .._vocab import (
+    CHI3L3_NEUTROPHIL,
+    IRON_MACROPHAGE,
+    MACROPHAGE_POPULATIONS,
+    MYELOID_POPULATIONS,
+    NEUTROPHIL_POPULATIONS,
+    TPEX,
+    TUMOUR,
+)
 
 __all__ = [
     "SCORE_METHODS",
@@ -47,7 +56,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # vocabularies (issue 3: obs["cell_type"] / obs["population"])
 # --------------------------------------------------------------------------------------
-TUMOUR = "Tumour epithelial"
 ERYTHROID_CELL_TYPES = frozenset({"Erythroid"})
 ERYTHROID_POPULATIONS = frozenset({"Erythroid progenitor"})
 #: lineages that cannot express haemoglobin: the background for the ambient guard
@@ -57,25 +65,6 @@ _BACKGROUND_POPULATIONS = {
     "B cell": lambda p: p == "B",
     "NK cell": lambda p: p == "NK",
 }
-TPEX = "CD8 Tpex (TCF1+)"
-CHI3L3_NEUTROPHIL = "Immature neutrophil (CHI3L3+)"
-#: neutrophil-lineage populations (denominator of the CHI3L3+ fraction)
-NEUTROPHIL_POPULATIONS = frozenset({CHI3L3_NEUTROPHIL, "Mature neutrophil", "PMN-MDSC"})
-MACROPHAGE_POPULATIONS = frozenset({"Macrophage", "Iron-recycling macrophage (VCAM1+CD163+CCR3+)"})
-#: mononuclear myeloid populations that present PVR/NECTIN2 (monocytes, macrophages, MDSC, cDC)
-MYELOID_POPULATIONS = frozenset(
-    {
-        "Classical monocyte",
-        "Non-classical monocyte",
-        "Macrophage",
-        "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
-        "M-MDSC",
-        "PMN-MDSC",
-        "cDC1",
-        "cDC2",
-    }
-)
-
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
@@ -953,6 +942,11 @@ def axes_table(
       neutrophils among neutrophil-lineage populations (immature, mature, PMN-MDSC).
     - TIGIT axis (Monteran 2024): ``cd8_TIGIT``, ``cd8_CD226`` vs ``tumour_PVR``,
       ``tumour_NECTIN2``, ``myeloid_PVR``, ``myeloid_NECTIN2`` (monocytes, macrophages, MDSC, cDC).
+    - Erythroid mimicry (Han 2025): ``iron_macrophage_fraction`` (iron-recycling among all
+      macrophages) vs ``tumour_erythroid_mimicry`` (mean ``obs["score_erythroid_mimicry"]``
+      of tumour cells, when scored).
+
+    ``n_cells`` and ``condition`` (when ``obs["condition"]`` exists) describe each sample.
 
     Each population's cell count is a column (``n_*``). A value is NaN when its population
     has fewer than ``min_cells`` cells in the sample or the gene is not in ``var_names``;
@@ -972,6 +966,7 @@ def axes_table(
         "tumour": (pop == TUMOUR).to_numpy(),
         "neutrophil": pop.isin(NEUTROPHIL_POPULATIONS).to_numpy(),
         "chi3l3_neutrophil": (pop == CHI3L3_NEUTROPHIL).to_numpy(),
+        "iron_macrophage": (pop == IRON_MACROPHAGE).to_numpy(),
         "myeloid": pop.isin(MYELOID_POPULATIONS).to_numpy(),
     }
     means = [
@@ -994,7 +989,10 @@ def axes_table(
     fractions = [
         ("cd8_tpex_fraction", "cd8_tpex", "cd8"),
         ("chi3l3_neutrophil_fraction", "chi3l3_neutrophil", "neutrophil"),
+        ("iron_macrophage_fraction", "iron_macrophage", "macrophage"),
     ]
+    mimicry = "score_erythroid_mimicry"
+    condition = adata.obs["condition"].astype(str) if "condition" in adata.obs else None
     rows = []
     for s in sorted(samples.unique()):
         ins = (samples == s).to_numpy()
@@ -1022,6 +1020,15 @@ def axes_table(
                 notes.append(f"{col}: {n} {den} cells (< {min_cells})")
             else:
                 row[col] = row[f"n_{num}"] / n
+        tumour = groups["tumour"] & ins
+        row["tumour_erythroid_mimicry"] = (
+            float(adata.obs.loc[tumour, mimicry].mean())
+            if mimicry in adata.obs and tumour.sum() >= min_cells
+            else np.nan
+        )
+        row["n_cells"] = int(ins.sum())
+        if condition is not None:
+            row["condition"] = str(condition.to_numpy()[ins][0])
         row["note"] = "; ".join(notes)
         rows.append(row)
     order = [
@@ -1038,7 +1045,11 @@ def axes_table(
         "tumour_NECTIN2",
         "myeloid_PVR",
         "myeloid_NECTIN2",
+        "iron_macrophage_fraction",
+        "tumour_erythroid_mimicry",
         *[f"n_{g}" for g in groups],
+        "n_cells",
+        *(["condition"] if condition is not None else []),
         "note",
     ]
     return pd.DataFrame(rows, columns=order)

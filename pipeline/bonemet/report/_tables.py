@@ -1,0 +1,206 @@
+"""The run's tables: each declared once, in :data:`TABLES`.
+
+The local runner and ``bonemet report`` write them to ``OUT/tables/<name>.csv`` and the
+HTML report shows the same tables (read back from those files, or built here when the
+report is written from a notebook). Adding a table is one row and one builder.
+
+A builder takes the AnnData and the run's :class:`~bonemet.config.Config` and returns a
+DataFrame, or ``None`` when the object lacks what the table needs. Tables are built from
+what the object holds, so a report rebuilt from a checkpoint writes identical files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .._errors import BonemetError
+from .._logging import logger
+from .._meta import MIMICRY_KEY, bonemet_uns
+from .._utils import write_csv
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["TABLES", "Table", "build_tables", "write_tables", "table_section"]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the run.
+
+    Attributes
+    ----------
+    name
+        File stem (``tables/<name>.csv``) and the report's table title.
+    build
+        ``build(adata, cfg)`` -> DataFrame, or ``None`` when not applicable.
+    section
+        The report section that shows it.
+    """
+
+    name: str
+    build: Callable[[Any, Config | None], pd.DataFrame | None]
+    section: str
+
+
+def _has(adata: Any, *keys: str) -> bool:
+    return all(k in adata.obs.columns for k in keys)
+
+
+def _qc_summary(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    from ..pp import qc_table
+
+    return qc_table(adata) if bonemet_uns(adata, create=False).get("qc") else None
+
+
+def _counts_by_sample(key: str) -> Callable[[Any, Config | None], pd.DataFrame | None]:
+    def build(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+        if not _has(adata, key, "sample"):
+            return None
+        tab = pd.crosstab(adata.obs[key], adata.obs["sample"])
+        return tab.loc[tab.sum(axis=1) > 0]
+
+    return build
+
+
+def _population_fractions(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    counts = _counts_by_sample("population")(adata, cfg)
+    return None if counts is None else (counts / counts.sum(axis=0)).round(5)
+
+
+def _listed(v: Any) -> Any:
+    """Lists (arrays after an h5ad round trip) as one ``;``-separated cell."""
+    if isinstance(v, list | tuple | np.ndarray):
+        return ";".join(str(x) for x in np.asarray(v, dtype=object).ravel())
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _gene_set_coverage(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    gs = bonemet_uns(adata, create=False).get("gene_sets")
+    if not isinstance(gs, Mapping) or not gs:
+        return None
+    rows = {
+        str(name): {str(k): _listed(v) for k, v in info.items()}
+        for name, info in gs.items()
+        if isinstance(info, Mapping)
+    }
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "gene_set"
+    return df.sort_index()
+
+
+def _scored(adata: Any) -> bool:
+    return _has(adata, "population") and any(c.startswith("score_") for c in adata.obs.columns)
+
+
+def _score_summary(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    from ..tl import score_summary
+
+    return score_summary(adata) if _scored(adata) else None
+
+
+def _erythroid_mimicry(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    if not _scored(adata):
+        return None
+    stored = adata.uns.get(MIMICRY_KEY)
+    if isinstance(stored, pd.DataFrame):
+        return stored.reset_index(drop=True)
+    from ..tl import erythroid_mimicry
+
+    return erythroid_mimicry(adata)
+
+
+def _axes(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    from ..tl import axes_table
+
+    return axes_table(adata) if _scored(adata) else None
+
+
+def _pseudobulk_ssgsea(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    if cfg is None or not cfg.score.ssgsea or not _scored(adata) or "counts" not in adata.layers:
+        return None
+    from ..tl import pseudobulk_enrichment
+
+    return pseudobulk_enrichment(adata, min_cells=cfg.score.pseudobulk_min_cells)
+
+
+def _label_agreement(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    from ..tl import label_agreement
+
+    return label_agreement(adata) if _has(adata, "reference_label", "cell_type") else None
+
+
+def _integration_metrics(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    if "X_umap" not in adata.obsm:
+        return None
+    from ..pl import integration_metrics_table
+
+    return integration_metrics_table(adata)
+
+
+#: Every table of a run, in the order the report shows them.
+TABLES: tuple[Table, ...] = (
+    Table("qc_summary", _qc_summary, "qc"),
+    Table("integration_metrics", _integration_metrics, "integration"),
+    Table("population_counts", _counts_by_sample("population"), "populations"),
+    Table("population_fractions", _population_fractions, "populations"),
+    Table("cell_type_counts", _counts_by_sample("cell_type"), "populations"),
+    Table("label_agreement", _label_agreement, "populations"),
+    Table("gene_set_coverage", _gene_set_coverage, "signatures"),
+    Table("score_summary", _score_summary, "signatures"),
+    Table("erythroid_mimicry", _erythroid_mimicry, "signatures"),
+    Table("pseudobulk_ssgsea", _pseudobulk_ssgsea, "signatures"),
+    Table("axes", _axes, "axes"),
+)
+
+
+def table_section(name: str) -> str:
+    """The report section of table ``name`` (``"other"`` for a table not in :data:`TABLES`)."""
+    return next((t.section for t in TABLES if t.name == name), "other")
+
+
+def build_tables(
+    adata: Any, cfg: Config | None = None, *, names: Sequence[str] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Build the :data:`TABLES` that ``adata`` has the data for (in registry order).
+
+    A table whose builder fails on the object (a missing population, a gene set absent)
+    is left out with a log line, so one unbuildable table does not stop the report.
+    """
+    out: dict[str, pd.DataFrame] = {}
+    for t in TABLES:
+        if names is not None and t.name not in names:
+            continue
+        try:
+            df = t.build(adata, cfg)
+        except (BonemetError, KeyError, ValueError) as e:
+            logger.info("table %s skipped: %s", t.name, e)
+            continue
+        if isinstance(df, pd.DataFrame) and not df.empty:
+            out[t.name] = df
+    return out
+
+
+def _keep_index(df: pd.DataFrame) -> bool:
+    # a named index carries data (sample, population, gene_set); an unnamed one is row numbers
+    return df.index.name is not None or any(n is not None for n in df.index.names)
+
+
+def write_tables(
+    adata: Any, cfg: Config | None, out_dir: str | os.PathLike
+) -> dict[str, Path]:
+    """Write :func:`build_tables` into ``out_dir/<name>.csv`` (atomically); name -> path."""
+    out = Path(out_dir)
+    return {
+        name: write_csv(df, out / f"{name}.csv", index=_keep_index(df))
+        for name, df in build_tables(adata, cfg).items()
+    }

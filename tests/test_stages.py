@@ -1,0 +1,77 @@
+"""The stage registry is the one list of stages: the runner, the CLI and Nextflow follow it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import bonemet as bm
+from bonemet import _stages
+from bonemet.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _subcommands() -> set[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return set(sub.choices)
+
+
+def test_every_stage_has_a_cli_command_and_a_config_slice() -> None:
+    assert _stages.STAGES == tuple(s.name for s in _stages.REGISTRY)
+    assert len(set(_stages.STAGES)) == len(_stages.STAGES)
+    assert set(_stages.STAGES) <= _subcommands()
+    assert set(_stages.STAGE_SECTIONS) == set(_stages.STAGES)
+    cfg = bm.load_config()
+    for name in _stages.STAGES:
+        assert isinstance(_stages.stage_config(cfg, name), dict)
+    # per-sample stages come first, then one gather, then merged stages, sinks last
+    scopes = [s.scope for s in _stages.REGISTRY]
+    assert scopes[0] == "source" and scopes.count("gather") == 1 and scopes[-1] == "sink"
+    gather = scopes.index("gather")
+    assert set(scopes[1:gather]) <= {"sample"} and "sample" not in scopes[gather:]
+
+
+def _nf_processes() -> set[str]:
+    wf = (ROOT / "pipeline" / "workflows" / "bonemet.nf").read_text()
+    return set(re.findall(r"include\s*\{\s*([A-Z_]+)\s*\}", wf))
+
+
+def test_nextflow_has_one_process_per_stage() -> None:
+    """Nextflow cannot import Python: its processes and stub stage list must match the registry."""
+    procs = _nf_processes()
+    for name in _stages.STAGES:
+        assert name.upper() in procs, f"pipeline/workflows/bonemet.nf lacks process {name.upper()}"
+        module = ROOT / "pipeline" / "modules" / "local" / name / "main.nf"
+        assert module.is_file(), module
+        assert re.search(rf"process\s+{name.upper()}\s*\{{", module.read_text())
+    stub = (ROOT / "pipeline" / "modules" / "local" / "make_config" / "main.nf").read_text()
+    listed = re.search(r"for s in ([a-z_ ]+); do touch stages", stub)
+    assert listed, "MAKE_CONFIG's stub no longer lists the stages"
+    assert tuple(listed.group(1).split()) == _stages.STAGES
+
+
+def test_unknown_stage_is_a_config_error() -> None:
+    with pytest.raises(bm.ConfigError, match="unknown stage 'plot'"):
+        _stages.get_stage("plot")
+
+
+def test_a_merged_stage_runs_through_the_registry_call(tmp_path) -> None:
+    """A registry row's call passes the context: integrate saves its model where asked."""
+    adata = bm.datasets.simulate_bone_metastasis(n_cells=600, n_samples=2, species="mouse", seed=2)
+    cfg = bm.load_config(
+        {
+            "integrate": {"method": "pca"},
+            "normalize": {"n_top_genes": 200},
+            "qc": {"doublets": False},
+        }
+    )
+    merged = _stages.get_stage("merge")({"a": adata}, cfg)
+    out = _stages.get_stage("integrate")(
+        merged, cfg, _stages.StageContext(model_dir=tmp_path / "m")
+    )
+    assert "X_pca" in out.obsm or "X_scVI" in out.obsm
+    assert out.uns["bonemet"]["timings"]["integrate"] >= 0
