@@ -5,7 +5,7 @@ Usage::
     .venv/bin/python benchmarks/demo_cpu.py [--cells 20000] [--out results/bench_demo]
         [--json benchmarks/results/demo_cpu.json]
 
-Target (issue 2): <= 5 minutes end to end on a 2-core machine, scVI the dominant cost.
+Target: <= 5 minutes end to end on a 2-core machine, scVI the dominant cost.
 Peak memory is the process's resident set size sampled every 50 ms during each stage.
 """
 

@@ -1,4 +1,4 @@
-"""The device-resident scVI data path (issue 7), on CPU tensors; CUDA tests are marked gpu."""
+"""The device-resident scVI data path, on CPU tensors; CUDA tests are marked gpu."""
 
 from __future__ import annotations
 

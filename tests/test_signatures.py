@@ -19,7 +19,7 @@ from bonemet._signatures import (
 
 FILES = sorted(signatures_dir().glob("*.yaml"))
 
-# fixed vocabularies (issue 3)
+# fixed vocabularies
 CELL_TYPES = {
     "T cell", "NK cell", "B cell", "Plasma cell", "Monocyte/Macrophage", "Neutrophil",
     "Dendritic cell", "Mast cell/Basophil", "Erythroid", "HSPC", "Osteoclast", "Osteoblast",

@@ -4,7 +4,7 @@
 bone-marrow samples with metastatic tumour cells. The generative model, in short:
 
 * **Gene universe** (about 5,400 genes of the chosen species): every marker and
-  signature gene of the populations below (from ``shared/reference/biology.md``),
+  signature gene of the populations below (from the curated marker sets' sources),
   13 mitochondrial genes, ribosomal protein genes, haemoglobin genes, housekeeping genes
   and real filler symbols. Fillers and their baseline expression come from 10x PBMC 4k
   (``bonemet/data/gene_universe_human.tsv.gz``); mouse fillers use the usual

@@ -29,7 +29,7 @@
    macrophages; PMN-MDSC within either neutrophil root. A state is judged only on genes
    that neither its parent nor its lineage set holds (so shared S100A8/9 or CD8A say
    nothing), and is called when that score exceeds the parent's median cell by ``0.2``
-   (the threshold clipped to ``[0.15, 0.45]``): a data-derived "high" as biology.md asks.
+   (the threshold clipped to ``[0.15, 0.45]``): a data-derived "high" rather than a fixed cut-off.
    Several marker files with the same target must *all* be present (geometric mean of
    their scores), e.g. the Tpex progenitor programme AND the PD-1/TOX exhaustion axis;
    the iron-recycling programme AND its VCAM1/CD163/CCR3 phenotype. A required set that

@@ -54,7 +54,7 @@ __all__ = [
 ]
 
 # --------------------------------------------------------------------------------------
-# vocabularies (issue 3: obs["cell_type"] / obs["population"])
+# vocabularies (obs["cell_type"] / obs["population"])
 # --------------------------------------------------------------------------------------
 ERYTHROID_CELL_TYPES = frozenset({"Erythroid"})
 ERYTHROID_POPULATIONS = frozenset({"Erythroid progenitor"})

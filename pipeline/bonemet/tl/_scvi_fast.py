@@ -1,9 +1,9 @@
-"""Device-resident data path for scvi-tools training (issue 7).
+"""Device-resident data path for scvi-tools training.
 
 Stock scvi-tools feeds ``SCVI.train`` through :class:`~scvi.dataloaders.AnnDataLoader`: every
 mini-batch is sliced from the AnnData on the host, densified by scipy, collated and copied to
-the GPU. On a GPU that loader, not the model, is the bottleneck (see DESIGN.md, Performance
-model). This module keeps the registered count matrix and covariates **on the training
+the GPU. On a GPU that loader, not the model, is the bottleneck (README, Performance). This
+module keeps the registered count matrix and covariates **on the training
 device** and draws each mini-batch by index there:
 
 * :class:`DeviceDataStore` holds every tensor of the scvi-tools data registry (``X``,
@@ -25,8 +25,7 @@ device** and draws each mini-batch by index there:
 
 Batch size and learning rate
 ----------------------------
-Large batches make the device path fast (DESIGN.md: 157k cells/s at 1,024, 672k at 4,096 on
-an H200), but give fewer optimizer steps per epoch. bonemet's documented rule
+Large batches make the device path fast, but give fewer optimizer steps per epoch. bonemet's documented rule
 (:func:`scaled_learning_rate`) scales Adam's learning rate with the square root of the batch
 size relative to scvi-tools' default (``lr = 1e-3 * sqrt(batch_size / 128)``, capped at
 ``1e-2``), the usual rule for adaptive optimizers. Its effect on integration quality is what
