@@ -275,3 +275,20 @@ def test_volcano_draws_the_tested_populations(planted: ad.AnnData) -> None:
     empty.uns["bonemet_compare"] = {"pseudobulk_de": pd.DataFrame()}
     with pytest.raises(bm.pl.MissingDataError, match="pseudobulk_de"):
         bm.pl.volcano(empty)
+
+
+def test_squeeze_dispersions_matches_limma_moment_fit() -> None:
+    """The prior df and scale equal limma's fitFDist (scanpro's port) on the same values."""
+    fitfdist = pytest.importorskip("scanpro.fitFDist")
+    rng = np.random.default_rng(0)
+    df = np.full(40, 4.0)
+    phi = 2.5 * rng.chisquare(4, 40) / 4 * rng.lognormal(0, 0.3, 40)
+    post, d0 = bm.tl.squeeze_dispersions(phi, df)
+    ref = fitfdist.fit_f_dist(phi.copy(), df1=df.copy())
+    assert d0 == pytest.approx(float(np.ravel(ref["df2"])[0]), rel=1e-6)
+    assert np.allclose(post, (df * phi + d0 * float(np.ravel(ref["scale"])[0])) / (df + d0))
+    assert post.std() < phi.std()  # shrunk towards the prior
+    same, d_inf = bm.tl.squeeze_dispersions(np.full(10, 3.0), np.full(10, 4.0))
+    assert d_inf == np.inf and np.allclose(same, 3.0)
+    few, d_few = bm.tl.squeeze_dispersions(np.array([1.0, 5.0]), np.array([4.0, 4.0]))
+    assert d_few == 0.0 and np.allclose(few, [1.0, 5.0])

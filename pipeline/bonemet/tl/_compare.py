@@ -5,8 +5,8 @@ Three read-outs share one sample-level design (``~ covariates [+ subject] + cond
 - differential abundance of every population and of the within-lineage fractions in
   :data:`LINEAGE_FRACTIONS`: a quasi-Poisson GLM of a sample's cell count with the log of
   its denominator as offset, so the condition coefficient is the log fold change of the
-  proportion; dispersion from the Pearson statistic (floored at 1), Wald t-tests on the
-  residual degrees of freedom;
+  proportion; Pearson dispersions moderated across tests by empirical Bayes (limma's
+  squeezeVar) and floored at 1, Wald t-tests on the residual plus prior degrees of freedom;
 - pseudobulk differential expression per population (counts summed per sample ×
   population from ``layers["counts"]``) with PyDESeq2;
 - score tests: the per-sample mean of each ``obs["score_*"]`` per population, ordinary
@@ -44,6 +44,7 @@ __all__ = [
     "differential_abundance",
     "pseudobulk_de",
     "score_tests",
+    "squeeze_dispersions",
 ]
 
 #: name -> (numerator populations, denominator populations) of the within-lineage fractions
@@ -238,7 +239,7 @@ def _cells_text(n: pd.Series) -> str:
 def _quasi_poisson(
     x: np.ndarray, n: np.ndarray, design_x: np.ndarray
 ) -> tuple[float, float, int, float]:
-    """Condition (last column) coefficient, its SE, residual df and dispersion."""
+    """Condition (last column) coefficient, its Poisson SE, residual df, Pearson dispersion."""
     import statsmodels.api as sm
 
     df_resid = design_x.shape[0] - design_x.shape[1]
@@ -251,13 +252,72 @@ def _quasi_poisson(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = sm.GLM(y, design_x, family=sm.families.Poisson(), offset=np.log(n)).fit()
-        if df_resid > 0:
-            mu = res.fittedvalues
-            phi = max(1.0, float(np.sum((y - mu) ** 2 / mu) / df_resid))
-        else:
-            phi = float("nan")
-        se = float(res.bse[-1]) * math.sqrt(phi) if df_resid > 0 else float("nan")
-    return float(res.params[-1]), se, df_resid, phi
+    phi = float("nan")
+    if df_resid > 0:
+        mu = res.fittedvalues
+        phi = float(np.sum((y - mu) ** 2 / mu) / df_resid)
+    return float(res.params[-1]), float(res.bse[-1]), df_resid, phi
+
+
+def _trigamma_inverse(x: float) -> float:
+    """``y`` with ``trigamma(y) == x`` (Newton's method as in limma's trigammaInverse)."""
+    from scipy.special import polygamma
+
+    if x > 1e7:
+        return 1.0 / math.sqrt(x)
+    if x < 1e-6:
+        return 1.0 / x
+    y = 0.5 + 1.0 / x
+    for _ in range(50):
+        tri = float(polygamma(1, y))
+        dif = tri * (1.0 - tri / x) / float(polygamma(2, y))
+        y += dif
+        if -dif / y < 1e-8:
+            break
+    return y
+
+
+def squeeze_dispersions(phi: np.ndarray, df: np.ndarray) -> tuple[np.ndarray, float]:
+    """Empirical-Bayes moderation of dispersions (limma's squeezeVar, Smyth 2004).
+
+    A scaled F distribution is fitted to the dispersions by moments; each dispersion is
+    replaced by its posterior mean ``(df * phi + d0 * s0) / (df + d0)`` and carries
+    ``df + d0`` degrees of freedom. Fewer than 3 usable values: returned unchanged, ``d0 = 0``.
+
+    Parameters
+    ----------
+    phi
+        Dispersions (residual variances), one per test.
+    df
+        Their residual degrees of freedom.
+
+    Returns
+    -------
+    ``(posterior dispersions, prior df d0)``; ``d0`` may be ``inf`` (all equal up to noise).
+    """
+    from scipy.special import digamma, polygamma
+
+    phi = np.asarray(phi, dtype=float)
+    df = np.asarray(df, dtype=float)
+    ok = np.isfinite(phi) & (df > 0)
+    if ok.sum() < 3:
+        return phi.copy(), 0.0
+    x = phi[ok]
+    med = float(np.median(x))
+    x = np.maximum(x, 1e-5 * (med if med > 0 else 1.0))
+    d1 = df[ok]
+    e = np.log(x) - digamma(d1 / 2) + np.log(d1 / 2)
+    emean = float(e.mean())
+    evar = float(((e - emean) ** 2).sum() / (len(e) - 1) - polygamma(1, d1 / 2).mean())
+    out = phi.copy()
+    if evar > 0:
+        d0 = 2.0 * _trigamma_inverse(evar)
+        s0 = math.exp(emean + digamma(d0 / 2) - math.log(d0 / 2))
+        out[ok] = (d1 * phi[ok] + d0 * s0) / (d1 + d0)
+    else:
+        d0 = math.inf
+        out[ok] = float(x.mean())
+    return out, d0
 
 
 def _wald_t(
@@ -302,6 +362,7 @@ def differential_abundance(
     covariates: Sequence[str] = (),
     population_key: str = "population",
     min_samples_per_group: int = 3,
+    moderate: bool = True,
 ) -> pd.DataFrame:
     """Differential abundance of every population and within-lineage fraction.
 
@@ -309,8 +370,9 @@ def differential_abundance(
     numerator) with ``log(denominator)`` as offset (all the sample's cells for a
     population, the lineage's cells for a fraction), design ``~ covariates [+ subject] +
     condition``. The condition coefficient is the log fold change of the proportion; its
-    SE is scaled by the Pearson dispersion (at least 1) and tested with a t on the
-    residual degrees of freedom. BH adjustment across all tests of one contrast.
+    SE is scaled by the Pearson dispersion, moderated across the tests of the contrast
+    (``moderate``) and floored at 1, and tested with a t. BH adjustment across all tests
+    of one contrast.
 
     Parameters
     ----------
@@ -322,13 +384,18 @@ def differential_abundance(
         The population labels.
     min_samples_per_group
         Below this many samples in a group, ``p_reliable`` is False.
+    moderate
+        Moderate the dispersions across the tests of a contrast by empirical Bayes
+        (:func:`squeeze_dispersions`, as limma and edgeR's quasi-likelihood do); the
+        t-tests then use the residual plus the prior degrees of freedom.
 
     Returns
     -------
     One row per contrast × test: ``contrast``, ``test``, ``kind`` (population or lineage
     fraction), ``log2fc``, ``ci_low``, ``ci_high``, ``p``, ``padj``, ``p_reliable``,
     ``n_ref``, ``n_test``, ``prop_ref``, ``prop_test`` (mean of the samples' proportions),
-    ``dispersion``, ``cells_per_sample`` (the denominator per sample).
+    ``dispersion`` (moderated, at least 1), ``df`` (of the t-test), ``cells_per_sample``
+    (the denominator per sample).
     """
     if population_key not in adata.obs:
         raise InputError(
@@ -349,6 +416,7 @@ def differential_abundance(
         sub = design[design["condition"].isin([reference, other])]
         n_ref, n_alt = _group_sizes(sub, reference, other)
         reliable = min(n_ref, n_alt) >= min_samples_per_group
+        fits = []
         for test in numer.columns:
             n = denom.loc[sub.index, test]
             keep = n > 0
@@ -356,37 +424,43 @@ def differential_abundance(
             x = numer.loc[d.index, test].to_numpy()
             nn = n[keep].to_numpy()
             k_ref, k_alt = _group_sizes(d, reference, other)
-            beta = se = phi = float("nan")
+            beta = se0 = phi = float("nan")
             df_resid = 0
             if k_ref >= 1 and k_alt >= 1:
                 xm = _model_matrix(
                     d, covariates=covariates, subject=subject_key is not None, reference=reference
                 )
-                beta, se, df_resid, phi = _quasi_poisson(x, nn, xm)
-            if min(k_ref, k_alt) >= 2:
-                p, lo, hi = _wald_t(beta, se, df_resid, scale=_LN2)
-            else:
-                p, lo, hi = float("nan"), float("nan"), float("nan")
+                beta, se0, df_resid, phi = _quasi_poisson(x, nn, xm)
             prop = pd.Series(x / nn, index=d.index)
             is_ref = d["condition"] == reference
+            fits.append((beta, se0, df_resid, phi, min(k_ref, k_alt)))
             rows.append(
                 {
                     "contrast": f"{other} vs {reference}",
                     "test": test,
                     "kind": kinds[test],
                     "log2fc": beta / _LN2,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "p": p,
                     "p_reliable": bool(reliable and min(k_ref, k_alt) >= min_samples_per_group),
                     "n_ref": k_ref,
                     "n_test": k_alt,
                     "prop_ref": float(prop[is_ref].mean()) if is_ref.any() else float("nan"),
                     "prop_test": float(prop[~is_ref].mean()) if (~is_ref).any() else float("nan"),
-                    "dispersion": phi,
                     "cells_per_sample": _cells_text(n[keep]),
                 }
             )
+        phis = np.array([f[3] for f in fits])
+        dfs = np.array([f[2] for f in fits], dtype=float)
+        post, d0 = squeeze_dispersions(phis, dfs) if moderate else (phis, 0.0)
+        for row, (beta, se0, df_resid, _, k_min), ph in zip(
+            rows[len(rows) - len(fits) :], fits, post, strict=True
+        ):
+            ph = max(1.0, float(ph)) if np.isfinite(ph) else float("nan")
+            df_total = df_resid + d0 if df_resid > 0 else 0
+            if k_min >= 2 and np.isfinite(ph):
+                p, lo, hi = _wald_t(beta, se0 * math.sqrt(ph), min(df_total, 1e6), scale=_LN2)
+            else:
+                p, lo, hi = float("nan"), float("nan"), float("nan")
+            row.update(ci_low=lo, ci_high=hi, p=p, dispersion=ph, df=float(min(df_total, 1e6)))
     out = pd.DataFrame(rows, columns=_DA_COLUMNS)
     out.insert(out.columns.get_loc("p") + 1, "padj", np.nan)
     for _, idx in out.groupby("contrast").groups.items():
@@ -408,6 +482,7 @@ _DA_COLUMNS = [
     "prop_ref",
     "prop_test",
     "dispersion",
+    "df",
     "cells_per_sample",
 ]
 
