@@ -26,10 +26,14 @@ def is_quiet() -> bool:
 
 def setup_cli_logging(quiet: bool = False) -> None:
     """Attach a rich handler to the ``bonemet`` logger (CLI only)."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
     if not any(isinstance(h, RichHandler) for h in logger.handlers):
-        handler = RichHandler(show_path=False, markup=False, rich_tracebacks=False)
+        # log lines and warnings go to stderr; stdout carries only what a command prints
+        handler = RichHandler(
+            console=Console(stderr=True), show_path=False, markup=False, rich_tracebacks=False
+        )
         handler.setFormatter(logging.Formatter("%(message)s", datefmt="[%X]"))
         logger.addHandler(handler)
         logger.propagate = False

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     final name.
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the work, naming the temporary
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
@@ -64,10 +70,57 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_h5ad(adata: Any, path: str | os.PathLike, *, compression: str | None = "gzip") -> Path:
-    """Write ``adata`` to ``path`` atomically (``.h5ad``, gzip-compressed by default)."""
-    with atomic_path(path) as tmp:
-        adata.write_h5ad(tmp, compression=compression)
+    """Write ``adata`` to ``path`` atomically (``.h5ad``, gzip-compressed by default).
+
+    A failed write (e.g. a full disk) raises one :class:`OSError` naming ``path``, and the
+    HDF5 objects of the partial file are released at once, so they print nothing later.
+    """
+    with atomic_path(path) as tmp, _quiet_hdf5_teardown():
+        try:
+            adata.write_h5ad(tmp, compression=compression)
+        except Exception as e:  # noqa: BLE001 - h5py reports write failures as several types
+            code = getattr(e, "errno", None)
+            if code is None and (m := re.search(r"errno = (\d+)", str(e))):
+                code = int(m.group(1))
+            # drop the frames so the HDF5 handles they hold close now, under the quiet hook
+            traceback.clear_frames(e.__traceback__)
+            e.__traceback__ = None
+            gc.collect()
+            if code:
+                raise OSError(code, os.strerror(code), str(path)) from None
+            raise
     return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_hdf5_teardown() -> Iterator[None]:
+    """Silence h5py's deallocator errors while a failed write is torn down.
+
+    When writes fail (a full disk), closing the file makes HDF5 retry them, and h5py prints
+    each failure as an "Exception ignored" traceback; the write's own error says it once.
+    """
+    hooks = sys.unraisablehook, sys.excepthook
+
+    def h5_teardown(exc: BaseException | None, obj: Any = None) -> bool:
+        text = f"{obj!r} {exc}"
+        return isinstance(exc, RuntimeError | OSError) and (
+            "h5py" in text or "file write failed" in text
+        )
+
+    def unraisable(u: Any) -> None:
+        if not h5_teardown(u.exc_value, u.object):
+            hooks[0](u)
+
+    def excepthook(t: type[BaseException], v: BaseException, tb: Any) -> None:
+        # Cython deallocators print their errors through sys.excepthook too
+        if not h5_teardown(v):
+            hooks[1](t, v, tb)
+
+    sys.unraisablehook, sys.excepthook = unraisable, excepthook
+    try:
+        yield
+    finally:
+        sys.unraisablehook, sys.excepthook = hooks
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -591,6 +591,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BonemetError as e:
         print(f"bonemet: error: {_one_line(e)}", file=sys.stderr)
         return 1
+    except OSError as e:
+        print(f"bonemet: error: {_os_error(e)}", file=sys.stderr)
+        _exit_if_hdf5_is_stuck(e)
+        return 1
     except KeyboardInterrupt:
         print("bonemet: interrupted", file=sys.stderr)
         return 130
@@ -598,6 +602,53 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
+
+
+def _exit_if_hdf5_is_stuck(e: OSError) -> None:
+    """Exit at once after a write failed for lack of space, when HDF5 still holds files.
+
+    HDF5 cannot close a file whose writes fail (it retries them), and closing the library
+    at interpreter exit then crashes. The partial file is already removed, so nothing is
+    lost by skipping that teardown.
+    """
+    import errno
+    import os
+
+    h5py = sys.modules.get("h5py")
+    if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) and h5py is not None:
+        if h5py.h5f.get_obj_count() > 0:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path, what to do."""
+    import errno
+    import os
+    import re
+
+    code = e.errno
+    if code is None and (m := re.search(r"errno = (\d+)", str(e))):
+        code = int(m.group(1))  # h5py puts the C errno into its message
+    hints = {
+        errno.EACCES: "check the folder's permissions, or choose another output folder",
+        errno.EPERM: "check the folder's permissions, or choose another output folder",
+        errno.EROFS: "the file system is read-only: choose another output folder",
+        errno.ENOSPC: "no space left on the device: free some space or choose another folder",
+        errno.EDQUOT: "the disk quota is used up: free some space or choose another folder",
+        errno.EFBIG: "a file hit the file size limit (ulimit -f) or the disk is full: raise "
+        "the limit or free some space",
+        errno.EISDIR: "give the path of a file, not of a folder",
+        errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+        errno.EEXIST: "a file of that name exists where a folder is needed: choose another path",
+    }
+    what = os.strerror(code) if code else _one_line(e)
+    # a rename names its destination second: that is the path the user gave
+    name = getattr(e, "filename2", None) or getattr(e, "filename", None)
+    where = f": {name}" if name else ""
+    hint = hints.get(code or -1, "")
+    return f"{what}{where}" + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -211,10 +211,20 @@ class Config(_Section):
 
 def _read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(
+            f"config file {str(p)!r} is a directory, not a YAML file: give a config file, or "
+            "pass a data folder with --input DIR --out OUT"
+        )
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist: give the path of a YAML file")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"config file {str(p)!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+            f"offset {e.start}): save it as UTF-8"
+        ) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
     if data is None:

@@ -251,7 +251,60 @@ def sum_duplicate_genes(adata: ad.AnnData) -> tuple[ad.AnnData, int]:
     return out, n_old - n_new
 
 
+_ENSEMBL = r"^ENS[A-Z]*G\d{6,}"
+
+
+def _check_gene_names(adata: ad.AnnData, path: str) -> None:
+    """Refuse Ensembl ids as gene names when the file carries no symbols to map them to."""
+    vn = adata.var_names.astype(str)
+    if len(vn) and np.mean(vn.str.match(_ENSEMBL)) > 0.5:
+        shown = ", ".join(vn[:3])
+        raise InputError(
+            f"the gene names of {path!r} are Ensembl ids (e.g. {shown}) and the file has no gene "
+            "symbols to map them to, but the marker and signature gene sets are symbols: give a "
+            "file that carries symbols (a 10x features.tsv holds ids and symbols; a CSV may hold "
+            "ids then symbols in its first two columns) or map the ids to symbols first"
+        )
+
+
+def _check_values(adata: ad.AnnData, path: str) -> None:
+    """Refuse missing, infinite and negative values, naming the first cell and gene.
+
+    A few negative values among otherwise integer data are an input error; data that are
+    scaled throughout (many negative, non-integer values) pass, and are reported as not
+    being counts by :func:`check_counts`.
+    """
+    x = adata.X
+    m = x.tocsr() if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
+    data = np.asarray(m.data)
+
+    def where(mask: np.ndarray) -> str:
+        i = int(np.flatnonzero(mask)[0])
+        row = int(np.searchsorted(m.indptr, i, side="right") - 1)
+        return f"first at cell {str(adata.obs_names[row])!r}, gene {str(adata.var_names[m.indices[i]])!r}"
+
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise InputError(
+            f"{path!r} holds {int(bad.sum())} NaN or infinite value(s) ({where(bad)}): counts "
+            "cannot be missing (an empty field is read as NaN); fill them in or remove those "
+            "cells or genes"
+        )
+    neg = data < 0
+    if neg.any():
+        rest = data[~neg]
+        integer = rest.size == 0 or bool(np.all(np.abs(rest - np.round(rest)) < 1e-4))
+        if integer or neg.mean() < 0.01:
+            i = int(np.flatnonzero(neg)[0])
+            raise InputError(
+                f"{path!r} holds {int(neg.sum())} negative value(s) ({where(neg)}: "
+                f"{float(data[i]):g}): counts cannot be negative; fix those entries or give the "
+                "raw count matrix"
+            )
+
+
 def _finalize(adata: ad.AnnData, info: dict[str, Any], *, sample: str | None) -> ad.AnnData:
+    _check_gene_names(adata, info["path"])
     adata = _keep_gene_expression(adata, info)
     adata.var_names = adata.var_names.astype(str)
     adata, n_dup = sum_duplicate_genes(adata)
@@ -557,7 +610,7 @@ def _read_csv(path: Path) -> tuple[ad.AnnData, str]:
         # no evidence either way: count tables from papers are usually genes x cells and
         # hold more genes than cells
         orientation = "genes x cells" if df.shape[0] >= df.shape[1] else "cells x genes"
-    values = df.to_numpy(dtype=np.float32, na_value=0.0)
+    values = df.to_numpy(dtype=np.float32, na_value=np.nan)  # refused by _check_values
     if orientation == "genes x cells":
         x = sp.csr_matrix(values.T)
         obs_names, var_names = df.columns, df.index
@@ -647,6 +700,7 @@ def read(
         raise InputError(
             f"{str(p)!r} holds an empty matrix ({adata.n_obs} cells x {adata.n_vars} genes)"
         )
+    _check_values(adata, info["path"])
     adata = _finalize(adata, info, sample=sample)
     logger.info("read %s (%s): %d cells x %d genes", p, fmt, adata.n_obs, adata.n_vars)
     return adata
@@ -665,8 +719,11 @@ def _looks_like_samplesheet(p: Path) -> bool:
             head = fh.readline()
     except (OSError, UnicodeDecodeError):
         return False
-    cols = {c.strip().strip('"').lower() for c in re.split(r"[,\t;]", head)}
-    return {"sample", "path"} <= cols
+    cols = [c.strip().strip('"').lower() for c in re.split(r"[,\t;]", head)]
+    # a samplesheet names its columns; a count table's header is cell or gene names. A
+    # header with a "sample" column among a few is a samplesheet, even when it lacks "path"
+    # (read_samplesheet then says so)
+    return "sample" in cols and ("path" in cols or len(cols) <= 10)
 
 
 def _column(adata: ad.AnnData, key: str, what: str, path: str) -> pd.Series:

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from .._errors import StageError
 from .._logging import logger
+from .._meta import warnings_of
 
 __all__ = ["normalize"]
 
@@ -146,7 +147,8 @@ def normalize(
     if copy:
         adata = adata.copy()
     bm = adata.uns.setdefault("bonemet", {})
-    warn: list[str] = bm.setdefault("warnings", [])
+    warn: list[str] = warnings_of(adata)  # a list again after an h5ad round trip
+    bm["warnings"] = warn
     is_counts = bm.get("is_counts")
     source = "X"
     if is_counts is None:
@@ -176,7 +178,7 @@ def normalize(
         adata._inplace_subset_var(keep)  # rebuilds uns: fetch the bookkeeping dicts again
         n_cells = n_cells[keep]
         bm = adata.uns.setdefault("bonemet", {})
-        warn = bm.setdefault("warnings", [])
+        warn = bm["warnings"] = warnings_of(adata)
     adata.var["n_cells"] = n_cells.astype(np.int64)
 
     bk = (

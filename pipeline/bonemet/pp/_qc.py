@@ -14,6 +14,7 @@ import scipy.sparse as sp
 from .._counts import check_counts
 from .._errors import InputError, StageError
 from .._logging import logger
+from .._meta import warnings_of
 from .._species import resolve_species
 
 __all__ = ["qc", "qc_table", "mito_genes", "hb_genes", "QC_REASONS"]
@@ -320,7 +321,8 @@ def qc(
     }
     keep_all = np.zeros(adata.n_obs, dtype=bool)
     records = bm.setdefault("qc", {})
-    warn = bm.setdefault("warnings", [])
+    # a list again after an h5ad round trip made it an array
+    warn = bm["warnings"] = warnings_of(adata)
     kw = dict(
         mito=mito,
         hb=hb,
@@ -414,8 +416,9 @@ def qc_table(adata: ad.AnnData) -> pd.DataFrame:
     for c in first:
         if c not in df:
             df[c] = 0
-    rest = [c for c in df.columns if c not in first]
-    df = df[first + rest]
+    # h5ad stores dict keys sorted: sort the rest so a table rebuilt from a file is identical
+    rest = sorted(c for c in df.columns if c not in first)
+    df = df[first + rest].sort_index()
     for c in ["n_before", "n_after", *[f"removed_{r}" for r in QC_REASONS]]:
         df[c] = df[c].astype(int)
     df["high_ambient_hb"] = df["high_ambient_hb"].astype(bool)

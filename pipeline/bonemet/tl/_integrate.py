@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,16 +67,43 @@ def _trainer_kwargs(n_obs: int, batch_size: int = 128) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _quiet_lightning(quiet: bool) -> Iterator[None]:
+    """Around lightning training: quiet its loggers, and let Ctrl-C stay an interrupt.
+
+    Lightning catches the ``KeyboardInterrupt`` of a Ctrl-C, tears the trainer down and
+    calls ``sys.exit(1)``. A SIGINT seen here turns that exit back into
+    ``KeyboardInterrupt``, so the CLI exits 130 with "bonemet: interrupted".
+    """
+    import signal
+
     names = ("lightning.pytorch", "lightning.fabric", "lightning", "scvi")
     old = {n: logging.getLogger(n).level for n in names}
+    seen = {"sigint": False}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        seen["sigint"] = True
+        raise KeyboardInterrupt
+
+    # only the default handler is replaced (never one the caller installed)
+    ours = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if ours:
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         if quiet:
             for n in names:
                 logging.getLogger(n).setLevel(logging.WARNING)
         yield
+    except SystemExit:
+        if seen["sigint"]:
+            raise KeyboardInterrupt from None
+        raise
     finally:
         for n, lvl in old.items():
             logging.getLogger(n).setLevel(lvl)
+        if ours:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _pca_input(adata: ad.AnnData, genes: np.ndarray) -> Any:
@@ -131,6 +159,10 @@ def _save_model_atomic(model: Any, model_dir: str | os.PathLike) -> Path:
     old: Path | None = None
     try:
         model.save(str(tmp), overwrite=True, save_anndata=False)
+        # mkdtemp makes a 0700 folder: give it the usual 0777 minus the umask, like mkdir
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
             if old.exists():
