@@ -415,9 +415,11 @@ def test_scanvi_reference_from_the_cli(scanvi_split, tmp_path, capsys) -> None:
     assert main([*args, str(tmp_path / "r"), "--label-key", "label", "-q", "--max-epochs", "1",
                  "--scanvi-max-epochs", "1", "--n-top-genes", "300", "--accelerator", "cpu"]) == 0  # fmt: skip
     assert (tmp_path / "r" / "model.pt").is_file()
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert out.strip().splitlines()[-1] == str(tmp_path / "r")  # the path, last, for scripts
-    assert "fewer than 3 cells are left" in " ".join(out.split())  # a 2-cell label
+    # a 2-cell label: warned about on stderr, with the other log lines
+    assert "fewer than 3 cells are left" in " ".join(captured.err.split())
 
     query[:300].write_h5ad(tmp_path / "clustered.h5ad")
     (tmp_path / "cfg.yaml").write_text(
