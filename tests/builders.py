@@ -1,11 +1,16 @@
 """Builders of test data shared by several test modules (import them from here).
 
+``BAD_SHEETS`` are samplesheets that both the Python reader and the Nextflow workflow must
+refuse (``write_sheet`` puts one beside the two data files it names).
+
 ``make_annotated`` generates, with numpy only, an AnnData with every slot of the AnnData
 contract filled (counts, log-normalised X, QC metrics and records, embeddings,
 populations, scores), so figures and the report are tested without running the stages.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -168,3 +173,25 @@ def make_annotated(
         },
     }
     return a
+
+
+BAD_SHEETS: list[tuple[str, str]] = [
+    ("samples.csv", "sample,file\nA,a.h5ad\n"),  # no path column
+    ("samples.csv", "sample,path\nA,a.h5ad\nB,missing.h5ad\n"),  # a file that does not exist
+    ("samples.csv", "sample,path\nA,a.h5ad\nB,b.h5ad\nA,b.h5ad\n"),  # a duplicate sample
+    ("samples.csv", "sample,path\nA;rm -rf,a.h5ad\n"),  # an unsafe sample id
+    ("samples.csv", "sample,path,format\nA,a.h5ad,bam\n"),  # an unknown format
+    ("samples.csv", "sample,path,species\nA,a.h5ad,rat\n"),  # an unknown species
+    ("samples.csv", "sample,path\n,a.h5ad\n"),  # an empty sample
+    ("samples.txt", "sample,path\nA,a.h5ad\n"),  # .txt is tab-separated: no 'path' column
+]
+
+
+def write_sheet(folder: Path, name: str, text: str) -> Path:
+    """``folder/name`` holding ``text``, beside empty ``a.h5ad`` and ``b.h5ad``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "a.h5ad").write_bytes(b"")
+    (folder / "b.h5ad").write_bytes(b"")
+    p = folder / name
+    p.write_text(text)
+    return p

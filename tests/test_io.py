@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from builders import BAD_SHEETS, write_sheet  # tests/builders.py
 
 import bonemet as bm
 from bonemet import InputError
@@ -270,7 +271,7 @@ def test_samplesheet_ok(tmp_path, shared_data):
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("sample,file\nA,x\n", "lacks the column(s) path"),
+        ("sample,file\nA,x\n", "lacks the required column(s) path"),
         ("sample,path\nA,{ok}\n,{ok}\n", "row 2: empty 'sample' field"),
         (
             "sample,path\nA,{ok}\nB,missing.h5\n",
@@ -278,9 +279,12 @@ def test_samplesheet_ok(tmp_path, shared_data):
         ),
         (
             "sample,path\nA,{ok}\nA,{ok}\n",
-            "row 2 (sample 'A'): duplicate sample name (also in row 1)",
+            "row 2 (sample 'A'): duplicate sample (also in row 1)",
         ),
-        ("sample,path\nA,{ok}\nbad id,{ok}\n", "row 2 (sample 'bad id'): bad sample id"),
+        (
+            "sample,path\nA,{ok}\nbad id,{ok}\n",
+            "row 2 (sample 'bad id'): sample 'bad id' may contain only letters",
+        ),
         ("sample,path,format\nA,{ok},loom\n", "row 1 (sample 'A'): unknown format 'loom'"),
         ("sample,path,species\nA,{ok},rat\n", "row 1 (sample 'A'): unknown species 'rat'"),
         ("sample,path\n", "no data rows"),
@@ -294,6 +298,29 @@ def test_samplesheet_errors(tmp_path, body, expected):
     msg = _one_line(e)
     assert expected in msg
     assert str(p) in msg
+
+
+@pytest.mark.parametrize(("name", "text"), BAD_SHEETS, ids=[n for n, _ in BAD_SHEETS])
+def test_bad_samplesheets_are_refused(tmp_path, name, text):
+    """The same bad sheets that the Nextflow workflow must refuse (tests/test_nextflow.py)."""
+    with pytest.raises(InputError):
+        bm.io.read_samplesheet(write_sheet(tmp_path, name, text))
+
+
+def test_samplesheet_rules_come_from_the_schema():
+    from bonemet._utils import SAMPLE_ID_PATTERN
+
+    schema = bm.io.samplesheet_schema()
+    props = schema["items"]["properties"]
+    assert bm.io.SAMPLESHEET_COLUMNS == tuple(props)
+    assert props["sample"]["pattern"] == SAMPLE_ID_PATTERN.pattern
+    assert schema["uniqueEntries"] == ["sample"]
+    # the Nextflow reader loads the same file and carries no rule of its own
+    nf = Path(__file__).resolve().parents[1] / "pipeline" / "workflows" / "samplesheet.nf"
+    text = nf.read_text()
+    assert "schema_input.json" in text
+    for literal in ("'10x_mtx'", "'human'", "[A-Za-z0-9._-]"):
+        assert literal not in text, literal
 
 
 # ----------------------------------------------------------------------------- ingest

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from builders import BAD_SHEETS, write_sheet  # tests/builders.py
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -255,32 +256,30 @@ def test_stub_run(tmp_path):
     assert seconds < 600, f"the stub run took {seconds:.0f} s"
 
 
-def _sheet(folder: Path, text: str) -> Path:
-    (folder / "a.h5ad").write_bytes(b"")
-    (folder / "b.h5ad").write_bytes(b"")
-    p = folder / "samples.csv"
-    p.write_text(text)
-    return p
+# what the Nextflow reader says about each of the shared bad sheets (tests/builders.py),
+# which bonemet.io.read_samplesheet refuses too (tests/test_io.py)
+BAD_SHEET_MESSAGES = [
+    ["lacks the required column", "'path'"],
+    ["row 2", "sample 'B'", "missing.h5ad", "does not exist"],
+    ["row 3", "duplicate sample 'A'", "row 1"],
+    ["row 1", "may contain only letters"],
+    ["row 1", "format 'bam'"],
+    ["row 1", "species 'rat'"],
+    ["row 1", "sample column is empty"],
+    ["lacks the required column", "'path'"],
+]
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("sample,file\nA,a.h5ad\n", ["lacks the required column", "'path'"]),
-        (
-            "sample,path\nA,a.h5ad\nB,missing.h5ad\n",
-            ["row 2", "sample 'B'", "missing.h5ad", "does not exist"],
-        ),
-        ("sample,path\nA,a.h5ad\nB,b.h5ad\nA,b.h5ad\n", ["row 3", "duplicate sample 'A'", "row 1"]),
-        ("sample,path\nA;rm -rf,a.h5ad\n", ["row 1", "may contain only letters"]),
-        ("sample,path,format\nA,a.h5ad,bam\n", ["row 1", "format 'bam'"]),
-    ],
-    ids=["missing-column", "missing-file", "duplicate-sample", "bad-sample-id", "bad-format"],
-)
-def test_bad_samplesheet_stops_before_any_task(tmp_path, text, expected):
-    sheet = _sheet(tmp_path, text)
-    r = nextflow(tmp_path, "--input", str(sheet), "--outdir", str(tmp_path / "out"), timeout=280)
+    ("sheet", "expected"),
+    list(zip(BAD_SHEETS, BAD_SHEET_MESSAGES, strict=True)),
+    ids=["missing-column", "missing-file", "duplicate-sample", "bad-sample-id", "bad-format",
+         "bad-species", "empty-sample", "txt-is-tab-separated"],
+)  # fmt: skip
+def test_bad_samplesheet_stops_before_any_task(tmp_path, sheet, expected):
+    path = write_sheet(tmp_path, *sheet)
+    r = nextflow(tmp_path, "--input", str(path), "--outdir", str(tmp_path / "out"), timeout=280)
     assert r.returncode != 0, r.log
     for part in expected:
         assert part in r.log, (part, r.log)

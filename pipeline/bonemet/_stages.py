@@ -137,14 +137,10 @@ class Stage:
         return self.func(data, cfg, ctx or StageContext())
 
 
-def _meta(adata: ad.AnnData) -> dict[str, Any]:
-    return bonemet_uns(adata)
-
-
 def _record(adata: ad.AnnData, stage: str, params: Mapping[str, Any], seconds: float) -> None:
     from ._version import __version__
 
-    meta = _meta(adata)
+    meta = bonemet_uns(adata)
     meta["version"] = __version__
     recorded = meta.setdefault("parameters", {})
     # the function's own record (e.g. detected species) wins over the config echo
@@ -193,7 +189,7 @@ def ingest(path: str | None, cfg: Config, ctx: StageContext | None = None) -> di
         )
     if not samples:
         raise InputError(f"the input {path or inp.path or inp.geo!r} holds no sample")
-    not_counts = [k for k, a in samples.items() if not _meta(a).get("is_counts", True)]
+    not_counts = [k for k, a in samples.items() if not bonemet_uns(a).get("is_counts", True)]
     if not_counts and not inp.allow_non_counts and cfg.integrate.method == "scvi":
         raise NotCountsError(
             f"sample(s) {', '.join(not_counts)} are not raw integer counts "

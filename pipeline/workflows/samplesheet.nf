@@ -1,21 +1,26 @@
 /*
  * Samplesheet checks, run in Groovy when the workflow starts (nf-core style, no plugin):
  * a bad samplesheet stops the run before any task is submitted, with a message that names
- * the row. The rules are bonemet's (bonemet.io.read_samplesheet):
+ * the row. The rules are not written here: they are read from bonemet's samplesheet schema,
+ * pipeline/bonemet/data/schema_input.json (nf-schema format), the file that
+ * bonemet.io.read_samplesheet reads too, so both refuse the same sheets:
  *
- *   sample,path[,format,batch,condition,species]     (CSV; .tsv files are tab-separated)
- *
- *   - sample: unique, letters, digits, '.', '_' and '-' only (it becomes a file name)
- *   - path:   a file or 10x folder; relative paths are relative to the samplesheet's folder;
- *             local paths must exist (URLs such as s3:// or https:// are staged by Nextflow)
- *   - format: auto | h5ad | 10x_mtx | 10x_h5 | csv | tsv (empty = auto; aliases mtx, 10x,
- *             h5, txt are passed to `bonemet ingest` as 10x_mtx, 10x_mtx, 10x_h5, csv)
- *   - species: auto | human | mouse                   (empty = the config's input.species)
+ *   - the header has the schema's required columns (sample, path) and optional ones
+ *   - a field with a "pattern" must match it (the sample id: it becomes a file name)
+ *   - a field with an "enum" must be one of its values (case-insensitive; empty = default)
+ *   - "uniqueEntries" columns are unique; a "path" with "exists" must exist (relative paths
+ *     are read from the samplesheet's folder; remote URLs such as s3:// are staged by Nextflow)
+ *   - .tsv and .txt sheets are tab-separated, others comma-separated
  *
  * Returns a list of [meta, path] with meta = [id, format, batch, condition, species].
  * Unknown columns are ignored, with a warning unless warnUnknown is false (the samplesheets
  * that `bonemet simulate` and `bonemet fetch-geo` write carry extra descriptive columns).
  */
+
+Map samplesheetSchema() {
+    def f = file("${projectDir}/pipeline/bonemet/data/schema_input.json", checkIfExists: true)
+    return new groovy.json.JsonSlurper().parseText(f.text) as Map
+}
 
 List parseSamplesheetLine(String line, String sep) {
     def fields = []
@@ -50,33 +55,34 @@ List parseSamplesheetLine(String line, String sep) {
 }
 
 List readSamplesheet(Object sheetArg, boolean warnUnknown = true) {
-    def required = ['sample', 'path']
-    def optional = ['format', 'batch', 'condition', 'species']
-    def formats  = ['auto', '10x_mtx', '10x_h5', 'h5ad', 'csv', 'tsv', 'mtx', '10x', 'h5', 'txt']
-    def aliases  = [tsv: 'csv', txt: 'csv', mtx: '10x_mtx', '10x': '10x_mtx', h5: '10x_h5']
-    def species  = ['auto', 'human', 'mouse']
+    def schema   = samplesheetSchema()
+    def props    = schema.items.properties as Map
+    def required = schema.items.required as List
+    def optional = props.keySet().findAll { !(it in required) } as List
+    def unique   = (schema.uniqueEntries ?: []) as List
+    def columns  = (required + optional).join(',')
 
     def sheet = sheetArg instanceof java.nio.file.Path ? sheetArg : file(sheetArg.toString())
     def where = "Samplesheet ${sheetArg}"
     if (!sheet.exists()) {
-        error("${where} does not exist: check --input (a CSV with columns sample,path[,format,batch,condition,species])")
+        error("${where} does not exist: check --input (a CSV with columns ${columns})")
     }
     if (sheet.isDirectory()) {
-        error("${where} is a folder: --input takes a samplesheet CSV with columns sample,path[,format,batch,condition,species]")
+        error("${where} is a folder: --input takes a samplesheet CSV with columns ${columns}")
     }
-    def sep = sheet.name.toLowerCase().endsWith('.tsv') ? '\t' : ','
+    def sep = sheet.name.toLowerCase() ==~ /.*\.(tsv|txt)$/ ? '\t' : ','
     def lines = sheet.readLines()
     if (lines && lines[0].startsWith('\uFEFF')) {
         lines[0] = lines[0].substring(1)
     }
     int headerIdx = lines.findIndexOf { it.trim() && !it.trim().startsWith('#') }
     if (headerIdx < 0) {
-        error("${where} is empty: it needs a header line sample,path[,format,batch,condition,species] and one row per sample")
+        error("${where} is empty: it needs a header line ${columns} and one row per sample")
     }
     def header = parseSamplesheetLine(lines[headerIdx], sep).collect { it.toLowerCase() }
     def missing = required.findAll { !(it in header) }
     if (missing) {
-        error("${where}: the header (line ${headerIdx + 1}) lacks the required column(s) '${missing.join("', '")}': found '${header.join(sep)}', expected sample,path[,format,batch,condition,species]")
+        error("${where}: the header (line ${headerIdx + 1}) lacks the required column(s) '${missing.join("', '")}': found '${header.join(sep)}', expected ${columns}")
     }
     def dupCols = header.findAll { col -> header.count(col) > 1 }.unique()
     if (dupCols) {
@@ -88,7 +94,7 @@ List readSamplesheet(Object sheetArg, boolean warnUnknown = true) {
     }
 
     def rows = []
-    def seen = [:]
+    def seen = unique.collectEntries { [(it): [:]] }
     int rowNo = 0
     for (int li = headerIdx + 1; li < lines.size(); li++) {
         def line = lines[li]
@@ -103,20 +109,31 @@ List readSamplesheet(Object sheetArg, boolean warnUnknown = true) {
         }
         def r = [header, fields].transpose().collectEntries { [(it[0]): it[1]] }
         def id = r.sample
-        if (!id) {
-            error("${row}: the sample column is empty: give every row a sample name")
+        required.each { col ->
+            if (!r[col]) {
+                error("${row}${id ? " (sample '${id}')" : ''}: the ${col} column is empty: fill it in on every row")
+            }
         }
-        if (!(id ==~ /^[A-Za-z0-9._-]+$/)) {
-            error("${row}: sample '${id}' may contain only letters, digits, '.', '_' and '-': rename it")
+        props.each { col, rule ->
+            def v = r[col]
+            if (!v) {
+                return
+            }
+            if (rule.pattern && !(v ==~ rule.pattern)) {
+                error("${row}: ${col} '${v}' ${rule.errorMessage ?: 'is not allowed'}")
+            }
+            if (rule.enum && !(v.toLowerCase() in rule.enum)) {
+                error("${row} (sample '${id}'): ${col} '${v}' is not one of ${rule.enum.join(', ')}")
+            }
         }
-        if (seen.containsKey(id)) {
-            error("${row}: duplicate sample '${id}' (already on row ${seen[id]}): sample names must be unique; merge the rows or rename one")
+        unique.each { col ->
+            def v = r[col]
+            if (seen[col].containsKey(v)) {
+                error("${row}: duplicate ${col} '${v}' (already on row ${seen[col][v]}): ${col} values must be unique; merge the rows or rename one")
+            }
+            seen[col][v] = rowNo
         }
-        seen[id] = rowNo
         def p = r.path
-        if (!p) {
-            error("${row} (sample '${id}'): the path column is empty: give the counts file or 10x folder")
-        }
         def remote = p ==~ /^[A-Za-z][A-Za-z0-9+.-]*:\/\/.+/
         def data
         if (remote) {
@@ -124,19 +141,12 @@ List readSamplesheet(Object sheetArg, boolean warnUnknown = true) {
         } else {
             def local = p.startsWith('~/') ? java.nio.file.Paths.get(System.getProperty('user.home'), p.substring(2)) : java.nio.file.Paths.get(p)
             data = (local.isAbsolute() ? local : sheet.toAbsolutePath().parent.resolve(local)).normalize()
-            if (!data.exists()) {
+            if (props.path?.exists && !data.exists()) {
                 error("${row} (sample '${id}'): path '${p}' does not exist${local.isAbsolute() ? '' : " (relative paths are read from the samplesheet's folder: ${data})"}: fix the path")
             }
         }
-        def fmt = r.format ? r.format.toLowerCase() : 'auto'
-        if (!(fmt in formats)) {
-            error("${row} (sample '${id}'): format '${r.format}' is not one of ${formats.take(6).join(', ')}")
-        }
-        def sp = r.species ? r.species.toLowerCase() : null
-        if (sp && !(sp in species)) {
-            error("${row} (sample '${id}'): species '${r.species}' is not one of ${species.join(', ')}")
-        }
-        def meta = [id: id, format: aliases.get(fmt, fmt), batch: r.batch ?: null, condition: r.condition ?: null, species: sp]
+        def value = { String col -> r[col] ? (props[col]?.enum ? r[col].toLowerCase() : r[col]) : (props[col]?.default ?: null) }
+        def meta = [id: id, format: value('format') ?: 'auto', batch: value('batch'), condition: value('condition'), species: r.species ? r.species.toLowerCase() : null]
         rows << [meta, data]
     }
     if (!rows) {

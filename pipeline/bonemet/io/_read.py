@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from .._counts import check_counts
 from .._errors import InputError
 from .._logging import logger
+from .._meta import bonemet_uns
 from .._species import detect_species, resolve_species, species_contradiction
 from .._utils import check_sample_id, sha256_file
 
@@ -69,10 +70,6 @@ _TENX_DIR_NAMES = {
 # --------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------
-
-
-def _bm_uns(adata: ad.AnnData) -> dict[str, Any]:
-    return adata.uns.setdefault("bonemet", {})
 
 
 def _to_csr(x: Any) -> sp.csr_matrix:
@@ -324,7 +321,7 @@ def _finalize(adata: ad.AnnData, info: dict[str, Any], *, sample: str | None) ->
         name = sample
     if not adata.obs_names.is_unique:
         adata.obs_names_make_unique()
-    bm = _bm_uns(adata)
+    bm = bonemet_uns(adata)
     bm.setdefault("inputs", {})[name] = info
     bm.setdefault("warnings", [])
     return adata
@@ -774,7 +771,7 @@ def _annotate_sample(
     adata.obs["batch"] = pd.Categorical(b)
     if cond is not None:
         adata.obs["condition"] = pd.Categorical(cond)
-    bm = _bm_uns(adata)
+    bm = bonemet_uns(adata)
     old_inputs = bm.get("inputs", {})
     prior = next(iter(old_inputs.values()), {}) if old_inputs else {}
     entry = {**prior, "path": path, "format": fmt, "sha256": sha}
@@ -944,7 +941,7 @@ def _ingest_one(
             and "sample" in adata.obs
             and adata.obs["sample"].nunique() > 1
         ):
-            _bm_uns(adata).setdefault("warnings", []).append(
+            bonemet_uns(adata).setdefault("warnings", []).append(
                 f"{spath}: obs['sample'] has {adata.obs['sample'].nunique()} values but no sample_key "
                 "was given, so all cells form one sample; pass sample_key='sample' to split them"
             )

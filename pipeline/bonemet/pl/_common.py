@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 
 from .._errors import InputError
 from .._logging import logger
+from .._meta import bonemet_uns as _bonemet_uns
 from ._palette import (
     CELL_TYPE_COLORS,
     POPULATION_COLORS,
@@ -96,8 +97,8 @@ def require(
 
 
 def bonemet_uns(adata: Any) -> dict:
-    u = adata.uns.get("bonemet", {})
-    return u if isinstance(u, dict) else {}
+    """``uns["bonemet"]`` for reading (figures never write it); see :mod:`bonemet._meta`."""
+    return _bonemet_uns(adata, create=False)
 
 
 def categories(adata: Any, key: str, *, order: Sequence[str] | None = None) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from .._logging import logger
+from .._meta import add_warning
 from .._utils import atomic_path
 from ._common import STYLE, MissingDataError, note_skip
 from ._figures import (
@@ -129,9 +130,7 @@ def iter_figures(
             if strict:
                 raise
             msg = f"figure {spec.name} failed: {type(e).__name__}: {e}"
-            logger.warning(msg)
-            adata.uns.setdefault("bonemet", {}).setdefault("warnings", [])
-            adata.uns["bonemet"]["warnings"] = [*adata.uns["bonemet"]["warnings"], msg]
+            add_warning(adata, msg)
             continue
         yield spec, fig
 

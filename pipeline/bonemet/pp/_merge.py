@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from .._errors import InputError
 from .._logging import logger
+from .._meta import bonemet_uns
 
 __all__ = ["merge"]
 
@@ -30,7 +31,7 @@ def _merge_uns(parts: list[ad.AnnData]) -> dict[str, Any]:
     species: dict[str, str] = {}
     is_counts = True
     for a in parts:
-        bm = a.uns.get("bonemet", {})
+        bm = bonemet_uns(a, create=False)
         name = _sample_names(a)
         if bm.get("species") is not None:
             species[",".join(name)] = str(bm["species"])
@@ -64,7 +65,7 @@ def _merge_uns(parts: list[ad.AnnData]) -> dict[str, Any]:
 def _sample_names(a: ad.AnnData) -> list[str]:
     if "sample" in a.obs and a.n_obs:
         return [str(s) for s in pd.unique(a.obs["sample"].astype(str))]
-    return [str(s) for s in a.uns.get("bonemet", {}).get("inputs", {})] or ["?"]
+    return [str(s) for s in bonemet_uns(a, create=False).get("inputs", {})] or ["?"]
 
 
 def merge(adatas: Mapping[str, ad.AnnData] | Sequence[ad.AnnData]) -> ad.AnnData:

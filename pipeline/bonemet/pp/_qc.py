@@ -235,7 +235,6 @@ def qc(
     nmads_counts: float = 5.0,
     nmads_genes: float = 5.0,
     nmads_mito: float = 3.0,
-    min_cells_per_gene: int | None = None,
     doublets: bool = True,
     doublet_rate: float = 0.06,
     remove_doublets: bool = True,
@@ -262,9 +261,6 @@ def qc(
         Fixed floors applied to every sample.
     nmads_counts, nmads_genes, nmads_mito
         MAD multipliers (``inf`` disables a side).
-    min_cells_per_gene
-        Accepted for config compatibility, not applied here: genes are filtered across all
-        samples after merging (:func:`bonemet.pp.normalize`, ``min_cells``).
     doublets, doublet_rate, remove_doublets, seed
         scrublet per sample (``expected_doublet_rate``, exact nearest neighbours) on the cells
         that passed the other filters; samples with < 100 such cells are skipped with the
@@ -288,7 +284,6 @@ def qc(
     ``uns["bonemet"]["qc"][sample]`` = thresholds, ``n_before``, ``removed_<reason>``, ``n_after``,
     Hb summary, doublet status.
     """
-    _ = min_cells_per_gene  # documented: applied after merge, in normalize
     if copy:
         adata = adata.copy()
     x = adata.X

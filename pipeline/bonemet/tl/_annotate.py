@@ -78,7 +78,7 @@ import scipy.sparse as sp
 from .._counts import is_counts
 from .._errors import InputError
 from .._logging import logger
-from .._meta import add_warning
+from .._meta import add_warning, bonemet_uns
 from .._signatures import GeneSet, load_gene_sets
 from .._species import resolve_species
 from .._vocab import CELL_TYPES, POPULATION_TO_CELL_TYPE, POPULATIONS, UNASSIGNED
@@ -727,7 +727,7 @@ def annotate(
     adata.obs["annotation_confidence"] = conf
 
     # ---- provenance
-    meta = adata.uns.setdefault("bonemet", {})
+    meta = bonemet_uns(adata)
     params = {
         "species": species,
         "species_used": sp_,

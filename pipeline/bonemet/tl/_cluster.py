@@ -12,6 +12,7 @@ import pandas as pd
 
 from .._errors import InputError
 from .._logging import logger
+from .._meta import bonemet_uns
 
 __all__ = ["cluster"]
 
@@ -34,7 +35,7 @@ def _umap_warnings() -> Iterator[None]:
 
 
 def _default_rep(adata: ad.AnnData) -> str:
-    integ = adata.uns.get("bonemet", {}).get("integrate", {})
+    integ = bonemet_uns(adata, create=False).get("integrate", {})
     rep = integ.get("use_rep") if isinstance(integ, dict) else None
     if rep and rep in adata.obsm:
         return str(rep)
@@ -153,7 +154,7 @@ def cluster(
                 )
             adata.obsm["X_umap_unintegrated"] = np.asarray(lean.obsm["X_umap"])
 
-    adata.uns.setdefault("bonemet", {})["cluster"] = {
+    bonemet_uns(adata)["cluster"] = {
         "use_rep": rep,
         "n_neighbors": k,
         "resolution": float(resolution),

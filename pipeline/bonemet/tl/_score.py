@@ -31,7 +31,7 @@ from anndata import AnnData
 from .._counts import is_counts
 from .._errors import InputError
 from .._logging import logger
-from .._meta import add_warning
+from .._meta import add_warning, bonemet_uns, warnings_of
 from .._signatures import GeneSet, Species, load_gene_sets, match_genes
 from .._species import resolve_species
 from .._vocab import (
@@ -71,17 +71,11 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-def _bonemet_uns(adata: AnnData) -> dict[str, Any]:
-    return adata.uns.setdefault("bonemet", {})
-
-
 def _drop_warnings(adata: AnnData, prefix: str) -> None:
     """Remove earlier warnings starting with ``prefix`` (superseded by a new run)."""
-    warns = _bonemet_uns(adata).get("warnings")
-    if warns is None:
-        return
-    warns = [str(w) for w in (warns.tolist() if isinstance(warns, np.ndarray) else warns)]
-    _bonemet_uns(adata)["warnings"] = [w for w in warns if not w.startswith(prefix)]
+    meta = bonemet_uns(adata)
+    if "warnings" in meta:
+        meta["warnings"] = [w for w in warnings_of(adata) if not w.startswith(prefix)]
 
 
 def _matrix(adata: AnnData, layer: str | None) -> Any:
@@ -159,23 +153,27 @@ def _set_genes(gs: GeneSet | list[str], species: Species) -> tuple[list[str], st
 
 
 # --------------------------------------------------------------------------------------
-# methods: (adata, genes, *, seed) -> np.ndarray (one float per cell)
+# methods (decoupler's shape): (X, var_names, sets, *, seed) -> cells x sets array
 # --------------------------------------------------------------------------------------
-def _method_score_genes(adata: AnnData, genes: list[str], *, seed: int) -> np.ndarray:
-    """Control-gene score (Seurat AddModuleScore / :func:`scanpy.tl.score_genes`) on ``adata.X``.
+def _method_score_genes(
+    X: Any, var_names: Sequence[str], sets: Mapping[str, list[str]], *, seed: int
+) -> np.ndarray:
+    """Control-gene score (Seurat AddModuleScore / :func:`scanpy.tl.score_genes`) of each set.
 
-    Mean expression of ``genes`` minus the mean of ``50`` control genes per gene drawn from the
-    same expression bins (25 bins), with ``random_state=seed``.
+    Mean expression of a set's genes minus the mean of ``50`` control genes per gene drawn
+    from the same expression bins (25 bins), with ``random_state=seed`` for every set.
     """
     import scanpy as sc
 
-    tmp = AnnData(
-        X=adata.X, obs=pd.DataFrame(index=adata.obs_names), var=pd.DataFrame(index=adata.var_names)
-    )
-    sc.tl.score_genes(
-        tmp, list(genes), ctrl_size=50, n_bins=25, random_state=seed, score_name="_s", use_raw=False
-    )
-    return tmp.obs["_s"].to_numpy(dtype=np.float64)
+    tmp = AnnData(X=X, var=pd.DataFrame(index=pd.Index(var_names).astype(str)))
+    out = np.empty((X.shape[0], len(sets)), dtype=np.float64)
+    for j, genes in enumerate(sets.values()):
+        sc.tl.score_genes(
+            tmp, list(genes), ctrl_size=50, n_bins=25, random_state=seed, score_name="_s",
+            use_raw=False,
+        )  # fmt: skip
+        out[:, j] = tmp.obs["_s"].to_numpy(dtype=np.float64)
+    return out
 
 
 def _uniform(seed: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -303,22 +301,20 @@ class _AUCellIndex:
         return s / self.max_auc(len(idx))
 
 
-_AUCELL_INDEX_KEY = "_bonemet_aucell_index"
+def _method_aucell(
+    X: Any, var_names: Sequence[str], sets: Mapping[str, list[str]], *, seed: int
+) -> np.ndarray:
+    """AUCell (decoupler's algorithm, vectorised; see :class:`_AUCellIndex`) of each set.
 
-
-def _method_aucell(adata: AnnData, genes: list[str], *, seed: int) -> np.ndarray:
-    """AUCell (decoupler's algorithm, vectorised; see :class:`_AUCellIndex`) on ``adata.X``.
-
-    A runner may pre-compute one index for all sets in ``adata.uns`` of its private working
-    object; called alone, the index is built for ``genes`` only (same values).
+    One ranking index over the union of the sets' genes serves every set; a set's values do
+    not depend on the other sets (tie draws are hashed per cell and gene).
     """
-    index = adata.uns.get(_AUCELL_INDEX_KEY)
-    if not isinstance(index, _AUCellIndex) or any(g not in index._col for g in genes):
-        index = _AUCellIndex(adata.X, adata.var_names, genes, seed=seed)
-    return index.auc(genes)
+    index = _AUCellIndex(X, var_names, [g for genes in sets.values() for g in genes], seed=seed)
+    return np.column_stack([index.auc(genes) for genes in sets.values()])
 
 
-#: method name -> (function, obs key prefix)
+#: method name -> (function, obs key prefix); a method takes the matrix, its gene names and
+#: every set at once (``{name: genes}``) and returns a cells x sets array
 SCORE_METHODS: dict[str, tuple[Callable[..., np.ndarray], str]] = {
     "score_genes": (_method_score_genes, "score"),
     "aucell": (_method_aucell, "aucell"),
@@ -423,24 +419,20 @@ def score(
     _check_lognorm(X, "adata.X" if layer is None else f"layers[{layer!r}]")
     sp_, table = _coverage_table(adata, gene_sets, species, min_coverage)
 
-    work = AnnData(
-        X=X,
-        obs=pd.DataFrame(index=adata.obs_names.astype(str)),
-        var=pd.DataFrame(index=adata.var_names.astype(str)),
-    )
-    to_score = [r for r in table if r["scored"]]
-    if "aucell" in methods and to_score:
-        union = [g for r in to_score for g in r["genes"]]
-        work.uns[_AUCELL_INDEX_KEY] = _AUCellIndex(work.X, work.var_names, union, seed=seed)
+    to_score = {r["name"]: list(r["genes"]) for r in table if r["scored"]}
+    scores = {
+        m: SCORE_METHODS[m][0](X, adata.var_names, to_score, seed=seed) if to_score else None
+        for m in methods
+    }
 
-    uns = _bonemet_uns(adata)
+    uns = bonemet_uns(adata)
     records = uns.setdefault("gene_sets", {})
     for r in table:
         name = r["name"]
         for m in methods:
             key = f"{SCORE_METHODS[m][1]}_{name}"
             if r["scored"]:
-                adata.obs[key] = SCORE_METHODS[m][0](work, r["genes"], seed=seed)
+                adata.obs[key] = scores[m][:, list(to_score).index(name)]
             elif key in adata.obs:
                 del adata.obs[key]
         _drop_warnings(adata, f"gene set {name!r} not scored:")  # superseded by this run
@@ -546,7 +538,7 @@ def score_summary(
     if keys is None:
         # the columns bm.tl.score wrote (recorded), else every score_*/aucell_* column
         recorded = {
-            name for name, r in _bonemet_uns(adata).get("gene_sets", {}).items() if r.get("scored")
+            name for name, r in bonemet_uns(adata).get("gene_sets", {}).items() if r.get("scored")
         }
         keys = [k for k in adata.obs.columns if _SCORE_KEY.match(str(k))]
         if recorded:
@@ -904,7 +896,7 @@ def erythroid_mimicry(
         row["note"] = "; ".join(notes)
         rows.append(row)
     adata.obs[key_added] = call
-    _bonemet_uns(adata).setdefault("parameters", {})["erythroid_mimicry"] = {
+    bonemet_uns(adata).setdefault("parameters", {})["erythroid_mimicry"] = {
         "hb_genes": list(hb_genes),
         "hb_coverage": float(cov),
         "species": sp_,
