@@ -25,7 +25,7 @@ from geo_server import GeoServer  # tests/geo_server.py (pytest puts tests/ on s
 import bonemet as bm
 from bonemet import DownloadError, InputError
 from bonemet.config import load_config
-from bonemet.io import _geo
+from bonemet.io import _geo_files, _geo_soft
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -46,11 +46,11 @@ HUMAN_GENES = ["MT-CO1", "MT-ND1", "ACTB", "GAPDH", "B2M", "MALAT1", "CD74", "LY
 
 
 def _sample_dir(gsm: str) -> str:
-    return f"samples/{_geo._nnn(gsm)}/{gsm}/suppl"
+    return f"samples/{_geo_soft._nnn(gsm)}/{gsm}/suppl"
 
 
 def _series_dir(acc: str) -> str:
-    return f"series/{_geo._nnn(acc)}/{acc}"
+    return f"series/{_geo_soft._nnn(acc)}/{acc}"
 
 
 def _soft(acc: str, samples: list[dict], series_files: list[str]) -> str:
@@ -322,20 +322,20 @@ def test_parse_soft_realistic():
 
 
 def test_urls_and_folders():
-    assert _geo._nnn("GSE143791") == "GSE143nnn"
-    assert _geo._nnn("GSE1234") == "GSE1nnn"
-    assert _geo._nnn("GSE123") == "GSEnnn"
+    assert _geo_soft._nnn("GSE143791") == "GSE143nnn"
+    assert _geo_soft._nnn("GSE1234") == "GSE1nnn"
+    assert _geo_soft._nnn("GSE123") == "GSEnnn"
     assert bm.io.geo_soft_url("GSE143791", base_url="http://x/geo/") == (
         "http://x/geo/series/GSE143nnn/GSE143791/soft/GSE143791_family.soft.gz"
     )
     url = "ftp://ftp.ncbi.nlm.nih.gov/geo/samples/GSM4274nnn/GSM4274678/suppl/a.csv.gz"
-    assert _geo._map_url(url, "http://127.0.0.1:9/geo") == (
+    assert _geo_soft._map_url(url, "http://127.0.0.1:9/geo") == (
         "http://127.0.0.1:9/geo/samples/GSM4274nnn/GSM4274678/suppl/a.csv.gz"
     )
     with pytest.raises(InputError, match="not a GEO series accession"):
         bm.io.geo_soft_url("GSM1001")
     with pytest.raises(InputError, match="not below the GEO root"):
-        _geo._map_url("https://evil.example/x.csv.gz", "http://127.0.0.1:9")
+        _geo_soft._map_url("https://evil.example/x.csv.gz", "http://127.0.0.1:9")
     with pytest.raises(InputError, match="http"):
         bm.io.read_geo("GSE1000", base_url="ftp://ftp.ncbi.nlm.nih.gov/geo")
 
@@ -649,7 +649,7 @@ def test_dense_table_layouts(tmp_path):
     p.write_text("cell," + ",".join(genes) + "\n" + "".join(
         c + "," + ",".join(map(str, x[:, j])) + "\n" for j, c in enumerate(cells)
     ))  # fmt: skip
-    a = _geo._read_dense_table(p, "GSM1")
+    a = _geo_files._read_dense_table(p, "GSM1")
     assert list(a.obs_names) == cells and list(a.var_names) == genes
     np.testing.assert_array_equal(a.X.toarray(), x.T)
     # R write.table: header one field short, tab-separated, genes x cells
@@ -657,7 +657,7 @@ def test_dense_table_layouts(tmp_path):
     p.write_bytes(_gz(("\t".join(cells) + "\n" + "".join(
         g + "\t" + "\t".join(map(str, x[i])) + "\n" for i, g in enumerate(genes)
     )).encode()))  # fmt: skip
-    a = _geo._read_dense_table(p, "GSM1")
+    a = _geo_files._read_dense_table(p, "GSM1")
     assert list(a.obs_names) == cells and list(a.var_names) == genes
     np.testing.assert_array_equal(a.X.toarray(), x.T)
     # GSE190772: last column is the gene
@@ -665,40 +665,40 @@ def test_dense_table_layouts(tmp_path):
     p.write_text("\t".join(cells) + "\tgene\n" + "".join(
         "\t".join(map(str, x[i])) + f"\t{g}\n" for i, g in enumerate(genes)
     ))  # fmt: skip
-    a = _geo._read_dense_table(p, "GSM1")
+    a = _geo_files._read_dense_table(p, "GSM1")
     assert list(a.obs_names) == cells and list(a.var_names) == genes
     np.testing.assert_array_equal(a.X.toarray(), x.T)
     p = tmp_path / "GSM1_bad.csv"
     p.write_text(",a,b\nACTB,1,x\n")
     with pytest.raises(InputError, match="non-numeric"):
-        _geo._read_dense_table(p, "GSM1")
+        _geo_files._read_dense_table(p, "GSM1")
 
 
 def test_classify_file_sets(tmp_path):
     names = ["GSM1_A_barcodes.tsv.gz", "GSM1_A_genes.tsv.gz", "GSM1_A_matrix.mtx.gz",
              "GSM1_B_barcodes.tsv.gz", "GSM1_x.h5", "GSM1_y.h5ad", "GSM1_counts.csv.gz",
              "GSM1_metadata.tsv.gz", "GSM1_obj.rds", "GSM1_c.tar.gz"]  # fmt: skip
-    sets, meta, archives, other = _geo._classify([tmp_path / n for n in names])
+    sets, meta, archives, other = _geo_files._classify([tmp_path / n for n in names])
     kinds = sorted(s.kind for s in sets)
     assert kinds == ["10x_h5", "10x_mtx", "csv", "h5ad"]
     assert [p.name for p in meta] == ["GSM1_metadata.tsv.gz"]
     assert [p.name for p in archives] == ["GSM1_c.tar.gz"]
     assert sorted(p.name for p in other) == ["GSM1_B_barcodes.tsv.gz", "GSM1_obj.rds"]
     with pytest.raises(InputError, match="several count matrices"):
-        _geo._pick_set(sets, "GSM1")
+        _geo_files._pick_set(sets, "GSM1")
     # name tokens, not substrings: "Metastasis" is not "meta"
-    sets, meta, _, _ = _geo._classify(
+    sets, meta, _, _ = _geo_files._classify(
         [Path(n) for n in ("GSM2_Metastasis1.counts.csv.gz", "GSE1_cell.annotation.human.csv.gz",
                            "GSM3_BoM7_scRNA_MetaData.txt.gz", "GSM3_cell_type.txt")]
     )  # fmt: skip
     assert [s.files[0].name for s in sets] == ["GSM2_Metastasis1.counts.csv.gz"]
     assert len(meta) == 3
-    assert _geo._gsm_of("GSM4274678_BMET1-Tumor.count.csv.gz") == "GSM4274678"
-    assert _geo._gsm_of("GSM12/filtered_feature_bc_matrix/matrix.mtx.gz") == "GSM12"
-    assert _geo._gsm_of("GSM12a_x.csv") is None and _geo._gsm_of("README.txt") is None
-    raw = _geo._FileSet("10x_h5", [tmp_path / "r.h5"], "GSM1_raw_feature_bc_matrix.h5")
-    filt = _geo._FileSet("10x_h5", [tmp_path / "f.h5"], "GSM1_filtered_feature_bc_matrix.h5")
-    assert _geo._pick_set([raw, filt], "GSM1") is filt
+    assert _geo_files._gsm_of("GSM4274678_BMET1-Tumor.count.csv.gz") == "GSM4274678"
+    assert _geo_files._gsm_of("GSM12/filtered_feature_bc_matrix/matrix.mtx.gz") == "GSM12"
+    assert _geo_files._gsm_of("GSM12a_x.csv") is None and _geo_files._gsm_of("README.txt") is None
+    raw = _geo_files._FileSet("10x_h5", [tmp_path / "r.h5"], "GSM1_raw_feature_bc_matrix.h5")
+    filt = _geo_files._FileSet("10x_h5", [tmp_path / "f.h5"], "GSM1_filtered_feature_bc_matrix.h5")
+    assert _geo_files._pick_set([raw, filt], "GSM1") is filt
 
 
 # ------------------------------------------------------------------ configs
