@@ -10,7 +10,8 @@ Three read-outs share one sample-level design (``~ covariates [+ subject] + cond
 - pseudobulk differential expression per population (counts summed per sample ×
   population from ``layers["counts"]``) with PyDESeq2;
 - score tests: the per-sample mean of each ``obs["score_*"]`` per population, ordinary
-  least squares on the same design.
+  least squares on the same design, residual variances moderated across populations by
+  the same empirical Bayes.
 
 Small designs are said, not hidden: with fewer than ``min_samples_per_group`` samples in a
 group the p-values are kept but marked unreliable (``p_reliable`` False) and a warning
@@ -450,9 +451,16 @@ def differential_abundance(
             )
         phis = np.array([f[3] for f in fits])
         dfs = np.array([f[2] for f in fits], dtype=float)
-        post, d0 = squeeze_dispersions(phis, dfs) if moderate else (phis, 0.0)
-        for row, (beta, se0, df_resid, _, k_min), ph in zip(
-            rows[len(rows) - len(fits) :], fits, post, strict=True
+        kind = np.array([kinds[t] for t in numer.columns])
+        post, prior_df = phis.copy(), np.zeros(len(fits))
+        if moderate:
+            # populations and lineage fractions have different denominators, so each kind
+            # gets its own prior
+            for k in np.unique(kind):
+                m = kind == k
+                post[m], prior_df[m] = squeeze_dispersions(phis[m], dfs[m])
+        for row, (beta, se0, df_resid, _, k_min), ph, d0 in zip(
+            rows[len(rows) - len(fits) :], fits, post, prior_df, strict=True
         ):
             ph = max(1.0, float(ph)) if np.isfinite(ph) else float("nan")
             df_total = df_resid + d0 if df_resid > 0 else 0
@@ -771,13 +779,16 @@ def score_tests(
     population_key: str = "population",
     min_cells: int = 20,
     min_samples_per_group: int = 3,
+    moderate: bool = True,
 ) -> pd.DataFrame:
     """Per population, the per-sample mean of each ``obs["score_*"]`` between conditions.
 
     Ordinary least squares of the sample means on ``~ covariates [+ subject] +
     condition`` (samples with fewer than ``min_cells`` cells of the population left
-    out); effect = difference in mean score (other - reference) with its t-based 95% CI;
-    BH adjustment across every population × score of one contrast.
+    out); effect = difference in mean score (other - reference) with its t-based 95% CI.
+    The residual variances of one score are moderated across populations by empirical
+    Bayes (``moderate``; limma's approach), the t-tests use the residual plus prior degrees
+    of freedom. BH adjustment across every population × score of one contrast.
 
     Parameters
     ----------
@@ -789,11 +800,13 @@ def score_tests(
         Cells of a population a sample needs for its mean to be used.
     min_samples_per_group
         Below this many samples in a group, ``p_reliable`` is False.
+    moderate
+        Moderate the residual variances (see above).
 
     Returns
     -------
     One row per contrast × population × score: ``contrast``, ``population``, ``score``,
-    ``effect``, ``ci_low``, ``ci_high``, ``p``, ``padj``, ``p_reliable``, ``n_ref``,
+    ``effect``, ``ci_low``, ``ci_high``, ``p``, ``padj``, ``p_reliable``, ``df``, ``n_ref``,
     ``n_test``, ``mean_ref``, ``mean_test``, ``cells_per_sample``.
     """
     scores = [c for c in adata.obs.columns if str(c).startswith("score_")]
@@ -820,6 +833,8 @@ def score_tests(
         sizes = df.groupby(["population", "sample"], sort=True).size()
         for other in others:
             sub = design[design["condition"].isin([reference, other])]
+            fits: list[tuple[str, float, float, float, int, int]] = []
+            start = len(rows)
             for p in sorted(df["population"].unique()):
                 n = sizes.loc[p].reindex(sub.index, fill_value=0)
                 d = sub[n >= min_cells]
@@ -831,11 +846,8 @@ def score_tests(
                 )
                 for s in scores:
                     y = means.loc[p][s].reindex(d.index).to_numpy(float)
-                    beta, se, df_resid = _ols_last(y, xm)
-                    if min(k_ref, k_alt) >= 2:
-                        pv, lo, hi = _wald_t(beta, se, df_resid)
-                    else:
-                        pv, lo, hi = float("nan"), float("nan"), float("nan")
+                    beta, unscaled, sigma2, df_resid = _ols_last(y, xm)
+                    fits.append((s, beta, unscaled, sigma2, df_resid, min(k_ref, k_alt)))
                     is_ref = (d["condition"] == reference).to_numpy()
                     rows.append(
                         {
@@ -843,9 +855,6 @@ def score_tests(
                             "population": p,
                             "score": s.removeprefix("score_"),
                             "effect": beta,
-                            "ci_low": lo,
-                            "ci_high": hi,
-                            "p": pv,
                             "p_reliable": min(k_ref, k_alt) >= min_samples_per_group,
                             "n_ref": k_ref,
                             "n_test": k_alt,
@@ -854,6 +863,24 @@ def score_tests(
                             "cells_per_sample": _cells_text(n[n >= min_cells]),
                         }
                     )
+            # residual variances moderated per score across populations (limma's eBayes)
+            sig2 = np.array([f[3] for f in fits])
+            dfs = np.array([f[4] for f in fits], dtype=float)
+            post, prior_df = sig2.copy(), np.zeros(len(fits))
+            names = np.array([f[0] for f in fits])
+            if moderate:
+                for name in np.unique(names):
+                    m = names == name
+                    post[m], prior_df[m] = squeeze_dispersions(sig2[m], dfs[m])
+            for row, (_, beta, unscaled, _, df_resid, k_min), s2, d0 in zip(
+                rows[start:], fits, post, prior_df, strict=True
+            ):
+                df_total = min(df_resid + d0, 1e6) if df_resid > 0 else 0
+                if k_min >= 2 and np.isfinite(s2):
+                    pv, lo, hi = _wald_t(beta, unscaled * math.sqrt(s2), df_total)
+                else:
+                    pv, lo, hi = float("nan"), float("nan"), float("nan")
+                row.update(ci_low=lo, ci_high=hi, p=pv, df=float(df_total))
     cols = [
         "contrast",
         "population",
@@ -863,6 +890,7 @@ def score_tests(
         "ci_high",
         "p",
         "p_reliable",
+        "df",
         "n_ref",
         "n_test",
         "mean_ref",
@@ -876,18 +904,18 @@ def score_tests(
     return out.astype({"p_reliable": bool})
 
 
-def _ols_last(y: np.ndarray, x: np.ndarray) -> tuple[float, float, int]:
-    """OLS coefficient of the last column, its SE and the residual df."""
+def _ols_last(y: np.ndarray, x: np.ndarray) -> tuple[float, float, float, int]:
+    """OLS coefficient of the last column, its unscaled SE, the residual variance and df."""
     df_resid = x.shape[0] - x.shape[1]
+    nan = float("nan")
     if np.linalg.matrix_rank(x) < x.shape[1]:
-        return float("nan"), float("nan"), df_resid
+        return nan, nan, nan, df_resid
     coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    unscaled = float(math.sqrt(max(np.linalg.inv(x.T @ x)[-1, -1], 0.0)))
     if df_resid < 1:
-        return float(coef[-1]), float("nan"), df_resid
+        return float(coef[-1]), unscaled, nan, df_resid
     resid = y - x @ coef
-    sigma2 = float(resid @ resid) / df_resid
-    cov = sigma2 * np.linalg.inv(x.T @ x)
-    return float(coef[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), df_resid
+    return float(coef[-1]), unscaled, float(resid @ resid) / df_resid, df_resid
 
 
 # ----------------------------------------------------------------------- compare
