@@ -17,9 +17,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._counts import is_counts
 from .._errors import InputError
 from .._logging import logger
 from ._download import _short
+from ._read import orientation_of, sniff_delimiter
 
 # ------------------------------------------------------------------ file sets
 
@@ -117,17 +119,6 @@ def _open_text(path: Path) -> Any:
     )
 
 
-def _sniff_sep(path: Path, first: str) -> str:
-    base = _strip_gz(path.name.lower())
-    if base.endswith(".csv") and "," in first:
-        return ","
-    if "\t" in first:
-        return "\t"
-    if "," in first:
-        return ","
-    return r"\s+"
-
-
 _BARCODE = re.compile(r"[ACGT]{10,}")
 _GENE_HDR = {
     "",
@@ -149,20 +140,6 @@ _GENE_HDR = {
 }
 
 
-def _looks_like_cells(labels: Sequence[str]) -> float:
-    sample = list(labels[:500])
-    return float(np.mean([bool(_BARCODE.search(str(x))) for x in sample])) if sample else 0.0
-
-
-def _looks_like_genes(labels: Sequence[str]) -> float:
-    sample = [str(x) for x in labels[:5000]]
-    hits = sum(
-        bool(re.match(r"^(mt-|rp[ls]\d|hb[ab]|malat1$|actb$|gapdh$|ensg\d|ensmusg\d)", x, re.I))
-        for x in sample
-    )
-    return hits / max(len(sample), 1)
-
-
 def _read_dense_table(path: Path, gsm: str) -> Any:
     """Read a GEO dense expression table into an AnnData (cells × genes, CSR float32).
 
@@ -178,7 +155,7 @@ def _read_dense_table(path: Path, gsm: str) -> Any:
         first = fh.readline().rstrip("\r\n")
     if not header or not first:
         raise InputError(f"{path.name} ({gsm}) has no data rows: it is not a count table")
-    sep = _sniff_sep(path, header)
+    sep = sniff_delimiter(path)
     splitter = re.compile(sep) if sep == r"\s+" else None
     hfields = splitter.split(header.strip()) if splitter else header.split(sep)
     dfields = splitter.split(first.strip()) if splitter else first.split(sep)
@@ -238,20 +215,13 @@ def _read_dense_table(path: Path, gsm: str) -> Any:
     if not blocks:
         raise InputError(f"{path.name} ({gsm}) has no data rows")
     X = sp.vstack(blocks, format="csr")
-    rows_cells, cols_cells = _looks_like_cells(row_labels), _looks_like_cells(col_labels)
-    rows_genes, cols_genes = _looks_like_genes(row_labels), _looks_like_genes(col_labels)
-    if cols_cells > rows_cells or (cols_cells == rows_cells and rows_genes >= cols_genes):
-        X, cells, genes = X.T.tocsr(), col_labels, row_labels  # genes × cells (GEO's usual)
-        orientation = "genes x cells"
+    orientation = orientation_of(row_labels, col_labels)
+    if orientation == "genes x cells":
+        X, cells, genes = X.T.tocsr(), col_labels, row_labels
     else:
         cells, genes = row_labels, col_labels
-        orientation = "cells x genes"
-    if max(rows_cells, cols_cells, rows_genes, cols_genes) == 0:
-        logger.warning("%s: orientation not recognisable, assuming genes x cells", path.name)
     logger.info("%s: %s table, %d cells x %d genes", path.name, orientation, len(cells), len(genes))
-    from ._read import check_counts
-
-    X, genes, note = _merge_duplicate_genes(X, genes, is_counts=bool(check_counts(X)[0]))
+    X, genes, note = _merge_duplicate_genes(X, genes, is_counts=is_counts(X))
     adata = ad.AnnData(
         X=X,
         obs=pd.DataFrame(index=pd.Index(cells, dtype=str)),
@@ -281,16 +251,10 @@ def _merge_duplicate_genes(
         return X, list(names), None
     n = int(names.duplicated().sum())
     if is_counts:
-        codes, uniques = pd.factorize(names)
-        agg = sp.csr_matrix(
-            (np.ones(len(codes), dtype=np.float32), (np.arange(len(codes)), codes)),
-            shape=(len(codes), len(uniques)),
-        )
-        return (
-            (X @ agg).tocsr().astype(np.float32),
-            list(uniques),
-            f"{n} duplicate gene symbols summed",
-        )
+        from ._read import sum_duplicate_columns
+
+        summed, uniques, _ = sum_duplicate_columns(X, names)
+        return summed, uniques, f"{n} duplicate gene symbols summed"
     keep = np.flatnonzero(~names.duplicated())
     note = f"{n} duplicate gene symbols: kept the first of each (values are not counts)"
     return X[:, keep].tocsr(), list(names[keep]), note
@@ -332,9 +296,7 @@ def _read_set(fs: _FileSet, gsm: str) -> Any:
 
 
 def _read_table_any(path: Path) -> pd.DataFrame:
-    with _open_text(path) as fh:
-        first = fh.readline()
-    sep = _sniff_sep(path, first)
+    sep = sniff_delimiter(path)
     try:
         return pd.read_csv(
             path,

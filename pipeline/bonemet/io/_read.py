@@ -234,18 +234,29 @@ def sum_duplicate_genes(adata: ad.AnnData) -> tuple[ad.AnnData, int]:
         if not adata.var_names.equals(names):
             adata.var_names = names
         return adata, 0
-    codes, uniques = pd.factorize(names)
-    n_old, n_new = len(names), len(uniques)
+    new_x, uniques, first = sum_duplicate_columns(adata.X, names)
+    var = adata.var.iloc[first].copy()
+    var.index = pd.Index(uniques)
+    out = ad.AnnData(X=new_x, obs=adata.obs.copy(), var=var, uns=dict(adata.uns))
+    return out, len(names) - len(uniques)
+
+
+def sum_duplicate_columns(
+    x: Any, names: Sequence[str]
+) -> tuple[sp.csr_matrix, list[str], np.ndarray]:
+    """Sum the columns of ``x`` that share a name (one sparse product).
+
+    Returns the float32 CSR matrix with one column per unique name (first-seen order), the
+    unique names, and the index of each name's first column.
+    """
+    codes, uniques = pd.factorize(pd.Index([str(n) for n in names]))
+    n_old, n_new = len(codes), len(uniques)
     agg = sp.csr_matrix(
         (np.ones(n_old, dtype=np.float32), (np.arange(n_old), codes)), shape=(n_old, n_new)
     )
-    x = adata.X
     new_x = (x @ agg) if sp.issparse(x) else sp.csr_matrix(np.asarray(x)) @ agg
     first = pd.Series(np.arange(n_old)).groupby(codes).first().to_numpy()
-    var = adata.var.iloc[first].copy()
-    var.index = pd.Index(uniques.astype(str))
-    out = ad.AnnData(X=_to_csr(new_x), obs=adata.obs.copy(), var=var, uns=dict(adata.uns))
-    return out, n_old - n_new
+    return _to_csr(new_x), [str(u) for u in uniques], first
 
 
 _ENSEMBL = r"^ENS[A-Z]*G\d{6,}"
@@ -494,7 +505,8 @@ def _read_h5ad(path: Path) -> tuple[ad.AnnData, str]:
     return adata, source
 
 
-def _sniff_delimiter(path: Path) -> str:
+def sniff_delimiter(path: Path) -> str:
+    """The delimiter of a (gzipped) text table: ``,``, tab, ``;`` or runs of whitespace."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", newline="") as fh:  # type: ignore[operator]
@@ -544,8 +556,21 @@ def _gene_likeness(labels: Sequence[Any]) -> float:
     return (gene - bc) / len(lab)
 
 
+def orientation_of(row_labels: Sequence[Any], col_labels: Sequence[Any]) -> str:
+    """``"genes x cells"`` or ``"cells x genes"``: which side of a table holds the genes.
+
+    The side whose labels look more like gene symbols or ids (and less like cell barcodes)
+    holds the genes. With no evidence either way, the longer side does: count tables from
+    papers hold more genes than cells, and are usually genes x cells.
+    """
+    row_score, col_score = _gene_likeness(row_labels), _gene_likeness(col_labels)
+    if row_score != col_score:
+        return "genes x cells" if row_score > col_score else "cells x genes"
+    return "genes x cells" if len(row_labels) >= len(col_labels) else "cells x genes"
+
+
 def _read_csv(path: Path) -> tuple[ad.AnnData, str]:
-    sep = _sniff_delimiter(path)
+    sep = sniff_delimiter(path)
     try:
         # the header is read apart, so duplicate names are not mangled (``CD14.1``)
         header = pd.read_csv(
@@ -597,16 +622,7 @@ def _read_csv(path: Path) -> tuple[ad.AnnData, str]:
             f"count table {str(path)!r} has non-numeric columns ({shown}{', …' if len(non_num) > 5 else ''}): "
             "give a table of numbers with names in the first column only"
         )
-    row_score = _gene_likeness(df.index)
-    col_score = _gene_likeness(df.columns)
-    if ids is not None or row_score > col_score:
-        orientation = "genes x cells"
-    elif col_score > row_score:
-        orientation = "cells x genes"
-    else:
-        # no evidence either way: count tables from papers are usually genes x cells and
-        # hold more genes than cells
-        orientation = "genes x cells" if df.shape[0] >= df.shape[1] else "cells x genes"
+    orientation = "genes x cells" if ids is not None else orientation_of(df.index, df.columns)
     values = df.to_numpy(dtype=np.float32, na_value=np.nan)  # refused by _check_values
     if orientation == "genes x cells":
         x = sp.csr_matrix(values.T)
