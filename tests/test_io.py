@@ -315,6 +315,9 @@ def test_samplesheet_rules_come_from_the_schema():
     assert bm.io.SAMPLESHEET_COLUMNS == tuple(props)
     assert props["sample"]["pattern"] == SAMPLE_ID_PATTERN.pattern
     assert schema["uniqueEntries"] == ["sample"]
+    from bonemet._formats import FORMAT_ALIASES
+
+    assert set(props["format"]["enum"]) == set(FORMAT_ALIASES)
     # the Nextflow reader loads the same file and carries no rule of its own
     nf = Path(__file__).resolve().parents[1] / "pipeline" / "workflows" / "samplesheet.nf"
     text = nf.read_text()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._errors import BonemetError, ConfigError, InputError
+from ._formats import FORMAT_ALIASES, FORMATS, INPUT_FORMATS
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--species", choices=["auto", "human", "mouse"])
     p.add_argument(
-        "--format", choices=["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "tsv", "samplesheet"]
+        "--format", choices=INPUT_FORMATS
     )
     p.add_argument("--geo", metavar="GSE", help="a GEO series accession instead of --input")
     p.add_argument("--out", metavar="DIR", help="output folder")
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="auto",
-        help="auto (default), 10x_mtx, 10x_h5, h5ad, csv or tsv (aliases: mtx, 10x, h5, txt)",
+        help=f"{', '.join(FORMATS)} (aliases: "
+        f"{', '.join(a for a in FORMAT_ALIASES if a not in FORMATS)}); default auto",
     )
     p.add_argument("--batch", metavar="B")
     p.add_argument("--condition", metavar="C")

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from ._errors import ConfigError
+from ._formats import INPUT_FORMATS
 from ._resources import configs_dir
 
 __all__ = [
@@ -41,7 +42,7 @@ class InputConfig(_Section):
     path: str | None = None
     geo: str | None = None
     samples: list[str] | None = None
-    format: Literal["auto", "h5ad", "10x_mtx", "10x_h5", "csv", "tsv", "samplesheet"] = "auto"
+    format: Literal[INPUT_FORMATS] = "auto"  # type: ignore[valid-type]
     sample_key: str | None = None
     label_key: str | None = None
     batch_key: str | None = None

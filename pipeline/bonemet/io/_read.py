@@ -30,6 +30,7 @@ import scipy.sparse as sp
 
 from .._counts import check_counts
 from .._errors import InputError
+from .._formats import FORMAT_ALIASES, FORMATS
 from .._logging import logger
 from .._meta import bonemet_uns
 from .._species import detect_species, resolve_species, species_contradiction
@@ -37,20 +38,6 @@ from .._utils import check_sample_id, sha256_file
 
 __all__ = ["read", "ingest", "detect_species", "check_counts", "FORMATS"]
 
-#: formats accepted by :func:`read` (``ingest`` also takes ``"samplesheet"``)
-FORMATS = ("auto", "10x_mtx", "10x_h5", "h5ad", "csv", "tsv")
-_FORMAT_ALIASES = {
-    "mtx": "10x_mtx",
-    "10x": "10x_mtx",
-    "10x_mtx": "10x_mtx",
-    "h5": "10x_h5",
-    "10x_h5": "10x_h5",
-    "h5ad": "h5ad",
-    "csv": "csv",
-    "tsv": "csv",
-    "txt": "csv",
-    "auto": "auto",
-}
 _GEX = "Gene Expression"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # folder names 10x tools give their outputs; a sample is named after the folder above them
@@ -184,9 +171,9 @@ def _guess_format(path: Path) -> str:
 
 def _normalize_format(fmt: str | None) -> str:
     key = str(fmt or "auto").strip().lower()
-    if key not in _FORMAT_ALIASES:
+    if key not in FORMAT_ALIASES:
         raise InputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    return _FORMAT_ALIASES[key]
+    return FORMAT_ALIASES[key]
 
 
 def _one_line(e: BaseException) -> str:
