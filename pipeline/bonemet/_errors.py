@@ -7,6 +7,7 @@ The CLI prints ``str(error)`` as one line and exits non-zero.
 from __future__ import annotations
 
 __all__ = [
+    "one_line",
     "BonemetError",
     "ConfigError",
     "DownloadError",
@@ -38,3 +39,11 @@ class DownloadError(BonemetError, OSError):
 
 class StageError(BonemetError, RuntimeError):
     """A pipeline stage cannot go on (e.g. a sample lost every cell in QC)."""
+
+
+def one_line(e: BaseException | str, *, limit: int | None = None) -> str:
+    """``e``'s message on one line (whitespace runs collapsed), cut to ``limit`` characters."""
+    msg = " ".join(str(e).split())
+    if limit is not None and len(msg) > limit:
+        msg = msg[: limit - 3] + "..."
+    return msg

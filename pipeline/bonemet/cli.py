@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._errors import BonemetError, ConfigError, InputError
+from ._errors import BonemetError, ConfigError, InputError, one_line
 from ._formats import FORMAT_ALIASES, FORMATS, INPUT_FORMATS
 from ._version import __version__
 
@@ -111,9 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-key", metavar="COL", help="obs column naming the batch if not the sample"
     )
     p.add_argument("--species", choices=["auto", "human", "mouse"])
-    p.add_argument(
-        "--format", choices=INPUT_FORMATS
-    )
+    p.add_argument("--format", choices=INPUT_FORMATS)
     p.add_argument("--geo", metavar="GSE", help="a GEO series accession instead of --input")
     p.add_argument("--out", metavar="DIR", help="output folder")
     p.add_argument("--max-epochs", type=int, help="scVI epochs (default: scvi-tools' heuristic)")
@@ -588,10 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _commands()[args.command](args)
     except (InputError, ConfigError) as e:
-        print(f"bonemet: error: {_one_line(e)}", file=sys.stderr)
+        print(f"bonemet: error: {one_line(e)}", file=sys.stderr)
         return 2
     except BonemetError as e:
-        print(f"bonemet: error: {_one_line(e)}", file=sys.stderr)
+        print(f"bonemet: error: {one_line(e)}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"bonemet: error: {_os_error(e)}", file=sys.stderr)
@@ -600,10 +598,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bonemet: interrupted", file=sys.stderr)
         return 130
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 def _exit_if_hdf5_is_stuck(e: OSError) -> None:
@@ -645,7 +639,7 @@ def _os_error(e: OSError) -> str:
         errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
         errno.EEXIST: "a file of that name exists where a folder is needed: choose another path",
     }
-    what = os.strerror(code) if code else _one_line(e)
+    what = os.strerror(code) if code else one_line(e)
     # a rename names its destination second: that is the path the user gave
     name = getattr(e, "filename2", None) or getattr(e, "filename", None)
     where = f": {name}" if name else ""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._errors import DownloadError
+from .._errors import DownloadError, one_line
 from .._logging import is_quiet, logger
 from .._utils import sha256_file
 from ._geo_soft import _rel_path
@@ -105,7 +105,7 @@ class _Fetcher:
             r = self.session.head(url, allow_redirects=True, timeout=self.timeout)
         except requests.RequestException as e:
             raise DownloadError(
-                f"cannot reach {url}: {_short(e)}; check the network or --geo-base-url"
+                f"cannot reach {url}: {one_line(e, limit=200)}; check the network or --geo-base-url"
             ) from None
         if r.status_code >= 400:
             raise DownloadError(
@@ -113,11 +113,6 @@ class _Fetcher:
             )
         n = r.headers.get("Content-Length")
         return int(n) if n and n.isdigit() else None
-
-
-def _short(e: BaseException) -> str:
-    s = str(e).replace("\n", " ")
-    return s if len(s) < 200 else s[:197] + "..."
 
 
 class _Retry(Exception):
@@ -133,7 +128,7 @@ def _check_gzip(path: Path) -> str | None:
     except EOFError:
         return "truncated gzip (ends before the end of the compressed stream)"
     except (OSError, zlib.error) as e:
-        return f"corrupt gzip ({_short(e)})"
+        return f"corrupt gzip ({one_line(e, limit=200)})"
     return None
 
 
@@ -150,7 +145,7 @@ def _check_tar(path: Path, *, compressed: bool) -> str | None:
                 if not compressed and m.isfile() and m.offset_data + m.size > size:
                     return f"truncated tar archive (member {m.name!r} is cut off)"
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-        return f"corrupt or truncated tar archive ({_short(e)})"
+        return f"corrupt or truncated tar archive ({one_line(e, limit=200)})"
     return None
 
 
@@ -209,13 +204,13 @@ class _ResumableDownloader:
                 ConnectionError,
                 TimeoutError,
             ) as e:
-                last = f"connection error: {_short(e)}"
+                last = f"connection error: {one_line(e, limit=200)}"
                 continue
             except DownloadError:
                 raise
             except OSError as e:  # local: disk full, permissions
                 raise DownloadError(
-                    f"cannot write {self.part} while downloading {url}: {_short(e)}; "
+                    f"cannot write {self.part} while downloading {url}: {one_line(e, limit=200)}; "
                     "check the cache folder (--cache-dir)"
                 ) from None
             os.replace(self.part, output_file)

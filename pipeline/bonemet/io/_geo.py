@@ -63,10 +63,10 @@ from typing import Any
 
 import pandas as pd
 
-from .._errors import BonemetError, DownloadError, InputError
+from .._errors import BonemetError, DownloadError, InputError, one_line
 from .._logging import logger
 from .._utils import check_sample_id, write_csv, write_h5ad, write_json
-from ._download import _Fetcher, _short
+from ._download import _Fetcher
 from ._geo_files import (
     _classify,
     _FileSet,
@@ -192,7 +192,7 @@ def _make_plan(
             text = fh.read()
     except (OSError, EOFError, zlib.error) as e:
         raise DownloadError(
-            f"{soft_path.name} in the cache is unreadable ({_short(e)}); delete it and retry"
+            f"{soft_path.name} in the cache is unreadable ({one_line(e, limit=200)}); delete it and retry"
         ) from None
     soft = parse_soft(text)
     if soft["series"].get("accession") not in (acc, None):

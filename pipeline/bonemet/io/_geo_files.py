@@ -18,9 +18,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._counts import is_counts
-from .._errors import InputError
+from .._errors import InputError, one_line
 from .._logging import logger
-from ._download import _short
 from ._read import orientation_of, sniff_delimiter
 
 # ------------------------------------------------------------------ file sets
@@ -208,10 +207,12 @@ def _read_dense_table(path: Path, gsm: str) -> Any:
         if isinstance(e, InputError):
             raise
         raise InputError(
-            f"{path.name} ({gsm}) holds non-numeric values ({_short(e)}): not an expression table"
+            f"{path.name} ({gsm}) holds non-numeric values ({one_line(e, limit=200)}): not an expression table"
         ) from None
     except (UnicodeDecodeError, EOFError, OSError, zlib.error) as e:
-        raise InputError(f"{path.name} ({gsm}) cannot be parsed as a table: {_short(e)}") from None
+        raise InputError(
+            f"{path.name} ({gsm}) cannot be parsed as a table: {one_line(e, limit=200)}"
+        ) from None
     if not blocks:
         raise InputError(f"{path.name} ({gsm}) has no data rows")
     X = sp.vstack(blocks, format="csr")
@@ -306,7 +307,9 @@ def _read_table_any(path: Path) -> pd.DataFrame:
             engine="c" if sep != r"\s+" else "python",
         )
     except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, zlib.error) as e:
-        raise InputError(f"{path.name} cannot be parsed as a table: {_short(e)}") from None
+        raise InputError(
+            f"{path.name} cannot be parsed as a table: {one_line(e, limit=200)}"
+        ) from None
 
 
 def _join_cell_table(adata: Any, table: pd.DataFrame, *, source: str) -> str | None:

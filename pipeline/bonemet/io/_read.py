@@ -29,7 +29,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._counts import check_counts
-from .._errors import InputError
+from .._errors import InputError, one_line
 from .._formats import FORMAT_ALIASES, FORMATS
 from .._logging import logger
 from .._meta import bonemet_uns
@@ -174,11 +174,6 @@ def _normalize_format(fmt: str | None) -> str:
     if key not in FORMAT_ALIASES:
         raise InputError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
     return FORMAT_ALIASES[key]
-
-
-def _one_line(e: BaseException) -> str:
-    msg = " ".join(str(e).split())
-    return msg if len(msg) <= 300 else msg[:297] + "..."
 
 
 # --------------------------------------------------------------------------------------
@@ -350,7 +345,7 @@ def _read_10x_mtx(path: Path) -> ad.AnnData:
         raise
     except Exception as e:  # noqa: BLE001 - every reader failure becomes one clear line
         raise InputError(
-            f"cannot read 10x folder {str(folder)!r} ({type(e).__name__}: {_one_line(e)}): it must hold "
+            f"cannot read 10x folder {str(folder)!r} ({type(e).__name__}: {one_line(e, limit=300)}): it must hold "
             "matrix.mtx, barcodes.tsv and features.tsv/genes.tsv (plain or .gz) from Cell Ranger"
         ) from None
     return adata
@@ -364,7 +359,7 @@ def _check_10x_h5(path: Path, genome: str | None) -> tuple[str, str | None]:
         f = h5py.File(path, "r")
     except OSError as e:
         raise InputError(
-            f"cannot open {str(path)!r} as HDF5 ({_one_line(e)}): is it a 10x .h5 file?"
+            f"cannot open {str(path)!r} as HDF5 ({one_line(e, limit=300)}): is it a 10x .h5 file?"
         ) from None
     with f:
         if "matrix" in f:
@@ -422,7 +417,7 @@ def _read_10x_h5(path: Path, genome: str | None) -> ad.AnnData:
             adata = sc.read_10x_h5(path, genome=g, gex_only=False)
     except Exception as e:  # noqa: BLE001
         raise InputError(
-            f"cannot read 10x HDF5 file {str(path)!r} ({type(e).__name__}: {_one_line(e)}): "
+            f"cannot read 10x HDF5 file {str(path)!r} ({type(e).__name__}: {one_line(e, limit=300)}): "
             "give a Cell Ranger .h5 file, or the matrix.mtx folder instead"
         ) from None
     if version == "v3" and genome is not None and "genome" in adata.var:
@@ -451,7 +446,7 @@ def _read_h5ad(path: Path) -> tuple[ad.AnnData, str]:
             adata = ad.read_h5ad(path)
     except Exception as e:  # noqa: BLE001
         raise InputError(
-            f"cannot read .h5ad file {str(path)!r} ({type(e).__name__}: {_one_line(e)}): "
+            f"cannot read .h5ad file {str(path)!r} ({type(e).__name__}: {one_line(e, limit=300)}): "
             "is it an AnnData file written by anndata/scanpy?"
         ) from None
     source = "X"
@@ -501,7 +496,7 @@ def sniff_delimiter(path: Path) -> str:
             second = fh.readline()
     except (OSError, UnicodeDecodeError, EOFError) as e:
         raise InputError(
-            f"cannot read text file {str(path)!r} ({_one_line(e)}): is it a CSV/TSV?"
+            f"cannot read text file {str(path)!r} ({one_line(e, limit=300)}): is it a CSV/TSV?"
         ) from None
     if not head.strip():
         raise InputError(f"{str(path)!r} is empty: give a count table with a header row")
@@ -586,7 +581,7 @@ def _read_csv(path: Path) -> tuple[ad.AnnData, str]:
         df.index.name = None
     except Exception as e:  # noqa: BLE001
         raise InputError(
-            f"cannot parse {str(path)!r} as a delimited count table ({type(e).__name__}: {_one_line(e)}): "
+            f"cannot parse {str(path)!r} as a delimited count table ({type(e).__name__}: {one_line(e, limit=300)}): "
             "give a CSV/TSV with gene or cell names in the first column and a header row"
         ) from None
     if df.shape[0] == 0 or df.shape[1] == 0:

@@ -10,8 +10,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .._errors import InputError
-from ._download import _short
+from .._errors import InputError, one_line
 
 # ------------------------------------------------------------------------- tars
 
@@ -45,7 +44,7 @@ def _safe_extract(archive: Path, dest: Path, *, keep: Any = None) -> list[Path]:
         tf = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as e:
         raise InputError(
-            f"{archive.name} is not a readable tar archive ({_short(e)}); delete it from the cache and retry"
+            f"{archive.name} is not a readable tar archive ({one_line(e, limit=200)}); delete it from the cache and retry"
         ) from None
     out: list[Path] = []
     with tf:
@@ -71,7 +70,7 @@ def _safe_extract(archive: Path, dest: Path, *, keep: Any = None) -> list[Path]:
                     tf.extract(m, tmp, **filt)
                 except (tarfile.TarError, OSError) as e:
                     raise InputError(
-                        f"cannot extract {m.name!r} from {archive.name}: {_short(e)}"
+                        f"cannot extract {m.name!r} from {archive.name}: {one_line(e, limit=200)}"
                     ) from None
                 final.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(Path(tmp) / m.name, final)
@@ -84,4 +83,6 @@ def _tar_names(archive: Path) -> list[str]:
         with tarfile.open(archive, "r:*") as tf:
             return [m.name for m in tf.getmembers()]
     except (tarfile.TarError, OSError) as e:
-        raise InputError(f"{archive.name} is not a readable tar archive ({_short(e)})") from None
+        raise InputError(
+            f"{archive.name} is not a readable tar archive ({one_line(e, limit=200)})"
+        ) from None
