@@ -14,7 +14,7 @@ import scipy.sparse as sp
 import bonemet as bm
 from bonemet._errors import InputError
 from bonemet._signatures import load_gene_sets
-from bonemet.tl._score import _AUCellIndex
+from bonemet.tl._aucell import _AUCellIndex
 
 N_PER_SAMPLE = 200
 N_PLANTED = 30  # per sample: the first cells, labelled tumour, with the hypoxia programme up

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _annotate, _cluster, _compare, _integrate, _reference, _score
+from . import _annotate, _cluster, _compare, _integrate, _readouts, _reference, _score
 from ._annotate import *  # noqa: F401,F403
 from ._cluster import *  # noqa: F401,F403
 from ._compare import *  # noqa: F401,F403
 from ._integrate import *  # noqa: F401,F403
+from ._readouts import *  # noqa: F401,F403
 from ._reference import *  # noqa: F401,F403
 from ._score import *  # noqa: F401,F403
 
@@ -31,6 +32,7 @@ __all__ = [
     *_annotate.__all__,
     *_reference.__all__,
     *_score.__all__,
+    *_readouts.__all__,
     *_compare.__all__,
     *_LAZY,
 ]
