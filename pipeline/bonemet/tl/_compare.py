@@ -10,8 +10,7 @@ Three read-outs share one sample-level design (``~ covariates [+ subject] + cond
 - pseudobulk differential expression per population (counts summed per sample ×
   population from ``layers["counts"]``) with PyDESeq2;
 - score tests: the per-sample mean of each ``obs["score_*"]`` per population, ordinary
-  least squares on the same design, residual variances moderated across populations by
-  the same empirical Bayes.
+  least squares on the same design (t on the residual degrees of freedom).
 
 Small designs are said, not hidden: with fewer than ``min_samples_per_group`` samples in a
 group the p-values are kept but marked unreliable (``p_reliable`` False) and a warning
@@ -779,16 +778,15 @@ def score_tests(
     population_key: str = "population",
     min_cells: int = 20,
     min_samples_per_group: int = 3,
-    moderate: bool = True,
+    moderate: bool = False,
 ) -> pd.DataFrame:
     """Per population, the per-sample mean of each ``obs["score_*"]`` between conditions.
 
     Ordinary least squares of the sample means on ``~ covariates [+ subject] +
     condition`` (samples with fewer than ``min_cells`` cells of the population left
-    out); effect = difference in mean score (other - reference) with its t-based 95% CI.
-    The residual variances of one score are moderated across populations by empirical
-    Bayes (``moderate``; limma's approach), the t-tests use the residual plus prior degrees
-    of freedom. BH adjustment across every population × score of one contrast.
+    out); effect = difference in mean score (other - reference) with its t-based 95% CI on
+    the residual degrees of freedom. BH adjustment across every population × score of one
+    contrast.
 
     Parameters
     ----------
@@ -801,7 +799,10 @@ def score_tests(
     min_samples_per_group
         Below this many samples in a group, ``p_reliable`` is False.
     moderate
-        Moderate the residual variances (see above).
+        Moderate the residual variances of one score across populations by empirical Bayes
+        (limma's approach; t on residual plus prior df). Off by default: a sample-wide
+        shift of a score is shared by every population, the tests are then not independent
+        and moderated p-values are too small.
 
     Returns
     -------
