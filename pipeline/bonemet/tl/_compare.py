@@ -738,6 +738,8 @@ def pseudobulk_de(
                 )
             )
             logger.info(f"compare: pseudobulk DE {p} ({contrast}): {int(expressed.sum())} genes")
+    # within a population, genes by p (the report shows the first rows)
+    results = [r.sort_values("p", kind="stable", na_position="last") for r in results]
     out = (
         pd.concat(results, ignore_index=True)
         if results
