@@ -24,6 +24,7 @@ from . import _stages
 from ._errors import InputError
 from ._logging import logger
 from ._meta import bonemet_uns, warnings_of
+from ._outdir import OutputLock, clean_parts, drop_stale, mark_stale
 from ._stages import REGISTRY, StageContext, stage_config
 from ._utils import sha256_file, write_h5ad, write_json
 from ._version import __version__
@@ -144,7 +145,20 @@ class Runner:
 
     # -- running --------------------------------------------------------------
     def run(self) -> ad.AnnData:
-        """Run (or resume) the pipeline; returns the final annotated AnnData."""
+        """Run (or resume) the pipeline; returns the final annotated AnnData.
+
+        The run holds ``OUT/.bonemet/run.lock`` throughout (a second run into the same
+        folder is refused) and first removes the temporary files of interrupted runs.
+        """
+        if self.cfg.integrate.accelerator in ("gpu", "cuda"):  # refused before any work
+            from .tl._scvi_fast import resolve_device
+
+            resolve_device(self.cfg.integrate.accelerator)
+        with OutputLock(self.out):
+            clean_parts(self.out)
+            return self._run()
+
+    def _run(self) -> ad.AnnData:
         t_start = time.time()
         self.out.mkdir(parents=True, exist_ok=True)
         keys = self._keys()
@@ -164,21 +178,31 @@ class Runner:
         # a sink (the report) leaves files, not an h5ad: resume before the first one at the latest
         first_sink = next(i for i, s in enumerate(REGISTRY) if s.checkpoint == "outputs")
         resume_from = min(done, first_sink)
+        samples: dict[str, ad.AnnData] | None = None
+        adata: ad.AnnData | None = None
+        while resume_from:  # an unreadable checkpoint (e.g. truncated) is recomputed
+            last = REGISTRY[resume_from - 1]
+            try:
+                if last.checkpoint == "samples":
+                    samples = self._read_samples(last.name)
+                else:
+                    adata = ad.read_h5ad(self._ckpt(last.name))
+                break
+            except Exception as e:  # noqa: BLE001 - h5py/anndata/json raise many types
+                logger.warning(
+                    "the %s checkpoint in %s cannot be read (%s): recomputing that stage",
+                    last.name,
+                    self.state_dir,
+                    " ".join(f"{type(e).__name__}: {e}".split())[:200],
+                )
+                resume_from -= 1
         self.skipped = names[:resume_from]
         if self.skipped:
             logger.info("resuming: skipping %s (unchanged)", ", ".join(self.skipped))
         for name in names[resume_from:]:
             state.pop(name, None)
         self._save_state(state)
-
-        samples: dict[str, ad.AnnData] | None = None
-        adata: ad.AnnData | None = None
-        if resume_from:
-            last = REGISTRY[resume_from - 1]
-            if last.checkpoint == "samples":
-                samples = self._read_samples(last.name)
-            else:
-                adata = ad.read_h5ad(self._ckpt(last.name))
+        mark_stale(self.out)  # the finished results no longer match: move them aside
 
         for stage in REGISTRY[resume_from:]:
             t0 = time.perf_counter()
@@ -217,6 +241,7 @@ class Runner:
         write_h5ad(adata, self.out / "bonemet.h5ad")
         write_json(self.provenance(adata, t_start), self.out / "provenance.json")
         (self.out / "config.yaml").write_text(config_to_yaml(self.cfg))
+        drop_stale(self.out)
         return adata
 
     def provenance(self, adata: ad.AnnData, t_start: float) -> dict[str, Any]:

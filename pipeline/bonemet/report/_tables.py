@@ -95,7 +95,10 @@ def _gene_set_coverage(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
     }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "gene_set"
-    return df.sort_index()
+    # columns in a fixed order: an h5ad round trip stores each record's keys sorted
+    first = ["coverage", "n_found", "n_total", "version", "scored", "species"]
+    cols = [c for c in first if c in df.columns] + sorted(c for c in df.columns if c not in first)
+    return df[cols].sort_index()
 
 
 def _scored(adata: Any) -> bool:
