@@ -32,7 +32,8 @@ import numpy as np
 from annotation_accuracy import DATA, prepare
 
 import bonemet as bm
-from bonemet.tl._annotate import _lineage_of, _reference_lineages
+from bonemet.tl._annotate import _lineage_of
+from bonemet.tl._annotate_eval import _reference_lineages
 
 OUT = Path(__file__).resolve().parent / "results" / "scanvi_reference.json"
 

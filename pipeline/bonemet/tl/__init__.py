@@ -4,8 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import _annotate, _cluster, _compare, _integrate, _readouts, _reference, _score
+from . import (
+    _annotate,
+    _annotate_eval,
+    _cluster,
+    _compare,
+    _integrate,
+    _readouts,
+    _reference,
+    _score,
+)
 from ._annotate import *  # noqa: F401,F403
+from ._annotate_eval import *  # noqa: F401,F403
 from ._cluster import *  # noqa: F401,F403
 from ._compare import *  # noqa: F401,F403
 from ._integrate import *  # noqa: F401,F403
@@ -30,6 +40,7 @@ __all__ = [
     *_integrate.__all__,
     *_cluster.__all__,
     *_annotate.__all__,
+    *_annotate_eval.__all__,
     *_reference.__all__,
     *_score.__all__,
     *_readouts.__all__,

@@ -63,10 +63,7 @@ An optional scANVI reference (``scanvi_reference=``, a saved ``scvi.model.SCANVI
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -75,24 +72,58 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .._counts import is_counts
 from .._errors import InputError
 from .._logging import logger
 from .._meta import add_warning, bonemet_uns
 from .._signatures import GeneSet, load_gene_sets
 from .._species import resolve_species
 from .._vocab import CELL_TYPES, POPULATION_TO_CELL_TYPE, POPULATIONS, UNASSIGNED
+from ._annotate_eval import _reference_lineages
+from ._annotate_graph import (
+    _clusters,
+    _graph,
+    _lineage_embedding,
+    _seeded_roots,
+    _seeded_state,
+    _smooth,
+    _smoother,
+)
+from ._annotate_markers import (
+    _expression,
+    _gene_index,
+    _log_normalised,
+    _match,
+    _remove_background,
+    _scale,
+    _score,
+    _Set,
+    _shrink,
+)
+from ._annotate_params import (
+    _CLUSTER_WEIGHT,
+    _LINEAGE_SMOOTH,
+    _MIN_GENES,
+    _MIN_LINEAGE_SCORE,
+    _NEG_WEIGHT,
+    _OVERRIDE_MARGIN,
+    _ROOT_SMOOTH,
+    _SEED_MIN,
+    _SEED_OTHER,
+    _SEED_SCORE,
+    _STATE_CAP,
+    _STATE_FLOOR,
+    _STATE_MARGIN,
+    _STATE_SEED_FRAC,
+    _STATE_SEED_MIN,
+    _STATE_SEED_NONE,
+    _STATE_SEED_SCORE,
+    _STATE_SMOOTH,
+    _SUBGRAPH_HVG,
+    _SUBGRAPH_PCS,
+    _SUBGRAPH_SMOOTH,
+)
 
-__all__ = [
-    "CELL_TYPES",
-    "POPULATIONS",
-    "POPULATION_TO_CELL_TYPE",
-    "REFERENCE_LINEAGES",
-    "annotate",
-    "label_agreement",
-    "lineage_accuracy",
-    "cd8_cd4_accuracy",
-]
+__all__ = ["CELL_TYPES", "POPULATIONS", "POPULATION_TO_CELL_TYPE", "annotate"]
 
 
 # Population hierarchy inside each lineage: roots compete by score; a state refines one of
@@ -129,383 +160,6 @@ _STATES: dict[str, tuple[str, ...]] = {
 # (Kang 2018, pbmc4k); PMN-MDSC (LOX-1; a state of two roots) and the VCAM1+CD163+CCR3+
 # macrophage lost F1 on generated data.
 _LEARNED_STATES = frozenset({"Treg", "CD8 Tpex (TCF1+)", "CD8 Tex (terminal)"})
-
-# Scoring constants (documented in the module docstring).
-_NEG_WEIGHT = 0.5
-_MIN_GENES = 3
-_SCALE_QUANTILE = 0.9
-_SCALE_FLOOR = math.log1p(1.0)
-_BACKGROUND_QUANTILE = 0.25
-_MIN_BACKGROUND_CELLS = 50
-_LINEAGE_SMOOTH = (0.7, 2)  # (weight of the neighbourhood mean, iterations)
-_ROOT_SMOOTH = (0.7, 2)
-_STATE_SMOOTH = (0.5, 1)
-_CLUSTER_WEIGHT = 0.5
-_OVERRIDE_MARGIN = 0.1
-_MIN_LINEAGE_SCORE = 0.1
-_STATE_FLOOR = 0.15
-_STATE_MARGIN = 0.2
-_STATE_CAP = 0.45
-_SUBGRAPH_MIN_CELLS = 50  # a lineage is re-embedded for its roots when it has this many
-_SUBGRAPH_HVG = 1000
-_SUBGRAPH_PCS = 20
-_SUBGRAPH_SMOOTH = (0.7, 2)
-_SEED_SCORE = 0.3  # a root seed has this much own evidence for the root ...
-_SEED_OTHER = 0.05  # ... and no more than this for any other root of its lineage
-_SEED_MIN = 10  # seeds a root needs before the classifier learns it
-_SEED_C = 0.1  # inverse L2 strength of the seeded logistic regressions
-_STATE_SEED_SCORE = 0.3  # a state seed: own evidence >= this and above the threshold
-_STATE_SEED_NONE = 0.01  # a non-state seed: no own evidence and below the threshold
-_STATE_SEED_MIN = 20  # states with fewer seeds (or < 5% of the parent) keep the threshold
-_STATE_SEED_FRAC = 0.05
-
-# Reference labels of public sets -> accepted lineages (lower-cased, stripped). Used by
-# ``lineage_accuracy``; labels not listed are mapped by keywords (``_reference_lineages``).
-REFERENCE_LINEAGES: dict[str, tuple[str, ...]] = {
-    # Kang et al. 2018 (muscat example_sce)
-    "cd4 t cells": ("T cell",),
-    "cd8 t cells": ("T cell",),
-    "b cells": ("B cell",),
-    "nk cells": ("NK cell",),
-    "cd14+ monocytes": ("Monocyte/Macrophage",),
-    "fcgr3a+ monocytes": ("Monocyte/Macrophage",),
-    "dendritic cells": ("Dendritic cell",),
-    "megakaryocytes": (),
-    # short forms
-    "cd4 t": ("T cell",),
-    "cd8 t": ("T cell",),
-    "b": ("B cell",),
-    "nk": ("NK cell",),
-    # SoupX pbmc4k
-    "t_cd4": ("T cell",),
-    "t_cd8": ("T cell",),
-    "mnp": ("Monocyte/Macrophage", "Dendritic cell"),
-}
-"""Documented mapping of common reference labels to accepted ``cell_type`` values.
-
-Kang 2018: ``CD14+ Monocytes``/``FCGR3A+ Monocytes`` -> Monocyte/Macrophage, ``CD4 T cells``/
-``CD8 T cells`` -> T cell, ``B cells`` -> B cell, ``NK cells`` -> NK cell. SoupX pbmc4k:
-``T_CD4``/``T_CD8`` -> T cell, ``MNP`` (mononuclear phagocytes) -> Monocyte/Macrophage or
-Dendritic cell, ``B``, ``NK``. An empty tuple or ``?`` means the label is not evaluated.
-"""
-
-_EXCLUDED_LABELS = {"?", "", "nan", "none", "unknown", "unassigned", "doublet", "doublets"}
-
-_KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    (r"plasma", ("Plasma cell",)),
-    (r"\bnk\b|natural killer", ("NK cell",)),
-    (r"(^|[^a-z])(cd4|cd8|treg|t[ _-]?cell|t_)|mait|gamma.?delta", ("T cell",)),
-    (r"(^|[^a-z])b([ _-]?cell|$)|naive b|memory b|pro-?b|pre-?b", ("B cell",)),
-    (r"mono|macro|kupffer|microglia", ("Monocyte/Macrophage",)),
-    (r"\bdc\b|dendritic|cdc|pdc", ("Dendritic cell",)),
-    (r"neutro|granulocyte|pmn", ("Neutrophil",)),
-    (r"mast|basophil", ("Mast cell/Basophil",)),
-    (r"erythr", ("Erythroid",)),
-    (r"hsc|hspc|progenitor|stem", ("HSPC",)),
-    (r"osteoclast", ("Osteoclast",)),
-    (r"osteoblast|osteocyte", ("Osteoblast",)),
-    (r"endothel", ("Endothelial",)),
-    (r"fibro|stroma|msc|mesenchym|car cell|lepr", ("Stromal",)),
-    (r"epithel|tumou?r|cancer|malignant|carcinoma", ("Tumour epithelial",)),
-)
-
-
-def _reference_lineages(label: Any) -> tuple[str, ...] | None:
-    """Accepted lineages for a reference label; ``None`` when the label is not evaluated."""
-    s = str(label).strip().lower()
-    if s in _EXCLUDED_LABELS:
-        return None
-    if s in REFERENCE_LINEAGES:
-        return REFERENCE_LINEAGES[s] or None
-    for pat, lin in _KEYWORDS:
-        if re.search(pat, s):
-            return lin
-    return None
-
-
-# --------------------------------------------------------------------------- genes
-_SUFFIX = re.compile(r"^(.+?)[_.](ENS[A-Z]*G\d+)(\.\d+)?$", re.IGNORECASE)
-
-
-def _gene_index(var_names: Sequence[str]) -> dict[str, int]:
-    """Upper-cased symbol -> column; ``SYMBOL_ENSG...`` names also answer to ``SYMBOL``."""
-    idx: dict[str, int] = {}
-    names = [str(v) for v in var_names]
-    for i, v in enumerate(names):
-        idx.setdefault(v.upper(), i)
-    for i, v in enumerate(names):
-        m = _SUFFIX.match(v)
-        if m:
-            idx.setdefault(m.group(1).upper(), i)
-    return idx
-
-
-def _match(genes: Sequence[str], index: Mapping[str, int]) -> list[int]:
-    out: list[int] = []
-    for g in genes:
-        j = index.get(g.upper())
-        if j is not None and j not in out:
-            out.append(j)
-    return out
-
-
-# --------------------------------------------------------------------------- scoring
-@dataclass
-class _Set:
-    name: str
-    target: str
-    pos: list[int]
-    neg: list[int]
-    n_pos_total: int
-    n_neg_total: int
-    coverage: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.coverage = len(self.pos) / max(self.n_pos_total, 1)
-
-
-def _shrink(s: _Set) -> float:
-    """Down-weight a set measured by fewer than three (or all of fewer) of its genes."""
-    return min(1.0, len(s.pos) / min(s.n_pos_total, _MIN_GENES))
-
-
-def _topk_mean(m: np.ndarray) -> np.ndarray:
-    """Mean of the top half (rounded up) of each row."""
-    if m.shape[1] == 0:
-        return np.zeros(m.shape[0], dtype=np.float32)
-    k = max(1, math.ceil(m.shape[1] / 2))
-    if k == m.shape[1]:
-        return m.mean(axis=1)
-    part = np.partition(m, m.shape[1] - k, axis=1)[:, m.shape[1] - k :]
-    return part.mean(axis=1)
-
-
-def _score(
-    E: np.ndarray, col: Mapping[int, int], pos: Sequence[int], neg: Sequence[int]
-) -> np.ndarray:
-    p = _topk_mean(E[:, [col[j] for j in pos]])
-    if neg:
-        p = p - _NEG_WEIGHT * _topk_mean(E[:, [col[j] for j in neg]])
-    return p.astype(np.float32)
-
-
-def _expression(adata: ad.AnnData, layer: str | None, cols: list[int]) -> tuple[np.ndarray, bool]:
-    """Log-normalised expression of ``cols`` (cells x genes); normalises counts on the fly."""
-    X = adata.X if layer is None else adata.layers[layer]
-    sub = X[:, cols]
-    sub = sub.toarray() if sp.issparse(sub) else np.asarray(sub)
-    sub = sub.astype(np.float32, copy=False)
-    # raw counts: log1p(CP10k) with the full library size
-    counts = is_counts(X, empty=False)
-    if counts:
-        lib = np.asarray(X.sum(axis=1)).ravel().astype(np.float64)
-        lib[lib == 0] = 1.0
-        sub = np.log1p(sub / lib[:, None] * 1e4).astype(np.float32)
-    return sub, counts
-
-
-def _log_normalised(
-    adata: ad.AnnData, layer: str | None, is_counts: bool, cells: np.ndarray | None = None
-) -> ad.AnnData:
-    """A lean AnnData of ``X`` (or ``layer``) as float32 CSR, log1p(CP10k) normalised here
-    when it holds raw counts; ``cells`` selects rows. Gene and cell names are kept."""
-    X = adata.X if layer is None else adata.layers[layer]
-    names = adata.obs_names
-    if cells is not None:
-        X, names = X[cells], names[cells]
-    out = ad.AnnData(
-        X=sp.csr_matrix(X, dtype=np.float32),
-        obs=pd.DataFrame(index=names.copy()),
-        var=pd.DataFrame(index=adata.var_names.copy()),
-    )
-    if is_counts:
-        import scanpy as sc
-
-        sc.pp.normalize_total(out, target_sum=1e4)
-        sc.pp.log1p(out)
-    return out
-
-
-def _remove_background(E: np.ndarray, samples: pd.Series | None) -> np.ndarray:
-    """Subtract each gene's ambient floor: its 25th percentile within each sample.
-
-    Ambient transcripts (haemoglobin, LYZ) are detected in most droplets of a sample; a
-    genuine marker is absent from at least a quarter of the cells, so its floor is 0.
-    """
-    groups = [np.arange(E.shape[0])]
-    if samples is not None:
-        codes = pd.Categorical(samples).codes
-        groups = [np.flatnonzero(codes == c) for c in np.unique(codes)]
-        groups = [g for g in groups if g.size]
-    out = E.copy()
-    for g in groups:
-        if g.size < _MIN_BACKGROUND_CELLS:
-            g_bg = np.quantile(E, _BACKGROUND_QUANTILE, axis=0)
-        else:
-            g_bg = np.quantile(E[g], _BACKGROUND_QUANTILE, axis=0)
-        out[g] = np.maximum(E[g] - g_bg[None, :], 0.0)
-    return out
-
-
-def _scale(E: np.ndarray) -> np.ndarray:
-    """Per-gene scale to [0, 1]: ``x / max(q90(x > 0), q99(x), log1p(1))``.
-
-    The 90th percentile of the non-zero values keeps rare markers at full scale; the 99th
-    percentile over all cells keeps transcripts that are everywhere at a low ambient level
-    (haemoglobin, LYZ) small next to the cells that really express them.
-    """
-    out = np.empty_like(E)
-    for j in range(E.shape[1]):
-        x = E[:, j]
-        nz = x[x > 0]
-        s = float(np.quantile(nz, _SCALE_QUANTILE)) if nz.size else 1.0
-        s = max(s, float(np.quantile(x, 0.99)), _SCALE_FLOOR)
-        out[:, j] = np.clip(x / s, 0.0, 1.0)
-    return out
-
-
-def _graph(
-    adata: ad.AnnData, use_rep: str | None, layer: str | None, is_counts: bool, seed: int = 0
-) -> sp.csr_matrix:
-    C = adata.obsp.get("connectivities") if use_rep is None else None
-    if C is not None and C.shape == (adata.n_obs, adata.n_obs):
-        return sp.csr_matrix(C)
-    import scanpy as sc
-
-    rep = use_rep
-    if rep is None:
-        rep = next((r for r in ("X_scVI", "X_harmony", "X_pca") if r in adata.obsm), None)
-    tmp = ad.AnnData(X=sp.csr_matrix((adata.n_obs, 1), dtype=np.float32))
-    if rep is not None:
-        if rep not in adata.obsm:
-            raise InputError(
-                f"use_rep={rep!r} is not in adata.obsm; pass one of {list(adata.obsm)}"
-            )
-        tmp.obsm["rep"] = np.asarray(adata.obsm[rep], dtype=np.float32)
-    else:
-        logger.info("annotate: no kNN graph or embedding; computing PCA for the graph")
-        src = _log_normalised(adata, layer, is_counts)
-        if "highly_variable" in adata.var:
-            src.var["highly_variable"] = adata.var["highly_variable"].to_numpy()
-        else:
-            sc.pp.highly_variable_genes(src, n_top_genes=min(2000, src.n_vars))
-        sc.pp.pca(src, n_comps=min(30, src.n_vars - 1, src.n_obs - 1), mask_var="highly_variable")
-        tmp.obsm["rep"] = src.obsm["X_pca"]
-    n_neighbors = int(min(15, max(2, adata.n_obs - 1)))
-    sc.pp.neighbors(tmp, use_rep="rep", n_neighbors=n_neighbors, random_state=seed)
-    return sp.csr_matrix(tmp.obsp["connectivities"])
-
-
-def _lineage_embedding(
-    adata: ad.AnnData, layer: str | None, is_counts: bool, cells: np.ndarray, seed: int
-) -> tuple[np.ndarray, sp.csr_matrix] | None:
-    """PCA of ``cells`` on their own variable genes, and its row-normalised kNN graph.
-
-    Sub-types inside a lineage (CD4 vs CD8 T, classical vs non-classical monocytes) differ
-    in few genes; on the whole-data embedding their neighbourhoods mix. Re-embedding the
-    lineage alone (as one would by hand: subset, HVGs, PCA, kNN) separates them.
-    ``None`` when the lineage is too small to re-embed.
-    """
-    if cells.size < _SUBGRAPH_MIN_CELLS:
-        return None
-    import scanpy as sc
-
-    tmp = _log_normalised(adata, layer, is_counts, cells)
-    detected = np.asarray((tmp.X > 0).sum(axis=0)).ravel()
-    tmp = tmp[:, detected >= 3].copy()
-    if tmp.n_vars < 20:
-        return None
-    n_top = int(min(_SUBGRAPH_HVG, tmp.n_vars))
-    sc.pp.highly_variable_genes(tmp, n_top_genes=n_top, flavor="seurat")
-    n_comps = int(min(_SUBGRAPH_PCS, tmp.n_obs - 2, int(tmp.var["highly_variable"].sum()) - 1))
-    if n_comps < 2:
-        return None
-    sc.pp.pca(tmp, n_comps=n_comps, mask_var="highly_variable", random_state=seed)
-    k = int(min(15, max(2, tmp.n_obs - 1)))
-    sc.pp.neighbors(tmp, n_neighbors=k, use_rep="X_pca", random_state=seed)
-    return np.asarray(tmp.obsm["X_pca"]), _smoother(sp.csr_matrix(tmp.obsp["connectivities"]))
-
-
-def _seed_classifier() -> Any:
-    """The L2 logistic regression both seeded refinements use."""
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=_SEED_C, max_iter=2000, class_weight="balanced")
-
-
-def _seeded_state(pcs: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """Probability of a state for every cell, from a classifier on its seeds."""
-    use = pos | neg
-    clf = _seed_classifier().fit(pcs[use], pos[use])
-    return clf.predict_proba(pcs)[:, 1].astype(np.float32)
-
-
-def _seeded_roots(raw: np.ndarray, pcs: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Root probabilities from a classifier trained on the lineage's unambiguous cells.
-
-    Seeds are cells whose own (unsmoothed) marker evidence names one root and no other
-    (``raw >= _SEED_SCORE`` for it, ``<= _SEED_OTHER`` for the rest). A logistic regression
-    on the lineage's PCA learns from them what else separates the roots (co-expressed
-    genes the marker lists do not name) and is applied to every cell of the lineage. This
-    is the marker-seeded label transfer that hand-made workflows do by sub-clustering.
-    Returns ``(probabilities, mask of the roots the classifier knows)`` or ``None`` when
-    fewer than two roots have ``_SEED_MIN`` seeds.
-    """
-    n, k = raw.shape
-    best = raw.argmax(axis=1)
-    top = raw[np.arange(n), best]
-    others = np.where(np.eye(k, dtype=bool)[best], -np.inf, raw).max(axis=1) if k > 1 else 0.0
-    seeds = (top >= _SEED_SCORE) & (others <= _SEED_OTHER)
-    counts = np.bincount(best[seeds], minlength=k)
-    known = counts >= _SEED_MIN
-    if known.sum() < 2:
-        return None
-    use = seeds & known[best]
-    clf = _seed_classifier().fit(pcs[use], best[use])
-    P = np.zeros((n, k), dtype=np.float32)
-    P[:, clf.classes_] = clf.predict_proba(pcs).astype(np.float32)
-    return P, known
-
-
-def _smoother(C: sp.csr_matrix) -> sp.csr_matrix:
-    W = C.copy().astype(np.float32)
-    d = np.asarray(W.sum(axis=1)).ravel()
-    d[d == 0] = 1.0
-    return sp.diags(1.0 / d) @ W
-
-
-def _smooth(S: np.ndarray, W: sp.csr_matrix, weight: float, n_iter: int) -> np.ndarray:
-    out = S
-    for _ in range(n_iter):
-        out = (1.0 - weight) * out + weight * (W @ out)
-    return out.astype(np.float32)
-
-
-def _clusters(
-    adata: ad.AnnData, cluster_key: str | None, C: sp.csr_matrix, seed: int
-) -> np.ndarray:
-    if cluster_key and cluster_key in adata.obs:
-        return pd.Categorical(adata.obs[cluster_key]).codes.astype(np.int64)
-    import scanpy as sc
-
-    logger.info(
-        "annotate: obs[%r] not found; clustering the graph (leiden) for cluster evidence",
-        cluster_key,
-    )
-    tmp = ad.AnnData(X=sp.csr_matrix((adata.n_obs, 1), dtype=np.float32))
-    tmp.obsp["connectivities"] = C
-    tmp.uns["neighbors"] = {"connectivities_key": "connectivities", "params": {"method": "umap"}}
-    sc.tl.leiden(
-        tmp,
-        resolution=1.0,
-        key_added="c",
-        random_state=seed,
-        flavor="igraph",
-        n_iterations=2,
-        directed=False,
-        neighbors_key="neighbors",
-    )
-    return pd.Categorical(tmp.obs["c"]).codes.astype(np.int64)
 
 
 # --------------------------------------------------------------------------- main
@@ -637,47 +291,53 @@ def annotate(
         adata.uns["bonemet"]["annotate"] = {"method": "none (no marker gene found)", "species": sp_}
         return adata if copy else None
     col = {j: i for i, j in enumerate(cols)}
-    E, normalised_here = _expression(adata, layer, cols)
-    E = _scale(_remove_background(E, adata.obs[sample_key] if sample_key in adata.obs else None))
+    expr, normalised_here = _expression(adata, layer, cols)
+    expr = _scale(
+        _remove_background(expr, adata.obs[sample_key] if sample_key in adata.obs else None)
+    )
 
-    C = _graph(adata, use_rep, layer, normalised_here, seed)
-    W = _smoother(C)
-    clusters = _clusters(adata, cluster_key, C, seed)
+    connectivities = _graph(adata, use_rep, layer, normalised_here, seed)
+    smoother = _smoother(connectivities)
+    clusters = _clusters(adata, cluster_key, connectivities, seed)
 
     # ---- lineage
     lineages = [c for c in CELL_TYPES if c != UNASSIGNED]
-    L = np.zeros((adata.n_obs, len(lineages)), dtype=np.float32)
+    lineage_raw = np.zeros((adata.n_obs, len(lineages)), dtype=np.float32)
     for k, lin in enumerate(lineages):
         members = [s for s in lsets.values() if s.target == lin and s.pos]
         if not members:
-            L[:, k] = -1.0
+            lineage_raw[:, k] = -1.0
             continue
         vals = []
         for s in members:
-            v = _score(E, col, s.pos, s.neg) * _shrink(s)
+            v = _score(expr, col, s.pos, s.neg) * _shrink(s)
             vals.append(v)
-        L[:, k] = np.min(vals, axis=0)
-    Ls = _smooth(L, W, *_LINEAGE_SMOOTH)
+        lineage_raw[:, k] = np.min(vals, axis=0)
+    lineage_smooth = _smooth(lineage_raw, smoother, *_LINEAGE_SMOOTH)
     ncl = int(clusters.max()) + 1
     onehot = sp.csr_matrix(
         (np.ones(adata.n_obs, dtype=np.float32), (clusters, np.arange(adata.n_obs))),
         shape=(ncl, adata.n_obs),
     )
     sizes = np.asarray(onehot.sum(axis=1)).ravel()
-    Lc = (onehot @ Ls) / np.maximum(sizes, 1)[:, None]
-    combined = (1 - _CLUSTER_WEIGHT) * Ls + _CLUSTER_WEIGHT * Lc[clusters]
+    lineage_cluster = (onehot @ lineage_smooth) / np.maximum(sizes, 1)[:, None]
+    combined = (1 - _CLUSTER_WEIGHT) * lineage_smooth + _CLUSTER_WEIGHT * lineage_cluster[clusters]
     best_comb = combined.argmax(axis=1)
-    best_cell = Ls.argmax(axis=1)
+    best_cell = lineage_smooth.argmax(axis=1)
     rows = np.arange(adata.n_obs)
     override = (best_cell != best_comb) & (
-        Ls[rows, best_cell] - Ls[rows, best_comb] > _OVERRIDE_MARGIN
+        lineage_smooth[rows, best_cell] - lineage_smooth[rows, best_comb] > _OVERRIDE_MARGIN
     )
-    ev = np.where(override[:, None], Ls, combined)
+    lineage_evidence = np.where(override[:, None], lineage_smooth, combined)
     lin_idx = np.where(override, best_cell, best_comb)
-    s1 = ev[rows, lin_idx]
-    ev2 = ev.copy()
-    ev2[rows, lin_idx] = -np.inf
-    s2 = np.maximum(ev2.max(axis=1), 0.0) if ev.shape[1] > 1 else np.zeros_like(s1)
+    s1 = lineage_evidence[rows, lin_idx]
+    runner_up = lineage_evidence.copy()
+    runner_up[rows, lin_idx] = -np.inf
+    s2 = (
+        np.maximum(runner_up.max(axis=1), 0.0)
+        if lineage_evidence.shape[1] > 1
+        else np.zeros_like(s1)
+    )
     lin_conf = np.sqrt(np.clip(s1, 0, 1)) * np.clip((s1 - s2) / np.maximum(s1, 1e-6), 0, 1)
     lin_label = np.asarray(lineages, dtype=object)[lin_idx]
 
@@ -717,7 +377,7 @@ def annotate(
         return _lineage_embedding(adata, layer, normalised_here, cells, seed)
 
     pop_label, pop_conf = _assign_populations(
-        E, col, W, psets, list(lsets.values()), lin_label, lineage_graph
+        expr, col, smoother, psets, list(lsets.values()), lin_label, lineage_graph
     )
     conf = np.where(unassigned, lin_conf, lin_conf * (0.75 + 0.25 * pop_conf))
     conf = np.clip(conf, 0.0, 1.0).astype(np.float32)
@@ -1028,118 +688,3 @@ def _celltypist_predict(
     labels = res.predicted_labels["predicted_labels"].astype(str).to_numpy()
     prob = res.probability_matrix.max(axis=1).to_numpy()
     return labels, prob, {"model": model_path}
-
-
-# --------------------------------------------------------------------------- agreement
-def label_agreement(
-    adata: ad.AnnData, *, label_key: str = "reference_label", key: str = "cell_type"
-) -> pd.DataFrame:
-    """Confusion table (cell counts): reference labels (rows) x annotation (columns).
-
-    Parameters
-    ----------
-    adata
-        Annotated data with ``obs[label_key]`` and ``obs[key]``.
-    label_key
-        Reference labels (``obs["reference_label"]`` when the run got ``--label-key``).
-    key
-        ``"cell_type"`` or ``"population"``.
-    """
-    for k in (label_key, key):
-        if k not in adata.obs:
-            raise InputError(f"obs[{k!r}] not found; run bm.tl.annotate / pass --label-key first")
-    ref = adata.obs[label_key].astype(str)
-    pred = adata.obs[key].astype(str)
-    tab = pd.crosstab(ref.rename(label_key), pred.rename(key))
-    cats = (
-        list(adata.obs[key].cat.categories)
-        if isinstance(adata.obs[key].dtype, pd.CategoricalDtype)
-        else []
-    )
-    order = [c for c in cats if c in tab.columns] + [c for c in tab.columns if c not in cats]
-    return tab[order]
-
-
-def lineage_accuracy(
-    adata: ad.AnnData,
-    *,
-    label_key: str = "reference_label",
-    key: str = "cell_type",
-    mapping: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, Any]:
-    """Fraction of evaluable cells whose ``cell_type`` is accepted for their reference label.
-
-    Reference labels map to accepted lineages through ``mapping`` (lower-cased keys), then
-    ``REFERENCE_LINEAGES``, then keywords; labels such as ``?`` and labels that map to
-    nothing are excluded. ``Unassigned`` counts as wrong.
-
-    Returns
-    -------
-    dict with ``accuracy``, ``n_evaluated``, ``n_excluded`` and ``per_label`` accuracies.
-    """
-    extra = {str(k).strip().lower(): tuple(v) for k, v in (mapping or {}).items()}
-    ref = adata.obs[label_key].astype(str).to_numpy()
-    pred = adata.obs[key].astype(str).to_numpy()
-    ok = np.zeros(ref.size, dtype=bool)
-    ev = np.zeros(ref.size, dtype=bool)
-    accepted: dict[str, tuple[str, ...] | None] = {}
-    for lab in np.unique(ref):
-        low = lab.strip().lower()
-        accepted[lab] = (extra[low] or None) if low in extra else _reference_lineages(lab)
-    for i, (r, p) in enumerate(zip(ref, pred)):
-        acc = accepted[r]
-        if acc is None:
-            continue
-        ev[i] = True
-        ok[i] = p in acc
-    per = {
-        lab: float(ok[ev & (ref == lab)].mean())
-        for lab in accepted
-        if accepted[lab] and (ev & (ref == lab)).any()
-    }
-    return {
-        "accuracy": float(ok[ev].mean()) if ev.any() else float("nan"),
-        "n_evaluated": int(ev.sum()),
-        "n_excluded": int((~ev).sum()),
-        "per_label": per,
-    }
-
-
-def _t_subset(label: str) -> str | None:
-    s = label.lower()
-    if re.search(r"cd8", s):
-        return "CD8"
-    if re.search(r"cd4|treg|regulatory", s):
-        return "CD4"
-    return None
-
-
-def cd8_cd4_accuracy(
-    adata: ad.AnnData, *, label_key: str = "reference_label", key: str = "population"
-) -> dict[str, Any]:
-    """CD8-vs-CD4 agreement among reference T cells.
-
-    Reference labels containing ``CD8`` are CD8, those containing ``CD4``/``Treg`` are CD4.
-    A prediction is CD8 when its population starts with ``CD8`` and CD4 for ``CD4 T``/``Treg``.
-
-    Returns
-    -------
-    dict: ``accuracy`` over reference T cells that the annotation called T cells (the
-    CD8/CD4 split), ``accuracy_all`` over all reference CD4/CD8 cells (non-T calls count
-    as wrong), and the counts.
-    """
-    ref = adata.obs[label_key].astype(str).map(_t_subset).to_numpy()
-    pop = adata.obs[key].astype(str).to_numpy()
-    pred = np.where(
-        np.char.startswith(pop.astype(str), "CD8"),
-        "CD8",
-        np.where(np.isin(pop, ["CD4 T", "Treg"]), "CD4", "other"),
-    )
-    isref = np.array([r is not None for r in ref])
-    called = isref & (pred != "other")
-    return {
-        "accuracy": float((pred[called] == ref[called]).mean()) if called.any() else float("nan"),
-        "accuracy_all": float((pred[isref] == ref[isref]).mean()) if isref.any() else float("nan"),
-        "n_reference_t": int(isref.sum()),
-        "n_called_t": int(called.sum()),
-    }

@@ -1,0 +1,36 @@
+"""The annotation's tuning constants, in one place (the annotate module docstring explains
+each rule they belong to).
+"""
+
+from __future__ import annotations
+
+import math
+
+# Scoring constants (documented in the module docstring).
+_NEG_WEIGHT = 0.5
+_MIN_GENES = 3
+_SCALE_QUANTILE = 0.9
+_SCALE_FLOOR = math.log1p(1.0)
+_BACKGROUND_QUANTILE = 0.25
+_MIN_BACKGROUND_CELLS = 50
+_LINEAGE_SMOOTH = (0.7, 2)  # (weight of the neighbourhood mean, iterations)
+_ROOT_SMOOTH = (0.7, 2)
+_STATE_SMOOTH = (0.5, 1)
+_CLUSTER_WEIGHT = 0.5
+_OVERRIDE_MARGIN = 0.1
+_MIN_LINEAGE_SCORE = 0.1
+_STATE_FLOOR = 0.15
+_STATE_MARGIN = 0.2
+_STATE_CAP = 0.45
+_SUBGRAPH_MIN_CELLS = 50  # a lineage is re-embedded for its roots when it has this many
+_SUBGRAPH_HVG = 1000
+_SUBGRAPH_PCS = 20
+_SUBGRAPH_SMOOTH = (0.7, 2)
+_SEED_SCORE = 0.3  # a root seed has this much own evidence for the root ...
+_SEED_OTHER = 0.05  # ... and no more than this for any other root of its lineage
+_SEED_MIN = 10  # seeds a root needs before the classifier learns it
+_SEED_C = 0.1  # inverse L2 strength of the seeded logistic regressions
+_STATE_SEED_SCORE = 0.3  # a state seed: own evidence >= this and above the threshold
+_STATE_SEED_NONE = 0.01  # a non-state seed: no own evidence and below the threshold
+_STATE_SEED_MIN = 20  # states with fewer seeds (or < 5% of the parent) keep the threshold
+_STATE_SEED_FRAC = 0.05
