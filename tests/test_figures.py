@@ -196,7 +196,8 @@ def test_missing_slots_skip_with_a_note(caplog: pytest.LogCaptureFixture, tmp_pa
 
 
 def test_integration_metrics_table_detects_mixing(mouse: ad.AnnData) -> None:
-    df = bm.pl.integration_metrics_table(mouse)
+    # the sklearn fallback here; the scib-metrics backend: tests/test_integration_metrics.py
+    df = bm.pl.integration_metrics_table(mouse, backend="sklearn-fallback")
     assert list(df.index) == ["unintegrated (X_pca)", "integrated (X_scVI)"]
     before, after = df.iloc[0], df.iloc[1]
     # the generated PCA carries a sample shift that the "integrated" space lacks

@@ -33,7 +33,13 @@ from ._common import (
     require,
     species_of,
 )
-from ._metrics import BATCH_METRICS, BIO_METRICS, integrated_basis, integration_metrics_table
+from ._metrics import (
+    BATCH_METRICS,
+    BIO_METRICS,
+    SCORE_COLUMNS,
+    integrated_basis,
+    integration_metrics_table,
+)
 from ._palette import UNASSIGNED
 
 __all__ = [
@@ -727,7 +733,8 @@ def integration_umaps(
 ) -> Figure:
     """UMAP before (``X_umap_unintegrated``, from PCA) and after integration (``X_umap``).
 
-    One row per ``color`` column present (sample first: good integration mixes samples
+    The before-integration panel shows the cells it was computed for (a sample on large
+    data; the count is in the title). One row per ``color`` column present (sample first: good integration mixes samples
     within each population while populations stay apart).
     """
     require(
@@ -747,15 +754,19 @@ def integration_umaps(
     fig = new_figure(2 * panel_size + max(legends) + 0.6, len(cols) * (panel_size + 0.2) + 0.3)
     axes = fig.subplots(len(cols), 2, squeeze=False)
     s = point_size(adata.n_obs)
+    before = np.isfinite(_embedding(adata, "X_umap_unintegrated")).all(axis=1)
+    n_before = int(before.sum())
+    shown = "" if n_before == adata.n_obs else f", {n_before:,} of {adata.n_obs:,} cells"
     for r, c in enumerate(cols):
         cats, colors = colors_for(adata, c)
         vals = adata.obs[c].astype(str).to_numpy()
-        for k, (basis, title) in enumerate(
-            (("X_umap_unintegrated", "Before integration (PCA)"),
-             ("X_umap", f"After integration ({after.removeprefix('X_')})"))
+        for k, (basis, title, rows) in enumerate(
+            (("X_umap_unintegrated", f"Before integration (PCA{shown})", before),
+             ("X_umap", f"After integration ({after.removeprefix('X_')})", slice(None)))
         ):  # fmt: skip
             ax = axes[r, k]
-            handles = _scatter_categories(ax, _embedding(adata, basis), vals, cats, colors, size=s)
+            emb = _embedding(adata, basis)[rows]
+            handles = _scatter_categories(ax, emb, vals[rows], cats, colors, size=s)
             _style_embedding_axes(ax, basis)
             ax.set_title(f"{title}\ncoloured by {_pretty(c).lower()}")
             if k == 1:
@@ -764,6 +775,16 @@ def integration_umaps(
 
 
 _METRIC_LABELS = {
+    "bras": "BRAS (batch ASW)",
+    "ilisi": "iLISI",
+    "kbet": "kBET",
+    "graph_connectivity": "Graph connectivity",
+    "pcr_comparison": "PCR comparison",
+    "isolated_labels": "Isolated labels",
+    "clisi": "cLISI",
+    "batch_correction": "Batch correction (mean)",
+    "bio_conservation": "Bio conservation (mean)",
+    "total": "Total (0.4 batch + 0.6 bio)",
     "silhouette_batch": "Batch ASW",
     "knn_batch_entropy": "kNN batch entropy (iLISI-like)",
     "silhouette_label": "Label ASW",
@@ -787,7 +808,11 @@ def integration_metrics(
     ``table`` defaults to :func:`integration_metrics_table` (needs known labels).
     """
     df = table if table is not None else integration_metrics_table(adata, label_key=label_key)
-    metrics = [m for m in (*BATCH_METRICS, *BIO_METRICS) if m in df.columns and df[m].notna().any()]
+    metrics = [
+        m
+        for m in (*BATCH_METRICS, *BIO_METRICS, *SCORE_COLUMNS)
+        if m in df.columns and df[m].notna().any()
+    ]
     if not metrics:
         raise MissingDataError("no integration metric could be computed (one batch, one label?)")
     fig = new_figure(8.6, 0.3 * len(metrics) * max(len(df), 1) + 1.6)
@@ -807,11 +832,18 @@ def integration_metrics(
             )  # fmt: skip
     ax.set_yticks(y, [_METRIC_LABELS.get(m, m) for m in metrics])
     for t, m in zip(ax.get_yticklabels(), metrics):
-        t.set_color("#1F4E79" if m in BATCH_METRICS else "#7B3294")
+        t.set_color(
+            "#1F4E79" if m in BATCH_METRICS else "#7B3294" if m in BIO_METRICS else "#000000"
+        )
     ax.invert_yaxis()
     ax.set_xlim(0, 1.12)
     ax.set_xlabel("Score (0–1, higher is better)")
-    ax.set_title("Integration metrics: batch mixing (blue labels), bio conservation (purple)")
+    how = ""
+    if "metrics_backend" in df.columns and "n_cells" in df.columns:
+        how = f"\n{df['metrics_backend'].iloc[0]}, {int(df['n_cells'].iloc[0]):,} cells"
+    ax.set_title(
+        "Integration metrics: batch correction (blue labels), bio conservation (purple)" + how
+    )
     ax.legend(title="Embedding", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return fig
 
