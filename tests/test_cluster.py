@@ -107,3 +107,22 @@ def test_ten_thousand_cells_use_pynndescent():
     assert adata.obsp["connectivities"].shape == (10_050, 10_050)
     assert adata.obsm["X_umap"].shape == (10_050, 2)
     assert adjusted_rand_score(adata.obs["truth"], adata.obs["leiden"]) > 0.9
+
+
+def test_before_integration_umap_is_a_bounded_sample():
+    """The report's before-integration UMAP costs at most ``unintegrated_cells`` cells; the
+    clusters and the integrated UMAP do not depend on it (ARI 1.0)."""
+    full, part, none = (_embedded(900, seed=4) for _ in range(3))
+    bm.tl.cluster(full, resolutions=(0.5,), resolution=0.5, seed=1)
+    bm.tl.cluster(part, resolutions=(0.5,), resolution=0.5, seed=1, unintegrated_cells=300)
+    bm.tl.cluster(none, resolutions=(0.5,), resolution=0.5, seed=1, unintegrated_cells=0)
+    for other in (part, none):
+        assert adjusted_rand_score(full.obs["leiden"], other.obs["leiden"]) == 1.0
+        assert (full.obsp["connectivities"] != other.obsp["connectivities"]).nnz == 0
+    drawn = np.isfinite(part.obsm["X_umap_unintegrated"]).all(axis=1)
+    assert drawn.sum() == 300 and np.isnan(part.obsm["X_umap_unintegrated"][~drawn]).all()
+    assert part.uns["bonemet"]["cluster"]["unintegrated_umap_cells"] == 300
+    assert "X_umap_unintegrated" not in none.obsm
+    assert none.uns["bonemet"]["cluster"]["unintegrated_umap_cells"] == 0
+    fig = bm.pl.integration_umaps(part, color=("truth",))
+    assert "300 of 900 cells" in fig.axes[0].get_title()

@@ -309,6 +309,7 @@ def cluster(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> 
         resolution=c.resolution,
         resolutions=c.resolutions,
         umap_min_dist=c.umap_min_dist,
+        unintegrated_cells=c.unintegrated_umap_cells,
         seed=cfg.seed,
     )
     _record(adata, "cluster", cfg.section_dict("cluster"), time.perf_counter() - t0)

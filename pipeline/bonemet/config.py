@@ -128,6 +128,7 @@ class ClusterConfig(_Section):
     resolution: float = Field(1.0, gt=0)
     resolutions: list[float] = Field(default_factory=lambda: [0.5, 1.0])
     umap_min_dist: float = Field(0.3, ge=0)
+    unintegrated_umap_cells: int = Field(10000, ge=0)
 
     @field_validator("resolutions")
     @classmethod

@@ -56,6 +56,7 @@ def cluster(
     resolution: float = 1.0,
     resolutions: Sequence[float] = (0.5, 1.0),
     umap_min_dist: float = 0.3,
+    unintegrated_cells: int = 10000,
     seed: int = 0,
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -63,8 +64,8 @@ def cluster(
 
     Builds the k-nearest-neighbour graph on ``use_rep`` (scanpy, pynndescent for large data),
     runs leiden (igraph flavour, 2 iterations, undirected) at every resolution and computes a
-    UMAP. A second neighbour graph on ``X_pca`` (stored under ``neighbors_unintegrated`` so the
-    main graph is kept) gives the before-integration UMAP.
+    UMAP. A second neighbour graph on ``X_pca`` of at most ``unintegrated_cells`` cells (a
+    seeded sample; the main graph is kept) gives the before-integration UMAP for the report.
 
     Parameters
     ----------
@@ -82,6 +83,9 @@ def cluster(
         Every resolution to compute (``obs["leiden_<res>"]``).
     umap_min_dist
         UMAP ``min_dist``.
+    unintegrated_cells
+        Cells in the before-integration UMAP (a seeded random sample when there are more;
+        the others get NaN coordinates); ``0`` leaves it out.
     seed
         Random state of neighbours, leiden and UMAP.
     copy
@@ -91,7 +95,7 @@ def cluster(
     -------
     ``None`` (or the copy). Writes ``obs["leiden"]``, ``obs["leiden_<res>"]`` (categoricals
     of cluster ids), ``obsm["X_umap"]``, ``obsm["X_umap_unintegrated"]`` (when ``X_pca``
-    exists), scanpy's ``obsp["distances"]``/``obsp["connectivities"]`` and
+    exists and ``unintegrated_cells`` > 0; NaN for cells outside the sample), scanpy's ``obsp["distances"]``/``obsp["connectivities"]`` and
     ``uns["neighbors"]``, ``uns["bonemet"]["cluster"]`` (use_rep, resolutions, n_clusters).
     """
     import scanpy as sc
@@ -131,16 +135,23 @@ def cluster(
         sc.tl.umap(adata, min_dist=umap_min_dist, random_state=seed)
     adata.uns.pop("umap", None)
 
-    if "X_pca" in adata.obsm:
-        if rep == "X_pca":
+    n_unintegrated = 0
+    if "X_pca" in adata.obsm and unintegrated_cells > 0:
+        n_unintegrated = min(adata.n_obs, int(unintegrated_cells))
+        if rep == "X_pca" and n_unintegrated == adata.n_obs:
             adata.obsm["X_umap_unintegrated"] = adata.obsm["X_umap"].copy()
         else:
             # a separate, lean object: the main graph in adata stays the integrated one
-            lean = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names.copy()))
-            lean.obsm["X_pca"] = np.asarray(adata.obsm["X_pca"])
+            cells = np.arange(adata.n_obs)
+            if n_unintegrated < adata.n_obs:
+                rng = np.random.default_rng(seed)
+                cells = np.sort(rng.choice(adata.n_obs, n_unintegrated, replace=False))
+            lean = ad.AnnData(obs=pd.DataFrame(index=adata.obs_names[cells].copy()))
+            lean.obsm["X_pca"] = np.asarray(adata.obsm["X_pca"])[cells]
+            k_lean = int(max(2, min(n_neighbors, len(cells) - 1)))
             sc.pp.neighbors(
                 lean,
-                n_neighbors=k,
+                n_neighbors=k_lean,
                 use_rep="X_pca",
                 random_state=seed,
                 key_added=_UNINTEGRATED_KEY,
@@ -152,7 +163,11 @@ def cluster(
                     random_state=seed,
                     neighbors_key=_UNINTEGRATED_KEY,
                 )
-            adata.obsm["X_umap_unintegrated"] = np.asarray(lean.obsm["X_umap"])
+            umap = np.full((adata.n_obs, 2), np.nan, dtype=np.float32)
+            umap[cells] = np.asarray(lean.obsm["X_umap"], dtype=np.float32)
+            adata.obsm["X_umap_unintegrated"] = umap
+    elif "X_umap_unintegrated" in adata.obsm:
+        del adata.obsm["X_umap_unintegrated"]  # from an earlier run with other settings
 
     bonemet_uns(adata)["cluster"] = {
         "use_rep": rep,
@@ -160,5 +175,6 @@ def cluster(
         "resolution": float(resolution),
         "resolutions": np.asarray(res_list, dtype=float),
         "n_clusters": n_clusters,
+        "unintegrated_umap_cells": n_unintegrated,
     }
     return adata if copy else None
