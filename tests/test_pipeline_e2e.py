@@ -105,6 +105,7 @@ def test_tables_provenance_model_report(finished_run):
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["bonemet_version"] == bm.__version__
     assert prov["device"] == "cpu"
+    assert 1 <= prov["threads"] <= len(os.sched_getaffinity(0))
     assert set(prov["timings"]) >= {"ingest", "qc", "merge", "integrate", "cluster", "report"}
     assert all(len(v) == 64 for v in prov["inputs"].values())  # sha256
     assert prov["packages"]["scvi-tools"] and prov["packages"]["scanpy"]

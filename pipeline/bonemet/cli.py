@@ -39,6 +39,13 @@ and --quiet. Documentation: README.md.
 def _add_common(p: argparse.ArgumentParser, *, config: bool = True) -> None:
     if config:
         p.add_argument("--config", metavar="CFG.yaml", help="run config (YAML) over the defaults")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for BLAS, numba and torch (default: $BONEMET_THREADS, else the "
+        "cores this process may use)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or log lines")
 
 
@@ -270,9 +277,16 @@ def _set_overrides(items: Sequence[str]) -> dict[str, Any]:
 
 
 def _load(args: argparse.Namespace, overrides: dict[str, Any] | None = None):
+    """The config of a per-stage command, with its thread cap applied."""
+    from ._threads import set_threads
     from .config import load_config
 
-    return load_config(getattr(args, "config", None), overrides=overrides)
+    over = dict(overrides or {})
+    if getattr(args, "threads", None) is not None:
+        over["threads"] = args.threads
+    cfg = load_config(getattr(args, "config", None), overrides=over or None)
+    set_threads(cfg.threads)
+    return cfg
 
 
 def _read(path: str):
@@ -381,6 +395,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         over.setdefault("integrate", {})["accelerator"] = args.accelerator
     if args.seed is not None:
         over["seed"] = args.seed
+    if args.threads is not None:
+        over["threads"] = args.threads
     if not args.config_file and not args.input and not args.geo:
         raise InputError("give a CONFIG.yaml, or --input PATH (or --geo GSE) with --out DIR")
     if not args.config_file and not args.out:

@@ -195,6 +195,7 @@ class Config(_Section):
     input: InputConfig = Field(default_factory=InputConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     seed: int = 0
+    threads: int | None = Field(None, ge=1)
     qc: QCConfig = Field(default_factory=QCConfig)
     normalize: NormalizeConfig = Field(default_factory=NormalizeConfig)
     integrate: IntegrateConfig = Field(default_factory=IntegrateConfig)

@@ -26,6 +26,7 @@ from ._logging import logger
 from ._meta import bonemet_uns, warnings_of
 from ._outdir import OutputLock, clean_parts, drop_stale, mark_stale
 from ._stages import REGISTRY, StageContext, stage_config
+from ._threads import set_threads
 from ._utils import sha256_file, write_h5ad, write_json
 from ._version import __version__
 from .config import Config, config_to_yaml, load_config
@@ -87,6 +88,7 @@ class Runner:
         self.ran: list[str] = []
         self.timings: dict[str, float] = {}
         self.input_sums: dict[str, str] = {}
+        self.threads: int | None = None
         self.on_stage = on_stage or (lambda stage, event: None)
 
     # -- keys and checkpoints -------------------------------------------------
@@ -150,6 +152,7 @@ class Runner:
         The run holds ``OUT/.bonemet/run.lock`` throughout (a second run into the same
         folder is refused) and first removes the temporary files of interrupted runs.
         """
+        self.threads = set_threads(self.cfg.threads)
         if self.cfg.integrate.accelerator in ("gpu", "cuda"):  # refused before any work
             from .tl._scvi_fast import resolve_device
 
@@ -255,6 +258,7 @@ class Runner:
             "stages_skipped": list(self.skipped),
             "timings": {**dict(meta.get("timings", {})), **self.timings},
             "device": _device(meta),
+            "threads": self.threads,
             "config": self.cfg_dict,
             "inputs": self.input_sums,
             "packages": package_versions(),

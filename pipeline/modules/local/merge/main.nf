@@ -25,7 +25,7 @@ process MERGE {
     def files = (h5ads instanceof List ? h5ads : [h5ads]).collect { it.toString() }.sort().join(' ')
     """
     python3 -c "import base64; open('stage_config.yaml', 'wb').write(base64.b64decode('${config_b64}'))"
-    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+    export BONEMET_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
     bonemet merge \\
         --input ${files} \\
         --config stage_config.yaml \\

@@ -24,7 +24,7 @@ process REPORT {
     script:
     def args = task.ext.args ?: ''
     """
-    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+    export BONEMET_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
     export MPLBACKEND=Agg MPLCONFIGDIR=\$PWD/.mplconfig
     bonemet report \\
         --input ${h5ad} \\

@@ -20,7 +20,7 @@ process SIMULATE {
     script:
     def args = task.ext.args ?: ''
     """
-    export OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
+    export BONEMET_THREADS=${task.cpus} OMP_NUM_THREADS=${task.cpus} MKL_NUM_THREADS=${task.cpus} OPENBLAS_NUM_THREADS=${task.cpus} NUMBA_NUM_THREADS=${task.cpus}
     bonemet simulate \\
         --out simulated \\
         --cells ${meta.cells} \\
