@@ -7,7 +7,7 @@
 #   BASE         the base image (default: the Dockerfile's python:3.11-slim-bookworm); e.g.
 #                bonemet-base:bookworm from scripts/make_base_image.sh
 #   CA           CA bundle for pip behind a TLS-intercepting proxy (default: $PIP_CERT when
-#                set), passed as the build secret `ca`, never stored in the image
+#                set; CA= for none), passed as the build secret `ca`, never stored in the image
 #   CONSTRAINTS  pip constraints file, passed as the build secret `constraints`
 #   BUILD_ARGS   more options for the build command, e.g. "--network host"
 set -euo pipefail
@@ -21,7 +21,7 @@ die() {
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)
 [ -n "$version" ] || die "no version in pyproject.toml"
 IMAGE=${IMAGE:-bonemet:$version}
-CA=${CA:-${PIP_CERT:-}}
+CA=${CA-${PIP_CERT:-}}  # CA= (empty) builds without one
 CONSTRAINTS=${CONSTRAINTS:-}
 
 if [ -z "${ENGINE:-}" ]; then
