@@ -346,6 +346,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     cfg = demo_config(
         src, out, species=args.species, seed=args.seed, integrate=integ, base=args.config
     )
+    if args.threads is not None:
+        cfg.threads = args.threads
     if not src.is_file():
         adata = datasets.simulate_bone_metastasis(
             n_cells=args.cells, n_samples=args.samples, species=args.species, seed=args.seed
@@ -434,7 +436,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 def _cmd_reference(args: argparse.Namespace) -> int:
     from . import tl
+    from ._threads import set_threads
 
+    set_threads(args.threads)
     adata = _read(args.input)
     out = tl.build_scanvi_reference(
         adata,
