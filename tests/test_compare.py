@@ -292,3 +292,40 @@ def test_squeeze_dispersions_matches_limma_moment_fit() -> None:
     assert d_inf == np.inf and np.allclose(same, 3.0)
     few, d_few = bm.tl.squeeze_dispersions(np.array([1.0, 5.0]), np.array([4.0, 4.0]))
     assert d_few == 0.0 and np.allclose(few, [1.0, 5.0])
+
+
+def test_compare_stage_and_its_tables_survive_a_checkpoint(tmp_path: Path) -> None:
+    """The stage stores DataFrames; tables built from a re-read checkpoint are identical."""
+    from bonemet import _stages
+    from bonemet.config import load_config
+    from bonemet.report import build_tables
+
+    a = bm.datasets.simulate_condition_design(
+        n_per_group=3, abundance_fold={CHI3L3: 3.0}, batch=True, seed=12, **SMALL
+    )
+    cfg = load_config({"compare": {"covariates": ["batch"], "min_cells": 15}})
+    _stages.compare(a, cfg)
+    assert a.uns["bonemet"]["parameters"]["compare"]["min_cells"] == 15
+    before = build_tables(a, cfg)
+    names = ["compare_design", "differential_abundance", "score_tests", "pseudobulk_de"]
+    assert set(names) <= set(before)
+    a.write_h5ad(tmp_path / "ckpt.h5ad")
+    after = build_tables(ad.read_h5ad(tmp_path / "ckpt.h5ad"), cfg)
+    for name in names:
+        pd.testing.assert_frame_equal(after[name], before[name], check_dtype=False)
+    # the generated batch crosses the condition, so it can be a covariate
+    assert before["compare_design"].groupby("condition")["batch"].nunique().eq(2).all()
+
+    # no condition column under the default key: skipped with a warning, not an error
+    b = bm.datasets.simulate_condition_design(n_per_group=2, seed=13, **SMALL)
+    del b.obs["condition"]
+    _stages.compare(b, load_config())
+    assert "bonemet_compare" not in b.uns
+    assert any("no 'condition' column" in w for w in _warnings(b))
+    # a key the user named but the data lack is an error listing the columns
+    with pytest.raises(InputError, match="'treatment' is not an obs column"):
+        _stages.compare(b, load_config({"compare": {"condition_key": "treatment"}}))
+    # switched off: nothing stored
+    c = bm.datasets.simulate_condition_design(n_per_group=2, seed=14, **SMALL)
+    _stages.compare(c, load_config({"compare": {"enabled": False}}))
+    assert "bonemet_compare" not in c.uns

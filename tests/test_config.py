@@ -173,7 +173,17 @@ def test_cli_config_writes_stage_slices(tmp_path) -> None:
     assert rc == 0
     names = sorted(p.stem for p in (tmp_path / "stages").glob("*.yaml"))
     assert names == sorted(
-        ["ingest", "qc", "merge", "integrate", "cluster", "annotate", "score", "report"]
+        [
+            "ingest",
+            "qc",
+            "merge",
+            "integrate",
+            "cluster",
+            "annotate",
+            "score",
+            "compare",
+            "report",
+        ]
     )
     integ = yaml.safe_load((tmp_path / "stages" / "integrate.yaml").read_text())
     assert "report" not in integ and integ["integrate"]["method"] == "scvi"
@@ -198,7 +208,7 @@ def test_replacing_a_model_reruns_annotate_only(tmp_path) -> None:
     model.write_bytes(b"weights v2")
     after = Runner(cfg)._keys()
     changed = [s for s in before if before[s] != after[s]]
-    assert changed == ["annotate", "score", "report"], changed
+    assert changed == ["annotate", "score", "compare", "report"], changed
     # no model configured: keys do not depend on model files at all
     plain = {**cfg, "annotate": {}}
     assert Runner(plain)._keys()["cluster"] == before["cluster"]

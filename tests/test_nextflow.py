@@ -246,6 +246,7 @@ def test_stub_run(tmp_path):
         "CLUSTER",
         "ANNOTATE",
         "SCORE",
+        "COMPARE",
         "REPORT",
     ):
         assert f"Submitted process > BONEMET:{stage}" in r.log, stage

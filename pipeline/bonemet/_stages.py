@@ -53,6 +53,7 @@ __all__ = [
     "cluster",
     "annotate",
     "score",
+    "compare",
     "report",
 ]
 
@@ -365,6 +366,37 @@ def score(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad
     return adata
 
 
+def compare(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
+    """Conditions compared with samples as replicates: abundance, pseudobulk DE, scores."""
+    from . import tl
+    from ._meta import add_warning
+
+    c = cfg.compare
+    t0 = time.perf_counter()
+    if not c.enabled:
+        pass
+    elif c.condition_key not in adata.obs and c.condition_key == "condition":
+        # no condition recorded at all (the default key): nothing to compare, not an error
+        add_warning(
+            adata,
+            "compare: skipped: obs has no 'condition' column; set input.condition_key (or "
+            "compare.condition_key) to the column that names each sample's condition",
+        )
+    else:
+        tl.compare(
+            adata,
+            condition_key=c.condition_key,
+            reference=c.reference,
+            subject_key=c.subject_key,
+            covariates=c.covariates,
+            min_cells=c.min_cells,
+            min_samples_per_group=c.min_samples_per_group,
+            de=c.de,
+        )
+    _record(adata, "compare", cfg.section_dict("compare"), time.perf_counter() - t0)
+    return adata
+
+
 def report(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> dict[str, Any]:
     """Tables, figures and the HTML report of a run, written into ``ctx.out_dir``."""
     from . import pl
@@ -427,6 +459,8 @@ REGISTRY: tuple[Stage, ...] = (
           "cell types and bone-metastasis populations", key_extra=model_checksums),
     Stage("score", score, "merged", ("score", "input.species", "seed"),
           "signature scores per cell"),
+    Stage("compare", compare, "merged", ("compare",),
+          "conditions compared with samples as replicates (abundance, DE, scores)"),
     Stage("report", report, "sink", ("",), "tables, figures and report.html"),
 )  # fmt: skip
 

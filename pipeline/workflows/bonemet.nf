@@ -5,7 +5,8 @@
  * re-runs a stage only when its own settings or its input changed).
  *
  *   MAKE_CONFIG -> [SIMULATE | FETCH_GEO | samplesheet] -> INGEST, QC (per sample, in
- *   parallel) -> MERGE -> INTEGRATE (process_gpu) -> CLUSTER -> ANNOTATE -> SCORE -> REPORT
+ *   parallel) -> MERGE -> INTEGRATE (process_gpu) -> CLUSTER -> ANNOTATE -> SCORE -> COMPARE
+ *   -> REPORT
  */
 
 include { MAKE_CONFIG     } from '../modules/local/make_config/main'
@@ -18,6 +19,7 @@ include { INTEGRATE       } from '../modules/local/integrate/main'
 include { CLUSTER         } from '../modules/local/cluster/main'
 include { ANNOTATE        } from '../modules/local/annotate/main'
 include { SCORE           } from '../modules/local/score/main'
+include { COMPARE         } from '../modules/local/compare/main'
 include { REPORT          } from '../modules/local/report/main'
 include { readSamplesheet } from './samplesheet'
 
@@ -83,11 +85,14 @@ workflow BONEMET {
 
     SCORE(ANNOTATE.out.h5ad, stageConfig('score'))
     ch_versions = ch_versions.mix(SCORE.out.versions)
-    ch_final    = SCORE.out.h5ad
+
+    COMPARE(SCORE.out.h5ad, stageConfig('compare'))
+    ch_versions = ch_versions.mix(COMPARE.out.versions)
+    ch_final    = COMPARE.out.h5ad
     ch_html     = Channel.empty()
 
     if (!params.skip_report) {
-        REPORT(SCORE.out.h5ad, ch_config)
+        REPORT(COMPARE.out.h5ad, ch_config)
         ch_versions = ch_versions.mix(REPORT.out.versions)
         ch_final    = REPORT.out.h5ad
         ch_html     = REPORT.out.html

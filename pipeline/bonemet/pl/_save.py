@@ -15,6 +15,7 @@ from .._logging import logger
 from .._meta import add_warning
 from .._utils import atomic_path
 from ._common import STYLE, MissingDataError, note_skip
+from ._compare import volcano
 from ._figures import (
     composition,
     integration_metrics,
@@ -101,6 +102,10 @@ FIGURES: tuple[FigureSpec, ...] = (
                lambda a: signature_violins(a, groupby="sample")),
     FigureSpec("review_axes", "axes", "The review's axes",
                "Per-sample quantities of the axes in the bone-metastasis literature.", review_axes),
+    FigureSpec("volcano", "compare", "Pseudobulk differential expression",
+               "Genes per population (pseudobulk over samples, PyDESeq2): log2 fold change vs "
+               "-log10 p; coloured: BH-adjusted p < 0.05; samples per group in each title.",
+               volcano),
 )  # fmt: skip
 
 

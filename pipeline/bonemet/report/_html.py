@@ -37,6 +37,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("populations", "Populations"),
     ("signatures", "Signatures"),
     ("axes", "The review's axes"),
+    ("compare", "Conditions compared (samples as replicates)"),
     ("other", "Other figures and tables"),
     ("parameters", "Parameters and versions"),
 )
@@ -502,6 +503,8 @@ def write_report(
         "populations": "No populations in this object (run bm.tl.annotate).",
         "signatures": "No signature scores in this object (run bm.tl.score).",
         "axes": "The populations the axes need are absent.",
+        "compare": "No condition comparison (one condition, no condition column, or the "
+        "compare stage was not run).",
     }
     nav, sections = [], []
     for key, heading in SECTIONS:

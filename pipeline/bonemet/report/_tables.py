@@ -150,6 +150,17 @@ def _integration_metrics(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
     return integration_metrics_table(adata)
 
 
+def _compare_part(part: str) -> Callable[[Any, Config | None], pd.DataFrame | None]:
+    """A table stored by the compare stage in ``uns["bonemet_compare"]``."""
+
+    def build(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+        res = adata.uns.get("bonemet_compare")
+        df = res.get(part) if isinstance(res, Mapping) else None
+        return df.reset_index(drop=True) if isinstance(df, pd.DataFrame) else None
+
+    return build
+
+
 #: Every table of a run, in the order the report shows them.
 TABLES: tuple[Table, ...] = (
     Table("qc_summary", _qc_summary, "qc"),
@@ -163,6 +174,11 @@ TABLES: tuple[Table, ...] = (
     Table("erythroid_mimicry", _erythroid_mimicry, "signatures"),
     Table("pseudobulk_ssgsea", _pseudobulk_ssgsea, "signatures"),
     Table("axes", _axes, "axes"),
+    Table("compare_design", _compare_part("design"), "compare"),
+    Table("differential_abundance", _compare_part("differential_abundance"), "compare"),
+    Table("score_tests", _compare_part("score_tests"), "compare"),
+    Table("pseudobulk_de", _compare_part("pseudobulk_de"), "compare"),
+    Table("pseudobulk_de_skipped", _compare_part("de_skipped"), "compare"),
 )
 
 
