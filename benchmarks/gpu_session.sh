@@ -5,7 +5,8 @@
 # preinstalled, no internet. Fill .whl/ first on a machine that has internet
 # (scripts/gpu_wheels.sh) and carry it with the working tree. In one call, on one card:
 #
-#   1. a venv over the system packages; the wheels of .whl/ installed into it (no deps);
+#   1. the wheels of .whl/ installed (no deps) into a folder put before the system
+#      packages on PYTHONPATH (no venv: python3-venv may be missing there);
 #   2. pytest -m gpu tests/test_scvi_fast.py tests/test_integrate.py -q
 #   3. benchmarks/integrate_gpu.py --sizes 200000
 #   4. benchmarks/integrate_gpu.py --sizes 1000000 --no-kang, if BUDGET_S leaves time
@@ -23,34 +24,36 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results/gpu-session}
 BUDGET_S=${BUDGET_S:-560}
 PYTHON=${PYTHON:-python3}
-VENV=${VENV:-/tmp/bonemet-gpu-venv}
+SITE=${SITE:-/tmp/bonemet-gpu-site}
+WHEELS=${WHEELS:-.whl}
 mkdir -p "$OUT"
 T0=$SECONDS
 left() { echo $((BUDGET_S - (SECONDS - T0))); }
 log() { echo "[gpu_session $(date -u +%H:%M:%S) +$((SECONDS - T0)) s] $*" | tee -a "$OUT/session.log"; }
 
 nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1 || log "nvidia-smi failed (see nvidia-smi.txt)"
-ls .whl/*.whl >/dev/null 2>&1 || { log "no wheels in .whl/: run scripts/gpu_wheels.sh first"; exit 2; }
-"$PYTHON" -m venv --system-site-packages "$VENV" || { log "cannot create $VENV"; exit 2; }
-PY="$VENV/bin/python"
-if ! "$PY" -m pip install -q --no-index --no-deps .whl/*.whl >>"$OUT/session.log" 2>&1; then
+ls "$WHEELS"/*.whl >/dev/null 2>&1 || { log "no wheels in $WHEELS/: run scripts/gpu_wheels.sh first"; exit 2; }
+PY="$PYTHON"
+if ! "$PY" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl \
+    >>"$OUT/session.log" 2>&1; then
   log "installing the carried wheels failed (see session.log)"
   exit 2
 fi
-export PYTHONPATH="$PWD/pipeline${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/pipeline:$SITE${PYTHONPATH:+:$PYTHONPATH}"
 "$PY" - <<'EOF' 2>&1 | tee -a "$OUT/session.log"
 import platform
+from importlib.metadata import version
 
-import anndata
-import scanpy
-import scvi
+import scanpy  # noqa: F401 - the imports the session needs
+import scvi  # noqa: F401
 import torch
 
 import bonemet
 
-print(f"python {platform.python_version()}, torch {torch.__version__}, scvi-tools "
-      f"{scvi.__version__}, anndata {anndata.__version__}, scanpy {scanpy.__version__}, "
-      f"bonemet {bonemet.__version__}, CUDA {torch.cuda.is_available()}")
+names = ("torch", "scvi-tools", "anndata", "scanpy", "lightning", "numpy")
+print(f"python {platform.python_version()}, "
+      + ", ".join(f"{n} {version(n)}" for n in names)
+      + f", bonemet {bonemet.__version__}, CUDA {torch.cuda.is_available()}")
 EOF
 gpu=$("$PY" -c "import re, torch; print(re.sub('[^A-Za-z0-9]+', '-', torch.cuda.get_device_name(0)).strip('-').lower())" 2>/dev/null || echo unknown-gpu)
 RES="$OUT/$(date -u +%F)-$gpu.json"

@@ -15,12 +15,11 @@ epoch), wall time, validation ELBO after every epoch and the wall time at which 
 reached ``stock_bs1024``'s final validation ELBO, peak GPU memory, and integration quality of
 the embedding.
 
-Quality: scib-metrics (``Benchmarker``; batch correction, bio conservation, total) when it
-is installed; otherwise a documented sklearn fallback on the same subsample (``--metric-cells``):
-batch = mean(batch ASW [scib definition: per label, 1 - |silhouette on batch|],
-kNN batch mixing [k=30: share of neighbours from another batch / the share expected from
-batch sizes, capped at 1]); bio = mean(label ASW [(silhouette+1)/2], NMI, ARI of k-means with
-k = number of labels); total = 0.4 * batch + 0.6 * bio (scib's weighting).
+Quality: :func:`bonemet.pl.integration_metrics_table` on one random subsample
+(``--metric-cells``) shared by all runs, with a PCA of the log-normalised counts as the
+unintegrated reference: scib-metrics' ``Benchmarker`` (batch correction, bio conservation,
+total; raw scores) when the ``metrics`` extra is installed, otherwise the table's documented
+sklearn fallback (see ``bonemet/pl/_metrics.py``). ``quality_method`` in the JSON says which.
 
 Output: ``benchmarks/results/<date>-<gpu>.json`` (``--out`` to change) with top-level
 ``device``, ``cells``, ``cells_per_s``, ``speedup_vs_stock_bs1024`` (wall time to the same
@@ -33,6 +32,11 @@ Usage::
     .venv/bin/python benchmarks/integrate_gpu.py                  # 200k + 1M + Kang on CUDA
     .venv/bin/python benchmarks/integrate_gpu.py --sizes 200000   # one size
     .venv/bin/python benchmarks/integrate_gpu.py --smoke          # tiny, CPU, checks the script
+
+Where scib-metrics cannot be installed (jaxlib's wheel alone is larger than what
+``benchmarks/gpu_session.sh`` can carry to a GPU machine), ``--save-embeddings DIR`` keeps
+each data set's metric subsample, and ``--rescore RESULT.json`` scores it again with
+scib-metrics on another machine and updates the file's quality fields.
 """
 
 from __future__ import annotations
@@ -305,95 +309,116 @@ def train_run(
 # ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
-def _fallback_metrics(emb: np.ndarray, batch: np.ndarray, label: np.ndarray, seed: int) -> dict:
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import (
-        adjusted_rand_score,
-        normalized_mutual_info_score,
-        silhouette_samples,
-        silhouette_score,
-    )
-    from sklearn.neighbors import NearestNeighbors
+def metric_subsample(
+    adata, embeddings: dict[str, np.ndarray], *, metric_cells: int, seed: int
+) -> dict[str, np.ndarray]:
+    """One random subsample shared by all runs: batch, label, each embedding, and ``X_pca``.
 
-    label_asw = (silhouette_score(emb, label) + 1) / 2
-    per_label = []
-    for lab in np.unique(label):
-        m = label == lab
-        if m.sum() < 3 or len(np.unique(batch[m])) < 2:
-            continue
-        s = silhouette_samples(emb[m], batch[m])
-        per_label.append(np.mean(1 - np.abs(s)))
-    batch_asw = float(np.mean(per_label)) if per_label else float("nan")
-    k = min(30, len(emb) - 1)
-    nn = NearestNeighbors(n_neighbors=k + 1).fit(emb)
-    idx = nn.kneighbors(emb, return_distance=False)[:, 1:]
-    other = (batch[idx] != batch[:, None]).mean(1)
-    _, inv, counts = np.unique(batch, return_inverse=True, return_counts=True)
-    expected = 1 - counts[inv] / len(batch)
-    mixing = float(np.mean(np.minimum(other / np.maximum(expected, 1e-9), 1.0)))
-    km = KMeans(n_clusters=len(np.unique(label)), n_init=4, random_state=seed).fit_predict(emb)
-    nmi = normalized_mutual_info_score(label, km)
-    ari = adjusted_rand_score(label, km)
-    batch_score = float(np.nanmean([batch_asw, mixing]))
-    bio = float(np.mean([label_asw, nmi, ari]))
-    return {
-        "label_asw": float(label_asw),
-        "batch_asw": batch_asw,
-        "knn_batch_mixing": mixing,
-        "nmi_kmeans": float(nmi),
-        "ari_kmeans": float(ari),
-        "batch_correction": batch_score,
-        "bio_conservation": bio,
-        "total": 0.4 * batch_score + 0.6 * bio,
-    }
+    ``X_pca`` (30 PCs of the log-normalised counts of the subsample) is the unintegrated
+    reference of scib-metrics' ``pcr_comparison``.
+    """
+    import anndata as ad
+    import scanpy as sc
 
-
-def quality(adata, embeddings: dict[str, np.ndarray], *, metric_cells: int, seed: int) -> dict:
-    """Metrics of each embedding on one shared random subsample."""
     rng = np.random.default_rng(seed)
-    n = adata.n_obs
-    sub = np.sort(rng.choice(n, min(n, metric_cells), replace=False))
-    batch = adata.obs["batch"].astype(str).to_numpy()[sub]
-    label = adata.obs["label"].astype(str).to_numpy()[sub]
-    out: dict[str, Any] = {"n_cells": int(len(sub))}
-    try:
-        import anndata as ad
-        import scanpy as sc
-        from scib_metrics.benchmark import Benchmarker
-
-        a = ad.AnnData(
-            X=adata.layers["counts"][sub].astype(np.float32),
-            obs=pd.DataFrame({"batch": batch, "label": label}),
-        )
-        sc.pp.normalize_total(a, target_sum=1e4)
-        sc.pp.log1p(a)
-        a.obsm["X_pca"] = sc.pp.pca(a.X, n_comps=30, random_state=seed)
-        for k, e in embeddings.items():
-            a.obsm[k] = np.asarray(e)[sub]
-        b = Benchmarker(
-            a,
-            batch_key="batch",
-            label_key="label",
-            embedding_obsm_keys=list(embeddings),
-            pre_integrated_embedding_obsm_key="X_pca",
-            n_jobs=-1,
-        )
-        b.benchmark()
-        df = b.get_results(min_max_scale=False)
-        df = df.loc[[k for k in embeddings if k in df.index]]
-        out["method"] = "scib-metrics"
-        for k in embeddings:
-            row = df.loc[k]
-            out[k] = {str(c): float(v) for c, v in row.items() if _isnum(v)}
-            out[k]["total"] = float(row["Total"])
-        return out
-    except ImportError:
-        out["method"] = "sklearn-fallback"
-    except Exception as e:  # scib present but failed: record why, use the fallback
-        out["method"] = "sklearn-fallback"
-        out["scib_error"] = f"{type(e).__name__}: {e}"[:300]
+    sub = np.sort(rng.choice(adata.n_obs, min(adata.n_obs, metric_cells), replace=False))
+    a = ad.AnnData(X=sp.csr_matrix(adata.layers["counts"][sub], dtype=np.float32))
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    arrays = {
+        # unicode, not object arrays: np.load reads them without pickle
+        "batch": np.asarray(adata.obs["batch"].astype(str).to_numpy()[sub], dtype=str),
+        "label": np.asarray(adata.obs["label"].astype(str).to_numpy()[sub], dtype=str),
+        "X_pca": sc.pp.pca(a.X, n_comps=30, random_state=seed).astype(np.float32),
+    }
     for k, e in embeddings.items():
-        out[k] = _fallback_metrics(np.asarray(e)[sub], batch, label, seed)
+        arrays[k] = np.asarray(e, dtype=np.float32)[sub]
+    return arrays
+
+
+def quality(arrays: dict[str, np.ndarray], *, seed: int) -> dict:
+    """Metrics of each embedding of :func:`metric_subsample`'s arrays.
+
+    :func:`bonemet.pl.integration_metrics_table` with scib-metrics' full default set when
+    it is installed, else the table's sklearn fallback. If scib-metrics is installed but
+    fails, the error is recorded and the fallback used.
+    """
+    import anndata as ad
+
+    from bonemet.pl import integration_metrics_table
+
+    names = [k for k in arrays if k not in ("batch", "label", "X_pca")]
+    n = len(arrays["batch"])
+    a = ad.AnnData(
+        obs=pd.DataFrame(
+            {"batch": arrays["batch"].astype(str), "label": arrays["label"].astype(str)},
+            index=[f"c{i}" for i in range(n)],
+        )
+    )
+    for k in ("X_pca", *names):
+        a.obsm[k] = np.asarray(arrays[k])
+    kw = {
+        "label_key": "label",
+        "batch_key": "batch",
+        "bases": ["X_pca", *names],
+        "max_cells": n,
+        "preset": "full",  # scib-metrics' default metric set
+        "n_jobs": os.cpu_count() or 1,
+        "seed": seed,
+    }
+    out: dict[str, Any] = {"n_cells": int(n)}
+    t0 = time.perf_counter()
+    try:
+        df = integration_metrics_table(a, **kw)
+    except Exception as e:  # scib present but failed: record why, use the fallback
+        out["scib_error"] = f"{type(e).__name__}: {e}"[:300]
+        df = integration_metrics_table(a, backend="sklearn-fallback", **kw)
+    out["method"] = str(df["metrics_backend"].iloc[0])
+    out["metrics_s"] = round(time.perf_counter() - t0, 1)
+    for key, row_name in {"X_pca": "unintegrated (X_pca)", **{k: k for k in names}}.items():
+        row = df.loc[row_name]
+        out[key] = {  # NaN (not computed, e.g. leiden here) left out: the JSON stays strict
+            str(c): float(v)
+            for c, v in row.items()
+            if c != "n_cells" and _isnum(v) and math.isfinite(float(v))
+        }
+    return out
+
+
+def apply_quality(ds: dict[str, Any], q: dict[str, Any]) -> None:
+    """Put ``q`` (from :func:`quality`) into a dataset record, with the deltas vs stock."""
+    runs = ds["runs"]
+    stock_key = "stock_bs128" if "stock_bs128" in q else "stock_bs1024"
+    for name in runs:
+        runs[name].pop("quality", None)
+        runs[name].pop("scib_total_delta_vs_stock", None)
+        if name in q:
+            runs[name]["quality"] = q[name]
+            runs[name]["scib_total_delta_vs_stock"] = round(
+                q[name]["total"] - q[stock_key]["total"], 4
+            )
+    ds.pop("scib_error", None)
+    ds.update(
+        {
+            "quality_method": q["method"],
+            "quality_cells": q["n_cells"],
+            "quality_s": q["metrics_s"],
+            "quality_reference": stock_key,
+            "quality_unintegrated": q["X_pca"],
+            **({"scib_error": q["scib_error"]} if "scib_error" in q else {}),
+        }
+    )
+
+
+def _dist_versions(*names: str) -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
     return out
 
 
@@ -451,25 +476,84 @@ def bench_dataset(
             round(ref["wall_s"] / t, 3) if t and name != "stock_bs1024" else None
         )
         res["cells_per_s_vs_stock_bs1024"] = round(res["cells_per_s"] / ref["cells_per_s"], 3)
-    q = quality(adata, embs, metric_cells=args.metric_cells, seed=args.seed)
-    stock_key = "stock_bs128" if "stock_bs128" in embs else "stock_bs1024"
-    for name in embs:
-        results[name]["quality"] = q[name]
-        results[name]["scib_total_delta_vs_stock"] = round(
-            q[name]["total"] - q[stock_key]["total"], 4
-        )
-    return {
+    arrays = metric_subsample(adata, embs, metric_cells=args.metric_cells, seed=args.seed)
+    ds: dict[str, Any] = {
         "cells": int(adata.n_obs),
         "genes": int(adata.n_vars),
         "batches": int(adata.obs["batch"].nunique()),
         "labels": int(adata.obs["label"].nunique()),
         "target_elbo_validation": target,
-        "quality_method": q["method"],
-        "quality_cells": q["n_cells"],
-        "quality_reference": stock_key,
-        **({"scib_error": q["scib_error"]} if "scib_error" in q else {}),
         "runs": results,
     }
+    if args.save_embeddings is not None:
+        # the metric subsample, to score again elsewhere (--rescore) where scib-metrics is
+        args.save_embeddings.mkdir(parents=True, exist_ok=True)
+        path = args.save_embeddings / f"{tag}-metric-subsample.npz"
+        np.savez_compressed(path, **arrays)
+        ds["embeddings_file"] = path.name
+        log(f"  metric subsample saved to {path}")
+    apply_quality(ds, quality(arrays, seed=args.seed))
+    return ds
+
+
+def rescore(path: Path, *, seed: int) -> int:
+    """Score the saved metric subsamples of a result JSON again (here: with scib-metrics)."""
+    record = json.loads(path.read_text())
+    for tag, ds in record["datasets"].items():
+        name = ds.get("embeddings_file")
+        if not name:
+            log(f"{tag}: no saved metric subsample; left as it is")
+            continue
+        with np.load(path.parent / name, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        q = quality(arrays, seed=seed)
+        apply_quality(ds, q)
+        ds["quality_scored_on"] = _here()
+        log(f"{tag}: {q['method']} in {q['metrics_s']} s")
+    summarise(record)
+    record.setdefault("versions", {})["rescored_with"] = _dist_versions(
+        "scib-metrics", "jax", "jaxlib"
+    )
+    _write_json(record, path)
+    log(f"wrote {path}")
+    return 0
+
+
+def _here() -> str:
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _write_json(record: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.part")
+    tmp.write_text(json.dumps(record, indent=2, default=float) + "\n")
+    os.replace(tmp, out)
+
+
+def summarise(record: dict[str, Any]) -> None:
+    """The headline fields of a result record, from its datasets."""
+    gen = sorted(
+        (k for k in record["datasets"] if k.startswith("generated_")),
+        key=lambda k: abs(int(k.split("_")[1]) - 200_000),
+    )
+    head = record["datasets"][gen[0]] if gen else next(iter(record["datasets"].values()))
+    fast_name = (
+        HEADLINE_FAST
+        if HEADLINE_FAST in head["runs"]
+        else next((r for r in head["runs"] if r.startswith("fast")), "stock_bs1024")
+    )
+    fast = head["runs"][fast_name]
+    record.update(
+        {
+            "cells": head["cells"],
+            "headline_dataset": gen[0] if gen else None,
+            "headline_run": fast_name,
+            "cells_per_s": fast["cells_per_s"],
+            "speedup_vs_stock_bs1024": fast.get("speedup_vs_stock_bs1024"),
+            "scib_total_delta_vs_stock": fast.get("scib_total_delta_vs_stock"),
+            "quality_method": head["quality_method"],
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,7 +587,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument(
+        "--save-embeddings",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="save each data set's metric subsample (embeddings, labels, batches) as .npz here",
+    )
+    p.add_argument(
+        "--rescore",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="only score the saved metric subsamples of this result file again, and update it",
+    )
     args = p.parse_args(argv)
+    if args.rescore is not None:
+        return rescore(args.rescore, seed=args.seed)
 
     import logging
 
@@ -575,27 +675,10 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():
         record = json.loads(out.read_text())
     record.setdefault("datasets", {}).update(datasets)
-    gen = sorted(
-        (k for k in record["datasets"] if k.startswith("generated_")),
-        key=lambda k: abs(int(k.split("_")[1]) - 200_000),
-    )
-    head = record["datasets"][gen[0]] if gen else next(iter(record["datasets"].values()))
-    fast_name = (
-        HEADLINE_FAST
-        if HEADLINE_FAST in head["runs"]
-        else next((r for r in head["runs"] if r.startswith("fast")), "stock_bs1024")
-    )
-    fast = head["runs"][fast_name]
+    summarise(record)
     record.update(
         {
             "device": dev_name,
-            "cells": head["cells"],
-            "headline_dataset": gen[0] if gen else None,
-            "headline_run": fast_name,
-            "cells_per_s": fast["cells_per_s"],
-            "speedup_vs_stock_bs1024": fast.get("speedup_vs_stock_bs1024"),
-            "scib_total_delta_vs_stock": fast.get("scib_total_delta_vs_stock"),
-            "quality_method": head["quality_method"],
             "smoke": bool(args.smoke),
             "targets": {
                 "cells_per_s_at_200k": 400_000,
@@ -607,18 +690,16 @@ def main(argv: list[str] | None = None) -> int:
                 "scvi-tools": scvi.__version__,
                 "bonemet": getattr(bonemet, "__version__", "?"),
                 "python": platform.python_version(),
+                **_dist_versions("scib-metrics", "jax", "jaxlib", "anndata", "scanpy"),
             },
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.part")
-    tmp.write_text(json.dumps(record, indent=2, default=float) + "\n")
-    os.replace(tmp, out)
+    _write_json(record, out)
     log(f"wrote {out}")
     log(
-        f"headline {record['headline_dataset']} {fast_name}: {record['cells_per_s']:,.0f} cells/s, "
+        f"headline {record['headline_dataset']} {record['headline_run']}: {record['cells_per_s']:,.0f} cells/s, "
         f"speed-up vs stock bs1024 (time to same val ELBO) {record['speedup_vs_stock_bs1024']}, "
         f"scib total delta {record['scib_total_delta_vs_stock']}"
     )
