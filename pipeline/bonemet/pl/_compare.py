@@ -84,7 +84,7 @@ def volcano(
     pops = pops[:max_panels]
     ncols = min(4, len(pops))
     nrows = int(np.ceil(len(pops) / ncols))
-    fig = new_figure(ncols * 3.3 + 0.2, nrows * 3.1 + 0.5)
+    fig = new_figure(max(ncols * 3.3 + 0.2, 4.4), nrows * 3.1 + 0.7)
     for i, pop in enumerate(pops):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         d = de[(de["population"] == pop) & de["p"].notna()]
@@ -105,9 +105,11 @@ def volcano(
         n_test = int(d["n_test"].iloc[0]) if len(d) else 0
         flag = "" if len(d) == 0 or bool(d["p_reliable"].iloc[0]) else ", p unreliable"
         short = pop if len(pop) <= 26 else pop[:24] + "…"
-        ax.set_title(f"{short}\n{n_test} vs {n_ref} samples, {int(sig.sum())} genes{flag}")
+        ax.set_title(
+            f"{short}\n{n_test} vs {n_ref} samples, {int(sig.sum())} genes{flag}", fontsize=9
+        )
         ax.set_xlabel("log2 fold change")
         if i % ncols == 0:
             ax.set_ylabel("-log10 p")
-    fig.suptitle(f"Pseudobulk DE (PyDESeq2), {contrast}: coloured padj < {alpha}")
+    fig.suptitle(f"Pseudobulk DE (PyDESeq2), {contrast}\ncoloured: padj < {alpha}", fontsize=10)
     return fig
