@@ -94,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-epochs", type=int, default=None, help="scVI epochs (default: demo config)"
     )
     p.add_argument("--no-resume", action="store_true", help="recompute every stage")
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep every stage's whole AnnData in OUT/.bonemet (default: lean checkpoints)",
+    )
     _add_common(p)
 
     p = sub.add_parser(
@@ -125,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"])
     p.add_argument("--seed", type=int)
     p.add_argument("--no-resume", action="store_true", help="recompute every stage")
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep every stage's whole AnnData in OUT/.bonemet (default: lean checkpoints)",
+    )
     _add_common(p, config=False)
 
     p = sub.add_parser(
@@ -353,7 +363,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             n_cells=args.cells, n_samples=args.samples, species=args.species, seed=args.seed
         )
         write_h5ad(adata, src)
-    Runner(cfg, resume=not args.no_resume).run()
+    Runner(cfg, resume=not args.no_resume, keep_checkpoints=args.keep_checkpoints).run()
     _done(out)
     return 0
 
@@ -404,7 +414,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.config_file and not args.out:
         raise InputError("--out DIR is required with --input")
     cfg = load_config(args.config_file, overrides=over)
-    Runner(cfg, resume=not args.no_resume).run()
+    Runner(cfg, resume=not args.no_resume, keep_checkpoints=args.keep_checkpoints).run()
     _done(Path(cfg.output.dir))
     return 0
 

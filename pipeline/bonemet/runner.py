@@ -70,6 +70,10 @@ class Runner:
         A :class:`~bonemet.config.Config`, a YAML path or a dict.
     resume
         Skip stages whose key is unchanged (default). ``False`` recomputes everything.
+    keep_checkpoints
+        Write every merged stage's checkpoint as a whole, uncompressed AnnData (default: lean,
+        gzip-compressed checkpoints of what each stage changed, applied to the gather
+        stage's whole one on resume).
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class Runner:
         *,
         resume: bool = True,
         on_stage: Callable[[str, str], None] | None = None,
+        keep_checkpoints: bool = False,
     ):
         self.cfg = config if isinstance(config, Config) else load_config(config)
         self.out = Path(self.cfg.output.dir)
@@ -89,6 +94,10 @@ class Runner:
         self.timings: dict[str, float] = {}
         self.input_sums: dict[str, str] = {}
         self.threads: int | None = None
+        self.keep_checkpoints = keep_checkpoints
+        self._fp: tuple = ()
+        # lean runs also compress their checkpoints (gzip, as bonemet.h5ad); whole ones not
+        self._compression: str | None = None if keep_checkpoints else "gzip"
         self.on_stage = on_stage or (lambda stage, event: None)
 
     # -- keys and checkpoints -------------------------------------------------
@@ -130,13 +139,48 @@ class Runner:
         for old in d.glob("*.h5ad"):
             old.unlink()
         for name, a in samples.items():
-            write_h5ad(a, d / f"{name}.h5ad", compression=None)
+            write_h5ad(a, d / f"{name}.h5ad", compression=self._compression)
         write_json(sorted(samples), d / "samples.json")
 
     def _read_samples(self, stage: str) -> dict[str, ad.AnnData]:
         d = self._ckpt_samples(stage)
         names = json.loads((d / "samples.json").read_text())
         return {n: ad.read_h5ad(d / f"{n}.h5ad") for n in names}
+
+    # A merged stage's checkpoint holds only what the stage can change (obs, var, obsm, obsp,
+    # varm, uns): the gather stage's checkpoint holds the matrices (X and layers), which later
+    # stages read but do not replace. A stage that does replace a matrix, or a run with
+    # keep_checkpoints, writes the whole object. Reading a checkpoint applies the chain of
+    # lean checkpoints to the last whole one, which gives the object exactly as it was.
+    def _matrices(self, adata: ad.AnnData) -> tuple:
+        return (id(adata.X), tuple((k, id(v)) for k, v in sorted(adata.layers.items())))
+
+    def _write_merged(self, stage: _stages.Stage, adata: ad.AnnData) -> None:
+        whole = (
+            self.keep_checkpoints or stage.scope == "gather" or self._matrices(adata) != self._fp
+        )
+        obj = adata if whole else _lean(adata)
+        write_h5ad(obj, self._ckpt(stage.name), compression=self._compression)
+        if whole:
+            self._fp = self._matrices(adata)
+
+    def _read_merged(self, name: str) -> ad.AnnData:
+        chain = []
+        for stage in REGISTRY[: [s.name for s in REGISTRY].index(name) + 1]:
+            if stage.checkpoint == "h5ad":
+                chain.append(stage.name)
+        adata: ad.AnnData | None = None
+        for stage_name in reversed(chain):  # the last whole checkpoint first
+            part = ad.read_h5ad(self._ckpt(stage_name))
+            if part.X is not None or stage_name == chain[0]:
+                adata = part
+                break
+        assert adata is not None
+        start = chain.index(stage_name) + 1
+        for later in chain[start:]:
+            _apply_lean(adata, ad.read_h5ad(self._ckpt(later)))
+        self._fp = self._matrices(adata)
+        return adata
 
     def _has_ckpt(self, stage: _stages.Stage) -> bool:
         if stage.checkpoint == "samples":
@@ -189,7 +233,7 @@ class Runner:
                 if last.checkpoint == "samples":
                     samples = self._read_samples(last.name)
                 else:
-                    adata = ad.read_h5ad(self._ckpt(last.name))
+                    adata = self._read_merged(last.name)
                 break
             except Exception as e:  # noqa: BLE001 - h5py/anndata/json raise many types
                 logger.warning(
@@ -232,7 +276,8 @@ class Runner:
                 assert samples is not None
                 self._write_samples(stage.name, samples)
             elif stage.checkpoint == "h5ad":
-                write_h5ad(adata, self._ckpt(stage.name), compression=None)
+                assert adata is not None
+                self._write_merged(stage, adata)
             self.timings[stage.name] = round(time.perf_counter() - t0, 3)
             self.ran.append(stage.name)
             state[stage.name] = keys[stage.name]
@@ -269,6 +314,32 @@ class Runner:
             "species": meta.get("species", ""),
             "warnings": warnings_of(adata),
         }
+
+
+def _lean(adata: ad.AnnData) -> ad.AnnData:
+    """``adata`` without its matrices (X and layers): what a merged stage may change."""
+    return ad.AnnData(
+        obs=adata.obs,
+        var=adata.var,
+        obsm=dict(adata.obsm),
+        obsp=dict(adata.obsp),
+        varm=dict(adata.varm),
+        uns=dict(adata.uns),
+    )
+
+
+def _apply_lean(adata: ad.AnnData, lean: ad.AnnData) -> None:
+    """Make ``adata``'s annotations those of a lean checkpoint (keys it lacks are removed)."""
+    adata.obs = lean.obs
+    adata.var = lean.var
+    adata.uns = dict(lean.uns)
+    for slot in ("obsm", "obsp", "varm"):
+        mine, theirs = getattr(adata, slot), getattr(lean, slot)
+        for key in list(mine):
+            if key not in theirs:
+                del mine[key]
+        for key in theirs:
+            mine[key] = theirs[key]
 
 
 def _device(meta: dict[str, Any]) -> str:
