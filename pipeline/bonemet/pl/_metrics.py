@@ -237,9 +237,10 @@ def _scib_rows(
     preset: str,
 ) -> dict[str, dict[str, float]]:
     import anndata as ad
+
+    Benchmarker = _import_benchmarker()  # first: it quiets umap's import warning
     from scib_metrics.benchmark import BatchCorrection, BioConservation
 
-    Benchmarker = _import_benchmarker()
     n_batches = len(pd.unique(batch))
     a = ad.AnnData(
         obs=pd.DataFrame(
