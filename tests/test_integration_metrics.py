@@ -157,3 +157,20 @@ def test_bad_arguments_are_clear_errors() -> None:
     del a.obs["true_population"]
     with pytest.raises(bm.pl.MissingDataError, match="known labels"):
         bm.pl.integration_metrics_table(a)
+
+
+def test_the_report_setting_chooses_the_backend_for_table_and_figure() -> None:
+    """``report.integration_metrics`` reaches every call made without a backend (the table
+    and the figure of one report), and unknown names are refused."""
+    adata = _embedded(300, seed=4)
+    with bm.pl.metrics_backend_default("sklearn-fallback"):
+        table = bm.pl.integration_metrics_table(adata)
+        bm.pl.integration_metrics(adata)
+    assert set(table["metrics_backend"]) == {"sklearn-fallback"}
+    cfg = bm.load_config({"report": {"integration_metrics": "sklearn-fallback"}})
+    assert cfg.report.integration_metrics == "sklearn-fallback"
+    with pytest.raises(bm.ConfigError, match="report.integration_metrics"):
+        bm.load_config({"report": {"integration_metrics": "fast"}})
+    with pytest.raises(bm.ConfigError, match="unknown integration metrics backend"):
+        with bm.pl.metrics_backend_default("fast"):
+            pass

@@ -406,12 +406,13 @@ def report(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> d
         raise InputError("the report stage needs an output folder (StageContext.out_dir)")
     out = Path(ctx.out_dir)
     t0 = time.perf_counter()
-    tables = rep.write_tables(adata, cfg, out / "tables")
-    figures: list[Path] = []
-    if cfg.report.figures:
-        figures = pl.save_figures(
-            adata, out / "figures", formats=tuple(cfg.report.formats), dpi=cfg.report.dpi
-        )
+    with pl.metrics_backend_default(cfg.report.integration_metrics):
+        tables = rep.write_tables(adata, cfg, out / "tables")
+        figures: list[Path] = []
+        if cfg.report.figures:
+            figures = pl.save_figures(
+                adata, out / "figures", formats=tuple(cfg.report.formats), dpi=cfg.report.dpi
+            )
     html = rep.write_report(
         adata,
         out,

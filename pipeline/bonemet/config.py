@@ -187,6 +187,7 @@ class ReportConfig(_Section):
     figures: bool = True
     formats: list[Literal["png", "pdf", "svg"]] = Field(default_factory=lambda: ["png", "pdf"])
     dpi: int = Field(300, ge=50, le=1200)
+    integration_metrics: Literal["auto", "scib-metrics", "sklearn-fallback"] = "auto"
 
 
 class Config(_Section):

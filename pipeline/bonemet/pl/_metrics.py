@@ -45,21 +45,23 @@ and figure of one run compute them once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import warnings
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from .._errors import InputError
+from .._errors import ConfigError, InputError
 from .._logging import logger
 from ._common import MissingDataError
 
 __all__ = [
+    "metrics_backend_default",
     "integration_metrics_table",
     "label_key_of",
     "integrated_basis",
@@ -139,6 +141,22 @@ def _import_benchmarker() -> Any:
         from scib_metrics.benchmark import Benchmarker
 
     return Benchmarker
+
+
+_DEFAULT_BACKEND: list[str] = ["auto"]
+
+
+@contextlib.contextmanager
+def metrics_backend_default(backend: str) -> Iterator[None]:
+    """Within the block, :func:`integration_metrics_table` called without ``backend`` uses
+    ``backend`` (the report stage sets its config's ``report.integration_metrics``)."""
+    if backend not in ("auto", SCIB, FALLBACK):
+        raise ConfigError(f"unknown integration metrics backend {backend!r}")
+    _DEFAULT_BACKEND.append(backend)
+    try:
+        yield
+    finally:
+        _DEFAULT_BACKEND.pop()
 
 
 def metrics_backend() -> str:
@@ -305,7 +323,7 @@ def integration_metrics_table(
     batch_key: str = "batch",
     bases: Sequence[str] | None = None,
     max_cells: int = DEFAULT_MAX_CELLS,
-    backend: Literal["auto", "scib-metrics", "sklearn-fallback"] = "auto",
+    backend: Literal["auto", "scib-metrics", "sklearn-fallback"] | None = None,
     preset: Literal["fast", "full"] = "fast",
     n_neighbors: int = 15,
     n_jobs: int = 1,
@@ -336,6 +354,7 @@ def integration_metrics_table(
     max_cells
         Cells are subsampled to at most this many (fixed ``seed``).
     backend
+        ``None``: the default (``"auto"``, or what :func:`metrics_backend_default` set).
         ``"auto"``: scib-metrics when it imports and the subsample has more than 90
         cells and two labels, else the sklearn fallback (logged). Naming a backend
         forces it (an error if scib-metrics is not installed).
@@ -356,6 +375,7 @@ def integration_metrics_table(
     The metrics table, index ``embedding`` (``"unintegrated (X_pca)"``,
     ``"integrated (X_scVI)"``, or ``"<key>"`` for other ``bases``).
     """
+    backend = backend or _DEFAULT_BACKEND[-1]
     if backend not in ("auto", SCIB, FALLBACK):
         raise InputError(
             f"integration metrics backend {backend!r} is unknown: use 'auto', "
