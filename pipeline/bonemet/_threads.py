@@ -72,4 +72,3 @@ def set_threads(threads: int | None = None) -> int:
         torch.set_num_threads(n)
     _APPLIED["threads"] = n
     return n
-

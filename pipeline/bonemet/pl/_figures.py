@@ -870,6 +870,7 @@ AXES_PAIRS: tuple[tuple[str, str, str, str, str], ...] = (
      "TIGIT axis, Monteran 2024"),
 )  # fmt: skip
 
+
 @figure_function
 def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
     """Per-sample scatter plots of the review's axes, one panel per axis.

@@ -214,9 +214,7 @@ def _keep_index(df: pd.DataFrame) -> bool:
     return df.index.name is not None or any(n is not None for n in df.index.names)
 
 
-def write_tables(
-    adata: Any, cfg: Config | None, out_dir: str | os.PathLike
-) -> dict[str, Path]:
+def write_tables(adata: Any, cfg: Config | None, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write :func:`build_tables` into ``out_dir/<name>.csv`` (atomically); name -> path."""
     out = Path(out_dir)
     return {

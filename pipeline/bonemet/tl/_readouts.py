@@ -2,7 +2,6 @@
 ambient-haemoglobin guard, and the review's axes per sample.
 """
 
-
 from __future__ import annotations
 
 import re

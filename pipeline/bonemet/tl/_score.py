@@ -307,5 +307,3 @@ def score(
         "scored %d/%d gene sets (%s) with %s", len(to_score), len(table), sp_, ", ".join(methods)
     )
     return adata if copy else None
-
-
