@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import InputError
-from ._meta import add_warning  # noqa: F401  (re-exported: its home is _meta)
 
 __all__ = [
     "SAMPLE_ID_PATTERN",

@@ -32,10 +32,21 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
+from .._counts import is_counts
 from .._errors import InputError
 from .._logging import logger
-from .._utils import add_warning
-from .._vocab import POPULATIONS, UNASSIGNED
+from .._meta import add_warning
+from .._vocab import (
+    CD8_POPULATIONS,
+    CHI3L3_NEUTROPHIL,
+    IRON_MACROPHAGE,
+    MACROPHAGE_POPULATIONS,
+    NEUTROPHIL_POPULATIONS,
+    POPULATIONS,
+    TEX,
+    TPEX,
+    UNASSIGNED,
+)
 
 __all__ = [
     "LINEAGE_FRACTIONS",
@@ -49,24 +60,12 @@ __all__ = [
 
 #: name -> (numerator populations, denominator populations) of the within-lineage fractions
 LINEAGE_FRACTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "Tpex / (Tpex + Tex)": (("CD8 Tpex (TCF1+)",), ("CD8 Tpex (TCF1+)", "CD8 Tex (terminal)")),
-    "Tpex / CD8 T": (
-        ("CD8 Tpex (TCF1+)",),
-        ("CD8 T", "CD8 Tpex (TCF1+)", "CD8 Tex (terminal)"),
-    ),
+    "Tpex / (Tpex + Tex)": ((TPEX,), (TPEX, TEX)),
+    "Tpex / CD8 T": ((TPEX,), CD8_POPULATIONS),
     "M-MDSC / classical monocytes": (("M-MDSC",), ("M-MDSC", "Classical monocyte")),
-    "PMN-MDSC / neutrophils": (
-        ("PMN-MDSC",),
-        ("PMN-MDSC", "Immature neutrophil (CHI3L3+)", "Mature neutrophil"),
-    ),
-    "CHI3L3+ immature / neutrophils": (
-        ("Immature neutrophil (CHI3L3+)",),
-        ("PMN-MDSC", "Immature neutrophil (CHI3L3+)", "Mature neutrophil"),
-    ),
-    "Iron-recycling / macrophages": (
-        ("Iron-recycling macrophage (VCAM1+CD163+CCR3+)",),
-        ("Macrophage", "Iron-recycling macrophage (VCAM1+CD163+CCR3+)"),
-    ),
+    "PMN-MDSC / neutrophils": (("PMN-MDSC",), NEUTROPHIL_POPULATIONS),
+    "CHI3L3+ immature / neutrophils": ((CHI3L3_NEUTROPHIL,), NEUTROPHIL_POPULATIONS),
+    "Iron-recycling / macrophages": ((IRON_MACROPHAGE,), MACROPHAGE_POPULATIONS),
 }
 
 _LN2 = math.log(2.0)
@@ -495,12 +494,6 @@ _DA_COLUMNS = [
 
 
 # ----------------------------------------------------------------- pseudobulk DE
-def _is_counts(m: Any, *, n_check: int = 200_000) -> bool:
-    data = m.data if sp.issparse(m) else np.asarray(m).ravel()
-    data = np.asarray(data[:n_check], dtype=float)
-    return bool(data.size == 0 or (np.all(data >= 0) and np.all(np.mod(data, 1) == 0)))
-
-
 def _pseudobulk(m: Any, groups: np.ndarray, order: Sequence[str]) -> np.ndarray:
     """Rows of ``m`` summed per group (in ``order``)."""
     code = pd.Categorical(groups, categories=list(order)).codes
@@ -643,7 +636,7 @@ def pseudobulk_de(
         )
     if m is None:
         m = adata.X
-    if not _is_counts(m):
+    if not is_counts(m):
         where = f"layers[{layer!r}]" if layer is not None else "X"
         raise NotCountsError(
             f"compare: {where} does not hold raw integer counts (negative or non-integer "
