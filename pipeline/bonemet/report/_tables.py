@@ -205,8 +205,48 @@ def build_tables(
             logger.info("table %s skipped: %s", t.name, e)
             continue
         if isinstance(df, pd.DataFrame) and not df.empty:
-            out[t.name] = df
+            out[t.name] = _with_sample_design(df, adata, cfg)
     return out
+
+
+def _sample_design(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    """Per sample: its condition (and subject) where the object records them."""
+    keys = ["condition"]
+    if cfg is not None:
+        keys = [
+            cfg.compare.condition_key,
+            *([cfg.compare.subject_key] if cfg.compare.subject_key else []),
+        ]
+    keys = [k for k in dict.fromkeys(keys) if k in adata.obs.columns and k != "sample"]
+    if "sample" not in adata.obs.columns or not keys:
+        return None
+    obs = adata.obs[["sample", *keys]].astype(str)
+    design = obs.groupby("sample", observed=True)[keys].first()
+    design.index = design.index.astype(str)
+    names = {}
+    if cfg is not None:
+        names = {cfg.compare.condition_key: "condition", cfg.compare.subject_key: "subject"}
+    return design.rename(columns=names)
+
+
+def _with_sample_design(df: pd.DataFrame, adata: Any, cfg: Config | None) -> pd.DataFrame:
+    """A table with one sample per row gains the sample's condition (and subject) columns."""
+    design = _sample_design(adata, cfg)
+    if design is None:
+        return df
+    if "sample" in df.columns:
+        samples = df["sample"].astype(str)
+    elif df.index.name == "sample":
+        samples = pd.Series(df.index.astype(str), index=df.index)
+    else:
+        return df
+    add = [c for c in design.columns if c not in df.columns]
+    if not add:
+        return df
+    df = df.copy()
+    for c in add:
+        df[c] = samples.map(design[c]).to_numpy()
+    return df
 
 
 def _keep_index(df: pd.DataFrame) -> bool:
