@@ -10,7 +10,7 @@ import anndata as ad
 import pytest
 import yaml
 from geo_server import GeoServer  # tests/geo_server.py
-from test_geo import ACC, V3, build_tree
+from geo_tree import ACC, V3, build_tree  # tests/geo_tree.py
 
 pytestmark = [
     pytest.mark.e2e,
