@@ -106,7 +106,18 @@ def compare(before: Path, after: Path) -> dict:
             if "Unnamed: 0" in d.columns:
                 d.drop(columns="Unnamed: 0", inplace=True)
         why = _same_frame(da, db)
-        tables[name] = "identical" if why is None else why
+        if why is None:
+            tables[name] = "identical"
+            continue
+        shared = [c for c in da.columns if c in db.columns]
+        added = sorted(set(db.columns) - set(da.columns))
+        removed = sorted(set(da.columns) - set(db.columns))
+        if shared and len(da) == len(db) and _same_frame(da[shared], db[shared]) is None:
+            tables[name] = (
+                f"identical on the {len(shared)} shared columns; added {added}, removed {removed}"
+            )
+        else:
+            tables[name] = why
     res["tables"] = tables
     res["tables_only_before"] = sorted(set(ta) - set(tb))
     res["tables_only_after"] = sorted(set(tb) - set(ta))
