@@ -14,8 +14,8 @@ from bonemet._signatures import (
     load_gene_set_file,
     load_gene_sets,
     match_genes,
-    resolve_species,
 )
+from bonemet._species import resolve_species, species_contradiction
 
 FILES = sorted(signatures_dir().glob("*.yaml"))
 
@@ -252,8 +252,27 @@ def test_match_prefers_exact_and_reports_coverage():
 
 
 def test_resolve_species():
-    assert resolve_species("mouse", ["CD8A"]) == "mouse"
-    assert resolve_species("auto", ["mt-Co1", "mt-Nd1", "Cd8a", "Ptprc", "Actb", "Lyz2"]) == "mouse"
-    assert resolve_species("auto", ["MT-CO1", "MT-ND1", "CD8A", "PTPRC", "ACTB", "LYZ"]) == "human"
+    """One rule: explicit, else the species the reader recorded, else the symbols."""
+    import anndata as ad
+    import pandas as pd
+
+    assert resolve_species(["CD8A"], "mouse") == "mouse"
+    assert resolve_species(["mt-Co1", "mt-Nd1", "Cd8a", "Ptprc", "Actb", "Lyz2"]) == "mouse"
+    assert resolve_species(["MT-CO1", "MT-ND1", "CD8A", "PTPRC", "ACTB", "LYZ"]) == "human"
     with pytest.raises(ValueError, match="species"):
-        resolve_species("zebrafish", ["A"])
+        resolve_species(["A"], "zebrafish")
+    # a recorded species wins over the symbols (upper-cased mouse data recorded as mouse)
+    a = ad.AnnData(var=pd.DataFrame(index=["MT-CO1", "MT-ND1", "CD8A", "PTPRC", "ACTB", "LYZ"]))
+    assert resolve_species(a) == "human"
+    a.uns["bonemet"] = {"species": "mouse"}
+    assert resolve_species(a) == "mouse"
+    assert resolve_species(a, "human") == "human"
+    # undecidable names: an error, or None for QC's any-case mito matching
+    with pytest.raises(ValueError, match="cannot detect the species"):
+        resolve_species(["A1", "B2"])
+    assert resolve_species(["A1", "B2"], strict=False) is None
+    # a declared species the symbols contradict is named, with what to do
+    mouse = ["mt-Co1", "mt-Nd1", "Cd8a", "Ptprc", "Actb", "Lyz2", "Hbb-bs"]
+    msg = species_contradiction(mouse, "human")
+    assert msg and "look mouse" in msg and "'auto'" in msg
+    assert species_contradiction(mouse, "mouse") is None
