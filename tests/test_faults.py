@@ -32,6 +32,9 @@ from conftest import simulate_counts
 import bonemet as bm
 from bonemet._resources import configs_dir
 
+# the faults are tried through the real CLI, most on a whole run: the e2e tier
+pytestmark = pytest.mark.e2e
+
 BONEMET = [sys.executable, "-m", "bonemet.cli"]
 FINAL_OUTPUTS = ("bonemet.h5ad", "report.html", "provenance.json", "config.yaml", "tables")
 

@@ -9,6 +9,9 @@ import zipfile
 from pathlib import Path
 
 import anndata as ad
+import pytest
+
+pytestmark = pytest.mark.e2e  # builds the wheel and runs `bonemet demo` end to end
 
 ROOT = Path(__file__).resolve().parents[1]
 
