@@ -95,6 +95,7 @@ def test_vocabularies_are_fixed() -> None:
     assert pop == set(annot.POPULATIONS) - {"Unassigned"}
 
 
+@pytest.mark.slow
 def test_outputs_are_categorical_with_full_vocabulary(sim_human: ad.AnnData, tmp_path) -> None:
     sim_human.write_h5ad(tmp_path / "annotated.h5ad")  # uns stays h5ad-serialisable
     back = ad.read_h5ad(tmp_path / "annotated.h5ad")
@@ -113,6 +114,7 @@ def test_outputs_are_categorical_with_full_vocabulary(sim_human: ad.AnnData, tmp
 
 
 # ----------------------------------------------------------------------------- generated data
+@pytest.mark.slow
 def test_generated_human_accuracy(sim_human: ad.AnnData) -> None:
     f1 = _f1(sim_human)
     assert np.mean(list(f1.values())) >= 0.96, f1  # measured 0.993

@@ -92,6 +92,7 @@ def test_copy_and_errors():
         bm.tl.cluster(empty)
 
 
+@pytest.mark.slow
 def test_ten_thousand_cells_use_pynndescent():
     """>= 10,000 cells: scanpy switches to pynndescent; pynndescent 0.7 broke scanpy 1.11 here.
 

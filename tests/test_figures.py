@@ -45,6 +45,7 @@ FULL_RUN = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_save_figures_full_run(mouse: ad.AnnData, tmp_path: Path) -> None:
     dpi = 60
     paths = bm.pl.save_figures(mouse, tmp_path, formats=("png", "pdf"), dpi=dpi, strict=True)
@@ -79,6 +80,7 @@ def test_png_is_figsize_times_dpi_at_300(mouse: ad.AnnData, tmp_path: Path) -> N
     assert len(np.unique(np.round(sub, 2), axis=0)) > 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("species", ["human", "mouse"])
 def test_every_function_on_each_species(species: str, human: ad.AnnData, mouse: ad.AnnData) -> None:
     a = human if species == "human" else mouse
@@ -174,6 +176,7 @@ def test_single_sample_and_no_optional_slots(tmp_path: Path) -> None:
     }
 
 
+@pytest.mark.slow
 def test_missing_slots_skip_with_a_note(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     a = make_annotated(300, 2, seed=4)
     for k in ("population", "cell_type"):

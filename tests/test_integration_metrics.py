@@ -59,6 +59,7 @@ def scib_table() -> pd.DataFrame:
     return bm.pl.integration_metrics_table(_embedded(), preset="full")
 
 
+@pytest.mark.slow
 def test_scib_backend_scores_the_integrated_space_higher(scib_table: pd.DataFrame) -> None:
     df = scib_table
     assert bm.pl.metrics_backend() == "scib-metrics"
@@ -86,6 +87,7 @@ def test_scib_backend_scores_the_integrated_space_higher(scib_table: pd.DataFram
     assert np.isnan(before["ari_leiden"]) and after["ari_leiden"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_fast_preset_leaves_out_the_per_label_metrics(scib_table: pd.DataFrame) -> None:
     df = bm.pl.integration_metrics_table(_embedded())  # the report's default
     assert (df["metrics_backend"] == "scib-metrics").all()
@@ -97,6 +99,7 @@ def test_fast_preset_leaves_out_the_per_label_metrics(scib_table: pd.DataFrame) 
     assert np.allclose(df["batch_correction"], bc)
 
 
+@pytest.mark.slow
 def test_scib_backend_with_one_batch_has_no_batch_scores(scib_table: pd.DataFrame) -> None:
     a = _embedded(n_batches=1)
     df = bm.pl.integration_metrics_table(a, backend="scib-metrics", preset="full")

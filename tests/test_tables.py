@@ -21,7 +21,9 @@ def test_per_sample_tables_carry_condition_and_subject(tmp_path) -> None:
     a.obs["donor"] = a.obs["sample"].map(
         {s: f"d{i % 2}" for i, s in enumerate(a.obs["sample"].cat.categories)}
     )
-    cfg = bm.load_config({"compare": {"subject_key": "donor"}})
+    cfg = bm.load_config(
+        {"compare": {"subject_key": "donor"}, "report": {"integration_metrics": "sklearn-fallback"}}
+    )
     tables = build_tables(a, cfg)
     qc = tables["qc_summary"]
     assert qc.index.name == "sample" and {"condition", "subject"} <= set(qc.columns)

@@ -147,7 +147,9 @@ def _integration_metrics(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
         return None
     from ..pl import integration_metrics_table
 
-    return integration_metrics_table(adata)
+    return integration_metrics_table(
+        adata, backend=cfg.report.integration_metrics if cfg is not None else None
+    )
 
 
 def _compare_part(part: str) -> Callable[[Any, Config | None], pd.DataFrame | None]:
