@@ -7,6 +7,7 @@ from typing import Any
 from . import (
     _annotate,
     _annotate_eval,
+    _axes,
     _cluster,
     _compare,
     _integrate,
@@ -16,6 +17,7 @@ from . import (
 )
 from ._annotate import *  # noqa: F401,F403
 from ._annotate_eval import *  # noqa: F401,F403
+from ._axes import *  # noqa: F401,F403
 from ._cluster import *  # noqa: F401,F403
 from ._compare import *  # noqa: F401,F403
 from ._integrate import *  # noqa: F401,F403
@@ -44,6 +46,7 @@ __all__ = [
     *_reference.__all__,
     *_score.__all__,
     *_readouts.__all__,
+    *_axes.__all__,
     *_compare.__all__,
     *_LAZY,
 ]
