@@ -367,7 +367,8 @@ def score(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad
 
 
 def compare(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
-    """Conditions compared with samples as replicates: abundance, pseudobulk DE, scores."""
+    """Conditions compared with samples as replicates: abundance, pseudobulk DE, scores;
+    then ligand-receptor interactions per condition (LIANA+), counted across samples."""
     from . import tl
     from ._meta import add_warning
 
@@ -392,6 +393,18 @@ def compare(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> 
             min_cells=c.min_cells,
             min_samples_per_group=c.min_samples_per_group,
             de=c.de,
+        )
+    if c.enabled and c.ligand_receptor:
+        tl.ligand_receptor(
+            adata,
+            condition_key=c.condition_key,
+            species=cfg.input.species,
+            min_cells=c.min_cells,
+            max_cells=c.ligrec_max_cells,
+            n_perms=c.ligrec_n_perms,
+            alpha=c.ligrec_alpha,
+            min_fraction=c.ligrec_min_fraction,
+            seed=cfg.seed,
         )
     _record(adata, "compare", cfg.section_dict("compare"), time.perf_counter() - t0)
     return adata
@@ -460,8 +473,8 @@ REGISTRY: tuple[Stage, ...] = (
           "cell types and bone-metastasis populations", key_extra=model_checksums),
     Stage("score", score, "merged", ("score", "input.species", "seed"),
           "signature scores per cell"),
-    Stage("compare", compare, "merged", ("compare",),
-          "conditions compared with samples as replicates (abundance, DE, scores)"),
+    Stage("compare", compare, "merged", ("compare", "seed", "input.species"),
+          "conditions compared with samples as replicates (abundance, DE, scores, ligand-receptor)"),
     Stage("report", report, "sink", ("",), "tables, figures and report.html"),
 )  # fmt: skip
 

@@ -164,6 +164,12 @@ class CompareConfig(_Section):
     min_cells: int = Field(20, ge=1)
     min_samples_per_group: int = Field(3, ge=2)
     de: bool = True
+    # ligand-receptor analysis per condition with LIANA+ (optional package `liana`)
+    ligand_receptor: bool = True
+    ligrec_max_cells: int = Field(300, ge=1)
+    ligrec_n_perms: int = Field(100, ge=10)
+    ligrec_alpha: float = Field(0.05, gt=0, lt=1)
+    ligrec_min_fraction: float = Field(0.5, gt=0, le=1)
 
     @field_validator("covariates")
     @classmethod

@@ -163,6 +163,17 @@ def _compare_part(part: str) -> Callable[[Any, Config | None], pd.DataFrame | No
     return build
 
 
+def _ligrec_part(part: str) -> Callable[[Any, Config | None], pd.DataFrame | None]:
+    """A table stored by the ligand-receptor analysis in ``uns["bonemet_ligrec"]``."""
+
+    def build(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+        res = adata.uns.get("bonemet_ligrec")
+        df = res.get(part) if isinstance(res, Mapping) else None
+        return df.reset_index(drop=True) if isinstance(df, pd.DataFrame) else None
+
+    return build
+
+
 #: Every table of a run, in the order the report shows them.
 TABLES: tuple[Table, ...] = (
     Table("qc_summary", _qc_summary, "qc"),
@@ -181,6 +192,8 @@ TABLES: tuple[Table, ...] = (
     Table("score_tests", _compare_part("score_tests"), "compare"),
     Table("pseudobulk_de", _compare_part("pseudobulk_de"), "compare"),
     Table("pseudobulk_de_skipped", _compare_part("de_skipped"), "compare"),
+    Table("ligand_receptor", _ligrec_part("table"), "compare"),
+    Table("ligand_receptor_samples", _ligrec_part("samples"), "compare"),
 )
 
 

@@ -11,6 +11,7 @@ from . import (
     _cluster,
     _compare,
     _integrate,
+    _ligrec,
     _readouts,
     _reference,
     _score,
@@ -21,6 +22,7 @@ from ._axes import *  # noqa: F401,F403
 from ._cluster import *  # noqa: F401,F403
 from ._compare import *  # noqa: F401,F403
 from ._integrate import *  # noqa: F401,F403
+from ._ligrec import *  # noqa: F401,F403
 from ._readouts import *  # noqa: F401,F403
 from ._reference import *  # noqa: F401,F403
 from ._score import *  # noqa: F401,F403
@@ -48,6 +50,7 @@ __all__ = [
     *_readouts.__all__,
     *_axes.__all__,
     *_compare.__all__,
+    *_ligrec.__all__,
     *_LAZY,
 ]
 
