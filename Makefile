@@ -12,11 +12,11 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11+ is required: set PYTHON=/path/to/python3"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[test,metrics]"
+	$(BIN)/python -m pip install -e ".[test,metrics,ligrec]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install bonemet with the test and metrics extras
+install: $(STAMP)  ## create .venv and install bonemet with the test, metrics and ligrec extras
 
 demo: install  ## run the pipeline on 20,000 generated cells into results/demo
 	$(BIN)/bonemet demo --out results/demo
