@@ -44,10 +44,54 @@ def _accuracy(path: Path) -> dict:
     }
 
 
+def _planted(tables: Path, sim: dict) -> dict:
+    """What the demo's compare tables find of the simulator's planted truth.
+
+    Abundance: the expected log2 ratio of each population's share (bone_met / control);
+    shifts of at least 2-fold (|log2| >= 1) should be found (BH-adjusted p < 0.05), the
+    populations within 7 % (|log2| < 0.1) should not. DE: the planted genes of the planted
+    population, found among its BH-adjusted p < 0.05 genes.
+    """
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    exp = pd.read_json(io.StringIO(sim["expected_composition"]), orient="split")
+    truth = np.log2(exp.loc["bone_met"] / exp.loc["control"])
+    da = pd.read_csv(tables / "differential_abundance.csv")
+    da = da[da["kind"] == "population"].set_index("test")
+    big = [p for p in truth.index[truth.abs() >= 1.0] if p in da.index]
+    null = [p for p in truth.index[truth.abs() < 0.1] if p in da.index]
+    found = [
+        p
+        for p in big
+        if da.loc[p, "padj"] < 0.05 and np.sign(da.loc[p, "log2fc"]) == np.sign(truth[p])
+    ]
+    false = [p for p in null if da.loc[p, "padj"] < 0.05]
+    out: dict = {
+        "da_planted_shifts": {p: round(float(truth[p]), 2) for p in big},
+        "da_planted_found": found,
+        "da_nulls": null,
+        "da_nulls_called": false,
+    }
+    pl = sim.get("planted_de")
+    de_path = tables / "pseudobulk_de.csv"
+    if pl is not None and de_path.is_file():
+        de = pd.read_csv(de_path)
+        d = de[de["population"] == pl["population"]]
+        hits = set(d.loc[d["padj"] < 0.05, "gene"])
+        genes = set(pl["genes"])
+        out["de_population"] = pl["population"]
+        out["de_planted_found"] = f"{len(hits & genes)}/{len(genes)}"
+        out["de_other_calls"] = len(hits - genes)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--cells", type=int, default=20000)
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--species", default="mouse")
     ap.add_argument("--out", default="results/bench_demo")
     ap.add_argument("--json", default="benchmarks/results/demo_cpu.json")
@@ -55,19 +99,27 @@ def main() -> None:
 
     import bonemet as bm
     from bonemet._utils import write_h5ad
-    from bonemet.cli import demo_config
+    from bonemet.cli import demo_config, demo_design
     from bonemet.runner import Runner
 
     bm.set_quiet(True)
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
+    design = demo_design(args.samples)
     adata = bm.datasets.simulate_bone_metastasis(
-        n_cells=args.cells, n_samples=args.samples, species=args.species, seed=0
+        n_cells=args.cells, n_samples=args.samples, species=args.species, seed=0, **design
     )
+    sim = adata.uns["bonemet_simulation"]
     src = write_h5ad(adata, out / "input" / "simulated.h5ad")
     simulate_s = time.perf_counter() - t0
-    cfg = demo_config(src, out, species=args.species, integrate={"accelerator": "cpu"})
+    cfg = demo_config(
+        src,
+        out,
+        species=args.species,
+        integrate={"accelerator": "cpu"},
+        batched="n_batches" in design,
+    )
     peaks: dict[str, float] = {}
     current = {"stage": None}
     stop = threading.Event()
@@ -111,6 +163,8 @@ def main() -> None:
     }
     report["dominant_stage"] = max(report["stage_s"], key=report["stage_s"].get)
     report.update(_accuracy(out / "bonemet.h5ad"))
+    report["design"] = {"samples": args.samples, **design}
+    report["planted_truth"] = _planted(out / "tables", sim)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -287,8 +287,72 @@ def test_single_sample() -> None:
         ({"n_samples": 0}, "n_samples"),
         ({"doublet_rate": 0.7}, "doublet_rate"),
         ({"ambient": -0.1}, "ambient"),
+        ({"n_samples": 2, "n_batches": 3}, "n_batches"),
+        ({"de_population": "Osteocyte", "de_genes": 5}, "de_population"),
+        ({"de_population": "B", "de_genes": 5, "de_lfc": 0}, "de_lfc"),
     ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(bm.InputError, match=match):
         bm.datasets.simulate_bone_metastasis(**{"n_cells": 500, **kwargs})
+
+
+def test_options_leave_the_default_output_alone() -> None:
+    """n_batches and planted DE draw from their own generator: the default data is unchanged,
+    and with them every cell keeps its sample, population and truth flags."""
+    a = bm.datasets.simulate_bone_metastasis(900, 4, species="human", seed=5)
+    b = bm.datasets.simulate_bone_metastasis(
+        900, 4, species="human", seed=5, n_batches=2, de_population="B", de_genes=10
+    )
+    assert "batch" not in a.obs and "planted_de" not in a.uns["bonemet_simulation"]
+    cols = ["sample", "condition", "true_population", "true_doublet", "true_low_quality"]
+    assert all(np.array_equal(a.obs[c].to_numpy(), b.obs[c].to_numpy()) for c in cols)
+    assert (a.X != b.X).nnz > 0
+
+
+def test_batches_cross_condition() -> None:
+    a = bm.datasets.simulate_bone_metastasis(1800, 6, seed=2, n_batches=2)
+    design = a.obs.groupby(["condition", "batch"], observed=True)["sample"].nunique()
+    # 3 samples per condition, dealt to 2 batches: both batches in both conditions
+    assert design.to_dict() == {
+        ("bone_met", "batch1"): 2, ("bone_met", "batch2"): 1,
+        ("control", "batch1"): 2, ("control", "batch2"): 1,
+    }  # fmt: skip
+    assert list(a.uns["bonemet_simulation"]["samples"]["batch"]) == [
+        "batch1", "batch2", "batch1", "batch1", "batch2", "batch1"
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_planted_truth_is_recovered_with_samples_as_replicates() -> None:
+    """The demo's design (6 samples, 2 batches crossing condition, planted DE in classical
+    monocytes): the compare stage's tests on the true populations find the large planted
+    abundance shifts and the planted DE genes, and leave the planted nulls alone."""
+    a = bm.datasets.simulate_bone_metastasis(
+        6000, 6, seed=0, n_batches=2, de_population="Classical monocyte", de_genes=30
+    )
+    a = a[~a.obs["true_doublet"] & ~a.obs["true_low_quality"]].copy()
+    a.layers["counts"] = a.X.copy()
+    sim = a.uns["bonemet_simulation"]
+    exp = pd.read_json(__import__("io").StringIO(sim["expected_composition"]), orient="split")
+    assert np.allclose(exp.sum(axis=1), 1.0)
+    truth = np.log2(exp.loc["bone_met"] / exp.loc["control"])
+    kw = {"population_key": "true_population", "covariates": ["batch"], "reference": "control"}
+    da = bm.tl.differential_abundance(a, **kw)
+    da = da[da["kind"] == "population"].set_index("test")
+    big = truth.index[truth.abs() >= 1.5]  # tumour ×11, CHI3L3+ immature neutrophils ×3.8
+    null = truth.index[truth.abs() < 0.1]  # plasma, macrophage, mast, osteoblast, MSC, endothelial
+    assert len(big) == 2 and len(null) == 6
+    assert (da.loc[big, "padj"] < 0.05).all()
+    assert (np.sign(da.loc[big, "log2fc"]) == np.sign(truth[big])).all()
+    assert (da.loc[null, "padj"] >= 0.05).all()
+    de, _ = bm.tl.pseudobulk_de(a, **kw, populations=["Classical monocyte", "B"])
+    planted = dict(zip(sim["planted_de"]["genes"], sim["planted_de"]["log2fc"]))
+    mono = de[de["population"] == "Classical monocyte"].set_index("gene")
+    hits = mono.index[mono["padj"] < 0.05]
+    found = [g for g in planted if g in hits]
+    assert len(found) >= 0.8 * len(planted)
+    assert all(np.sign(mono.loc[g, "log2fc"]) == np.sign(planted[g]) for g in found)
+    assert len(set(hits) - set(planted)) <= 0.2 * len(hits)
+    b_hits = set(de.loc[(de["population"] == "B") & (de["padj"] < 0.05), "gene"])
+    assert not b_hits & set(planted)  # the planted genes differ in monocytes only

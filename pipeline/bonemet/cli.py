@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
     p.add_argument("--cells", type=int, default=20000, help="number of cells (default 20000)")
-    p.add_argument("--samples", type=int, default=4, help="number of samples (default 4)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=6,
+        help="number of samples, half bone_met and half control (default 6: 3 vs 3)",
+    )
     p.add_argument("--species", choices=["human", "mouse"], default="mouse")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--accelerator", choices=["auto", "cpu", "gpu"], default="auto")
@@ -321,26 +326,47 @@ def demo_config(
     seed: int = 0,
     integrate: dict[str, Any] | None = None,
     base: str | Path | None = None,
+    batched: bool = False,
 ) -> Config:
-    """The run config of ``bonemet demo`` for the simulated ``src`` (benchmarks use it too)."""
+    """The run config of ``bonemet demo`` for the simulated ``src`` (benchmarks use it too).
+
+    ``batched``: the data has an ``obs["batch"]`` that crosses condition (see
+    :func:`demo_design`); it becomes the samples' batch and a covariate of ``compare``.
+    """
     from ._resources import configs_dir
     from .config import load_config
 
-    return load_config(
-        base or configs_dir() / "demo.yaml",
-        overrides={
-            "input": {
-                "path": str(src),
-                "sample_key": "sample",
-                "label_key": "true_population",
-                "condition_key": "condition",
-                "species": species,
-            },
-            "output": {"dir": str(out)},
-            "seed": seed,
-            "integrate": integrate or {},
-        },
-    )
+    inp = {
+        "path": str(src),
+        "sample_key": "sample",
+        "label_key": "true_population",
+        "condition_key": "condition",
+        "species": species,
+    }
+    over: dict[str, Any] = {
+        "input": inp,
+        "output": {"dir": str(out)},
+        "seed": seed,
+        "integrate": integrate or {},
+    }
+    if batched:
+        inp["batch_key"] = "batch"
+        over["compare"] = {"covariates": ["batch"]}
+    return load_config(base or configs_dir() / "demo.yaml", overrides=over)
+
+
+def demo_design(n_samples: int) -> dict[str, Any]:
+    """The simulator options of ``bonemet demo`` for ``n_samples`` samples.
+
+    Two processing batches that cross condition once each condition has two samples or
+    more (so condition is not confounded with batch), and 30 planted DE genes in classical
+    monocytes (half up, half down, log2 fold change 1.5 in bone_met).
+    """
+    n_met = (n_samples + 1) // 2
+    design: dict[str, Any] = {"de_population": "Classical monocyte", "de_genes": 30}
+    if min(n_met, n_samples - n_met) >= 2:
+        design["n_batches"] = 2
+    return design
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -352,15 +378,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     integ: dict[str, Any] = {"accelerator": args.accelerator}
     if args.max_epochs:
         integ["max_epochs"] = args.max_epochs
-    src = out / "input" / f"simulated_{args.species}_{args.cells}_{args.samples}_{args.seed}.h5ad"
+    design = demo_design(args.samples)
+    tag = "_b2" if "n_batches" in design else ""
+    src = (
+        out
+        / "input"
+        / f"simulated_{args.species}_{args.cells}_{args.samples}_{args.seed}{tag}_de.h5ad"
+    )
     cfg = demo_config(
-        src, out, species=args.species, seed=args.seed, integrate=integ, base=args.config
+        src,
+        out,
+        species=args.species,
+        seed=args.seed,
+        integrate=integ,
+        base=args.config,
+        batched="n_batches" in design,
     )
     if args.threads is not None:
         cfg.threads = args.threads
     if not src.is_file():
         adata = datasets.simulate_bone_metastasis(
-            n_cells=args.cells, n_samples=args.samples, species=args.species, seed=args.seed
+            n_cells=args.cells,
+            n_samples=args.samples,
+            species=args.species,
+            seed=args.seed,
+            **design,
         )
         write_h5ad(adata, src)
     Runner(cfg, resume=not args.no_resume, keep_checkpoints=args.keep_checkpoints).run()

@@ -572,6 +572,10 @@ def simulate_bone_metastasis(
     ambient: float = 0.03,
     low_quality_rate: float = 0.02,
     median_counts: float = 5000.0,
+    n_batches: int | None = None,
+    de_population: str | None = None,
+    de_genes: int = 0,
+    de_lfc: float = 1.5,
 ) -> Any:
     """Simulate raw UMI counts of bone-metastatic and control marrow samples.
 
@@ -606,6 +610,24 @@ def simulate_bone_metastasis(
         ``obs["true_low_quality"]``.
     median_counts
         Approximate median UMIs per cell before per-sample scaling.
+    n_batches
+        ``None`` (default): every sample has its own gene-wise batch factors. An integer:
+        the samples are processed in ``n_batches`` batches that cross condition (the
+        samples of each condition are dealt to the batches in turn), each batch with its
+        own gene-wise factors and every sample with a smaller residual of its own; the
+        batch is written to ``obs["batch"]``. Condition is then not confounded with batch,
+        so a design ``~ batch + condition`` can separate them.
+    de_population
+        A population (one of the 27) whose expression differs between conditions in
+        ``de_genes`` planted genes: half up, half down by ``de_lfc`` (natural-log scale ×
+        1/ln 2 = log2 fold change ``de_lfc``) in ``bone_met`` against ``control``; the
+        genes and their signed log2 fold changes are in
+        ``uns["bonemet_simulation"]["planted_de"]``. Every other gene and population is
+        a null for differential expression.
+    de_genes
+        Number of planted DE genes (0: none).
+    de_lfc
+        Absolute log2 fold change of the planted DE genes.
 
     Returns
     -------
@@ -613,7 +635,10 @@ def simulate_bone_metastasis(
         Raw counts in ``X`` (CSR, float32, integer-valued); ``var_names`` unique gene
         symbols; ``obs_names`` ``<sample>_<barcode>``. ``obs`` columns: ``sample``,
         ``condition``, ``true_population``, ``true_cell_type``, ``true_doublet``,
-        ``true_erythroid_mimicry``, ``true_hypoxic``, ``true_low_quality``.
+        ``true_erythroid_mimicry``, ``true_hypoxic``, ``true_low_quality`` (and ``batch``
+        with ``n_batches``). ``uns["bonemet_simulation"]["expected_composition"]``: each
+        population's expected share of a sample's cells per condition (the planted
+        abundance truth; samples vary around it).
         ``uns["bonemet_simulation"]``: the parameters, per-sample parameters, and the
         marker genes each programme used (``markers_used``) or left out
         (``markers_unused``).
@@ -641,6 +666,17 @@ def simulate_bone_metastasis(
             raise InputError(f"{name} must be in [0, {hi}), not {val}")
     if not median_counts > 100:
         raise InputError(f"median_counts must be above 100, not {median_counts}")
+    if n_batches is not None and not 1 <= int(n_batches) <= n_samples:
+        raise InputError(
+            f"n_batches must be between 1 and n_samples ({n_samples}), not {n_batches}"
+        )
+    if de_genes and de_population not in POPULATIONS:
+        raise InputError(
+            f"de_population must be one of the simulated populations ({', '.join(POPULATIONS)}), "
+            f"not {de_population!r}"
+        )
+    if int(de_genes) < 0 or not float(de_lfc) > 0:
+        raise InputError(f"de_genes must be ≥ 0 and de_lfc above 0, not {de_genes} and {de_lfc}")
 
     rng = np.random.default_rng(seed)
     uni = _gene_universe(species, rng)
@@ -684,6 +720,30 @@ def simulate_bone_metastasis(
     batch = rng.normal(0, 0.1, (n_samples, G))
     batch += rng.normal(0, 0.5, (n_samples, G)) * (rng.random((n_samples, G)) < 0.03)
     batch[:, mito_idx] = 0.0
+    # the options below draw from their own generator, so the default output stays as it was
+    rng_opt = np.random.default_rng([int(seed), 1])
+    batch_of = np.arange(n_samples)
+    if n_batches is not None:
+        within = np.zeros(n_samples, dtype=np.int64)
+        for c in set(conditions):
+            idx = [i for i, x in enumerate(conditions) if x == c]
+            within[idx] = np.arange(len(idx))
+        batch_of = within % int(n_batches)
+        b_f = rng_opt.normal(0, 0.1, (int(n_batches), G))
+        b_f += rng_opt.normal(0, 0.5, (int(n_batches), G)) * (
+            rng_opt.random((int(n_batches), G)) < 0.03
+        )
+        b_f[:, mito_idx] = 0.0
+        batch = b_f[batch_of] + 0.3 * batch  # shared by batch, plus a residual per sample
+    de_idx = np.zeros(0, dtype=np.int64)
+    de_sign = np.zeros(0)
+    if de_genes:
+        pool = np.flatnonzero(uni.role == "filler")
+        eta_p = eta_pop[pidx[de_population], pool]
+        pool = pool[eta_p >= np.quantile(eta_p, 0.5)]  # expressed well enough to be tested
+        de_idx = np.sort(rng_opt.choice(pool, size=min(int(de_genes), len(pool)), replace=False))
+        de_sign = np.where(np.arange(len(de_idx)) % 2 == 0, 1.0, -1.0)
+        rng_opt.shuffle(de_sign)
     compositions = np.zeros((n_samples, len(POPULATIONS)))
     counts_per_pop = np.zeros((n_samples, len(POPULATIONS)), dtype=np.int64)
     for s in range(n_samples):
@@ -777,6 +837,9 @@ def simulate_bone_metastasis(
     # ---- counts, in chunks
     # linear profile per (sample, population), normalised over non-mitochondrial genes
     W = np.exp(eta_pop[None, :, :] + batch[:, None, :])
+    if len(de_idx):
+        met = np.asarray(conditions) == "bone_met"
+        W[np.ix_(met, [pidx[de_population]], de_idx)] *= np.exp(de_sign * float(de_lfc) * np.log(2))
     W /= W.sum(2, keepdims=True)
     W = W.reshape(n_samples * len(POPULATIONS), G).astype(np.float32)
     prog_cols = np.flatnonzero(np.any(cprog.loadings != 0, axis=0))
@@ -832,6 +895,9 @@ def simulate_bone_metastasis(
             "true_low_quality": low_q[:N],
         }
     )
+    if n_batches is not None:
+        names = [f"batch{b + 1}" for b in range(int(n_batches))]
+        obs["batch"] = pd.Categorical(np.asarray(names)[batch_of[sample_of]], categories=names)
     bc = _barcodes(N, rng)
     obs.index = pd.Index([f"{samples[s]}_{b}" for s, b in zip(sample_of, bc)], dtype=str)
     var = pd.DataFrame(index=pd.Index(uni.genes, dtype=str))
@@ -861,13 +927,37 @@ def simulate_bone_metastasis(
         "composition": pd.DataFrame(compositions, index=samples, columns=list(POPULATIONS)).to_json(
             orient="split"
         ),
+        "expected_composition": _expected_composition(conditions).to_json(orient="split"),
         # keys are programme names ('/' would nest groups in HDF5)
         "markers_used": {k.replace("/", "_"): np.asarray(v, dtype=str) for k, v in used.items()},
         "markers_unused": {
             k.replace("/", "_"): np.asarray(v, dtype=str) for k, v in unused.items()
         },
     }
+    if n_batches is not None:
+        adata.uns["bonemet_simulation"]["n_batches"] = int(n_batches)
+        adata.uns["bonemet_simulation"]["samples"]["batch"] = np.asarray(
+            [f"batch{b + 1}" for b in batch_of], dtype=object
+        )
+    if len(de_idx):
+        adata.uns["bonemet_simulation"]["planted_de"] = {
+            "population": str(de_population),
+            "genes": np.asarray([uni.genes[g] for g in de_idx], dtype=object),
+            "log2fc": de_sign * float(de_lfc),
+        }
     logger.info(
         "simulated %d cells x %d genes (%s, %d samples, seed %d)", N, G, species, n_samples, seed
     )
     return adata
+
+
+def _expected_composition(conditions: list[str]) -> pd.DataFrame:
+    """Expected population shares per condition (rows), with the DKK1 effect at its mean."""
+    # the per-sample DKK1 level is uniform on [0.6, 1.6] (bone_met) or [0, 0.4] (control)
+    dkk1_mean = {"bone_met": 1.1, "control": 0.2}
+    rows = {}
+    for c in dict.fromkeys(conditions):
+        base = np.array([_BASE_COMPOSITION[c][p] for p in POPULATIONS])
+        base[POPULATIONS.index(_IMM_NEU)] *= 0.6 + 0.6 * dkk1_mean[c]
+        rows[c] = base / base.sum()
+    return pd.DataFrame(rows, index=list(POPULATIONS)).T
