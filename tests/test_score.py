@@ -348,78 +348,7 @@ def test_erythroid_mimicry_reports_scores_and_works_from_population_only():
     )
 
 
-# ---- axes ------------------------------------------------------------------------------
-def _axes_data() -> ad.AnnData:
-    genes = ["SPP1", "SLC40A1", "TFRC", "DKK1", "TIGIT", "CD226", "PVR", "NECTIN2", "ACTB"]
-    cells = []  # (sample, population, {gene: value})
-    s1 = [
-        ("Osteoclast", 4, {"SPP1": 2.5}),
-        ("CD8 Tpex (TCF1+)", 2, {"TIGIT": 0.5, "CD226": 1.5}),
-        ("CD8 Tex (terminal)", 6, {"TIGIT": 2.5}),
-        ("Macrophage", 3, {"SLC40A1": 1.0}),
-        ("Iron-recycling macrophage (VCAM1+CD163+CCR3+)", 1, {"SLC40A1": 3.0}),
-        ("Tumour epithelial", 4, {"TFRC": 1.5, "DKK1": 0.75, "PVR": 2.0, "NECTIN2": 1.0}),
-        ("Immature neutrophil (CHI3L3+)", 3, {}),
-        ("Mature neutrophil", 3, {}),
-        ("Classical monocyte", 4, {"PVR": 0.5, "NECTIN2": 1.5}),
-    ]
-    s2 = [p for p in s1 if p[0] != "Osteoclast"]  # no osteoclasts in s2
-    s2 = [(p, n if p != "Immature neutrophil (CHI3L3+)" else 1, v) for p, n, v in s2]
-    for s, spec in (("s1", s1), ("s2", s2)):
-        for pop, n, vals in spec:
-            cells += [(s, pop, vals)] * n
-    X = np.zeros((len(cells), len(genes)))
-    for i, (_, _, vals) in enumerate(cells):
-        X[i, genes.index("ACTB")] = 3.3
-        for g, v in vals.items():
-            X[i, genes.index(g)] = v
-    obs = pd.DataFrame(
-        [(s, p) for s, p, _ in cells],
-        columns=["sample", "population"],
-        index=[f"c{i}" for i in range(len(cells))],
-    )
-    return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
-
-
-@pytest.mark.parametrize("sparse", [False, True])
-def test_axes_table(sparse: bool):
-    a = _axes_data()
-    if sparse:
-        a.X = sp.csr_matrix(a.X)
-    t = bm.tl.axes_table(a).set_index("sample")
-    r = t.loc["s1"]
-    assert r["osteoclast_SPP1"] == pytest.approx(2.5)
-    assert r["cd8_tpex_fraction"] == pytest.approx(2 / 8)
-    assert r["macrophage_SLC40A1"] == pytest.approx((3 * 1.0 + 3.0) / 4)
-    assert r["tumour_TFRC"] == pytest.approx(1.5) and r["tumour_DKK1"] == pytest.approx(0.75)
-    assert r["chi3l3_neutrophil_fraction"] == pytest.approx(0.5)
-    assert r["cd8_TIGIT"] == pytest.approx((2 * 0.5 + 6 * 2.5) / 8)
-    assert r["cd8_CD226"] == pytest.approx(2 * 1.5 / 8)
-    assert r["tumour_PVR"] == pytest.approx(2.0) and r["tumour_NECTIN2"] == pytest.approx(1.0)
-    # myeloid = monocytes + macrophages here: PVR only on monocytes
-    assert r["myeloid_PVR"] == pytest.approx(4 * 0.5 / 8)
-    assert r["myeloid_NECTIN2"] == pytest.approx(4 * 1.5 / 8)
-    assert r["note"] == "" and r["n_osteoclast"] == 4 and r["n_cd8"] == 8
-    s2 = t.loc["s2"]
-    assert np.isnan(s2["osteoclast_SPP1"]) and "osteoclast" in s2["note"]
-    assert s2["n_osteoclast"] == 0
-    assert s2["chi3l3_neutrophil_fraction"] == pytest.approx(1 / 4)
-    assert s2["tumour_TFRC"] == pytest.approx(1.5)
-
-
-def test_axes_table_missing_gene_and_mouse_case():
-    a = _axes_data()
-    a = a[:, [g for g in a.var_names if g != "DKK1"]].copy()
-    a.var_names = [g.capitalize() for g in a.var_names]  # mouse-style symbols
-    t = bm.tl.axes_table(a).set_index("sample")
-    assert t.loc["s1", "osteoclast_SPP1"] == pytest.approx(2.5)
-    assert np.isnan(t.loc["s1", "tumour_DKK1"]) and "DKK1 not in var_names" in t.loc["s1", "note"]
-    b = a.copy()
-    del b.obs["population"]
-    with pytest.raises(InputError, match="annotate"):
-        bm.tl.axes_table(b)
-
-
+# ---- axes: tests/test_axes.py ------------------------------------------------------------
 def test_erythroid_mimicry_without_hb_genes_is_noted_not_fatal():
     a, _ = _mimicry_data()
     a = a[:, ~a.var_names.isin(["HBB", "HBA1", "HBA2", "ALAS2"])].copy()
@@ -453,6 +382,6 @@ def test_simulated_truth_mouse():
     call = a.obs["erythroid_mimicry_call"].to_numpy()
     assert not call[~tum].any()
     assert tab["n_called"].sum() == call.sum()
-    axes = bm.tl.axes_table(a)
-    assert list(axes["sample"]) == sorted(a.obs["sample"].astype(str).unique())
-    assert axes["cd8_tpex_fraction"].between(0, 1).all()
+    axes = bm.tl.axes_wide(bm.tl.axes_table(a, min_cells=3))
+    assert list(axes.index) == sorted(a.obs["sample"].astype(str).unique())
+    assert axes["tpex_fraction"].between(0, 1).all()

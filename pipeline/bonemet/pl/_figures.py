@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from ..tl._axes import AXIS_PAIRS
 from ._common import (
     MissingDataError,
     bonemet_uns,
@@ -850,44 +851,44 @@ def integration_metrics(
 
 # --------------------------------------------------------------------------- axes
 
-#: (x column, y column, x label, y label, source) of the review's axes; columns as in
-#: ``bm.tl.axes_table`` plus ``iron_macrophage_fraction`` and ``tumour_erythroid_mimicry``.
-AXES_PAIRS: tuple[tuple[str, str, str, str, str], ...] = (
-    ("osteoclast_SPP1", "cd8_tpex_fraction",
-     "SPP1 in osteoclasts (mean log1p CP10k)", "CD8 Tpex (fraction of CD8 T cells)",
-     "OPN axis, Cheng 2025"),
-    ("macrophage_SLC40A1", "tumour_TFRC",
-     "SLC40A1 in macrophages (mean log1p CP10k)", "TFRC in tumour cells (mean log1p CP10k)",
-     "Iron axis, Han 2025"),
-    ("iron_macrophage_fraction", "tumour_erythroid_mimicry",
-     "Iron-recycling macrophages (fraction of macrophages)",
-     "Erythroid mimicry in tumour (mean score, a.u.)", "Erythroid mimicry, Han 2025"),
-    ("tumour_DKK1", "chi3l3_neutrophil_fraction",
-     "DKK1 in tumour cells (mean log1p CP10k)",
-     "CHI3L3+ immature neutrophils (fraction of neutrophils)", "DKK1 axis, Shi 2025"),
-    ("myeloid_PVR", "cd8_TIGIT",
-     "PVR in myeloid cells (mean log1p CP10k)", "TIGIT in CD8 T cells (mean log1p CP10k)",
-     "TIGIT axis, Monteran 2024"),
-)  # fmt: skip
+#: (x key, y key, x label, y label, source) of the review's axes, as
+#: :data:`bonemet.tl.AXIS_PAIRS` (quantities of :func:`bonemet.tl.axes_table`).
+AXES_PAIRS = AXIS_PAIRS
+
+#: SPP1 sources drawn side by side in the OPN panel: (quantity, label)
+SPP1_SOURCES: tuple[tuple[str, str], ...] = (
+    ("osteoclast_SPP1", "Osteoclast"),
+    ("macrophage_SPP1", "Macrophage"),
+    ("osteoblast_SPP1", "Osteoblast"),
+    ("tumour_SPP1", "Tumour"),
+)
+
+
+def _p_text(p: float) -> str:
+    return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
 
 
 @figure_function
 def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
-    """Per-sample scatter plots of the review's axes, one panel per axis.
+    """Per-sample scatter plots of the review's axes, one panel per pair, as the papers
+    state them.
 
-    SPP1 in osteoclasts vs the CD8 Tpex fraction (Cheng 2025), macrophage SLC40A1
-    (ferroportin) vs tumour TFRC (CD71) and iron-recycling macrophages vs tumour
-    erythroid mimicry (Han 2025), tumour DKK1 vs CHI3L3+ immature neutrophils (Shi 2025),
-    myeloid PVR vs TIGIT on CD8 T cells (Monteran 2024). Points are samples, coloured by
-    condition when known; Spearman's rho is shown with ≥ 3 samples. Panels whose
-    quantities are missing in every sample are left out.
+    Panels: SPP1 from every source (osteoclasts, macrophages, osteoblasts, tumour); SPP1 in
+    osteoclasts vs Tpex / (Tpex + Tex) (Cheng 2025); SLC40A1 in the iron-recycling
+    macrophages vs tumour TFRC, iron-recycling fraction vs tumour erythroid mimicry and the
+    anaemia arm (TFRC vs globins in erythroid progenitors) (Han 2025); tumour DKK1 vs
+    CHI3L3+ immature neutrophils (Shi 2025); PVR on myeloid / tumour cells vs TIGIT on CD8
+    T cells / Tregs (Monteran 2024). Points are samples (coloured by condition when
+    known) with 95% CI bars; the title gives Spearman's rho with its p and n samples
+    (:func:`bonemet.tl.axes_correlations`). Pairs missing in every sample are left out.
 
     Parameters
     ----------
     table
-        A per-sample table (index or column ``sample``) with the :data:`AXES_PAIRS`
-        columns; default :func:`bonemet.tl.axes_table`.
+        The long table of :func:`bonemet.tl.axes_table` (default: computed from ``adata``).
     """
+    from ..tl._axes import axes_correlations, axes_wide
+
     if table is None:
         from .._errors import InputError
         from ..tl import axes_table
@@ -897,53 +898,84 @@ def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
             table = axes_table(adata)
         except InputError as e:
             raise MissingDataError(f"the review's axes: {e}") from e
-    df = table
-    if "sample" in df.columns:
-        df = df.set_index("sample")
+    df = axes_wide(table)
+    lo, hi = axes_wide(table, values="ci_low"), axes_wide(table, values="ci_high")
+    nn = axes_wide(table, values="n_cells")
     pairs = [
         p for p in AXES_PAIRS
         if p[0] in df.columns and p[1] in df.columns
         and (df[p[0]].notna() & df[p[1]].notna()).any()
     ]  # fmt: skip
-    if not pairs:
+    spp1 = [(k, lab) for k, lab in SPP1_SOURCES if k in df.columns and df[k].notna().any()]
+    if not pairs and not spp1:
         raise MissingDataError(
             "no axis of the review could be computed: the populations involved are absent"
         )
+    rho = axes_correlations(table).set_index(["x", "y"])
     has_cond = "condition" in df.columns and df["condition"].notna().any()
     conds = sorted(df["condition"].dropna().astype(str).unique()) if has_cond else []
     from ._palette import category_colors
 
     ccol = category_colors(conds)
-    ncols = min(2, len(pairs))
-    nrows = int(np.ceil(len(pairs) / ncols))
-    leg = legend_width(conds, 1) if has_cond else 0.0
-    fig = new_figure(ncols * 4.4 + leg + 0.3, nrows * 3.9 + 0.4)
-    from scipy.stats import spearmanr
 
-    for i, (xk, yk, xl, yl, src) in enumerate(pairs):
-        ax = fig.add_subplot(nrows, ncols, i + 1)
+    def colour(sample: Any) -> str:
+        return ccol.get(str(df.loc[sample, "condition"]), "#0072B2") if has_cond else "#0072B2"
+
+    n_panels = len(pairs) + (1 if spp1 else 0)
+    ncols = min(2, n_panels)
+    nrows = int(np.ceil(n_panels / ncols))
+    leg = legend_width(conds, 1) if has_cond else 0.0
+    fig = new_figure(ncols * 4.6 + leg + 0.3, nrows * 4.0 + 0.5)
+    k = 0
+    if spp1:
+        k += 1
+        ax = fig.add_subplot(nrows, ncols, k)
+        samples = list(df.index)
+        width = 0.7 / max(len(samples), 1)
+        for j, (key, _lab) in enumerate(spp1):
+            for i, s in enumerate(samples):
+                v = df.loc[s, key]
+                if not np.isfinite(v):
+                    continue
+                x = j - 0.35 + width * (i + 0.5)
+                err = [[v - lo.loc[s, key]], [hi.loc[s, key] - v]]
+                ax.errorbar(x, v, yerr=np.nan_to_num(err), fmt="o", color=colour(s), ms=5,
+                            mec="#222222", mew=0.5, elinewidth=0.8, capsize=2, zorder=3)  # fmt: skip
+        ax.set_xticks(range(len(spp1)), [lab for _k, lab in spp1])
+        n_med = [int(np.nanmedian(nn[key].to_numpy(dtype=float))) for key, _ in spp1]
+        ax.set_xlabel("Source (median cells per sample: " + ", ".join(map(str, n_med)) + ")")
+        ax.set_ylabel("SPP1 (mean log1p CP10k, 95% CI)")
+        ax.set_title("OPN axis, Cheng 2025: SPP1 by source\nn = "
+                     f"{len(samples)} samples", fontsize=10)  # fmt: skip
+    for xk, yk, xl, yl, src in pairs:
+        k += 1
+        ax = fig.add_subplot(nrows, ncols, k)
         sub = df.dropna(subset=[xk, yk])
-        cols = [ccol.get(str(c), "#0072B2") for c in sub["condition"]] if has_cond else "#0072B2"
-        ax.scatter(sub[xk], sub[yk], c=cols, s=45, edgecolors="#222222", linewidths=0.5, zorder=3)
+        for s, r in sub.iterrows():
+            xerr = np.nan_to_num([[r[xk] - lo.loc[s, xk]], [hi.loc[s, xk] - r[xk]]])
+            yerr = np.nan_to_num([[r[yk] - lo.loc[s, yk]], [hi.loc[s, yk] - r[yk]]])
+            ax.errorbar(r[xk], r[yk], xerr=xerr, yerr=yerr, fmt="o", color=colour(s), ms=6,
+                        mec="#222222", mew=0.5, elinewidth=0.7, capsize=2, zorder=3)  # fmt: skip
         if len(sub) <= 12:
             for name, r in sub.iterrows():
                 ax.annotate(str(name), (r[xk], r[yk]), xytext=(4, 3), textcoords="offset points",
                             fontsize=7, color="#333333")  # fmt: skip
+        n = len(sub)
         title = src
-        if len(sub) >= 3 and sub[xk].nunique() > 1 and sub[yk].nunique() > 1:
-            rho = spearmanr(sub[xk], sub[yk]).statistic
-            title += f"\nSpearman ρ = {rho:.2f}, n = {len(sub)} samples"
+        if (xk, yk) in rho.index and np.isfinite(rho.loc[(xk, yk), "rho"]):
+            r_ = rho.loc[(xk, yk)]
+            title += f"\nSpearman ρ = {r_['rho']:.2f}, {_p_text(r_['p'])}, n = {n} samples"
         else:
-            title += f"\nn = {len(sub)} sample{'s' if len(sub) != 1 else ''}"
+            title += f"\nn = {n} sample{'s' if n != 1 else ''} (no ρ below 3 or if constant)"
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.margins(0.15)
-        if has_cond and i == min(ncols, len(pairs)) - 1:
-            _outside_legend(
-                ax,
-                [Line2D([], [], marker="o", ls="", color=ccol[c], label=c) for c in conds],
-                "Condition",
-            )
-    fig.suptitle("The review's axes, per sample")
+    if has_cond:
+        _outside_legend(
+            fig.axes[min(ncols, n_panels) - 1],
+            [Line2D([], [], marker="o", ls="", color=ccol[c], label=c) for c in conds],
+            "Condition",
+        )
+    fig.suptitle("The review's axes, per sample (bars: 95% CI over cells)")
     return fig
