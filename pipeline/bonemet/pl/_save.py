@@ -28,6 +28,7 @@ from ._figures import (
     signature_violins,
     umap,
 )
+from ._gene_sets import gene_set_overlap
 from ._metrics import label_key_of
 
 __all__ = ["save_figures", "FIGURES", "FigureSpec", "iter_figures"]
@@ -100,6 +101,9 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("signature_violins_sample", "signatures", "Signature scores by sample",
                "Per-cell programme scores by sample.",
                lambda a: signature_violins(a, groupby="sample")),
+    FigureSpec("gene_set_overlap", "signatures", "Gene-set overlap",
+               "Jaccard index between the scored gene sets; numbers are shared genes (diagonal: "
+               "genes found per set).", gene_set_overlap),
     FigureSpec("review_axes", "axes", "The review's axes",
                "Per-sample quantities of the axes in the bone-metastasis literature.", review_axes),
     FigureSpec("volcano", "compare", "Pseudobulk differential expression",
@@ -153,7 +157,7 @@ def save_figures(
 
     Each file is written atomically (temporary file renamed on success). Figures whose
     slots are absent (no condition, no labels, no scores, ...) are skipped with a logged
-    note; a full run writes 16.
+    note; a full run writes 17.
 
     Parameters
     ----------

@@ -122,6 +122,34 @@ def _erythroid_mimicry(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
     return erythroid_mimicry(adata)
 
 
+def _erythroid_mimicry_calls(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    if "erythroid_mimicry_class" not in adata.obs.columns:
+        return None
+    from ..tl import erythroid_mimicry_calls
+
+    return erythroid_mimicry_calls(adata)
+
+
+def _gene_set_overlap(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    from ..tl import gene_set_overlap
+
+    return gene_set_overlap(adata) if _scored(adata) else None
+
+
+def _ferroptosis_index(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    if not _has(adata, "score_ferroptosis_driver", "score_ferroptosis_suppressor", "sample"):
+        return None
+    from ..tl import ferroptosis_index
+
+    return ferroptosis_index(adata) if _scored(adata) else None
+
+
+def _ferroptosis_genes(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    from ..tl import ferroptosis_genes
+
+    return ferroptosis_genes(adata) if _scored(adata) and _has(adata, "sample") else None
+
+
 def _axes(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
     from ..tl import axes_table
 
@@ -185,6 +213,10 @@ TABLES: tuple[Table, ...] = (
     Table("gene_set_coverage", _gene_set_coverage, "signatures"),
     Table("score_summary", _score_summary, "signatures"),
     Table("erythroid_mimicry", _erythroid_mimicry, "signatures"),
+    Table("erythroid_mimicry_calls", _erythroid_mimicry_calls, "signatures"),
+    Table("gene_set_overlap", _gene_set_overlap, "signatures"),
+    Table("ferroptosis_index", _ferroptosis_index, "signatures"),
+    Table("ferroptosis_genes_tumour", _ferroptosis_genes, "signatures"),
     Table("pseudobulk_ssgsea", _pseudobulk_ssgsea, "signatures"),
     Table("axes", _axes, "axes"),
     Table("compare_design", _compare_part("design"), "compare"),

@@ -1,5 +1,6 @@
-"""Read-outs of the scores: summaries per group, pseudobulk ssGSEA, erythroid mimicry with an
-ambient-haemoglobin guard, and the review's axes per sample.
+"""Read-outs of the scores: summaries per group, pseudobulk ssGSEA, erythroid mimicry
+(globins against a library-size-matched background, erythroid identity read separately, a
+graded ambient guard), gene-set overlaps and the net ferroptosis index.
 """
 
 from __future__ import annotations
@@ -24,14 +25,26 @@ from .._vocab import (
 )
 from ._score import (
     _BACKGROUND_POPULATIONS,
+    DECONTAMINATED,
     ERYTHROID_CELL_TYPES,
     ERYTHROID_POPULATIONS,
     HB_BACKGROUND_CELL_TYPES,
     _coverage_table,
+    _drop_warnings,
     _obs_str,
 )
 
-__all__ = ["score_summary", "pseudobulk_enrichment", "erythroid_mimicry"]
+__all__ = [
+    "score_summary",
+    "pseudobulk_enrichment",
+    "erythroid_mimicry",
+    "erythroid_mimicry_calls",
+    "wilson_interval",
+    "MIMICRY_CLASSES",
+    "gene_set_overlap",
+    "ferroptosis_index",
+    "ferroptosis_genes",
+]
 
 
 # --------------------------------------------------------------------------------------
@@ -173,6 +186,8 @@ def score_summary(
 
 
 def _counts_matrix(adata: AnnData, layer: str | None) -> Any:
+    if layer == "auto":
+        layer = DECONTAMINATED if DECONTAMINATED in adata.layers else "counts"
     if layer is not None and layer in adata.layers:
         return adata.layers[layer]
     if is_counts(adata.X, empty=False):
@@ -204,13 +219,14 @@ def pseudobulk_enrichment(
     gene_sets: None | str | Sequence[str] | Mapping[str, Sequence[str]] = None,
     species: str = "auto",
     min_coverage: float = 0.5,
-    layer: str | None = "counts",
+    layer: str | None = "auto",
     min_size: int = 3,
     seed: int = 0,
 ) -> pd.DataFrame:
     """ssGSEA (gseapy, offline) of gene sets on pseudobulk profiles per group.
 
-    Counts (``layers[layer]``, default ``"counts"``) are summed per group (population x
+    Counts (``layers[layer]``; default ``"auto"``: the ambient-corrected
+    ``layers["decontaminated"]`` when QC wrote it, else ``layers["counts"]``) are summed per group (population x
     sample by default; groups with fewer than ``min_cells`` cells are skipped), scaled to CPM
     and log1p-transformed; :func:`gseapy.ssgsea` then scores every gene set (species-aware,
     case-robust matching; sets below ``min_coverage`` are skipped, as in :func:`score`).
@@ -307,28 +323,160 @@ def _lineages(adata: AnnData) -> pd.Series:
     return out
 
 
+def wilson_interval(k: Any, n: Any, *, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a binomial proportion ``k / n`` (NaN where ``n == 0``)."""
+    from scipy.stats import norm
+
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    z = float(norm.ppf(0.5 + level / 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        den = 1 + z**2 / n
+        mid = (p + z**2 / (2 * n)) / den
+        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
+    lo, hi = np.clip(mid - half, 0, 1), np.clip(mid + half, 0, 1)
+    bad = ~(n > 0)
+    lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+    return lo, hi
+
+
+def _betabinom_fit(k: np.ndarray, n: np.ndarray) -> tuple[float, float]:
+    """Maximum-likelihood beta-binomial (alpha, beta) of ``k`` successes in ``n`` trials.
+
+    The per-cell share of a background cell's counts that come from the gene group varies
+    from cell to cell (how much ambient RNA each droplet caught) on top of counting noise;
+    the beta-binomial models both, so its tail is the right null for a cell of any size.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import betaln
+
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    # an all-zero background still gets a finite null: half a count over the pooled total
+    mu = max(k.sum(), 0.5) / max(n.sum(), 1.0)
+    mu = min(mu, 0.5)
+
+    def nll(x: np.ndarray) -> float:
+        a, b = np.exp(x)
+        return -float(np.sum(betaln(k + a, n - k + b) - betaln(a, b)))
+
+    s0 = 100.0
+    res = minimize(nll, np.log([mu * s0, (1 - mu) * s0]), method="Nelder-Mead",
+                   options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})  # fmt: skip
+    a, b = np.exp(res.x)
+    if not (np.isfinite(a) and np.isfinite(b)) or a <= 0 or b <= 0:
+        a, b = mu * s0, (1 - mu) * s0
+    return float(a), float(b)
+
+
+def _betabinom_sf(k: np.ndarray, n: np.ndarray, a: float, b: float) -> np.ndarray:
+    """P(K >= k) under BetaBinomial(n, a, b), per cell."""
+    from scipy.stats import betabinom
+
+    return np.clip(betabinom.sf(np.asarray(k) - 1, np.asarray(n), a, b), 0.0, 1.0)
+
+
+def _bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values."""
+    p = np.asarray(p, dtype=np.float64)
+    n = p.size
+    if n == 0:
+        return p
+    order = np.argsort(p)
+    ranked = p[order] * n / np.arange(1, n + 1)
+    q = np.minimum.accumulate(ranked[::-1])[::-1]
+    out = np.empty(n)
+    out[order] = np.minimum(q, 1.0)
+    return out
+
+
+def _mimicry_counts(adata: AnnData, layer: str | None) -> tuple[Any, str]:
+    """(counts matrix, its name) for the mimicry read-out.
+
+    ``"auto"``: ``layers["decontaminated"]`` (ambient-corrected by QC) when present, else
+    ``layers["counts"]``; a named layer when present; else ``expm1(X)`` (CP10k).
+    """
+    if layer == "auto":
+        for name in (DECONTAMINATED, "counts"):
+            if name in adata.layers:
+                return adata.layers[name], name
+    elif layer is not None and layer in adata.layers:
+        return adata.layers[layer], layer
+    X = adata.X
+    logger.warning(
+        "erythroid_mimicry: no %s layer; using expm1(X) (CP10k), so count floors do not apply",
+        "decontaminated or counts" if layer == "auto" else repr(layer),
+    )
+    return (X.expm1() if sp.issparse(X) else np.expm1(np.asarray(X))), "expm1(X)"
+
+
+def _row_sums(M: Any, idx: Sequence[int] | None = None) -> np.ndarray:
+    sub = M if idx is None else M[:, list(idx)]
+    return np.asarray(sub.sum(axis=1)).ravel().astype(np.float64)
+
+
+def _ambient_grade(frac: float, moderate: float, high: float) -> str:
+    if not np.isfinite(frac):
+        return "unknown"
+    return "low" if frac < moderate else ("moderate" if frac < high else "high")
+
+
+#: values of ``obs["erythroid_mimicry_class"]``
+MIMICRY_CLASSES = (
+    "globin_only",  # called: globins above the matched background, no erythroid identity
+    "globin_and_identity",  # globins with erythroid identity: an erythroid cell or a doublet
+    "below_background",  # tumour cell, globins not above the background
+    "not_assessed",  # not a tumour cell, a predicted doublet, or no threshold in the sample
+)
+
+
 def erythroid_mimicry(
     adata: AnnData,
     *,
     sample_key: str = "sample",
     background: Sequence[str] = HB_BACKGROUND_CELL_TYPES,
-    quantile: float = 0.99,
+    fdr: float = 0.05,
     min_background: int = 20,
     min_hb_counts: int = 2,
+    identity_level: float = 0.5,
+    min_identity_counts: int = 2,
+    ambient_moderate: float = 0.002,
     ambient_max: float = 0.01,
-    layer: str | None = "counts",
+    ci_level: float = 0.95,
+    layer: str | None = "auto",
     species: str = "auto",
     key_added: str = "erythroid_mimicry_call",
 ) -> pd.DataFrame:
-    """Erythroid mimicry in tumour cells, read against an ambient-haemoglobin background.
+    """Erythroid mimicry in tumour cells: globins above a library-size-matched background,
+    without erythroid identity.
 
-    Per cell, the Hb fraction is the share of its counts from the core set
-    (``erythroid_mimicry_core``: HBB/HBA1/HBA2/ALAS2, mouse Hbb-bs/Hbb-bt/Hba-a1/Hba-a2/Alas2).
-    In every sample, cells that cannot express haemoglobin (``background`` lineages: T, B, NK)
-    measure the ambient level; the threshold is the ``quantile`` of their per-cell fraction.
-    A tumour-epithelial cell is called when its fraction is above that threshold and it has at
-    least ``min_hb_counts`` core counts. Erythroid cells (``cell_type == "Erythroid"`` or
-    ``population == "Erythroid progenitor"``) and predicted doublets are never called.
+    For every cell, ``k`` = counts of the globin core (``erythroid_mimicry_core``: HBB, HBA1,
+    HBA2; mouse Hbb-bs, Hbb-bt, Hba-a1, Hba-a2) out of its ``n`` counts, read from the
+    ambient-corrected counts (``layers["decontaminated"]``) when QC wrote them, else from
+    ``layers["counts"]``.
+
+    1. **Background matched for library size.** In each sample the cells that cannot make
+       haemoglobin (``background`` lineages: T, B, NK; predicted doublets left out) define the
+       null: a beta-binomial fitted to their ``(k, n)`` (cell-to-cell variation of the ambient
+       share on top of counting noise). A tumour cell's p-value is ``P(K >= k | n)`` under that
+       null *at its own n*, so a tumour cell with 3x the UMIs of a T cell is held to the same
+       globin share, not to the T cells' noisier per-cell fractions. p-values are
+       Benjamini-Hochberg adjusted within the sample's tumour cells; ``q <= fdr`` and
+       ``k >= min_hb_counts`` make a globin-positive cell.
+    2. **Globins vs erythroid identity.** Erythroid identity (``erythroid_identity``: KLF1,
+       GATA1, GYPA, SLC4A1, CA1, AHSP) is read separately. A globin-positive tumour cell
+       whose identity share reaches ``identity_level`` x the median identity share of the
+       sample's erythroid cells (and has ``>= min_identity_counts`` identity counts) is
+       ``globin_and_identity``: an erythroid cell or a doublet with one, not called. The
+       others are ``globin_only``: the mimicry calls.
+    3. Erythroid cells (``cell_type == "Erythroid"`` / ``population == "Erythroid
+       progenitor"``) and predicted doublets are never called; every call's
+       ``obs["doublet_score"]`` is in :func:`erythroid_mimicry_calls`.
+    4. **Ambient guard, graded.** The pooled globin share of the background cells in the
+       counts used is graded ``low`` (< ``ambient_moderate``), ``moderate`` or ``high``
+       (>= ``ambient_max``; a warning is recorded). With corrected counts the grade reads the
+       ambient left after correction; the raw-count share is reported alongside.
 
     Parameters
     ----------
@@ -336,32 +484,49 @@ def erythroid_mimicry(
         Annotated data (``obs["cell_type"]`` or ``obs["population"]``, ``obs[sample_key]``).
     background
         ``cell_type`` values used as the no-haemoglobin background.
-    quantile
-        Quantile of the background's per-cell Hb fraction used as the call threshold.
+    fdr
+        Benjamini-Hochberg level for globin-positive cells, per sample.
     min_background
-        Fewer background cells in a sample: no threshold and no calls there (noted).
+        Fewer background cells in a sample: no null and no calls there (noted).
     min_hb_counts
-        Minimum core Hb counts for a call (counts layer only).
-    ambient_max
-        A sample whose pooled background Hb fraction exceeds this is flagged
-        ``ambient_high`` (and a warning recorded): its Hb signal is largely ambient.
+        Minimum globin counts for a call (not applied to ``expm1(X)``).
+    identity_level, min_identity_counts
+        When a globin-positive cell counts as having erythroid identity (see 2.).
+    ambient_moderate, ambient_max
+        Grade boundaries of the background globin share.
+    ci_level
+        Level of the Wilson interval of each sample's called fraction.
     layer
-        Counts layer (default ``"counts"``); without it, ``expm1(X)`` (CP10k) is used.
+        ``"auto"`` (corrected counts, else counts), a counts layer, or ``None`` (``expm1(X)``).
     species
-        For the core gene list; ``"auto"`` as in :func:`score`.
+        For the gene lists; ``"auto"`` as in :func:`score`.
     key_added
         obs column for the per-cell call (bool).
 
     Returns
     -------
-    One row per sample: ``n_tumour``, ``n_background``, ``n_erythroid_excluded``,
-    ``tumour_hb_fraction`` and ``background_hb_fraction`` (pooled counts), ``enrichment``
-    (their ratio), ``threshold``, ``n_called``, ``fraction_called``, ``mannwhitney_p``
-    (tumour > background, one-sided), ``ambient_high``, the tumour/background means of
-    ``obs["score_erythroid_mimicry*"]`` when present, and ``note``.
+    One row per sample: ``counts_source``, ``n_tumour`` (cells assessed), ``n_background``,
+    ``n_erythroid_excluded``, ``n_doublets_excluded``, ``tumour_hb_fraction`` and
+    ``background_hb_fraction`` (pooled, counts used), ``background_hb_fraction_raw`` (raw
+    counts), ``enrichment``, ``background_overdispersion`` (beta-binomial rho),
+    ``threshold`` (globin share a tumour cell of median size needs for a call),
+    ``n_globin_positive``, ``n_identity_excluded``, ``n_called``, ``fraction_called``,
+    ``fraction_ci_low``, ``fraction_ci_high`` (Wilson, ``ci_level``),
+    ``doublet_score_called_median``, ``doublet_score_called_max``, ``mannwhitney_p``
+    (tumour > background globin share, one-sided), ``ambient_grade``, ``ambient_high``, the
+    tumour/background means of the mimicry score columns present, and ``note``.
+
+    Writes ``obs[key_added]`` (bool), ``obs["erythroid_mimicry_class"]`` (one of
+    :data:`MIMICRY_CLASSES`), ``obs["erythroid_mimicry_p"]`` (BH-adjusted, NaN where not
+    assessed) and ``uns["bonemet"]["parameters"]["erythroid_mimicry"]`` (including
+    ``counts_source``).
     """
     from scipy.stats import mannwhitneyu
 
+    if not 0 < fdr < 1:
+        raise InputError(f"fdr must be within (0, 1), not {fdr!r}")
+    if not 0 < ci_level < 1:
+        raise InputError(f"ci_level must be within (0, 1), not {ci_level!r}")
     lineage = _lineages(adata)
     samples = _obs_str(adata, sample_key, hint="set sample_key= to the obs column naming samples")
     pop = (
@@ -369,96 +534,177 @@ def erythroid_mimicry(
         if "population" in adata.obs
         else pd.Series("", index=adata.obs_names)
     )
-    core = load_gene_sets("programme")["erythroid_mimicry_core"]
+    sets = load_gene_sets("programme")
     sp_ = resolve_species(adata, species)
-    hb_genes, cov = match_genes(core.genes(sp_), adata.var_names)
+    hb_genes, cov = match_genes(sets["erythroid_mimicry_core"].genes(sp_), adata.var_names)
+    id_genes, id_cov = match_genes(sets["erythroid_identity"].genes(sp_), adata.var_names)
     no_hb = not hb_genes
+    _drop_warnings(adata, "erythroid mimicry")
     if no_hb:
         add_warning(
             adata,
-            f"erythroid mimicry not assessed: none of the core haemoglobin genes "
-            f"{core.genes(sp_)} is in var_names (check species= and gene filtering)",
+            f"erythroid mimicry not assessed: none of the globin genes "
+            f"{sets['erythroid_mimicry_core'].genes(sp_)} is in var_names (check species= and "
+            "gene filtering)",
         )
-    idx = adata.var_names.get_indexer(hb_genes)
-    if layer is not None and layer in adata.layers:
-        M = adata.layers[layer]
-        from_counts = True
-    else:
-        X = adata.X
-        M = X.expm1() if sp.issparse(X) else np.expm1(np.asarray(X))
-        from_counts = False
-        logger.warning("erythroid_mimicry: layers[%r] missing; using expm1(X) (CP10k)", layer)
-    total = np.asarray(M.sum(axis=1)).ravel().astype(np.float64)
-    hb = np.asarray(M[:, idx].sum(axis=1)).ravel().astype(np.float64)
+    M, source = _mimicry_counts(adata, layer)
+    from_counts = source != "expm1(X)"
+    hb_idx = adata.var_names.get_indexer(hb_genes)
+    id_idx = adata.var_names.get_indexer(id_genes)
+    total = _row_sums(M)
+    hb = _row_sums(M, hb_idx)
+    ident = _row_sums(M, id_idx) if len(id_idx) else np.zeros_like(hb)
     frac = np.divide(hb, total, out=np.zeros_like(hb), where=total > 0)
+    id_frac = np.divide(ident, total, out=np.zeros_like(ident), where=total > 0)
+    raw = adata.layers["counts"] if source != "counts" and "counts" in adata.layers else None
+    hb_raw = _row_sums(raw, hb_idx) if raw is not None and not no_hb else None
+    tot_raw = _row_sums(raw) if raw is not None and not no_hb else None
 
     erythroid = (
         lineage.isin(ERYTHROID_CELL_TYPES).to_numpy() | pop.isin(ERYTHROID_POPULATIONS).to_numpy()
     )
-    tumour = (lineage == TUMOUR).to_numpy() & ~erythroid
-    if "predicted_doublet" in adata.obs:
-        tumour &= ~adata.obs["predicted_doublet"].astype(bool).to_numpy()
-    bg = lineage.isin(list(background)).to_numpy() & ~erythroid
+    doublet = (
+        adata.obs["predicted_doublet"].astype(bool).to_numpy()
+        if "predicted_doublet" in adata.obs
+        else np.zeros(adata.n_obs, dtype=bool)
+    )
+    tumour_any = (lineage == TUMOUR).to_numpy() & ~erythroid
+    tumour = tumour_any & ~doublet
+    bg = lineage.isin(list(background)).to_numpy() & ~erythroid & ~doublet
+    dscore = (
+        pd.to_numeric(adata.obs["doublet_score"], errors="coerce").to_numpy(dtype=np.float64)
+        if "doublet_score" in adata.obs
+        else None
+    )
     score_keys = [
-        k for k in ("score_erythroid_mimicry", "score_erythroid_mimicry_core") if k in adata.obs
-    ]
+        f"score_{n}"
+        for n in ("erythroid_mimicry", "erythroid_mimicry_core", "erythroid_identity",
+                  "haem_synthesis")
+        if f"score_{n}" in adata.obs
+    ]  # fmt: skip
 
     call = np.zeros(adata.n_obs, dtype=bool)
+    klass = np.full(adata.n_obs, "not_assessed", dtype=object)
+    qval = np.full(adata.n_obs, np.nan)
     rows = []
     for s in sorted(samples.unique()):
         ins = (samples == s).to_numpy()
-        t, b = tumour & ins, bg & ins
+        t, b, e = tumour & ins, bg & ins, erythroid & ins
         notes = []
         hb_t, tot_t = hb[t].sum(), total[t].sum()
         hb_b, tot_b = hb[b].sum(), total[b].sum()
         t_frac = hb_t / tot_t if tot_t > 0 else np.nan
         b_frac = hb_b / tot_b if tot_b > 0 else np.nan
-        thr = np.nan
+        b_raw = np.nan
+        if hb_raw is not None and b.any() and tot_raw[b].sum() > 0:
+            b_raw = hb_raw[b].sum() / tot_raw[b].sum()
+        elif source == "counts":
+            b_raw = b_frac
+        thr = rho = np.nan
+        null = None
         if no_hb:
             t_frac = b_frac = np.nan
-            notes.append("no core haemoglobin genes in var_names: not assessed")
+            notes.append("no globin genes in var_names: not assessed")
         elif b.sum() >= min_background:
-            thr = float(np.quantile(frac[b], quantile))
+            kb, nb = np.rint(hb[b]), np.rint(total[b])
+            a_, b_ = _betabinom_fit(kb, nb)
+            # one robust pass: background cells far outside the first fit (undetected
+            # doublets with an erythroid cell) do not widen the null
+            keep = _betabinom_sf(kb, nb, a_, b_) > 1e-4
+            if (~keep).any() and keep.sum() >= min_background:
+                a_, b_ = _betabinom_fit(kb[keep], nb[keep])
+            null = (a_, b_)
+            rho = 1.0 / (a_ + b_ + 1.0)
         else:
-            notes.append(
-                f"{int(b.sum())} background cells (< {min_background}): no threshold, no calls"
-            )
+            notes.append(f"{int(b.sum())} background cells (< {min_background}): no null, no calls")
         if not t.any():
             notes.append("no tumour epithelial cells")
         called = np.zeros(adata.n_obs, dtype=bool)
-        if np.isfinite(thr) and t.any():
-            called = t & (frac > thr) & (hb > 0)
+        n_pos = n_id = 0
+        if null is not None and t.any():
+            kt, nt = np.rint(hb[t]), np.rint(total[t])
+            q = _bh(_betabinom_sf(kt, nt, *null))
+            qval[t] = q
+            pos = (q <= fdr) & (hb[t] > 0)
             if from_counts:
-                called &= hb >= min_hb_counts
+                pos &= hb[t] >= min_hb_counts
+            # the globin share a tumour cell of median size needs (for the table)
+            n_med = int(np.median(nt))
+            from scipy.stats import betabinom
+
+            crit = (
+                float(betabinom.isf(fdr * max(pos.sum(), 1) / t.sum(), n_med, *null)) + 1
+            )  # the BH cut-off at this sample's number of positives
+            thr = crit / n_med if n_med > 0 else np.nan
+            ery_ref = float(np.median(id_frac[e])) if e.sum() >= 3 else np.nan
+            if not np.isfinite(ery_ref) or ery_ref <= 0:
+                e_all = erythroid & (id_frac > 0)
+                ery_ref = float(np.median(id_frac[e_all])) if e_all.sum() >= 3 else np.nan
+                if np.isfinite(ery_ref):
+                    notes.append("fewer than 3 erythroid cells: identity read against all samples")
+            has_id = ident[t] >= (min_identity_counts if from_counts else 0)
+            if np.isfinite(ery_ref) and ery_ref > 0:
+                has_id &= id_frac[t] >= identity_level * ery_ref
+            else:
+                has_id &= False
+                notes.append("no erythroid reference: erythroid identity not assessed")
+            tix = np.flatnonzero(t)
+            klass[tix] = "below_background"
+            klass[tix[pos & has_id]] = "globin_and_identity"
+            klass[tix[pos & ~has_id]] = "globin_only"
+            called[tix[pos & ~has_id]] = True
+            n_pos, n_id = int(pos.sum()), int((pos & has_id).sum())
         call |= called
-        ambient_high = bool(np.isfinite(b_frac) and b_frac > ambient_max)
-        if ambient_high:
+        grade = _ambient_grade(b_frac, ambient_moderate, ambient_max)
+        ambient_high = grade == "high"
+        where = "corrected counts" if source == DECONTAMINATED else source
+        if grade == "high":
             notes.append(
-                f"ambient haemoglobin high: {b_frac:.2%} of T/B/NK counts are Hb (> {ambient_max:.2%}); "
-                "run ambient correction (SoupX/CellBender) before reading mimicry"
-            )
+                f"ambient haemoglobin high: {b_frac:.2%} of T/B/NK {where} are globin "
+                f"(>= {ambient_max:.2%})"
+                + ("; run ambient correction (qc.ambient) before reading mimicry"
+                   if source != DECONTAMINATED else "")
+            )  # fmt: skip
             add_warning(
                 adata,
-                f"sample {s!r}: Hb fraction in T/B/NK background is {b_frac:.2%} (> {ambient_max:.2%}); "
-                "erythroid-mimicry calls there are unreliable (ambient haemoglobin)",
+                f"erythroid mimicry: sample {s!r}: globin share of T/B/NK {where} is "
+                f"{b_frac:.2%} (>= {ambient_max:.2%}); calls there rest on a high ambient "
+                "background",
             )
+        elif grade == "moderate":
+            notes.append(f"ambient haemoglobin moderate: {b_frac:.2%} of T/B/NK {where}")
         p = np.nan
         if t.sum() >= 3 and b.sum() >= 3 and np.ptp(np.r_[frac[t], frac[b]]) > 0:
             p = float(mannwhitneyu(frac[t], frac[b], alternative="greater").pvalue)
+        n_t = int(t.sum())
+        lo, hi = wilson_interval(int(called.sum()), n_t, level=ci_level)
+        ds = dscore[called] if dscore is not None else np.array([])
+        ds = ds[np.isfinite(ds)]
         row = {
             "sample": s,
-            "n_tumour": int(t.sum()),
+            "counts_source": source,
+            "n_tumour": n_t,
             "n_background": int(b.sum()),
-            "n_erythroid_excluded": int((erythroid & ins).sum()),
+            "n_erythroid_excluded": int(e.sum()),
+            "n_doublets_excluded": int((tumour_any & doublet & ins).sum()),
             "tumour_hb_fraction": t_frac,
             "background_hb_fraction": b_frac,
+            "background_hb_fraction_raw": b_raw,
             "enrichment": t_frac / b_frac
             if b_frac and np.isfinite(b_frac) and b_frac > 0
             else np.nan,
+            "background_overdispersion": rho,
             "threshold": thr,
+            "n_globin_positive": n_pos,
+            "n_identity_excluded": n_id,
             "n_called": int(called.sum()),
-            "fraction_called": float(called.sum() / t.sum()) if t.any() else np.nan,
+            "fraction_called": float(called.sum() / n_t) if n_t else np.nan,
+            "fraction_ci_low": float(lo),
+            "fraction_ci_high": float(hi),
+            "doublet_score_called_median": float(np.median(ds)) if ds.size else np.nan,
+            "doublet_score_called_max": float(np.max(ds)) if ds.size else np.nan,
             "mannwhitney_p": p,
+            "ambient_grade": grade,
             "ambient_high": ambient_high,
         }
         for k in score_keys:
@@ -468,15 +714,281 @@ def erythroid_mimicry(
         row["note"] = "; ".join(notes)
         rows.append(row)
     adata.obs[key_added] = call
+    adata.obs["erythroid_mimicry_class"] = pd.Categorical(klass, categories=list(MIMICRY_CLASSES))
+    adata.obs["erythroid_mimicry_p"] = qval
     bonemet_uns(adata).setdefault("parameters", {})["erythroid_mimicry"] = {
         "hb_genes": list(hb_genes),
         "hb_coverage": float(cov),
+        "identity_genes": list(id_genes),
+        "identity_coverage": float(id_cov),
         "species": sp_,
+        "counts_source": source,
         "background": list(background),
-        "quantile": float(quantile),
+        "null": "beta-binomial per sample (library-size matched)",
+        "fdr": float(fdr),
         "min_background": int(min_background),
         "min_hb_counts": int(min_hb_counts),
+        "identity_level": float(identity_level),
+        "min_identity_counts": int(min_identity_counts),
+        "ambient_moderate": float(ambient_moderate),
         "ambient_max": float(ambient_max),
+        "ci": f"Wilson {ci_level:g}",
         "from_counts": bool(from_counts),
     }
     return pd.DataFrame(rows)
+
+
+def erythroid_mimicry_calls(adata: AnnData, *, include_identity: bool = True) -> pd.DataFrame:
+    """One row per mimicry call (and, with ``include_identity``, per globin-positive cell
+    excluded for erythroid identity), read after :func:`erythroid_mimicry`.
+
+    Columns: ``cell``, ``sample``, ``condition`` (when recorded), ``population``, ``class``,
+    ``called``, ``q_value``, ``total_counts``, ``globin_counts``, ``globin_fraction``,
+    ``identity_counts``, ``doublet_score``, ``predicted_doublet``,
+    ``ambient_contamination`` (when QC estimated it). Counts are from the layer the calls
+    were made on (``counts_source``).
+    """
+    if "erythroid_mimicry_class" not in adata.obs:
+        raise InputError("no erythroid-mimicry calls; run bm.tl.erythroid_mimicry first")
+    rec = bonemet_uns(adata, create=False).get("parameters", {}).get("erythroid_mimicry", {})
+    klass = adata.obs["erythroid_mimicry_class"].astype(str)
+    keep = klass.eq("globin_only") | (include_identity & klass.eq("globin_and_identity"))
+    sub = adata[keep.to_numpy()]
+    source = str(rec.get("counts_source", "counts"))
+    if source in sub.layers:
+        M = sub.layers[source]
+    else:
+        X = sub.X
+        M = X.expm1() if sp.issparse(X) else np.expm1(np.asarray(X))
+    hb_idx = sub.var_names.get_indexer([g for g in rec.get("hb_genes", []) if g in sub.var_names])
+    id_idx = sub.var_names.get_indexer(
+        [g for g in rec.get("identity_genes", []) if g in sub.var_names]
+    )
+    total = _row_sums(M)
+    hb = _row_sums(M, hb_idx) if len(hb_idx) else np.zeros(sub.n_obs)
+    out = pd.DataFrame(
+        {
+            "cell": sub.obs_names.astype(str),
+            "sample": sub.obs["sample"].astype(str).to_numpy() if "sample" in sub.obs else "",
+        }
+    )
+    if "condition" in sub.obs:
+        out["condition"] = sub.obs["condition"].astype(str).to_numpy()
+    out["population"] = (
+        sub.obs["population"].astype(str).to_numpy() if "population" in sub.obs else ""
+    )
+    out["class"] = klass[keep].to_numpy()
+    out["called"] = out["class"].eq("globin_only")
+    out["q_value"] = sub.obs["erythroid_mimicry_p"].to_numpy(dtype=np.float64)
+    out["counts_source"] = source
+    out["total_counts"] = total
+    out["globin_counts"] = hb
+    out["globin_fraction"] = np.divide(hb, total, out=np.zeros_like(hb), where=total > 0)
+    out["identity_counts"] = _row_sums(M, id_idx) if len(id_idx) else 0.0
+    for col in ("doublet_score", "predicted_doublet", "ambient_contamination"):
+        if col in sub.obs:
+            out[col] = sub.obs[col].to_numpy()
+    return out.sort_values(["sample", "called", "q_value"], ascending=[True, False, True])
+
+
+# --------------------------------------------------------------------------------------
+# gene sets a reviewer can read: overlaps, net ferroptosis
+# --------------------------------------------------------------------------------------
+def _scored_gene_lists(
+    adata: AnnData | None, species: str, gene_sets: Sequence[str] | None
+) -> dict[str, list[str]]:
+    """{set: genes}: the genes each set was scored with (``uns`` record) when ``adata`` was
+    scored, else the curated lists for ``species`` (default programmes)."""
+    from ._score import default_programmes
+
+    rec = bonemet_uns(adata, create=False).get("gene_sets", {}) if adata is not None else {}
+    scored = {
+        str(k): [str(g) for g in np.asarray(v.get("genes_found", []), dtype=object).ravel()]
+        for k, v in rec.items()
+        if isinstance(v, Mapping) and bool(v.get("scored"))
+    }
+    if gene_sets is not None:
+        names = list(gene_sets)
+    elif scored:
+        names = list(scored)
+    else:
+        names = list(default_programmes())
+    if any(n not in scored for n in names):
+        sets = load_gene_sets()
+        unknown = [n for n in names if n not in sets and n not in scored]
+        if unknown:
+            raise InputError(f"unknown gene set(s) {unknown}; available: {sorted(sets)}")
+        sp_ = (
+            resolve_species(adata, species)
+            if adata is not None
+            else ("human" if species == "auto" else species)
+        )
+    out = {}
+    for n in names:
+        out[n] = scored[n] if n in scored else load_gene_sets()[n].genes(sp_)
+    return out
+
+
+def gene_set_overlap(
+    adata: AnnData | None = None,
+    *,
+    gene_sets: Sequence[str] | None = None,
+    species: str = "auto",
+) -> pd.DataFrame:
+    """Shared genes between every pair of gene sets (Jaccard index and the genes).
+
+    The sets are those :func:`score` scored on ``adata`` (their genes as found), or
+    ``gene_sets`` by name, or, without ``adata``, the default programmes. Genes are compared
+    case-insensitively.
+
+    Returns
+    -------
+    One row per unordered pair: ``set_a``, ``set_b``, ``n_a``, ``n_b``, ``n_shared``,
+    ``jaccard`` (shared / union), ``overlap_coefficient`` (shared / smaller set),
+    ``shared_genes`` (``;``-separated). Sorted by Jaccard, largest first.
+    """
+    lists = _scored_gene_lists(adata, species, gene_sets)
+    names = sorted(lists)
+    up = {n: {g.upper() for g in lists[n]} for n in names}
+    spelled = {n: {g.upper(): g for g in lists[n]} for n in names}
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            shared = up[a] & up[b]
+            union = up[a] | up[b]
+            smaller = min(len(up[a]), len(up[b]))
+            rows.append(
+                {
+                    "set_a": a,
+                    "set_b": b,
+                    "n_a": len(up[a]),
+                    "n_b": len(up[b]),
+                    "n_shared": len(shared),
+                    "jaccard": len(shared) / len(union) if union else 0.0,
+                    "overlap_coefficient": len(shared) / smaller if smaller else 0.0,
+                    "shared_genes": ";".join(sorted(spelled[a][g] for g in shared)),
+                }
+            )
+    cols = ["set_a", "set_b", "n_a", "n_b", "n_shared", "jaccard", "overlap_coefficient",
+            "shared_genes"]  # fmt: skip
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(["jaccard", "set_a", "set_b"], ascending=[False, True, True]).reset_index(
+        drop=True
+    )
+
+
+#: genes read one by one in tumour cells next to the net ferroptosis index
+FERROPTOSIS_GENES = ("GPX4", "SLC7A11", "TFRC", "ACSL4")
+
+
+def ferroptosis_index(
+    adata: AnnData,
+    *,
+    groupby: str | Sequence[str] = ("population", "sample"),
+    prefix: str = "score",
+) -> pd.DataFrame:
+    """Net ferroptosis index per group: driver score minus suppressor score.
+
+    Per cell, ``net = obs["<prefix>_ferroptosis_driver"] - obs["<prefix>_ferroptosis_suppressor"]``
+    (FerrDb V2 core drivers and suppressors; both control-gene scores on the same scale, so
+    a positive net means the driver programme outweighs the suppressors).
+
+    Returns
+    -------
+    The groupby columns, ``n_cells``, ``driver_mean``, ``suppressor_mean``, ``net_mean``,
+    ``net_median``, ``net_ci_low``/``net_ci_high`` (mean +- 1.96 standard errors) and
+    ``method`` (``prefix``).
+    """
+    groupby = [groupby] if isinstance(groupby, str) else list(groupby)
+    d, s = f"{prefix}_ferroptosis_driver", f"{prefix}_ferroptosis_suppressor"
+    missing = [k for k in (d, s, *groupby) if k not in adata.obs]
+    if missing:
+        raise InputError(
+            f"obs lacks {missing}; run bm.tl.score (ferroptosis_driver and ferroptosis_suppressor) "
+            "and bm.tl.annotate first"
+        )
+    df = adata.obs[groupby].astype(str).copy()
+    df["_d"] = adata.obs[d].to_numpy(dtype=np.float64)
+    df["_s"] = adata.obs[s].to_numpy(dtype=np.float64)
+    df["_n"] = df["_d"] - df["_s"]
+    agg = df.groupby(groupby, observed=True, sort=True).agg(
+        n_cells=("_n", "size"),
+        driver_mean=("_d", "mean"),
+        suppressor_mean=("_s", "mean"),
+        net_mean=("_n", "mean"),
+        net_median=("_n", "median"),
+        _sd=("_n", "std"),
+    )
+    se = agg["_sd"].fillna(0.0) / np.sqrt(agg["n_cells"])
+    agg["net_ci_low"] = agg["net_mean"] - 1.96 * se
+    agg["net_ci_high"] = agg["net_mean"] + 1.96 * se
+    agg = agg.drop(columns="_sd").reset_index()
+    agg["method"] = prefix
+    return agg
+
+
+def ferroptosis_genes(
+    adata: AnnData,
+    *,
+    genes: Sequence[str] = FERROPTOSIS_GENES,
+    population: str = TUMOUR,
+    sample_key: str = "sample",
+    layer: str | None = "auto",
+) -> pd.DataFrame:
+    """GPX4, SLC7A11, TFRC and ACSL4 (or ``genes``) one by one in ``population`` per sample.
+
+    Expression is log1p CP10k (``X``, or the corrected counts normalised the same way when
+    ``layers["decontaminated"]`` exists and ``layer="auto"``); genes are matched
+    case-insensitively (mouse Gpx4, ...).
+
+    Returns
+    -------
+    One row per sample x gene: ``sample``, ``gene`` (as in ``var_names``, or the symbol asked
+    for when absent), ``n_cells``, ``mean``, ``fraction_expressing`` (> 0), ``role``
+    (FerrDb: driver / suppressor / both), ``note``.
+    """
+    from ._score import _candidates, _scoring_matrix
+
+    pop = _obs_str(adata, "population", hint="run bm.tl.annotate first")
+    samples = _obs_str(adata, sample_key, hint="set sample_key= to the obs column naming samples")
+    X, _ = _scoring_matrix(adata, layer)
+    sets = load_gene_sets("programme")
+    drivers = {g.upper() for g in sets["ferroptosis_driver"].human} | {
+        g.upper() for g in sets["ferroptosis_driver"].mouse
+    }
+    supp = {g.upper() for g in sets["ferroptosis_suppressor"].human} | {
+        g.upper() for g in sets["ferroptosis_suppressor"].mouse
+    }
+    var = _candidates(adata.var_names, genes)
+    cols = {}
+    for g in genes:
+        hit, _ = match_genes([g], var)
+        cols[g] = (hit[0], int(adata.var_names.get_loc(hit[0]))) if hit else (g, None)
+    in_pop = (pop == population).to_numpy()
+    rows = []
+    for s in sorted(samples.unique()):
+        m = in_pop & (samples == s).to_numpy()
+        for g in genes:
+            name, j = cols[g]
+            role = (
+                "both"
+                if g.upper() in drivers and g.upper() in supp
+                else "driver"
+                if g.upper() in drivers
+                else "suppressor"
+                if g.upper() in supp
+                else ""
+            )
+            row = {"sample": s, "gene": name, "n_cells": int(m.sum()), "role": role}
+            if j is None or not m.any():
+                row.update(mean=np.nan, fraction_expressing=np.nan)
+                row["note"] = "not in var_names" if j is None else f"no {population} cells"
+            else:
+                v = X[m][:, j]
+                v = np.asarray(v.toarray() if sp.issparse(v) else v, dtype=np.float64).ravel()
+                row.update(mean=float(v.mean()), fraction_expressing=float((v > 0).mean()))
+                row["note"] = ""
+            rows.append(row)
+    return pd.DataFrame(
+        rows, columns=["sample", "gene", "n_cells", "mean", "fraction_expressing", "role", "note"]
+    )

@@ -10,7 +10,8 @@ AnnData slots written
 --------------------
 - ``obs["score_<set>"]``: control-gene score (:func:`scanpy.tl.score_genes`, seeded).
 - ``obs["aucell_<set>"]``: AUCell (Aibar et al. 2017, doi:10.1038/nmeth.4463).
-- ``obs["erythroid_mimicry_call"]``: bool, tumour cells above the background-derived threshold.
+- ``obs["erythroid_mimicry_call"]``, ``obs["erythroid_mimicry_class"]``,
+  ``obs["erythroid_mimicry_p"]``: the mimicry read-out (``_readouts.erythroid_mimicry``).
 - ``uns["bonemet"]["gene_sets"][set]``: coverage, n_found, n_total, version, scored, species,
   genes_found, methods.
 - ``uns["bonemet"]["warnings"]``: low-coverage sets, ambient-high samples.
@@ -35,7 +36,7 @@ from .._signatures import GeneSet, Species, load_gene_sets, match_genes
 from .._species import resolve_species
 from ._aucell import _method_aucell
 
-__all__ = ["SCORE_METHODS", "score"]
+__all__ = ["SCORE_METHODS", "LIGAND_RECEPTOR_SETS", "score", "default_programmes"]
 
 # --------------------------------------------------------------------------------------
 # vocabularies (obs["cell_type"] / obs["population"])
@@ -60,6 +61,49 @@ def _drop_warnings(adata: AnnData, prefix: str) -> None:
     meta = bonemet_uns(adata)
     if "warnings" in meta:
         meta["warnings"] = [w for w in warnings_of(adata) if not w.startswith(prefix)]
+
+
+#: layer of ambient-corrected counts written by QC (DecontX); scores use it when present
+DECONTAMINATED = "decontaminated"
+
+
+def _target_sum(adata: AnnData) -> float:
+    """The CP-k target that ``X`` was normalised with (``bm.pp.normalize``; default 1e4)."""
+    rec = bonemet_uns(adata, create=False).get("parameters", {}).get("normalize", {})
+    try:
+        return float(rec.get("target_sum", 1e4))
+    except (TypeError, ValueError):
+        return 1e4
+
+
+def lognorm_corrected(adata: AnnData, layer: str = DECONTAMINATED) -> Any:
+    """``layers[layer]`` (corrected counts) normalised as ``X`` is: log1p(CP10k).
+
+    Sparse in, sparse out (CSR, float32); the target sum is the one recorded by
+    :func:`bonemet.pp.normalize` (1e4 when none is recorded).
+    """
+    import scipy.sparse as sp
+
+    M = adata.layers[layer]
+    M = sp.csr_matrix(M, dtype=np.float32) if sp.issparse(M) else np.asarray(M, np.float32)
+    tot = np.asarray(M.sum(axis=1)).ravel().astype(np.float64)
+    scale = np.divide(_target_sum(adata), tot, out=np.zeros_like(tot), where=tot > 0)
+    if sp.issparse(M):
+        out = sp.diags(scale.astype(np.float32)) @ M
+        out = sp.csr_matrix(out)
+        out.data = np.log1p(out.data)
+        return out
+    return np.log1p(M * scale[:, None].astype(np.float32))
+
+
+def _scoring_matrix(adata: AnnData, layer: str | None) -> tuple[Any, str]:
+    """(matrix, what it is) for ``layer``: ``"auto"`` is the log1p-CP10k of the corrected
+    counts (``layers["decontaminated"]``) when present, else ``X``."""
+    if layer == "auto":
+        if DECONTAMINATED in adata.layers:
+            return lognorm_corrected(adata), f"{DECONTAMINATED} (log1p CP10k)"
+        return adata.X, "X"
+    return _matrix(adata, layer), "X" if layer is None else layer
 
 
 def _matrix(adata: AnnData, layer: str | None) -> Any:
@@ -87,12 +131,26 @@ def _obs_str(adata: AnnData, key: str, *, hint: str) -> pd.Series:
     return adata.obs[key].astype(str)
 
 
+#: curated programme sets that pair ligands and receptors of *different* cells: a per-cell
+#: score mixes them, so they are not scored by default (ligand-receptor analysis reads them);
+#: name them in ``gene_sets=`` to score them anyway
+LIGAND_RECEPTOR_SETS = frozenset(
+    {"axis_spp1_cd44", "axis_tigit_pvr", "axis_dkk1_ckap4_stat6", "vicious_cycle"}
+)
+
+
+def default_programmes() -> dict[str, GeneSet]:
+    """The curated programme sets scored per cell by default (all but
+    :data:`LIGAND_RECEPTOR_SETS`)."""
+    return {k: v for k, v in load_gene_sets("programme").items() if k not in LIGAND_RECEPTOR_SETS}
+
+
 def _resolve_sets(
     gene_sets: None | str | Sequence[str] | Mapping[str, Sequence[str]],
 ) -> dict[str, GeneSet | list[str]]:
     """Gene sets by name: curated :class:`GeneSet` objects or custom lists."""
     if gene_sets is None:
-        return dict(load_gene_sets("programme"))
+        return dict(default_programmes())
     if isinstance(gene_sets, Mapping):
         out: dict[str, GeneSet | list[str]] = {}
         for name, genes in gene_sets.items():
@@ -220,7 +278,7 @@ def score(
     methods: Sequence[str] = ("score_genes", "aucell"),
     species: str = "auto",
     min_coverage: float = 0.5,
-    layer: str | None = None,
+    layer: str | None = "auto",
     seed: int = 0,
     copy: bool = False,
 ) -> AnnData | None:
@@ -231,8 +289,10 @@ def score(
     adata
         Cells x genes, ``X`` log-normalised (log1p CP10k, see :func:`bonemet.pp.normalize`).
     gene_sets
-        ``None``: every curated programme set in ``signatures/``; a name or list of names of
-        curated sets (any kind); or a dict ``name -> list of symbols`` for custom sets.
+        ``None``: every curated programme set in ``signatures/`` except the ligand-receptor
+        sets (:data:`LIGAND_RECEPTOR_SETS`: ligand and receptor on different cells, so a
+        per-cell score mixes them); a name or list of names of curated sets (any kind); or a
+        dict ``name -> list of symbols`` for custom sets.
     methods
         Keys of :data:`SCORE_METHODS`: ``"score_genes"`` (control-gene score, written to
         ``obs["score_<set>"]``) and/or ``"aucell"`` (``obs["aucell_<set>"]``).
@@ -243,7 +303,10 @@ def score(
         Sets with a smaller fraction of their genes in ``var_names`` are not scored; a warning
         goes to ``uns["bonemet"]["warnings"]`` (and any stale score column is removed).
     layer
-        Expression layer to score instead of ``X``.
+        ``"auto"`` (default): the ambient-corrected counts ``layers["decontaminated"]``
+        (written by QC), normalised as ``X`` is (log1p CP10k), when that layer exists, else
+        ``X``; ``None``: ``X``; or a log-normalised layer to score instead of ``X``. What
+        was scored is recorded in ``uns["bonemet"]["parameters"]["score"]["layer"]``.
     seed
         Seeds the control-gene draw and AUCell's tie-breaking.
     copy
@@ -262,8 +325,8 @@ def score(
             f"unknown scoring method(s) {bad or methods}; choose from {sorted(SCORE_METHODS)}"
         )
     adata = adata.copy() if copy else adata
-    X = _matrix(adata, layer)
-    _check_lognorm(X, "adata.X" if layer is None else f"layers[{layer!r}]")
+    X, scored_from = _scoring_matrix(adata, layer)
+    _check_lognorm(X, "adata.X" if scored_from == "X" else scored_from)
     sp_, table = _coverage_table(adata, gene_sets, species, min_coverage)
 
     to_score = {r["name"]: list(r["genes"]) for r in table if r["scored"]}
@@ -300,7 +363,7 @@ def score(
         "methods": list(methods),
         "species": sp_,
         "min_coverage": float(min_coverage),
-        "layer": "X" if layer is None else layer,
+        "layer": scored_from,
         "seed": int(seed),
     }
     logger.info(
