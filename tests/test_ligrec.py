@@ -130,6 +130,13 @@ def test_planted_pair_is_found_in_bone_met_samples_only() -> None:
 
     tabs = build_tables(a, names=["ligand_receptor", "ligand_receptor_samples"])
     assert set(tabs) == {"ligand_receptor", "ligand_receptor_samples"}
+    fig = bm.pl.ligand_receptor_dotplot(a)
+    assert [ax.get_title() for ax in fig.axes[:2]] == [
+        "The review's pairs",
+        "Most consistent interactions",
+    ]
+    assert any("Spp1 → Cd44  (Osteoclast → CD8 T)" == t.get_text()
+               for t in fig.axes[0].get_yticklabels())  # fmt: skip
 
 
 def test_without_liana_it_warns_and_skips(monkeypatch: pytest.MonkeyPatch) -> None:

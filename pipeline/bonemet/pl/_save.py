@@ -15,7 +15,7 @@ from .._logging import logger
 from .._meta import add_warning
 from .._utils import atomic_path
 from ._common import STYLE, MissingDataError, note_skip
-from ._compare import volcano
+from ._compare import ligand_receptor_dotplot, volcano
 from ._figures import (
     composition,
     integration_metrics,
@@ -110,6 +110,11 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Genes per population (pseudobulk over samples, PyDESeq2): log2 fold change vs "
                "-log10 p; coloured: BH-adjusted p < 0.05; samples per group in each title.",
                volcano),
+    FigureSpec("ligand_receptor", "compare", "Ligand–receptor interactions",
+               "LIANA+ rank aggregate per sample; dot size: fraction of a condition's samples "
+               "where the interaction is significant (n samples under each condition), colour: "
+               "median magnitude rank. Left: the review's pairs; right: the most consistent.",
+               ligand_receptor_dotplot),
 )  # fmt: skip
 
 
