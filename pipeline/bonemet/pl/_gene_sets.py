@@ -22,7 +22,7 @@ def gene_set_overlap(adata: Any = None, *, gene_sets: Any = None) -> Figure:
     """
     from ..tl import gene_set_overlap as overlap_table
 
-    rec = bonemet_uns(adata, create=False).get("gene_sets", {}) if adata is not None else {}
+    rec = bonemet_uns(adata).get("gene_sets", {}) if adata is not None else {}
     if (
         adata is not None
         and gene_sets is None

@@ -1,0 +1,256 @@
+"""Erythroid mimicry read-out, gene-set overlaps and the net ferroptosis index, on small
+hand-built counts with planted truth."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+
+import bonemet as bm
+from bonemet._errors import InputError
+
+GLOBIN = ["HBB", "HBA1", "HBA2"]
+IDENTITY = ["KLF1", "GATA1", "GYPA", "SLC4A1", "CA1", "AHSP"]
+FILL = [f"FILL{i}" for i in range(100)]
+GENES = GLOBIN + IDENTITY + FILL
+#: fixed, uneven filler-gene shares (control-gene scoring needs genes across expression bins)
+FILL_W = np.random.default_rng(42).gamma(0.7, 1.0, len(FILL))
+FILL_W /= FILL_W.sum()
+
+
+def _cells(rng, n, lib, ambient, *, globin=0.0, identity=0.0, spread=0.5):
+    """Counts for ``n`` cells of median size ``lib``: a per-cell ambient globin share drawn
+    around ``ambient`` (cell-to-cell variation ``spread``), plus own globin/identity shares."""
+    size = rng.lognormal(np.log(lib), 0.3, n)
+    amb = ambient * rng.gamma(1 / spread**2, spread**2, n) if ambient else np.zeros(n)
+    p_glob = amb + globin
+    p_id = np.full(n, identity)
+    rest = np.clip(1 - p_glob - p_id, 0.05, 1)
+    k_g = rng.poisson((size * p_glob)[:, None] / len(GLOBIN) * np.ones((1, len(GLOBIN))))
+    k_i = rng.poisson((size * p_id)[:, None] / len(IDENTITY) * np.ones((1, len(IDENTITY))))
+    k_f = rng.poisson((size * rest)[:, None] * FILL_W[None, :])
+    return np.hstack([k_g, k_i, k_f]).astype(np.float32)
+
+
+def _adata(blocks, seed=0, spread=0.5) -> ad.AnnData:
+    """blocks: (sample, cell_type, population, n, lib, ambient, globin, identity, planted)"""
+    rng = np.random.default_rng(seed)
+    mats, obs = [], []
+    for s, ct, pop, n, lib, amb, glob, ident, planted in blocks:
+        mats.append(_cells(rng, n, lib, amb, globin=glob, identity=ident, spread=spread))
+        obs += [(s, ct, pop, planted)] * n
+    o = pd.DataFrame(obs, columns=["sample", "cell_type", "population", "planted"])
+    o.index = [f"c{i}" for i in range(len(o))]
+    a = ad.AnnData(X=sp.csr_matrix(np.vstack(mats)), obs=o, var=pd.DataFrame(index=GENES))
+    a.layers["counts"] = a.X.copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    return a
+
+
+T, TUM, ERY = (
+    ("T cell", "CD8 T"),
+    ("Tumour epithelial", "Tumour epithelial"),
+    (
+        "Erythroid",
+        "Erythroid progenitor",
+    ),
+)
+
+
+def test_library_size_confound_creates_no_calls():
+    """Same ambient globin share everywhere; tumour cells 1/10 the size of large T cells.
+
+    A threshold on the T cells' per-cell fractions is too tight for small cells (their
+    fractions are noisier): it calls many tumour cells. The null at each cell's own size
+    does not, and still finds the planted mimics."""
+    blocks = [
+        ("s1", *T, 300, 20000, 0.01, 0.0, 0.0, False),
+        ("s1", *TUM, 400, 1000, 0.01, 0.0, 0.0, False),
+        ("s1", *TUM, 40, 1000, 0.01, 0.08, 0.0, True),
+    ]
+    a = _adata(blocks, spread=0.2)
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    call = a.obs["erythroid_mimicry_call"].to_numpy()
+    planted = a.obs["planted"].to_numpy()
+    tum = (a.obs["population"] == "Tumour epithelial").to_numpy()
+    # the confound is real: the naive per-cell threshold calls >5% of the non-mimic cells
+    M = a.layers["counts"]
+    frac = np.asarray(M[:, :3].sum(1)).ravel() / np.asarray(M.sum(1)).ravel()
+    naive = frac > np.quantile(frac[~tum], 0.99)
+    assert naive[tum & ~planted].mean() > 0.05
+    # the size-matched null: at most 1% false calls, the planted mimics found
+    assert call[tum & ~planted].mean() <= 0.01
+    assert call[planted].mean() >= 0.9
+    assert tab.loc["s1", "counts_source"] == "counts"
+    assert 0 < tab.loc["s1", "background_overdispersion"] < 0.1
+    p = a.uns["bonemet"]["parameters"]["erythroid_mimicry"]
+    assert p["counts_source"] == "counts" and "beta-binomial" in p["null"]
+
+
+def test_globin_only_vs_globin_and_identity():
+    blocks = [
+        ("s1", *T, 200, 3000, 0.002, 0.0, 0.0, False),
+        ("s1", *ERY, 50, 3000, 0.002, 0.30, 0.02, False),
+        ("s1", *TUM, 100, 9000, 0.002, 0.0, 0.0, False),
+        ("s1", *TUM, 30, 9000, 0.002, 0.05, 0.0, True),  # mimicry: globins, no identity
+        ("s1", *TUM, 20, 9000, 0.002, 0.05, 0.02, False),  # globins + erythroid identity
+    ]
+    a = _adata(blocks, seed=1)
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    klass = a.obs["erythroid_mimicry_class"].astype(str).to_numpy()
+    call = a.obs["erythroid_mimicry_call"].to_numpy()
+    n = np.cumsum([b[3] for b in blocks])
+    mim, both = slice(n[2], n[3]), slice(n[3], n[4])
+    assert (klass[mim] == "globin_only").mean() >= 0.9 and call[mim].mean() >= 0.9
+    assert (klass[both] == "globin_and_identity").mean() >= 0.9 and not call[both].any()
+    assert (klass[: n[1]] == "not_assessed").all()  # T and erythroid cells are never assessed
+    assert tab.loc["s1", "n_identity_excluded"] == (klass[both] == "globin_and_identity").sum()
+    assert tab.loc["s1", "n_called"] == call.sum()
+    # the calls table: one row per call and per identity-excluded cell, doublet score kept
+    a.obs["doublet_score"] = np.linspace(0, 0.3, a.n_obs)
+    a.obs["predicted_doublet"] = False
+    calls = bm.tl.erythroid_mimicry_calls(a)
+    assert set(calls["class"]) == {"globin_only", "globin_and_identity"}
+    assert calls["called"].sum() == call.sum()
+    got = calls.set_index("cell")["doublet_score"]
+    np.testing.assert_allclose(got, a.obs.loc[got.index, "doublet_score"])
+    assert (calls.loc[calls["called"], "identity_counts"] < calls["identity_counts"].max()).all()
+
+
+def test_per_sample_ci_and_graded_ambient():
+    from statsmodels.stats.proportion import proportion_confint
+
+    blocks = []
+    for s, amb in (("low", 0.0005), ("mid", 0.004), ("high", 0.02)):
+        blocks += [
+            (s, *T, 100, 3000, amb, 0.0, 0.0, False),
+            (s, *TUM, 60, 9000, amb, 0.0, 0.0, False),
+            (s, *TUM, 20, 9000, amb, 0.15, 0.0, True),
+        ]
+    a = _adata(blocks, seed=2)
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    for col in ("n_tumour", "n_called", "fraction_called", "fraction_ci_low", "fraction_ci_high"):
+        assert col in tab.columns
+    for _s, r in tab.iterrows():
+        lo, hi = proportion_confint(r["n_called"], r["n_tumour"], alpha=0.05, method="wilson")
+        assert r["fraction_ci_low"] == pytest.approx(lo) and r["fraction_ci_high"] == pytest.approx(
+            hi
+        )
+        assert r["fraction_ci_low"] <= r["fraction_called"] <= r["fraction_ci_high"]
+        assert r["n_tumour"] == 80
+    assert tab["ambient_grade"].to_dict() == {"high": "high", "low": "low", "mid": "moderate"}
+    assert tab.loc["high", "ambient_high"] and not tab.loc["mid", "ambient_high"]
+    warns = a.uns["bonemet"]["warnings"]
+    assert any("'high'" in w for w in warns) and not any("'mid'" in w for w in warns)
+    lo, hi = bm.tl.wilson_interval([0, 5], [10, 0])
+    assert lo[0] == 0 and hi[0] == pytest.approx(0.2775, abs=1e-4) and np.isnan(lo[1])
+
+
+def test_corrected_counts_are_used_when_present():
+    """layers["decontaminated"] (QC's DecontX counts) drives the calls and the scores."""
+    blocks = [
+        ("s1", *T, 150, 3000, 0.02, 0.0, 0.0, False),
+        ("s1", *TUM, 80, 9000, 0.02, 0.0, 0.0, False),
+        ("s1", *TUM, 20, 9000, 0.02, 0.02, 0.0, True),
+    ]
+    a = _adata(blocks, seed=3)
+    raw = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    assert raw.loc["s1", "ambient_grade"] == "high"
+    # a corrected layer: the ambient globin removed (what DecontX aims at), here by hand
+    rng = np.random.default_rng(0)
+    C = a.layers["counts"].toarray()
+    amb = rng.binomial(C[:, :3].astype(int), 0.9 * (~a.obs["planted"].to_numpy())[:, None]
+                       + 0.45 * a.obs["planted"].to_numpy()[:, None])  # fmt: skip
+    C[:, :3] -= amb
+    a.layers["decontaminated"] = sp.csr_matrix(C.astype(np.float32) * 0.999)  # not integers
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    assert tab.loc["s1", "counts_source"] == "decontaminated"
+    assert tab.loc["s1", "background_hb_fraction"] < raw.loc["s1", "background_hb_fraction"] / 5
+    assert tab.loc["s1", "background_hb_fraction_raw"] == pytest.approx(
+        raw.loc["s1", "background_hb_fraction"]
+    )
+    assert tab.loc["s1", "ambient_grade"] != "high"
+    call = a.obs["erythroid_mimicry_call"].to_numpy()
+    planted = a.obs["planted"].to_numpy()
+    assert call[planted].mean() > 0.8 and call[~planted].mean() < 0.02
+    rec = a.uns["bonemet"]["parameters"]["erythroid_mimicry"]
+    assert rec["counts_source"] == "decontaminated"
+    # programme scores: the corrected layer normalised as X is
+    bm.tl.score(a, gene_sets={"glob": GLOBIN}, methods=("score_genes",), species="human")
+    assert a.uns["bonemet"]["parameters"]["score"]["layer"] == "decontaminated (log1p CP10k)"
+    b = a.copy()
+    bm.tl.score(b, gene_sets={"glob": GLOBIN}, methods=("score_genes",), layer=None)
+    assert b.uns["bonemet"]["parameters"]["score"]["layer"] == "X"
+    assert not np.allclose(a.obs["score_glob"], b.obs["score_glob"])
+    L = bm.tl._score.lognorm_corrected(a)
+    ref = a.copy()
+    ref.X = a.layers["decontaminated"].copy()
+    sc.pp.normalize_total(ref, target_sum=1e4)
+    sc.pp.log1p(ref)
+    np.testing.assert_allclose(L.toarray(), ref.X.toarray(), rtol=1e-5, atol=1e-6)
+
+
+def test_gene_set_overlap_table():
+    sets = ["erythroid_mimicry", "erythroid_mimicry_core", "erythroid_identity",
+            "haem_synthesis", "lineage_erythroid"]  # fmt: skip
+    tab = bm.tl.gene_set_overlap(gene_sets=sets, species="human")
+    assert len(tab) == len(sets) * (len(sets) - 1) // 2
+    pair = {frozenset((r.set_a, r.set_b)): r for r in tab.itertuples()}
+    core = pair[frozenset(("erythroid_mimicry", "erythroid_mimicry_core"))]
+    assert core.n_shared == 3 and core.jaccard == pytest.approx(3 / 13)
+    assert core.overlap_coefficient == 1.0 and core.shared_genes == "HBA1;HBA2;HBB"
+    # the split: mimicry no longer shares the erythroid-identity genes
+    assert pair[frozenset(("erythroid_mimicry", "erythroid_identity"))].n_shared == 0
+    lin = pair[frozenset(("erythroid_identity", "lineage_erythroid"))]
+    assert lin.n_shared == 6
+    assert list(tab.columns) == ["set_a", "set_b", "n_a", "n_b", "n_shared", "jaccard",
+                                 "overlap_coefficient", "shared_genes"]  # fmt: skip
+    assert tab["jaccard"].is_monotonic_decreasing
+    # from a scored object: the genes as found, every scored pair
+    a = _adata([("s1", *T, 30, 2000, 0.01, 0, 0, False), ("s1", *TUM, 30, 2000, 0.01, 0, 0, False)])
+    bm.tl.score(a, gene_sets={"g": GLOBIN, "gi": GLOBIN[:2] + IDENTITY[:2], "i": IDENTITY},
+                methods=("aucell",))  # fmt: skip
+    t2 = bm.tl.gene_set_overlap(a)
+    assert set(zip(t2.set_a, t2.set_b)) == {("g", "gi"), ("g", "i"), ("gi", "i")}
+    assert t2.set_index(["set_a", "set_b"]).loc[("g", "gi"), "jaccard"] == pytest.approx(2 / 5)
+    fig = bm.pl.gene_set_overlap(a)
+    assert fig.axes and fig.axes[0].get_title().startswith("Gene-set overlap")
+    with pytest.raises(InputError, match="unknown"):
+        bm.tl.gene_set_overlap(gene_sets=["nope"])
+
+
+def test_net_ferroptosis_index_and_genes():
+    genes = ["GPX4", "SLC7A11", "TFRC", "ACSL4", "ACTB"]
+    X = np.zeros((6, 5))
+    X[:, 4] = 3.0
+    X[:3, 0] = [1.0, 2.0, 3.0]  # GPX4 in the tumour cells
+    X[:3, 2] = [0.0, 0.0, 1.5]  # TFRC in one tumour cell
+    obs = pd.DataFrame(
+        {
+            "sample": ["s1"] * 6,
+            "population": ["Tumour epithelial"] * 3 + ["Macrophage"] * 3,
+            "score_ferroptosis_driver": [0.5, 0.7, 0.9, 0.1, 0.1, 0.1],
+            "score_ferroptosis_suppressor": [0.2, 0.2, 0.2, 0.4, 0.5, 0.6],
+        },
+        index=[f"c{i}" for i in range(6)],
+    )
+    a = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
+    idx = bm.tl.ferroptosis_index(a).set_index("population")
+    assert idx.loc["Tumour epithelial", "net_mean"] == pytest.approx(0.5)
+    assert idx.loc["Macrophage", "net_mean"] == pytest.approx(-0.4)
+    assert idx.loc["Tumour epithelial", "driver_mean"] == pytest.approx(0.7)
+    assert idx.loc["Macrophage", "net_ci_low"] < -0.4 < idx.loc["Macrophage", "net_ci_high"]
+    assert (idx["n_cells"] == 3).all()
+    g = bm.tl.ferroptosis_genes(a).set_index("gene")
+    assert list(g.index) == ["GPX4", "SLC7A11", "TFRC", "ACSL4"]
+    assert g.loc["GPX4", "mean"] == pytest.approx(2.0)
+    assert g.loc["TFRC", "fraction_expressing"] == pytest.approx(1 / 3)
+    assert g.loc["GPX4", "role"] == "suppressor" and g.loc["ACSL4", "role"] == "driver"
+    del a.obs["score_ferroptosis_suppressor"]
+    with pytest.raises(InputError, match="ferroptosis_suppressor"):
+        bm.tl.ferroptosis_index(a)
