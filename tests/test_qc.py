@@ -99,7 +99,8 @@ def test_qc_in_place_and_table(make_counts):
 
 def test_fixed_floor_beats_mad(make_counts):
     a = _with_sample(make_counts(150, 300, mean_counts=800, seed=4), "S2")
-    bm.pp.qc(a, min_counts=1000, min_genes=10, **NO_DOUBLETS)
+    # 300 genes: floor_reference_genes=0 keeps the floors fixed (scaling has its own test)
+    bm.pp.qc(a, min_counts=1000, min_genes=10, floor_reference_genes=0, **NO_DOUBLETS)
     rec = a.uns["bonemet"]["qc"]["S2"]
     assert rec["threshold_min_counts"] == 1000
     assert rec["removed_low_counts"] > 0
@@ -108,12 +109,13 @@ def test_fixed_floor_beats_mad(make_counts):
 
 def test_empty_sample_error_names_sample_and_thresholds(make_counts):
     a = _with_sample(make_counts(60, 200, mean_counts=300, seed=5), "tiny")
+    fixed = {"floor_reference_genes": 0, **NO_DOUBLETS}  # 200 genes: keep the floor fixed
     with pytest.raises(StageError) as e:
-        bm.pp.qc(a, min_counts=5000, min_genes=10, copy=True, **NO_DOUBLETS)
+        bm.pp.qc(a, min_counts=5000, min_genes=10, copy=True, **fixed)
     msg = str(e.value)
     assert "\n" not in msg
     assert "'tiny'" in msg and "min_counts 5000" in msg and "drop_empty_samples" in msg
-    out = bm.pp.qc(a, min_counts=5000, min_genes=10, drop_empty=True, copy=True, **NO_DOUBLETS)
+    out = bm.pp.qc(a, min_counts=5000, min_genes=10, drop_empty=True, copy=True, **fixed)
     assert out.n_obs == 0
     rec = out.uns["bonemet"]["qc"]["tiny"]
     assert rec["dropped"] is True and rec["n_after"] == 0 and rec["removed_low_counts"] == 60

@@ -204,7 +204,8 @@ def ingest(path: str | None, cfg: Config, ctx: StageContext | None = None) -> di
 
 
 def qc(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
-    """Per-sample QC (MAD thresholds, fixed floors, doublets), cells removed by reason."""
+    """Per-sample QC (MAD thresholds per sample or pre-QC cluster, floors scaled to the genes
+    measured, doublets, DecontX ambient correction), cells removed by reason."""
     from . import pp
 
     q = cfg.qc
@@ -214,9 +215,16 @@ def qc(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.An
         min_counts=q.min_counts,
         min_genes=q.min_genes,
         max_pct_mito=q.max_pct_mito,
+        mito_floor=q.mito_floor,
         nmads_counts=q.nmads_counts,
         nmads_genes=q.nmads_genes,
         nmads_mito=q.nmads_mito,
+        mad_scope=q.mad_scope,
+        group_resolution=q.group_resolution,
+        min_group_cells=q.min_group_cells,
+        floor_reference_genes=q.floor_reference_genes,
+        warn_removed_fraction=q.warn_removed_fraction,
+        ambient=q.ambient,
         doublets=q.doublets,
         doublet_rate=q.doublet_rate,
         remove_doublets=q.remove_doublets,
@@ -462,7 +470,7 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("ingest", ingest, "source", ("input", "integrate.method"),
           "read one sample's counts into .h5ad"),
     Stage("qc", qc, "sample", ("qc", "seed", "input.species"),
-          "per-sample QC: MAD thresholds, floors, doublets"),
+          "per-sample QC: MAD thresholds, floors, doublets, ambient RNA"),
     Stage("merge", merge, "gather", ("normalize", "qc.min_cells_per_gene", "integrate.batch_key"),
           "merge per-sample .h5ad files, normalise, select HVGs"),
     Stage("integrate", integrate, "merged", ("integrate", "seed", "input.allow_non_counts"),

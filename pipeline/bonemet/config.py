@@ -90,15 +90,31 @@ class QCConfig(_Section):
     min_counts: int = Field(500, ge=0)
     min_genes: int = Field(200, ge=0)
     max_pct_mito: float = Field(20.0, gt=0, le=100)
+    mito_floor: float = Field(5.0, ge=0, le=100)
     nmads_counts: float = Field(5.0, gt=0)
     nmads_genes: float = Field(5.0, gt=0)
     nmads_mito: float = Field(3.0, gt=0)
+    mad_scope: Literal["sample", "cluster"] = "cluster"
+    group_resolution: float = Field(0.3, gt=0)
+    min_group_cells: int = Field(30, ge=1)
+    floor_reference_genes: int = Field(5000, ge=0)
+    warn_removed_fraction: float = Field(0.3, gt=0, le=1)
+    ambient: Literal["decontx", "none"] = "decontx"
     min_cells_per_gene: int = Field(3, ge=0)
     doublets: bool = True
     doublet_rate: float = Field(0.06, gt=0, lt=1)
     remove_doublets: bool = True
     drop_empty_samples: bool = False
     high_hb_fraction: float = Field(0.01, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _mito_bounds(self) -> QCConfig:
+        if self.mito_floor > self.max_pct_mito:
+            raise ValueError(
+                f"mito_floor ({self.mito_floor}) must not exceed max_pct_mito "
+                f"({self.max_pct_mito}): the mito threshold is kept between the two"
+            )
+        return self
 
 
 class NormalizeConfig(_Section):

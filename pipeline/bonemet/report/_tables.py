@@ -60,6 +60,17 @@ def _qc_summary(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
     return qc_table(adata) if bonemet_uns(adata, create=False).get("qc") else None
 
 
+def _qc_removed_by_group(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    from ..pp import qc_group_table
+
+    qc = bonemet_uns(adata, create=False).get("qc")
+    if not isinstance(qc, Mapping) or not any(
+        isinstance(r, Mapping) and "by_group" in r for r in qc.values()
+    ):
+        return None
+    return qc_group_table(adata)
+
+
 def _counts_by_sample(key: str) -> Callable[[Any, Config | None], pd.DataFrame | None]:
     def build(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
         if not _has(adata, key, "sample"):
@@ -205,6 +216,7 @@ def _ligrec_part(part: str) -> Callable[[Any, Config | None], pd.DataFrame | Non
 #: Every table of a run, in the order the report shows them.
 TABLES: tuple[Table, ...] = (
     Table("qc_summary", _qc_summary, "qc"),
+    Table("qc_removed_by_group", _qc_removed_by_group, "qc"),
     Table("integration_metrics", _integration_metrics, "integration"),
     Table("population_counts", _counts_by_sample("population"), "populations"),
     Table("population_fractions", _population_fractions, "populations"),
