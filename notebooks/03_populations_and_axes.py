@@ -112,15 +112,29 @@ bm.pl.composition(adata, groupby="condition")
 # %% [markdown]
 # ## The review's axes, per sample
 #
-# `bm.tl.axes_table` gives, per sample, the quantities each axis links: SPP1 in osteoclasts
-# and the Tpex fraction of CD8 T cells (OPN axis), ferroportin (SLC40A1) in macrophages and
-# CD71 (TFRC) on tumour cells (iron axis), tumour DKK1 and CHI3L3⁺ neutrophils (DKK1 axis),
-# TIGIT on CD8 T cells and its ligands PVR/NECTIN2 (TIGIT axis). NaN means a sample has too
-# few cells of the population; the `note` column says which.
+# `bm.tl.axes_table` gives, per sample, the quantities each axis links, as the papers state
+# them, each with its n cells and 95% CI: SPP1 from every source (osteoclasts, macrophages,
+# osteoblasts, tumour) and Tpex / (Tpex + Tex) (OPN axis), ferroportin (SLC40A1) on the
+# iron-recycling macrophages and CD71 (TFRC) on tumour cells (iron axis), TFRC and globins in
+# erythroid progenitors (anaemia arm), tumour DKK1 and CHI3L3⁺ neutrophils (DKK1 axis), TIGIT
+# on CD8 T cells and Tregs and its ligands PVR/NECTIN2 (TIGIT axis). A value is NaN when a
+# sample has fewer than `min_cells` (default 20) cells of the group; the `note` says so.
+# This small demo has few cells per sample, so we lower `min_cells` here.
 
 # %%
-axes = bm.tl.axes_table(adata)
-axes.set_index("sample").iloc[:, :8].round(3)
+axes = bm.tl.axes_table(adata, min_cells=5)
+axes[axes["sample"] == axes["sample"].iloc[0]][["quantity", "value", "ci_low", "ci_high",
+                                                "n_cells", "note"]].round(3)  # fmt: skip
+
+# %% [markdown]
+# One row per sample (`bm.tl.axes_wide`), and Spearman's ρ across samples, always with its
+# p-value and the number of samples (`bm.tl.axes_correlations`):
+
+# %%
+bm.tl.axes_wide(axes).iloc[:, :8].round(3)
+
+# %%
+bm.tl.axes_correlations(axes)
 
 # %%
 bm.pl.review_axes(adata)
