@@ -188,7 +188,8 @@ def ligand_receptor_dotplot(
         ax = fig.add_subplot(1, len(panels), i + 1)
         labels = []
         for j, r in enumerate(rows.itertuples(index=False)):
-            lab = f"{r.ligand} → {r.receptor}  ({r.source} → {r.target})"
+            src, tgt = (str(x).replace(" (VCAM1+CD163+CCR3+)", "") for x in (r.source, r.target))
+            lab = f"{r.ligand} → {r.receptor}  ({src} → {tgt})"
             labels.append(lab if len(lab) <= 60 else lab[:58] + "…")
             m = sub[(sub["ligand"] == r.ligand) & (sub["receptor"] == r.receptor)
                     & (sub["source"] == r.source) & (sub["target"] == r.target)]  # fmt: skip
