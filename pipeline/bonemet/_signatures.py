@@ -15,6 +15,9 @@ Every file holds one gene set::
     positive: {human: [...], mouse: [...]}
     negative: {human: [...], mouse: [...]}
     missing: {mouse: "why the mouse list is empty"}   # explain any absent species
+    # a lineage_discriminator separates two lineages that share a programme (T vs NK):
+    #   target: "T cell"; versus: "NK cell"; positive: the target's discriminating genes;
+    #   negative: the other lineage's; shared: the programme both carry (optional)
 
 Matching is case-robust: mouse data whose symbols are upper-cased still match.
 """
@@ -42,7 +45,7 @@ __all__ = [
 ]
 
 Species = Literal["human", "mouse"]
-Kind = Literal["lineage_marker", "population_marker", "programme"]
+Kind = Literal["lineage_marker", "population_marker", "programme", "lineage_discriminator"]
 
 
 class SpeciesLists(BaseModel):
@@ -68,6 +71,8 @@ class GeneSet(BaseModel):
     positive: SpeciesLists | None = None
     negative: SpeciesLists | None = None
     missing: dict[Species, str] = Field(default_factory=dict)
+    versus: str | None = None  # lineage_discriminator: the lineage the target is told from
+    shared: SpeciesLists | None = None  # lineage_discriminator: programme both lineages carry
 
     @model_validator(mode="after")
     def _check(self) -> GeneSet:
@@ -83,10 +88,21 @@ class GeneSet(BaseModel):
                 problems.append(f"a {self.kind} needs target: the cell type or population it marks")
             if self.human or self.mouse:
                 problems.append("markers use positive/negative lists, not top-level human/mouse")
+            if self.kind == "lineage_discriminator" and (
+                self.versus is None or self.negative is None
+            ):
+                problems.append(
+                    "a lineage_discriminator needs versus: (the other lineage) and negative: "
+                    "(that lineage's discriminating genes)"
+                )
             lists = {
                 "human": self.positive.human if self.positive else [],
                 "mouse": self.positive.mouse if self.positive else [],
             }
+        if self.kind != "lineage_discriminator" and (
+            self.versus is not None or self.shared is not None
+        ):
+            problems.append("versus/shared belong to a lineage_discriminator only")
         for sp, genes in lists.items():
             if not genes and sp not in self.missing:
                 problems.append(f"the {sp} list is empty and missing.{sp} does not explain why")
@@ -98,14 +114,17 @@ class GeneSet(BaseModel):
         return self
 
     def genes(
-        self, species: Species, *, sign: Literal["positive", "negative"] = "positive"
+        self,
+        species: Species,
+        *,
+        sign: Literal["positive", "negative", "shared"] = "positive",
     ) -> list[str]:
-        """The gene symbols of this set for ``species`` (positive or negative markers)."""
+        """The gene symbols of this set for ``species`` (positive, negative or shared markers)."""
         if self.kind == "programme":
-            if sign == "negative":
+            if sign != "positive":
                 return []
             return list(getattr(self, species))
-        lists = self.positive if sign == "positive" else self.negative
+        lists = {"positive": self.positive, "negative": self.negative, "shared": self.shared}[sign]
         return list(getattr(lists, species)) if lists is not None else []
 
 

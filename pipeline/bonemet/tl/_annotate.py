@@ -78,6 +78,7 @@ from .._meta import add_warning, bonemet_uns
 from .._signatures import GeneSet, load_gene_sets
 from .._species import resolve_species
 from .._vocab import CELL_TYPES, POPULATION_TO_CELL_TYPE, POPULATIONS, UNASSIGNED
+from ._annotate_discriminate import NKT_NOTE, _Discriminator, discriminate
 from ._annotate_eval import _reference_lineages
 from ._annotate_graph import (
     _clusters,
@@ -252,6 +253,7 @@ def annotate(
         )
 
     lin_sets = load_gene_sets("lineage_marker")
+    disc_sets = load_gene_sets("lineage_discriminator")
     pop_sets = load_gene_sets("population_marker")
     sp_ = resolve_species(adata, species)
     index = _gene_index(adata.var_names)
@@ -268,13 +270,31 @@ def annotate(
         )
 
     lsets = {n: build(s) for n, s in lin_sets.items()}
+    discs = [
+        _Discriminator(
+            n,
+            str(s.target),
+            str(s.versus),
+            _match(s.genes(sp_, sign="positive"), index),
+            _match(s.genes(sp_, sign="negative"), index),
+            _match(s.genes(sp_, sign="shared"), index),
+            len(s.genes(sp_, sign="positive")),
+            len(s.genes(sp_, sign="negative")),
+            len(s.genes(sp_, sign="shared")),
+        )
+        for n, s in disc_sets.items()
+    ]
     psets = {n: build(s) for n, s in pop_sets.items()}
     bad = {s.target for s in lsets.values()} - set(CELL_TYPES)
     bad |= {s.target for s in psets.values()} - set(POPULATIONS)
+    bad |= {x for d in discs for x in (d.target, d.versus)} - set(CELL_TYPES)
     if bad:
         raise InputError(f"marker sets target labels outside the vocabulary: {sorted(bad)}")
 
-    cols = sorted({j for s in (*lsets.values(), *psets.values()) for j in (*s.pos, *s.neg)})
+    cols = sorted(
+        {j for s in (*lsets.values(), *psets.values()) for j in (*s.pos, *s.neg)}
+        | {j for d in discs for j in (*d.pos, *d.neg, *d.shared)}
+    )
     if not cols:
         # nothing to annotate with: say so and leave every cell Unassigned, rather than
         # failing a whole pipeline run after integration
@@ -312,7 +332,22 @@ def annotate(
         for s in members:
             v = _score(expr, col, s.pos, s.neg) * _shrink(s)
             vals.append(v)
-        lineage_raw[:, k] = np.min(vals, axis=0)
+        # several files of one lineage are alternative programmes (cDC vs pDC): any of them
+        lineage_raw[:, k] = np.max(vals, axis=0)
+    lineage_neg = {
+        lin: [j for s in lsets.values() if s.target == lin for j in s.neg] for lin in lineages
+    }
+    thin = {
+        lin: not any(
+            len(s.pos) >= _MIN_GENES and s.coverage >= 0.5
+            for s in lsets.values()
+            if s.target == lin
+        )
+        for lin in lineages
+    }
+    lineage_raw, nkt_like, disc_info = discriminate(
+        lineage_raw, lineages, expr, col, discs, lineage_neg, thin
+    )
     lineage_smooth = _smooth(lineage_raw, smoother, *_LINEAGE_SMOOTH)
     ncl = int(clusters.max()) + 1
     onehot = sp.csr_matrix(
@@ -370,6 +405,12 @@ def annotate(
     s1 = np.where(refined, 1.0, s1)
 
     unassigned = (lin_conf < min_confidence) | (s1 < _MIN_LINEAGE_SCORE)
+    # NKT-like cells (T and NK discriminating programmes both present): a defined outcome,
+    # Unassigned with a reason, not whichever of the two a small difference favours
+    pair = {x for d in discs for x in (d.target, d.versus)}
+    nkt_like &= np.isin(lin_label, list(pair)) & ~refined
+    unassigned |= nkt_like
+    note = np.where(nkt_like, NKT_NOTE, "")
     lin_label = np.where(unassigned, UNASSIGNED, lin_label)
 
     # ---- populations within lineages
@@ -385,6 +426,7 @@ def annotate(
     adata.obs["cell_type"] = pd.Categorical(lin_label, categories=list(CELL_TYPES))
     adata.obs["population"] = pd.Categorical(pop_label, categories=list(POPULATIONS))
     adata.obs["annotation_confidence"] = conf
+    adata.obs["annotation_note"] = pd.Categorical(note)
 
     # ---- provenance
     meta = bonemet_uns(adata)
@@ -420,6 +462,8 @@ def annotate(
         "marker_coverage": coverage,
         "low_coverage_sets": low,
         "n_unassigned": int(unassigned.sum()),
+        "n_nkt_like": int(nkt_like.sum()),
+        "discriminators": disc_info,
         "constants": {
             "neg_weight": _NEG_WEIGHT,
             "min_genes_lineage": _MIN_GENES,

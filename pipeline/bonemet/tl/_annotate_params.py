@@ -34,3 +34,10 @@ _STATE_SEED_SCORE = 0.3  # a state seed: own evidence >= this and above the thre
 _STATE_SEED_NONE = 0.01  # a non-state seed: no own evidence and below the threshold
 _STATE_SEED_MIN = 20  # states with fewer seeds (or < 5% of the parent) keep the threshold
 _STATE_SEED_FRAC = 0.05
+# Lineage discriminators (T vs NK; _annotate_discriminate): a side measured by fewer than
+# _DISCRIM_MIN_GENES genes is shrunk towards _DISCRIM_PRIOR; both sides >= _NKT_PRESENT
+# with r = dA / (dA + dB) within [_NKT_RATIO, 1 - _NKT_RATIO] is the NKT-like outcome.
+_DISCRIM_MIN_GENES = 3
+_DISCRIM_PRIOR = 0.15
+_NKT_PRESENT = 0.3
+_NKT_RATIO = 0.4
