@@ -157,6 +157,17 @@ def test_without_liana_it_warns_and_skips(monkeypatch: pytest.MonkeyPatch) -> No
     assert any("pip install 'bonemet[ligrec]'" in w for w in a.uns["bonemet"]["warnings"])
 
 
+def test_counts_or_unknown_species_skip_with_a_warning(liana) -> None:
+    a = _planted()
+    a.X = np.round(np.expm1(a.X))
+    bm.tl.ligand_receptor(a)
+    assert "raw counts" in a.uns["bonemet_ligrec"]["status"]
+    b = _planted()
+    b.var_names = [f"g{i}" for i in range(b.n_vars)]
+    bm.tl.ligand_receptor(b)
+    assert "species could not be detected" in b.uns["bonemet_ligrec"]["status"]
+
+
 def test_bad_arguments_fail_before_work(liana) -> None:
     a = _planted()
     with pytest.raises(bm.InputError, match="min_cells"):

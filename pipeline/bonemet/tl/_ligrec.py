@@ -28,12 +28,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .._counts import is_counts
 from .._errors import InputError
 from .._logging import logger
 from .._meta import add_warning, bonemet_uns
 from .._species import resolve_species
 from .._vocab import UNASSIGNED
-from ._score import _check_lognorm
 
 __all__ = [
     "LIGREC_HIGHLIGHTS",
@@ -326,8 +326,18 @@ def ligand_receptor(
             "`pip install 'bonemet[ligrec]'` (or `pip install liana`)"
         )
     X = adata.X if layer is None else adata.layers[layer]
-    _check_lognorm(X, "adata.X" if layer is None else f"layers[{layer!r}]")
-    sp_ = resolve_species(adata, species)
+    where = "adata.X" if layer is None else f"layers[{layer!r}]"
+    if is_counts(X, empty=False):
+        return skipped(
+            f"{where} holds raw counts; LIANA+ needs log-normalised expression "
+            "(run bm.pp.normalize, or pass layer= naming a log-normalised layer)"
+        )
+    sp_ = resolve_species(adata, species, strict=False)
+    if sp_ is None:
+        return skipped(
+            "the species could not be detected from the gene names; set input.species "
+            "(API: species='human' or 'mouse')"
+        )
     resource = ligrec_resource(sp_)
     source_of = {
         (str(a).upper(), str(b).upper()): s
