@@ -254,3 +254,36 @@ def test_net_ferroptosis_index_and_genes():
     del a.obs["score_ferroptosis_suppressor"]
     with pytest.raises(InputError, match="ferroptosis_suppressor"):
         bm.tl.ferroptosis_index(a)
+
+
+def test_null_floor_and_doublet_like_calls():
+    """Tumour cells that keep more residual ambient than T cells (after correction) are not
+    calls; a globin-positive cell in the tumour cells' doublet-score tail is a possible
+    doublet, not a call."""
+    blocks = [
+        ("s1", *T, 200, 3000, 0.002, 0.0, 0.0, False),
+        ("s1", *TUM, 200, 9000, 0.006, 0.0, 0.0, False),  # more residual ambient than T
+        ("s1", *TUM, 30, 9000, 0.006, 0.06, 0.0, True),
+    ]
+    a = _adata(blocks, seed=4)
+    planted = a.obs["planted"].to_numpy()
+    tum = (a.obs["population"] == "Tumour epithelial").to_numpy()
+    bm.tl.erythroid_mimicry(a, species="human", null_floor=False)
+    assert a.obs["erythroid_mimicry_call"].to_numpy()[tum & ~planted].mean() > 0.1
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    call = a.obs["erythroid_mimicry_call"].to_numpy()
+    assert call[tum & ~planted].mean() <= 0.02 and call[planted].mean() >= 0.9
+    assert "tumour cells' median" in tab.loc["s1", "note"]
+    # doublet scores: the top tail of the tumour cells among the planted cells
+    ds = np.full(a.n_obs, 0.02)
+    first = np.flatnonzero(planted)[:8]
+    ds[first] = 0.3
+    a.obs["doublet_score"] = ds
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    klass = a.obs["erythroid_mimicry_class"].astype(str).to_numpy()
+    assert (klass[first] == "possible_doublet").all()
+    assert not a.obs["erythroid_mimicry_call"].to_numpy()[first].any()
+    assert tab.loc["s1", "n_doublet_like_excluded"] == 8
+    assert tab.loc["s1", "doublet_score_called_max"] == pytest.approx(0.02)
+    bm.tl.erythroid_mimicry(a, species="human", doublet_quantile=None)
+    assert a.obs["erythroid_mimicry_call"].to_numpy()[first].all()

@@ -64,6 +64,8 @@ __all__ = [
 _PROGRAMME_ORDER = (
     "erythroid_mimicry",
     "erythroid_mimicry_core",
+    "erythroid_identity",
+    "haem_synthesis",
     "ferroptosis_driver",
     "ferroptosis_suppressor",
     "ferroptosis_kegg",
@@ -73,11 +75,7 @@ _PROGRAMME_ORDER = (
     "iron_storage",
     "iron_export",
     "hypoxia",
-    "axis_spp1_cd44",
-    "axis_dkk1_ckap4_stat6",
-    "axis_tigit_pvr",
-    "vicious_cycle",
-)
+)  # the ligand-receptor sets (axis_*, vicious_cycle) are not per-cell scores
 #: the programmes the issue asks violins for (all score_* when none of them is present)
 KEY_PROGRAMMES = (
     "erythroid_mimicry",

@@ -426,6 +426,7 @@ def _ambient_grade(frac: float, moderate: float, high: float) -> str:
 MIMICRY_CLASSES = (
     "globin_only",  # called: globins above the matched background, no erythroid identity
     "globin_and_identity",  # globins with erythroid identity: an erythroid cell or a doublet
+    "possible_doublet",  # globin-positive, but a doublet score in the tumour cells' top tail
     "below_background",  # tumour cell, globins not above the background
     "not_assessed",  # not a tumour cell, a predicted doublet, or no threshold in the sample
 )
@@ -436,11 +437,13 @@ def erythroid_mimicry(
     *,
     sample_key: str = "sample",
     background: Sequence[str] = HB_BACKGROUND_CELL_TYPES,
-    fdr: float = 0.05,
+    fdr: float = 0.1,
     min_background: int = 20,
     min_hb_counts: int = 2,
     identity_level: float = 0.5,
     min_identity_counts: int = 2,
+    null_floor: bool = True,
+    doublet_quantile: float | None = 0.95,
     ambient_moderate: float = 0.002,
     ambient_max: float = 0.01,
     ci_level: float = 0.95,
@@ -459,7 +462,9 @@ def erythroid_mimicry(
     1. **Background matched for library size.** In each sample the cells that cannot make
        haemoglobin (``background`` lineages: T, B, NK; predicted doublets left out) define the
        null: a beta-binomial fitted to their ``(k, n)`` (cell-to-cell variation of the ambient
-       share on top of counting noise). A tumour cell's p-value is ``P(K >= k | n)`` under that
+       share on top of counting noise); with ``null_floor`` its mean is raised to the median
+       globin share of the sample's tumour cells when that is higher (ambient correction can
+       leave tumour cells more residual ambient than T cells). A tumour cell's p-value is ``P(K >= k | n)`` under that
        null *at its own n*, so a tumour cell with 3x the UMIs of a T cell is held to the same
        globin share, not to the T cells' noisier per-cell fractions. p-values are
        Benjamini-Hochberg adjusted within the sample's tumour cells; ``q <= fdr`` and
@@ -471,8 +476,11 @@ def erythroid_mimicry(
        ``globin_and_identity``: an erythroid cell or a doublet with one, not called. The
        others are ``globin_only``: the mimicry calls.
     3. Erythroid cells (``cell_type == "Erythroid"`` / ``population == "Erythroid
-       progenitor"``) and predicted doublets are never called; every call's
-       ``obs["doublet_score"]`` is in :func:`erythroid_mimicry_calls`.
+       progenitor"``) and predicted doublets are never called. A globin-positive cell whose
+       ``obs["doublet_score"]`` lies above the ``doublet_quantile`` of the sample's assessed
+       tumour cells' scores is ``possible_doublet`` (a doublet with an erythroid cell that
+       Scrublet kept), not a call. Every call's doublet score is in
+       :func:`erythroid_mimicry_calls`.
     4. **Ambient guard, graded.** The pooled globin share of the background cells in the
        counts used is graded ``low`` (< ``ambient_moderate``), ``moderate`` or ``high``
        (>= ``ambient_max``; a warning is recorded). With corrected counts the grade reads the
@@ -492,6 +500,11 @@ def erythroid_mimicry(
         Minimum globin counts for a call (not applied to ``expm1(X)``).
     identity_level, min_identity_counts
         When a globin-positive cell counts as having erythroid identity (see 2.).
+    null_floor
+        Raise the null's mean to the tumour cells' median globin share when higher (see 1.).
+    doublet_quantile
+        Doublet-score quantile above which a globin-positive cell is ``possible_doublet``
+        (see 3.); ``None``: doublet scores are reported only.
     ambient_moderate, ambient_max
         Grade boundaries of the background globin share.
     ci_level
@@ -510,7 +523,8 @@ def erythroid_mimicry(
     ``background_hb_fraction`` (pooled, counts used), ``background_hb_fraction_raw`` (raw
     counts), ``enrichment``, ``background_overdispersion`` (beta-binomial rho),
     ``threshold`` (globin share a tumour cell of median size needs for a call),
-    ``n_globin_positive``, ``n_identity_excluded``, ``n_called``, ``fraction_called``,
+    ``n_globin_positive``, ``n_identity_excluded``, ``n_doublet_like_excluded``, ``n_called``,
+    ``fraction_called``,
     ``fraction_ci_low``, ``fraction_ci_high`` (Wilson, ``ci_level``),
     ``doublet_score_called_median``, ``doublet_score_called_max``, ``mannwhitney_p``
     (tumour > background globin share, one-sided), ``ambient_grade``, ``ambient_high``, the
@@ -613,6 +627,19 @@ def erythroid_mimicry(
             keep = _betabinom_sf(kb, nb, a_, b_) > 1e-4
             if (~keep).any() and keep.sum() >= min_background:
                 a_, b_ = _betabinom_fit(kb[keep], nb[keep])
+            if null_floor and t.sum() >= min_background:
+                # after correction the residual ambient share can differ between cell types:
+                # the null's mean is never below the median share of the sample's tumour cells
+                # (a majority of them are not mimics), its spread stays the background's
+                conc, mu_t = a_ + b_, float(np.median(frac[t]))
+                mu_b = a_ / conc
+                if mu_t > mu_b:
+                    # the ambient share varies multiplicatively (how much soup a droplet
+                    # caught): keep the background's coefficient of variation
+                    conc = (conc + 1) * mu_b * (1 - mu_t) / (mu_t * (1 - mu_b)) - 1
+                    conc = max(conc, 1.0)
+                    a_, b_ = mu_t * conc, (1 - mu_t) * conc
+                    notes.append(f"null mean raised to the tumour cells' median ({mu_t:.2%})")
             null = (a_, b_)
             rho = 1.0 / (a_ + b_ + 1.0)
         else:
@@ -620,7 +647,7 @@ def erythroid_mimicry(
         if not t.any():
             notes.append("no tumour epithelial cells")
         called = np.zeros(adata.n_obs, dtype=bool)
-        n_pos = n_id = 0
+        n_pos = n_id = n_dbl_like = 0
         if null is not None and t.any():
             kt, nt = np.rint(hb[t]), np.rint(total[t])
             q = _bh(_betabinom_sf(kt, nt, *null))
@@ -648,12 +675,22 @@ def erythroid_mimicry(
             else:
                 has_id &= False
                 notes.append("no erythroid reference: erythroid identity not assessed")
+            dbl_like = np.zeros(int(t.sum()), dtype=bool)
+            if doublet_quantile is not None and dscore is not None:
+                ds_t = dscore[t]
+                ok = np.isfinite(ds_t)
+                if ok.sum() >= min_background:
+                    cut = float(np.quantile(ds_t[ok], doublet_quantile))
+                    dbl_like = ok & (ds_t > cut)
             tix = np.flatnonzero(t)
             klass[tix] = "below_background"
+            klass[tix[pos & dbl_like]] = "possible_doublet"
             klass[tix[pos & has_id]] = "globin_and_identity"
-            klass[tix[pos & ~has_id]] = "globin_only"
-            called[tix[pos & ~has_id]] = True
+            keep = pos & ~has_id & ~dbl_like
+            klass[tix[keep]] = "globin_only"
+            called[tix[keep]] = True
             n_pos, n_id = int(pos.sum()), int((pos & has_id).sum())
+            n_dbl_like = int((pos & dbl_like & ~has_id).sum())
         call |= called
         grade = _ambient_grade(b_frac, ambient_moderate, ambient_max)
         ambient_high = grade == "high"
@@ -697,6 +734,7 @@ def erythroid_mimicry(
             "threshold": thr,
             "n_globin_positive": n_pos,
             "n_identity_excluded": n_id,
+            "n_doublet_like_excluded": n_dbl_like,
             "n_called": int(called.sum()),
             "fraction_called": float(called.sum() / n_t) if n_t else np.nan,
             "fraction_ci_low": float(lo),
@@ -730,6 +768,8 @@ def erythroid_mimicry(
         "min_hb_counts": int(min_hb_counts),
         "identity_level": float(identity_level),
         "min_identity_counts": int(min_identity_counts),
+        "null_floor": bool(null_floor),
+        "doublet_quantile": None if doublet_quantile is None else float(doublet_quantile),
         "ambient_moderate": float(ambient_moderate),
         "ambient_max": float(ambient_max),
         "ci": f"Wilson {ci_level:g}",
@@ -740,7 +780,8 @@ def erythroid_mimicry(
 
 def erythroid_mimicry_calls(adata: AnnData, *, include_identity: bool = True) -> pd.DataFrame:
     """One row per mimicry call (and, with ``include_identity``, per globin-positive cell
-    excluded for erythroid identity), read after :func:`erythroid_mimicry`.
+    excluded for erythroid identity or as a possible doublet), read after
+    :func:`erythroid_mimicry`.
 
     Columns: ``cell``, ``sample``, ``condition`` (when recorded), ``population``, ``class``,
     ``called``, ``q_value``, ``total_counts``, ``globin_counts``, ``globin_fraction``,
@@ -752,7 +793,9 @@ def erythroid_mimicry_calls(adata: AnnData, *, include_identity: bool = True) ->
         raise InputError("no erythroid-mimicry calls; run bm.tl.erythroid_mimicry first")
     rec = bonemet_uns(adata, create=False).get("parameters", {}).get("erythroid_mimicry", {})
     klass = adata.obs["erythroid_mimicry_class"].astype(str)
-    keep = klass.eq("globin_only") | (include_identity & klass.eq("globin_and_identity"))
+    keep = klass.eq("globin_only") | (
+        include_identity & klass.isin(["globin_and_identity", "possible_doublet"])
+    )
     sub = adata[keep.to_numpy()]
     source = str(rec.get("counts_source", "counts"))
     if source in sub.layers:
