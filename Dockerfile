@@ -38,12 +38,13 @@ RUN PY="$(command -v python3.11 || command -v python3)" \
 ENV PATH=/opt/bonemet/bin:$PATH
 
 # Dependencies first, from pyproject.toml alone: a code change rebuilds only the last layer.
+# The ligrec extra (liana, LIANA+) too: the compare stage's ligand-receptor analysis.
 COPY pyproject.toml /src/pyproject.toml
 RUN --mount=type=secret,id=ca --mount=type=secret,id=constraints \
     set -e; \
     if [ -s /run/secrets/ca ]; then export PIP_CERT=/run/secrets/ca; fi; \
     if [ -s /run/secrets/constraints ]; then export PIP_CONSTRAINT=/run/secrets/constraints; fi; \
-    python -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt; \
+    python -c 'import tomllib; p = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; print("\n".join(p["dependencies"] + p["optional-dependencies"]["ligrec"]))' > /tmp/requirements.txt; \
     pip install -r /tmp/requirements.txt; \
     rm /tmp/requirements.txt
 
