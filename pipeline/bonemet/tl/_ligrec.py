@@ -40,7 +40,6 @@ __all__ = [
     "REVIEW_PAIRS",
     "ligand_receptor",
     "ligrec_resource",
-    "ligrec_summary",
     "liana_available",
 ]
 
@@ -487,12 +486,3 @@ def _safe(df: pd.DataFrame) -> pd.DataFrame:
         if out[c].dtype == object or isinstance(out[c].dtype, pd.CategoricalDtype):
             out[c] = out[c].astype(object).where(out[c].notna(), "").astype(str)
     return out
-
-
-def ligrec_summary(table: pd.DataFrame, *, highlighted_only: bool = True) -> pd.DataFrame:
-    """Rows of the review's pairs (or all), best first per condition; for reports."""
-    df = table[table["highlight"].astype(str) != ""] if highlighted_only else table
-    return df.sort_values(
-        ["highlight", "condition", "fraction_significant", "median_magnitude_rank"],
-        ascending=[True, True, False, True],
-    ).reset_index(drop=True)
