@@ -175,7 +175,7 @@ def preqc_groups(
     top = np.sort(np.argsort(-var, kind="stable")[: min(int(n_top_genes), x.shape[1])])
     dense = xl[:, top].toarray()
     n_comps = int(max(2, min(n_pcs, n - 1, dense.shape[1] - 1)))
-    pcs = PCA(n_components=n_comps, random_state=seed, svd_solver="arpack").fit_transform(dense)
+    pcs = PCA(n_components=n_comps, random_state=seed, svd_solver="randomized").fit_transform(dense)
     k = int(min(n_neighbors, n - 1))
     nn = NearestNeighbors(n_neighbors=k + 1).fit(pcs)
     ind = nn.kneighbors(pcs, return_distance=False)[:, 1:]

@@ -45,7 +45,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 _VERSION_PACKAGES = (
     "bonemet", "scanpy", "anndata", "scvi-tools", "torch", "numpy", "scipy", "pandas",
     "scikit-learn", "matplotlib", "decoupler", "gseapy", "harmonypy", "leidenalg", "igraph",
-    "pynndescent", "umap-learn",
+    "pynndescent", "umap-learn", "decontx-scanpy",
 )  # fmt: skip
 _MAX_ROWS = 60
 _MAX_IMAGE_WIDTH = 1400

@@ -1,6 +1,8 @@
 /*
- * QC (per sample): MAD-based thresholds plus fixed floors, doublets (scrublet), Hb and
- * ambient indicators; removed cells counted by reason in uns["bonemet"]["qc"].
+ * QC (per sample): MAD-based thresholds (per sample or per pre-QC cluster, qc.mad_scope) with
+ * floors scaled to the genes measured, doublets (scrublet), DecontX ambient correction
+ * (qc.ambient: layers["decontaminated"], obs["ambient_contamination"]), Hb indicators;
+ * removed cells counted by reason (and by pre-QC group) in uns["bonemet"]["qc"].
  */
 process QC {
     tag "${meta.id}"
