@@ -12,6 +12,16 @@
    dropout and to one ambient transcript (haemoglobin, LYZ); a set measured by fewer
    than three of its genes (or not all of a shorter set) is shrunk in proportion, so
    that one gene cannot make a call.
+   Several lineage files with one target are *alternative* programmes (the larger score
+   counts): pDC (``lineage_pdc``) vs cDC (``lineage_dendritic_cell``), neutrophil
+   progenitors' primary granules vs the mature neutrophil programme.
+   **Lineage discriminators** (``signatures/discriminate_*.yaml``, see
+   ``_annotate_discriminate``) then split the evidence of two lineages that share a
+   programme (T vs NK) by the genes only one of them has (TCR/CD3/CD8B/CD5/CD6/CD28 vs
+   KLRF1/NCR1/FCER1G/TYROBP/SH2D1B), using what the matrix measures: an unmeasured side
+   stands at a fixed prior and the shared programme stands in for a thinly measured
+   lineage; cells with both programmes (NKT-like) are ``Unassigned`` with a reason in
+   ``obs["annotation_note"]``. Coverage of each side is in ``uns``.
 2. **Graph smoothing.** Scores are diffused over the kNN graph of the (integrated)
    embedding: ``adata.obsp["connectivities"]`` when present, else a graph computed on
    ``use_rep`` / ``X_scVI`` / ``X_harmony`` / ``X_pca`` (or a PCA made here).
@@ -226,8 +236,9 @@ def annotate(
     -------
     ``None`` (or the copy). Writes ``obs["cell_type"]`` and ``obs["population"]`` (categoricals
     with the fixed vocabularies ``CELL_TYPES`` / ``POPULATIONS``), ``obs["annotation_confidence"]``
-    (0..1), ``uns["bonemet"]["annotate"]`` (method, parameters, species, marker coverage per set)
-    and ``uns["bonemet"]["gene_sets"][<set>]`` coverage records.
+    (0..1), ``obs["annotation_note"]`` (why a cell is Unassigned when there is a named reason,
+    e.g. NKT-like; else empty), ``uns["bonemet"]["annotate"]`` (method, parameters, species,
+    marker coverage per set, discriminator coverage, ``n_nkt_like``) and ``uns["bonemet"]["gene_sets"][<set>]`` coverage records.
     """
     if not 0.0 <= float(min_confidence) <= 1.0:
         raise InputError(f"min_confidence must be within [0, 1], got {min_confidence!r}")
