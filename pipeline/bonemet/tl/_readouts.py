@@ -800,9 +800,10 @@ def erythroid_mimicry_calls(adata: AnnData, *, include_identity: bool = True) ->
     source = str(rec.get("counts_source", "counts"))
     if source in sub.layers:
         M = sub.layers[source]
-    else:
+    else:  # the layer the calls used is gone (e.g. a slimmed checkpoint): CP10k from X
         X = sub.X
         M = X.expm1() if sp.issparse(X) else np.expm1(np.asarray(X))
+        source = "expm1(X)"
     hb_idx = sub.var_names.get_indexer([g for g in rec.get("hb_genes", []) if g in sub.var_names])
     id_idx = sub.var_names.get_indexer(
         [g for g in rec.get("identity_genes", []) if g in sub.var_names]
