@@ -148,3 +148,31 @@ def test_jaitin_pdc_are_dendritic_cells_not_b(shared_data) -> None:
     assert (ct[ref == "NK_cell"] == "NK cell").mean() >= 0.85  # measured 0.89
     notes = set(adata.obs["annotation_note"].astype(str)) - {""}
     assert notes <= {NKT_NOTE}
+
+
+# ----------------------------------------------------------------------------- agreement
+def test_population_agreement_confusion_and_f1() -> None:
+    import pandas as pd
+
+    from bonemet._vocab import POPULATIONS
+
+    ref = ["CD8 T cells"] * 4 + ["CD4 T cells"] * 4 + ["CD8 Tpex (TCF1+)"] * 2 + ["?"] * 2
+    pred = ["CD8 T"] * 3 + ["CD4 T"] + ["CD4 T"] * 4 + ["CD4 T", "CD8 Tpex (TCF1+)", "B", "B"]
+    adata = ad.AnnData(
+        X=np.zeros((len(ref), 1), np.float32),
+        obs=pd.DataFrame(
+            {
+                "reference_label": ref,
+                "population": pd.Categorical(pred, categories=list(POPULATIONS)),
+            },
+            index=[f"c{i}" for i in range(len(ref))],
+        ),
+    )
+    tab = bm.tl.population_agreement(adata)
+    assert list(tab.index) == ["CD4 T", "CD8 T", "CD8 Tpex (TCF1+)"]  # "?" left out
+    assert tab.loc["CD8 T", "CD8 T"] == 3 and tab.loc["CD8 Tpex (TCF1+)", "CD4 T"] == 1
+    assert tab.loc["CD4 T", "recall"] == 1.0
+    assert tab.loc["CD4 T", "precision"] == pytest.approx(4 / 6)
+    assert tab.loc["CD8 T", "f1"] == pytest.approx(2 * 1.0 * 0.75 / 1.75)
+    adata.obs["reference_label"] = ["Kupffer-like"] * len(ref)  # not population-level
+    assert bm.tl.population_agreement(adata) is None

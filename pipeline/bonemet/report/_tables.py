@@ -181,6 +181,16 @@ def _label_agreement(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
     return label_agreement(adata) if _has(adata, "reference_label", "cell_type") else None
 
 
+def _label_agreement_population(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    """Population x population confusion and per-population F1 (labels at population level)."""
+    if not _has(adata, "reference_label", "population"):
+        return None
+    from ..tl import population_agreement
+
+    tab = population_agreement(adata)
+    return None if tab is None else tab.reset_index()
+
+
 def _integration_metrics(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
     if "X_umap" not in adata.obsm:
         return None
@@ -222,6 +232,7 @@ TABLES: tuple[Table, ...] = (
     Table("population_fractions", _population_fractions, "populations"),
     Table("cell_type_counts", _counts_by_sample("cell_type"), "populations"),
     Table("label_agreement", _label_agreement, "populations"),
+    Table("label_agreement_population", _label_agreement_population, "populations"),
     Table("gene_set_coverage", _gene_set_coverage, "signatures"),
     Table("score_summary", _score_summary, "signatures"),
     Table("erythroid_mimicry", _erythroid_mimicry, "signatures"),

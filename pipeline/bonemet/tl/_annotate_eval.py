@@ -14,7 +14,14 @@ import pandas as pd
 
 from .._errors import InputError
 
-__all__ = ["REFERENCE_LINEAGES", "label_agreement", "lineage_accuracy", "cd8_cd4_accuracy"]
+__all__ = [
+    "REFERENCE_LINEAGES",
+    "REFERENCE_POPULATIONS",
+    "label_agreement",
+    "population_agreement",
+    "lineage_accuracy",
+    "cd8_cd4_accuracy",
+]
 
 
 # Reference labels of public sets -> accepted lineages (lower-cased, stripped). Used by
@@ -46,6 +53,28 @@ Kang 2018: ``CD14+ Monocytes``/``FCGR3A+ Monocytes`` -> Monocyte/Macrophage, ``C
 ``T_CD4``/``T_CD8`` -> T cell, ``MNP`` (mononuclear phagocytes) -> Monocyte/Macrophage or
 Dendritic cell, ``B``, ``NK``. An empty tuple or ``?`` means the label is not evaluated.
 """
+
+# Reference labels that name one bonemet population (lower-cased). Labels equal to a
+# population of the vocabulary (any case) map to it as well (generated data, bonemet runs).
+REFERENCE_POPULATIONS: dict[str, str] = {
+    "cd4 t cells": "CD4 T",
+    "cd8 t cells": "CD8 T",
+    "b cells": "B",
+    "nk cells": "NK",
+    "cd14+ monocytes": "Classical monocyte",
+    "fcgr3a+ monocytes": "Non-classical monocyte",
+    "t_cd4": "CD4 T",
+    "t_cd8": "CD8 T",
+    "nk": "NK",
+    "b": "B",
+    "treg": "Treg",
+    "plasma cells": "Plasma",
+    "pdc": "pDC",
+    "cdc1": "cDC1",
+    "cdc2": "cDC2",
+}
+"""Documented mapping of common reference labels to one ``population``; reference CD8
+labels map to ``CD8 T`` (a Tpex/Tex call then shows as a state of the same lineage)."""
 
 _EXCLUDED_LABELS = {"?", "", "nan", "none", "unknown", "unassigned", "doublet", "doublets"}
 
@@ -109,6 +138,61 @@ def label_agreement(
     )
     order = [c for c in cats if c in tab.columns] + [c for c in tab.columns if c not in cats]
     return tab[order]
+
+
+def population_agreement(
+    adata: ad.AnnData,
+    *,
+    label_key: str = "reference_label",
+    key: str = "population",
+    min_mapped: float = 0.5,
+) -> pd.DataFrame | None:
+    """Population x population confusion with per-population precision, recall and F1.
+
+    Reference labels are mapped to populations: a label equal to a vocabulary population
+    (any case) maps to it, else through :data:`REFERENCE_POPULATIONS`; unmapped cells are
+    left out. Rows are reference populations, the columns are the predicted populations
+    (cell counts) followed by ``n_reference``, ``precision``, ``recall`` and ``f1`` of the
+    row's population. ``None`` when fewer than ``min_mapped`` of the cells map (the
+    reference labels are not at population level).
+    """
+    from .._vocab import POPULATIONS
+
+    for k in (label_key, key):
+        if k not in adata.obs:
+            raise InputError(f"obs[{k!r}] not found; run bm.tl.annotate / pass --label-key first")
+    vocab = {p.lower(): p for p in POPULATIONS if p != "Unassigned"}
+    ref_raw = adata.obs[label_key].astype(str).str.strip()
+    uniq = {
+        lab: vocab.get(lab.lower(), REFERENCE_POPULATIONS.get(lab.lower())) for lab in set(ref_raw)
+    }
+    ref = ref_raw.map(uniq)
+    mapped = ref.notna().to_numpy()
+    if mapped.sum() == 0 or mapped.mean() < min_mapped:
+        return None
+    r = ref[mapped].astype(str).to_numpy()
+    p = adata.obs[key].astype(str).to_numpy()[mapped]
+    tab = pd.crosstab(pd.Series(r, name="reference_population"), pd.Series(p, name=key))
+    order = [c for c in POPULATIONS if c in tab.columns] + [
+        c for c in tab.columns if c not in POPULATIONS
+    ]
+    tab = tab[order]
+    rows = [c for c in POPULATIONS if c in tab.index]
+    tab = tab.loc[rows]
+    n_ref = tab.sum(axis=1)
+    tp = np.array([tab.loc[x, x] if x in tab.columns else 0 for x in rows], dtype=float)
+    n_pred = np.array([int((p == x).sum()) for x in rows], dtype=float)
+    recall = tp / np.maximum(n_ref.to_numpy(dtype=float), 1)
+    precision = np.where(n_pred > 0, tp / np.maximum(n_pred, 1), 0.0)
+    f1 = np.where(
+        precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0
+    )
+    out = tab.copy()
+    out["n_reference"] = n_ref.to_numpy()
+    out["precision"] = precision
+    out["recall"] = recall
+    out["f1"] = f1
+    return out
 
 
 def lineage_accuracy(
