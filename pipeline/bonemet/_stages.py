@@ -225,6 +225,7 @@ def qc(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.An
         floor_reference_genes=q.floor_reference_genes,
         warn_removed_fraction=q.warn_removed_fraction,
         ambient=q.ambient,
+        decontx_estimate_delta=q.decontx_estimate_delta,
         doublets=q.doublets,
         doublet_rate=q.doublet_rate,
         remove_doublets=q.remove_doublets,

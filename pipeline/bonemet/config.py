@@ -100,6 +100,7 @@ class QCConfig(_Section):
     floor_reference_genes: int = Field(5000, ge=0)
     warn_removed_fraction: float = Field(0.3, gt=0, le=1)
     ambient: Literal["decontx", "none"] = "decontx"
+    decontx_estimate_delta: bool = False
     min_cells_per_gene: int = Field(3, ge=0)
     doublets: bool = True
     doublet_rate: float = Field(0.06, gt=0, lt=1)
