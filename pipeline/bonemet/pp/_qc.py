@@ -601,9 +601,9 @@ def qc(
         DecontX re-estimates its Beta prior at every EM step (the package default; ~1.4 s
         per step whatever the sample's size). False (bonemet's default) keeps the prior at
         (10, 10): measured on the 20k demo it removed more of the ambient haemoglobin from
-        non-erythroid cells (55–91 % vs 27–71 % per sample) in 1/1.4–1/2.5 of the time,
-        and more counts overall (16–17 % vs 11–14 %; the simulated ambient is 3–4 %):
-        ``benchmarks/results/qc_ambient.json``.
+        non-erythroid cells in every sample (23–91 % vs 12–71 %), was 1.4–2.5× faster in
+        3 of 4 samples, and removed more counts overall (11–17 % vs 8–14 %; the simulated
+        ambient is 3–4 %): ``benchmarks/results/qc_ambient.json``.
     doublets, doublet_rate, remove_doublets, seed
         scrublet per sample (``expected_doublet_rate``, exact nearest neighbours) on the cells
         that passed the other filters; samples with < 100 such cells are skipped with the
