@@ -293,9 +293,16 @@ def collect_warnings(
                     if med is not None
                     else ""
                 )
+                amb = str(np.asarray(rec.get("ambient", "")).item())
+                advice = (
+                    "DecontX ran in QC (layers['decontaminated'], obs['ambient_contamination']); "
+                    "its cluster-mixture model removes only part of a Hb-rich soup"
+                    if amb.startswith("decontx")
+                    else "set qc.ambient: decontx, or correct with SoupX/CellBender"
+                )
                 out.append(
                     f"high ambient haemoglobin in sample {s}{extra}: erythroid-mimicry scores may "
-                    "reflect ambient RNA; consider SoupX/CellBender"
+                    f"reflect ambient RNA; {advice}"
                 )
     for name, df in (tables or {}).items():
         if isinstance(df, pd.DataFrame) and "high_ambient_hb" in df.columns:
