@@ -25,6 +25,7 @@ import pandas as pd
 from .._logging import logger
 from .._meta import bonemet_uns
 from .._utils import atomic_path
+from ._narrative import methods_html, results_html, sample_table_html
 from ._tables import build_tables, table_section
 
 __all__ = ["write_report", "collect_warnings"]
@@ -32,6 +33,9 @@ __all__ = ["write_report", "collect_warnings"]
 SECTIONS: tuple[tuple[str, str], ...] = (
     ("summary", "Run summary"),
     ("warnings", "Warnings"),
+    ("samples", "Samples"),
+    ("methods", "Methods"),
+    ("results", "Results per hypothesis"),
     ("qc", "Quality control"),
     ("integration", "Integration"),
     ("populations", "Populations"),
@@ -330,7 +334,14 @@ def collect_warnings(
 # ------------------------------------------------------------------------ summary
 
 
-def _versions() -> list[tuple[str, str]]:
+def _versions(provenance: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """The run's versions (its provenance) where given, else this environment's."""
+    prov = provenance or {}
+    packages = prov.get("packages")
+    if isinstance(packages, Mapping) and packages:
+        rows = [("python", str(prov.get("python", platform.python_version()))),
+                ("platform", str(prov.get("platform", platform.platform())))]  # fmt: skip
+        return rows + [(str(k), str(v)) for k, v in packages.items()]
     rows = [("python", platform.python_version()), ("platform", platform.platform())]
     for pkg in _VERSION_PACKAGES:
         try:
@@ -364,6 +375,16 @@ def _config_dict(config: Any) -> dict | None:
     return {"config": str(config)}
 
 
+def _timings(u: Mapping[str, Any], provenance: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Seconds per stage from one source: the provenance's (the runner's wall time of each
+    stage) where given, else the object's records (a per-sample stage records one sample's)."""
+    prov = (provenance or {}).get("timings")
+    if isinstance(prov, Mapping) and prov:
+        return dict(prov)
+    t = u.get("timings", {})
+    return dict(t) if isinstance(t, Mapping) else {}
+
+
 def _summary_html(adata: Any, provenance: Mapping[str, Any] | None) -> str:
     u = bonemet_uns(adata, create=False)
     qc = u.get("qc", {}) if isinstance(u.get("qc"), Mapping) else {}
@@ -378,7 +399,7 @@ def _summary_html(adata: Any, provenance: Mapping[str, Any] | None) -> str:
         if "sample" in adata.obs.columns
         else []
     )
-    timings = u.get("timings", {}) if isinstance(u.get("timings"), Mapping) else {}
+    timings = _timings(u, provenance)
     t_total = sum(float(np.asarray(v).item()) for v in timings.values()) if timings else None
     if provenance and "wall_seconds" in provenance:
         t_total = float(provenance["wall_seconds"])
@@ -389,7 +410,12 @@ def _summary_html(adata: Any, provenance: Mapping[str, Any] | None) -> str:
         (f"{adata.n_vars:,}", "genes"),
         (str(u.get("species", "–")), "species"),
         (str(u.get("device", (provenance or {}).get("device", "–"))), "device"),
-        (f"{t_total / 60:.1f} min" if t_total is not None else "–", "run time"),
+        (
+            f"{t_total / 60:.1f} min" if t_total is not None else "–",
+            "run time (to the report)"
+            if provenance and "wall_seconds" in provenance
+            else "run time (sum of stages)",
+        ),
     ]
     if "population" in adata.obs.columns:
         pops = adata.obs["population"].astype(str)
@@ -420,9 +446,15 @@ def _summary_html(adata: Any, provenance: Mapping[str, Any] | None) -> str:
     elif n_after is not None:
         parts.append(f"<p>{len(qc)} samples passed QC with {n_after:,} cells.</p>")
     if timings:
+        src = (
+            "the runner's wall time of each stage (provenance)"
+            if provenance and isinstance(provenance.get("timings"), Mapping)
+            else "as recorded by each stage in the object"
+        )
         parts.append(
             "<h3>Time per stage</h3>"
             + _kv_table([(k, f"{float(np.asarray(v).item()):.1f} s") for k, v in timings.items()])
+            + f"<p class='note'>Seconds per stage, {_e(src)}.</p>"
         )
     return "".join(parts)
 
@@ -480,6 +512,11 @@ def write_report(
 
     body: dict[str, list[str]] = {k: [] for k, _ in SECTIONS}
     body["summary"].append(_summary_html(adata, provenance))
+    body["samples"].append(sample_table_html(adata, cfg))
+    body["methods"].append(methods_html(adata, cfg, provenance))
+    body["results"].append(results_html(adata, cfg))
+    body["samples"] = [x for x in body["samples"] if x]
+    body["results"] = [x for x in body["results"] if x]
     if warns:
         body["warnings"].append(
             "<ul class='warnings'>" + "".join(f"<li>{_e(w)}</li>" for w in warns) + "</ul>"
@@ -500,8 +537,11 @@ def write_report(
             "<h3>Parameters recorded by each stage</h3>" + _kv_table(_flatten(u["parameters"]))
         )
     if provenance:
-        params.append("<h3>Provenance</h3>" + _kv_table(_flatten(dict(provenance))))
-    params.append("<h3>Software versions</h3>" + _kv_table(_versions()))
+        # shown once: warnings, timings, config and versions have their own places
+        shown = {k: v for k, v in provenance.items()
+                 if k not in ("warnings", "timings", "config", "packages", "python", "platform")}  # fmt: skip
+        params.append("<h3>Provenance</h3>" + _kv_table(_flatten(shown)))
+    params.append("<h3>Software versions</h3>" + _kv_table(_versions(provenance)))
     body["parameters"].extend(params)
 
     empty = {
@@ -510,6 +550,9 @@ def write_report(
         "populations": "No populations in this object (run bm.tl.annotate).",
         "signatures": "No signature scores in this object (run bm.tl.score).",
         "axes": "The populations the axes need are absent.",
+        "samples": "No sample column in this object.",
+        "results": "No condition comparison, so no hypothesis was tested (one condition, no "
+        "condition column, or the compare stage was not run).",
         "compare": "No condition comparison (one condition, no condition column, or the "
         "compare stage was not run).",
     }
