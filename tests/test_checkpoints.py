@@ -45,10 +45,18 @@ def test_resume_from_lean_checkpoints_equals_a_fresh_run(sim, tmp_path):
     lean_out = tmp_path / "lean"
     Runner(_cfg(sim, lean_out)).run()
     ck = lean_out / ".bonemet"
-    assert ad.read_h5ad(ck / "merge.h5ad").X is not None  # the gather stage's whole object
+    # the gather stage's checkpoint: its annotations and its matrices' fingerprint (resume
+    # runs merge again on the QC checkpoint and checks it)
+    merged = ad.read_h5ad(ck / "merge.h5ad")
+    assert merged.X is None and not merged.layers and "leiden" not in merged.obs
+    assert len(merged.uns["bonemet_checkpoint"]["matrices"]) == 40
+    assert not (ck / "ingest").exists() and (ck / "qc" / "samples.json").is_file()
     for stage in ("integrate", "cluster", "annotate", "score"):
         part = ad.read_h5ad(ck / f"{stage}.h5ad")
         assert part.X is None and not part.layers, stage  # only what the stage changes
+    # deltas: the neighbour graphs are stored once, by the stage that made them
+    assert set(ad.read_h5ad(ck / "cluster.h5ad").obsp) == {"connectivities", "distances"}
+    assert not ad.read_h5ad(ck / "annotate.h5ad").obsp
     # a changed annotation setting resumes from the cluster checkpoint (merge + 2 lean ones)
     runner = Runner(_cfg(sim, lean_out, min_confidence=0.3))
     resumed = runner.run()
@@ -61,8 +69,11 @@ def test_resume_from_lean_checkpoints_equals_a_fresh_run(sim, tmp_path):
     assert set(resumed.obsm) == set(fresh.obsm)
     for key in fresh.obsm:
         np.testing.assert_array_equal(np.asarray(resumed.obsm[key]), np.asarray(fresh.obsm[key]))
-    assert (resumed.X != fresh.X).nnz == 0
+    assert (resumed.X != fresh.X).nnz == 0 and resumed.X.dtype == fresh.X.dtype
     assert (resumed.layers["counts"] != fresh.layers["counts"]).nnz == 0
+    assert list(resumed.uns) == list(fresh.uns) and "bonemet_checkpoint" not in resumed.uns
     # whole checkpoints of every merged stage take more room than the lean chain
     assert ad.read_h5ad(full_out / ".bonemet" / "cluster.h5ad").X is not None
+    assert (full_out / ".bonemet" / "ingest" / "samples.json").is_file()
     assert _size(ck) < _size(full_out / ".bonemet")
+    assert _size(ck) <= 1.5 * (lean_out / "bonemet.h5ad").stat().st_size

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from typing import Any
 
 import anndata as ad
 
-from . import _stages
+from . import _checkpoint, _stages
 from ._errors import InputError
 from ._logging import logger
 from ._meta import bonemet_uns, warnings_of
@@ -71,9 +72,12 @@ class Runner:
     resume
         Skip stages whose key is unchanged (default). ``False`` recomputes everything.
     keep_checkpoints
-        Write every merged stage's checkpoint as a whole, uncompressed AnnData (default: lean,
-        gzip-compressed checkpoints of what each stage changed, applied to the gather
-        stage's whole one on resume).
+        Keep every stage's checkpoint, each merged stage's as a whole, uncompressed AnnData.
+        Default: lean, gzip-compressed checkpoints: of the per-sample stages only the last
+        (QC) is kept, so a changed QC setting reads the input again; the gather stage
+        (merge) keeps its annotations and is run again from the QC checkpoint on resume,
+        its matrices checked against a fingerprint; each later stage stores what it
+        changed.
     """
 
     def __init__(
@@ -96,6 +100,7 @@ class Runner:
         self.threads: int | None = None
         self.keep_checkpoints = keep_checkpoints
         self._fp: tuple = ()
+        self._prints: _checkpoint.Prints = {}
         # lean runs also compress their checkpoints (gzip, as bonemet.h5ad); whole ones not
         self._compression: str | None = None if keep_checkpoints else "gzip"
         self.on_stage = on_stage or (lambda stage, event: None)
@@ -141,28 +146,45 @@ class Runner:
         for name, a in samples.items():
             write_h5ad(a, d / f"{name}.h5ad", compression=self._compression)
         write_json(sorted(samples), d / "samples.json")
+        if not self.keep_checkpoints:
+            # lean runs keep the last per-sample checkpoint (the QC outputs) only: an
+            # earlier per-sample stage (reading the input) is cheap to run again
+            for earlier in REGISTRY[: [s.name for s in REGISTRY].index(stage)]:
+                if earlier.checkpoint == "samples":
+                    shutil.rmtree(self._ckpt_samples(earlier.name), ignore_errors=True)
 
     def _read_samples(self, stage: str) -> dict[str, ad.AnnData]:
         d = self._ckpt_samples(stage)
         names = json.loads((d / "samples.json").read_text())
         return {n: ad.read_h5ad(d / f"{n}.h5ad") for n in names}
 
-    # A merged stage's checkpoint holds only what the stage can change (obs, var, obsm, obsp,
-    # varm, uns): the gather stage's checkpoint holds the matrices (X and layers), which later
-    # stages read but do not replace. A stage that does replace a matrix, or a run with
-    # keep_checkpoints, writes the whole object. Reading a checkpoint applies the chain of
-    # lean checkpoints to the last whole one, which gives the object exactly as it was.
+    # A merged stage's checkpoint holds only what the stage changed (see _checkpoint: obs and
+    # var, and the obsm/obsp/varm/uns keys whose content changed). The gather stage's holds
+    # its annotations and a fingerprint of its matrices: reading runs it again on the QC
+    # checkpoint (seconds) and checks the fingerprint. A later stage that replaces a matrix
+    # writes the whole object (X left out when derivable from the counts); a run with
+    # keep_checkpoints writes every stage's whole object as it is. Reading a checkpoint
+    # applies the chain of deltas to the last whole one, which gives the object exactly as
+    # it was.
     def _matrices(self, adata: ad.AnnData) -> tuple:
         return (id(adata.X), tuple((k, id(v)) for k, v in sorted(adata.layers.items())))
 
     def _write_merged(self, stage: _stages.Stage, adata: ad.AnnData) -> None:
-        whole = (
-            self.keep_checkpoints or stage.scope == "gather" or self._matrices(adata) != self._fp
-        )
-        obj = adata if whole else _lean(adata)
-        write_h5ad(obj, self._ckpt(stage.name), compression=self._compression)
-        if whole:
+        path = self._ckpt(stage.name)
+        if self.keep_checkpoints:
+            write_h5ad(adata, path, compression=self._compression)
             self._fp = self._matrices(adata)
+        elif stage.scope == "gather":
+            part, self._prints = _checkpoint.stub(adata)
+            write_h5ad(part, path, compression=self._compression)
+            self._fp = self._matrices(adata)
+        elif self._matrices(adata) != self._fp:
+            write_h5ad(_checkpoint.whole(adata), path, compression=self._compression)
+            self._fp = self._matrices(adata)
+            self._prints = _checkpoint.prints(adata)
+        else:
+            lean, self._prints = _checkpoint.delta(adata, self._prints)
+            write_h5ad(lean, path, compression=self._compression)
 
     def _read_merged(self, name: str) -> ad.AnnData:
         chain = []
@@ -172,14 +194,29 @@ class Runner:
         adata: ad.AnnData | None = None
         for stage_name in reversed(chain):  # the last whole checkpoint first
             part = ad.read_h5ad(self._ckpt(stage_name))
-            if part.X is not None or stage_name == chain[0]:
-                adata = part
+            if _checkpoint.is_stub(part):
+                adata = self._rerun_gather(stage_name, part)
+                break
+            if _checkpoint.is_whole(part) or stage_name == chain[0]:
+                adata = _checkpoint.restore(part)
                 break
         assert adata is not None
         start = chain.index(stage_name) + 1
         for later in chain[start:]:
-            _apply_lean(adata, ad.read_h5ad(self._ckpt(later)))
+            _checkpoint.apply(adata, ad.read_h5ad(self._ckpt(later)))
         self._fp = self._matrices(adata)
+        self._prints = _checkpoint.prints(adata)
+        return adata
+
+    def _rerun_gather(self, name: str, part: ad.AnnData) -> ad.AnnData:
+        """The gather stage's object from its stub: the stage run again on the last per-sample
+        checkpoint, its matrices checked against the stub's fingerprint."""
+        i = [s.name for s in REGISTRY].index(name)
+        source = next(s for s in reversed(REGISTRY[:i]) if s.checkpoint == "samples")
+        ctx = StageContext(out_dir=self.out, model_dir=self.out / "model", provenance=None)
+        adata = REGISTRY[i](self._read_samples(source.name), self.cfg, ctx)
+        _checkpoint.check_rerun(adata, part)
+        _checkpoint.apply(adata, part)
         return adata
 
     def _has_ckpt(self, stage: _stages.Stage) -> bool:
@@ -211,13 +248,14 @@ class Runner:
         keys = self._keys()
         state = self._load_state() if self.resume else {}
         names = [s.name for s in REGISTRY]
-        # the last stage whose key and checkpoint chain are intact
-        done = 0
-        for i, stage in enumerate(REGISTRY):
-            if state.get(stage.name) == keys[stage.name] and self._has_ckpt(stage):
-                done = i + 1
-            else:
-                break
+        # the last stage whose key, and every earlier stage's key, is unchanged and whose
+        # checkpoint is there (lean runs remove the checkpoint of the input stage)
+        unchanged = 0
+        while unchanged < len(REGISTRY) and (
+            state.get(REGISTRY[unchanged].name) == keys[REGISTRY[unchanged].name]
+        ):
+            unchanged += 1
+        done = next((i + 1 for i in reversed(range(unchanged)) if self._has_ckpt(REGISTRY[i])), 0)
         if done == len(REGISTRY) and (self.out / "bonemet.h5ad").is_file():
             logger.info("every stage is up to date in %s: nothing to do", self.out)
             self.skipped = names
@@ -314,32 +352,6 @@ class Runner:
             "species": meta.get("species", ""),
             "warnings": warnings_of(adata),
         }
-
-
-def _lean(adata: ad.AnnData) -> ad.AnnData:
-    """``adata`` without its matrices (X and layers): what a merged stage may change."""
-    return ad.AnnData(
-        obs=adata.obs,
-        var=adata.var,
-        obsm=dict(adata.obsm),
-        obsp=dict(adata.obsp),
-        varm=dict(adata.varm),
-        uns=dict(adata.uns),
-    )
-
-
-def _apply_lean(adata: ad.AnnData, lean: ad.AnnData) -> None:
-    """Make ``adata``'s annotations those of a lean checkpoint (keys it lacks are removed)."""
-    adata.obs = lean.obs
-    adata.var = lean.var
-    adata.uns = dict(lean.uns)
-    for slot in ("obsm", "obsp", "varm"):
-        mine, theirs = getattr(adata, slot), getattr(lean, slot)
-        for key in list(mine):
-            if key not in theirs:
-                del mine[key]
-        for key in theirs:
-            mine[key] = theirs[key]
 
 
 def _device(meta: dict[str, Any]) -> str:
