@@ -296,6 +296,7 @@ def integrate(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -
         max_epochs=i.max_epochs,
         batch_size=i.batch_size,
         early_stopping=i.early_stopping,
+        early_stopping_patience=i.early_stopping_patience,
         accelerator=i.accelerator,
         fast_path=i.fast_path,
         seed=cfg.seed,

@@ -201,6 +201,7 @@ def _run_scvi(
     max_epochs: int | None,
     batch_size: int,
     early_stopping: bool,
+    early_stopping_patience: int,
     accelerator: str,
     fast_path: str,
     seed: int,
@@ -247,6 +248,8 @@ def _run_scvi(
     if not early_stopping:
         # one validation pass, after the last epoch: gives the final validation ELBO cheaply
         trainer_kwargs["check_val_every_n_epoch"] = epochs
+    else:
+        trainer_kwargs["early_stopping_patience"] = int(early_stopping_patience)
     logger.info(
         "scVI: %d cells x %d genes, %d batch(es), %d epochs, batch %d, lr %.2g, %s path on %s",
         lean.n_obs,
@@ -312,6 +315,9 @@ def _run_scvi(
         v = _last(history, key)
         if v is not None and np.isfinite(v):
             info[name] = v
+    val = history.get("elbo_validation")
+    if early_stopping and val is not None and len(val) > 1:  # the curve early stopping read
+        info["elbo_validation_per_epoch"] = np.asarray(val, dtype=np.float64).ravel().round(3)
     return info
 
 
@@ -331,6 +337,7 @@ def integrate(
     max_epochs: int | None = None,
     batch_size: int = 128,
     early_stopping: bool = False,
+    early_stopping_patience: int = 45,
     accelerator: Literal["auto", "cpu", "gpu"] = "auto",
     fast_path: Literal["auto", "on", "off"] | bool = "auto",
     seed: int = 0,
@@ -373,7 +380,11 @@ def integrate(
         scaled by ``sqrt(batch_size / 128)`` (cap ``1e-2``), see
         :func:`~bonemet.tl.scaled_learning_rate`.
     early_stopping
-        scvi-tools early stopping on the validation ELBO.
+        scvi-tools early stopping on the validation ELBO (``elbo_validation``, checked
+        every epoch on the 10% validation split).
+    early_stopping_patience
+        Epochs without a better validation ELBO before training stops (scvi-tools'
+        default 45).
     accelerator
         ``"auto"``, ``"cpu"`` or ``"gpu"`` (raises :class:`~bonemet.ConfigError` without CUDA).
     fast_path
@@ -467,6 +478,7 @@ def integrate(
             max_epochs=max_epochs,
             batch_size=batch_size,
             early_stopping=early_stopping,
+            early_stopping_patience=early_stopping_patience,
             accelerator=accelerator,
             fast_path=fast_path,
             seed=seed,
