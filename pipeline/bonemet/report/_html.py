@@ -281,6 +281,12 @@ def collect_warnings(
             except (TypeError, ValueError):
                 continue
             if cov < min_coverage:
+                # said once: a stage's own warning about this set is merged into this one
+                said = [i for i, x in enumerate(out) if "gene set" in x and repr(str(name)) in x]
+                if said:
+                    for i in said:
+                        out[i] = f"low gene-set coverage: {name} — {out[i]}"
+                    continue
                 out.append(
                     f"low gene-set coverage: {name} has {cov:.0%} of its genes in the data "
                     f"(< {min_coverage:.0%})"

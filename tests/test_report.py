@@ -1,0 +1,113 @@
+"""The report's generated text: Methods from the run's parameters, the sample table and
+one results paragraph per hypothesis from the compare tables (no browser, no figures)."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from pathlib import Path
+
+import pytest
+from builders import make_annotated
+
+import bonemet as bm
+from bonemet import _stages
+from bonemet.config import load_config
+from bonemet.report._narrative import results_html, sample_table
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    """4 samples (2 vs 2), the run's parameters recorded as the stages record them."""
+    a = make_annotated(n_cells=1200, n_samples=4, seed=3)
+    del a.uns["bonemet"]["parameters"]  # recorded below, as the stages record them
+    cfg = load_config(
+        {"qc": {"min_counts": 321, "nmads_mito": 2.5}, "integrate": {"max_epochs": 7},
+         "cluster": {"resolution": 0.8}, "compare": {"de": False, "min_cells": 5}}
+    )  # fmt: skip
+    for stage, section in (("qc", "qc"), ("integrate", "integrate"), ("cluster", "cluster"),
+                           ("normalize", "normalize"), ("annotate", "annotate")):  # fmt: skip
+        _stages._record(a, stage, cfg.section_dict(section), 0.0)
+    a.uns["bonemet"]["integrate"] = {"method": "scvi", "epochs": 7, "device": "cpu"}
+    bm.tl.compare(a, de=False, min_cells=5)
+    _stages._record(a, "compare", cfg.section_dict("compare"), 0.0)
+    provenance = {
+        "wall_seconds": 90.0,
+        "timings": {"qc": 21.25, "integrate": 40.5},
+        "warnings": list(a.uns["bonemet"]["warnings"]),
+        "packages": {"bonemet": bm.__version__, "scvi-tools": "9.9.9"},
+    }
+    # no figures, no tables: this tests the generated text (the table registry is slow)
+    out = bm.report.write_report(
+        a, tmp_path_factory.mktemp("rep"), tables={}, figures=[], config=cfg.to_dict(),
+        provenance=provenance,
+    )  # fmt: skip
+    return a, cfg, out.read_text(encoding="utf-8")
+
+
+def _section(html: str, key: str) -> str:
+    m = re.search(rf'<section id="{key}">(.*?)</section>', html, re.S)
+    assert m, f"no section {key}"
+    return m.group(1)
+
+
+def test_methods_name_the_runs_scvi_epochs_and_qc_thresholds(run) -> None:
+    a, _, html = run
+    methods = _section(html, "methods")
+    assert "scVI (scvi-tools 9.9.9)" in methods  # version from the run's provenance
+    assert "7 epochs" in methods and "max_epochs 7" in methods
+    assert "at least 321 UMIs" in methods and "2.5 MADs on % mitochondrial" in methods
+    # the per-sample thresholds actually applied (from the QC records)
+    assert "maximum % mito 15" in methods
+    assert "resolution 0.8" in methods
+    assert "Lopez et al. 2018" in methods and "Benjamini" in methods
+
+
+def test_sample_table_has_one_row_per_sample_with_condition(run) -> None:
+    a, cfg, html = run
+    df = sample_table(a, cfg.to_dict())
+    samples = sorted(a.obs["sample"].astype(str).unique())
+    assert sorted(df["sample"]) == samples and len(df) == len(samples)
+    by_sample = a.obs.groupby("sample", observed=True)["condition"].first().astype(str)
+    assert (df.set_index("sample")["condition"] == by_sample.reindex(df["sample"])).all()
+    qc = a.uns["bonemet"]["qc"]
+    assert list(df["cells before QC"]) == [qc[s]["n_before"] for s in df["sample"]]
+    table = _section(html, "samples")
+    assert table.count("<tr>") == len(samples) + 1 and "bone_metastasis" in table
+
+
+def test_chi3l3_result_states_n_per_group_ci_and_small_design(run) -> None:
+    a, cfg, html = run
+    res = _section(html, "results")
+    para = next(p for p in res.split("<div class='result'") if "CHI3L3+ immature" in p)
+    row = (
+        a.uns["bonemet_compare"]["differential_abundance"]
+        .set_index("test")
+        .loc["CHI3L3+ immature / neutrophils"]
+    )
+    assert f"{int(row['n_test'])} bone_metastasis vs {int(row['n_ref'])} control samples" in para
+    assert f"95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}" in para
+    assert "Not testable: 2 vs 2 samples" in para  # 2 per group: p-values unreliable
+    for head in ("Tpex / (Tpex + Tex)", "M-MDSC within", "PMN-MDSC within", "Iron-recycling",
+                 "Osteoclast abundance", "Tumour erythroid mimicry"):  # fmt: skip
+        assert head in res
+    assert results_html(a, cfg.to_dict()) in html
+
+
+def test_timings_and_warnings_come_from_one_source(run) -> None:
+    a, _, html = run
+    summary = _section(html, "summary")
+    assert "21.2 s" in summary and "1.5 s" not in summary  # provenance, not uns timings
+    warnings = a.uns["bonemet"]["warnings"]
+    assert any("gene set 'erythroid_mimicry'" in w for w in warnings)
+    for w in warnings:  # not repeated by the provenance table
+        assert html.count(escape(w)) == 1, w
+    # the low coverage of that set is said once (merged with the stage's warning)
+    assert html.count("low gene-set coverage: erythroid_mimicry") == 1
+
+
+def test_report_without_compare_says_so(tmp_path: Path) -> None:
+    a = make_annotated(n_cells=300, n_samples=2, condition=False)
+    html = bm.report.write_report(a, tmp_path, tables={}, figures=[]).read_text(encoding="utf-8")
+    assert "no hypothesis was tested" in _section(html, "results")
+    assert _section(html, "samples").count("<tr>") == 3
