@@ -1,5 +1,6 @@
 """The report's generated text: Methods from the run's parameters, the sample table and
-one results paragraph per hypothesis from the compare tables (no browser, no figures)."""
+one results paragraph per hypothesis from the compare tables (no browser; a small
+blank PNG stands in for the drawn figures)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from builders import make_annotated
+from PIL import Image
 
 import bonemet as bm
 from bonemet import _stages
@@ -37,9 +39,13 @@ def run(tmp_path_factory: pytest.TempPathFactory):
         "warnings": list(a.uns["bonemet"]["warnings"]),
         "packages": {"bonemet": bm.__version__, "scvi-tools": "9.9.9"},
     }
-    # no figures, no tables: this tests the generated text (the table registry is slow)
+    # one small figure and no tables: this tests the generated text (drawing every figure
+    # and building the table registry is slow)
+    out_dir = tmp_path_factory.mktemp("rep")
+    png = out_dir / "review_axes.png"
+    Image.new("RGB", (60, 40), "white").save(png, dpi=(100, 100))
     out = bm.report.write_report(
-        a, tmp_path_factory.mktemp("rep"), tables={}, figures=[], config=cfg.to_dict(),
+        a, out_dir, tables={}, figures={"review_axes": png}, config=cfg.to_dict(),
         provenance=provenance,
     )  # fmt: skip
     return a, cfg, out.read_text(encoding="utf-8")
@@ -88,10 +94,12 @@ def test_chi3l3_result_states_n_per_group_ci_and_small_design(run) -> None:
     assert f"{int(row['n_test'])} bone_metastasis vs {int(row['n_ref'])} control samples" in para
     assert f"95% CI {row['ci_low']:.2f} to {row['ci_high']:.2f}" in para
     assert "Not testable: 2 vs 2 samples" in para  # 2 per group: p-values unreliable
+    # the paragraph refers to the numbered figure of the axes
+    assert "<b>Figure 1. The review" in html and "href='#fig-review_axes'>Figure 1</a>" in para
     for head in ("Tpex / (Tpex + Tex)", "M-MDSC within", "PMN-MDSC within", "Iron-recycling",
                  "Osteoclast abundance", "Tumour erythroid mimicry"):  # fmt: skip
         assert head in res
-    assert results_html(a, cfg.to_dict()) in html
+    assert results_html(a, cfg.to_dict(), figure_numbers={"review_axes": 1}) in html
 
 
 def test_timings_and_warnings_come_from_one_source(run) -> None:

@@ -180,7 +180,7 @@ def _figure_entries(
     return entries
 
 
-def _figure_html(entry: Mapping[str, Any]) -> str:
+def _figure_html(entry: Mapping[str, Any], number: int | None = None) -> str:
     try:
         uri, w, h = _png_bytes_to_data_uri(entry["png"])
     except Exception as e:  # not a readable PNG
@@ -188,7 +188,8 @@ def _figure_html(entry: Mapping[str, Any]) -> str:
         return ""
     return (
         f'<figure id="fig-{_e(entry["name"])}"><img src="{uri}" width="{w}" height="{h}" '
-        f'alt="{_e(entry["title"])}"><figcaption><b>{_e(entry["title"])}.</b> '
+        f'alt="{_e(entry["title"])}"><figcaption><b>{f"Figure {number}. " if number else ""}'
+        f"{_e(entry['title'])}.</b> "
         f'{_e(entry["caption"])} <span class="note">(file: figures/{_e(entry["name"])}.png)'
         "</span></figcaption></figure>"
     )
@@ -520,7 +521,17 @@ def write_report(
     body["summary"].append(_summary_html(adata, provenance))
     body["samples"].append(sample_table_html(adata, cfg))
     body["methods"].append(methods_html(adata, cfg, provenance))
-    body["results"].append(results_html(adata, cfg))
+    # figures numbered in the order the report shows them; the results refer to them
+    order = {k: i for i, (k, _) in enumerate(SECTIONS)}
+    figs.sort(key=lambda e: order.get(e["section"] if e["section"] in body else "other", 0))
+    fig_numbers: dict[str, int] = {}
+    for entry in figs:
+        key = entry["section"] if entry["section"] in body else "other"
+        fig_html = _figure_html(entry, len(fig_numbers) + 1)
+        if fig_html:
+            fig_numbers[entry["name"]] = len(fig_numbers) + 1
+            body[key].append(fig_html)
+    body["results"].append(results_html(adata, cfg, figure_numbers=fig_numbers))
     body["samples"] = [x for x in body["samples"] if x]
     body["results"] = [x for x in body["results"] if x]
     if warns:
@@ -529,8 +540,6 @@ def write_report(
         )
     else:
         body["warnings"].append("<p class='ok'>No warnings.</p>")
-    for entry in figs:
-        body[entry["section"] if entry["section"] in body else "other"].append(_figure_html(entry))
     for name, df in all_tables.items():
         body[table_section(name)].append(_table_html(name, df))
 

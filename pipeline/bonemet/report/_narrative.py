@@ -664,8 +664,34 @@ def _not_tested_score(adata: Any, P: _Params, pop: str | None, mcells: Any) -> s
     )
 
 
-def results_html(adata: Any, cfg: Mapping[str, Any] | None = None) -> str:
-    """One short paragraph per hypothesis and contrast, from ``uns["bonemet_compare"]``."""
+#: the figures a results paragraph refers to, by kind of test
+_RESULT_FIGURES = {
+    "da": ("review_axes", "composition_condition"),
+    "score": ("signature_violins_population", "review_axes"),
+}
+_RESULT_TABLES = {"da": "differential_abundance", "score": "score_tests"}
+
+
+def _refs(kind: str, figure_numbers: Mapping[str, int] | None) -> str:
+    """ " (Figure 3, Figure 5; table score_tests)": links to the figures the report shows."""
+    figs = [
+        f"<a href='#fig-{_e(n)}'>Figure {int(figure_numbers[n])}</a>"
+        for n in _RESULT_FIGURES[kind]
+        if figure_numbers and n in figure_numbers
+    ]
+    return f" ({', '.join([*figs, f'table {_RESULT_TABLES[kind]}'])})"
+
+
+def results_html(
+    adata: Any,
+    cfg: Mapping[str, Any] | None = None,
+    *,
+    figure_numbers: Mapping[str, int] | None = None,
+) -> str:
+    """One short paragraph per hypothesis and contrast, from ``uns["bonemet_compare"]``.
+
+    ``figure_numbers`` (figure name -> its number in the report) adds references to the
+    figures that show the tested quantities."""
     res = adata.uns.get("bonemet_compare")
     if not isinstance(res, Mapping):
         return ""
@@ -722,7 +748,7 @@ def results_html(adata: Any, cfg: Mapping[str, Any] | None = None) -> str:
                     body = _not_tested_score(adata, P, pop, mcells)
             items.append(
                 f"<div class='result' id='result-{_e(contrast.replace(' ', '_'))}-{i}'>"
-                f"<p><b>{_e(head)}.</b> {body}</p></div>"
+                f"<p><b>{_e(head)}.</b> {body}{_refs(kind, figure_numbers)}</p></div>"
             )
         out.extend(items)
     return "".join(out)
