@@ -119,3 +119,14 @@ def test_report_without_compare_says_so(tmp_path: Path) -> None:
     html = bm.report.write_report(a, tmp_path, tables={}, figures=[]).read_text(encoding="utf-8")
     assert "no hypothesis was tested" in _section(html, "results")
     assert _section(html, "samples").count("<tr>") == 3
+
+
+def test_one_haemoglobin_warning_per_sample() -> None:
+    """QC's high-ambient-Hb flag and a stage's Hb warning about the same sample: one line."""
+    a = make_annotated(n_cells=200, n_samples=2)  # sample S1 is flagged by QC
+    stage_msg = "erythroid mimicry: sample 'S1': globin share of T/B/NK counts is 1.26%"
+    a.uns["bonemet"]["warnings"] = [stage_msg]
+    warns = bm.report.collect_warnings(a)
+    s1 = [w for w in warns if "S1" in w]
+    assert len(s1) == 1 and s1[0].startswith("high ambient haemoglobin in sample S1")
+    assert stage_msg in s1[0]

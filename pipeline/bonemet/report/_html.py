@@ -311,10 +311,19 @@ def collect_warnings(
                     if amb.startswith("decontx")
                     else "set qc.ambient: decontx, or correct with SoupX/CellBender"
                 )
-                out.append(
+                msg = (
                     f"high ambient haemoglobin in sample {s}{extra}: erythroid-mimicry scores may "
                     f"reflect ambient RNA; {advice}"
                 )
+                # said once per sample: a stage's own haemoglobin warning about it joins this one
+                same = [
+                    i for i, x in enumerate(out)
+                    if repr(str(s)) in x and any(k in x for k in ("Hb", "haemoglobin", "globin"))
+                ]  # fmt: skip
+                for i in same:
+                    msg += f"; also: {out[i]}"
+                out = [x for i, x in enumerate(out) if i not in same]
+                out.append(msg)
     for name, df in (tables or {}).items():
         if isinstance(df, pd.DataFrame) and "high_ambient_hb" in df.columns:
             flagged = df.index[df["high_ambient_hb"].astype(bool)].astype(str).tolist()
@@ -419,7 +428,7 @@ def _summary_html(adata: Any, provenance: Mapping[str, Any] | None) -> str:
         (str(u.get("device", (provenance or {}).get("device", "–"))), "device"),
         (
             f"{t_total / 60:.1f} min" if t_total is not None else "–",
-            "run time (to the report)"
+            "wall time (provenance)"
             if provenance and "wall_seconds" in provenance
             else "run time (sum of stages)",
         ),
