@@ -81,8 +81,8 @@ def sim_mouse_raw() -> ad.AnnData:
 
 # ----------------------------------------------------------------------------- vocabulary
 def test_vocabularies_are_fixed() -> None:
-    assert annot.CELL_TYPES[-1] == "Unassigned" and len(annot.CELL_TYPES) == 16
-    assert len(annot.POPULATIONS) == 28 and annot.POPULATIONS[-1] == "Unassigned"
+    assert annot.CELL_TYPES[-1] == "Unassigned" and len(annot.CELL_TYPES) == 20
+    assert len(annot.POPULATIONS) == 33 and annot.POPULATIONS[-1] == "Unassigned"
     assert set(annot.POPULATION_TO_CELL_TYPE.values()) == set(annot.CELL_TYPES)
     cd8 = [p for p in annot.POPULATIONS if "CD8" in p]
     assert cd8 and all(p.startswith("CD8") for p in cd8)

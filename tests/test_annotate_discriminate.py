@@ -176,3 +176,56 @@ def test_population_agreement_confusion_and_f1() -> None:
     assert tab.loc["CD8 T", "f1"] == pytest.approx(2 * 1.0 * 0.75 / 1.75)
     adata.obs["reference_label"] = ["Kupffer-like"] * len(ref)  # not population-level
     assert bm.tl.population_agreement(adata) is None
+
+
+# ----------------------------------------------------------------------------- new lineages
+def test_bone_and_stromal_lineages_are_called() -> None:
+    """Megakaryocyte, Chondrocyte, Fibroblast, Pericyte/Smooth muscle and the osteo-primed
+    state of the CAR / LEPR+ stroma, from their own marker files (hand-built counts; the
+    osteo-primed stroma carries the osteoblast genes at a quarter of the osteoblasts' level)."""
+    import pandas as pd
+
+    sets = load_gene_sets(("lineage_marker", "population_marker"))
+    groups = {
+        "Megakaryocyte": sets["lineage_megakaryocyte"].genes("human"),
+        "Chondrocyte": sets["lineage_chondrocyte"].genes("human"),
+        "Fibroblast": sets["lineage_fibroblast"].genes("human"),
+        "Pericyte/Smooth muscle": sets["lineage_pericyte_smooth_muscle"].genes("human"),
+        "Stromal": sets["lineage_stromal"].genes("human"),
+        "Osteoprogenitor": sets["lineage_stromal"].genes("human"),
+        "Osteoblast": sets["lineage_osteoblast"].genes("human"),
+        "T cell": ["CD3D", "CD3E", "CD3G", "TRAC", "TRBC2", "CD5", "CD6", "CD28", "CD2"],
+    }
+    genes = list(dict.fromkeys(g for v in groups.values() for g in v))
+    genes += [g for g in sets["population_osteoprogenitor"].genes("human") if g not in genes]
+    genes += [f"FILL{i}" for i in range(300)]
+    rng = np.random.default_rng(0)
+    n = 80
+    blocks, labels = [], []
+    for k, (name, own) in enumerate(groups.items()):
+        lam = np.full((n, len(genes)), 0.05)
+        lam[:, len(genes) - 300 :] = 1.0
+        cols = [genes.index(g) for g in own]
+        lam[:, cols] = 6.0
+        if name == "Osteoprogenitor":  # CAR stroma with the early osteoblast programme, lower
+            osteo = sets["population_osteoprogenitor"].genes("human")
+            lam[:, [genes.index(g) for g in osteo]] = 1.5
+        lam[:, len(genes) - 300 + 30 * k : len(genes) - 300 + 30 * (k + 1)] = 4.0
+        blocks.append(rng.poisson(lam))
+        labels += [name] * n
+    X = np.vstack(blocks).astype(np.float32)
+    adata = ad.AnnData(
+        X=X,
+        obs=pd.DataFrame({"truth": labels}, index=[f"c{i}" for i in range(X.shape[0])]),
+        var=pd.DataFrame(index=genes),
+    )
+    bm.tl.annotate(adata, cluster_key=None, species="human")
+    ct = adata.obs["cell_type"].astype(str).to_numpy()
+    pop = adata.obs["population"].astype(str).to_numpy()
+    truth = np.asarray(labels)
+    for name in ("Megakaryocyte", "Chondrocyte", "Fibroblast", "Pericyte/Smooth muscle"):
+        assert (ct[truth == name] == name).mean() >= 0.9, name
+        assert (pop[truth == name] == name).mean() >= 0.9, name
+    assert (ct[truth == "Osteoprogenitor"] == "Stromal").mean() >= 0.9
+    assert (pop[truth == "Osteoprogenitor"] == "Osteoprogenitor").mean() >= 0.8
+    assert (pop[truth == "Stromal"] == "MSC/Stromal").mean() >= 0.8

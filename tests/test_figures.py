@@ -154,8 +154,8 @@ def test_population_colours_are_stable(mouse: ad.AnnData, human: ad.AnnData) -> 
         for pop, col in colours.items():
             assert col == POPULATION_COLORS[pop].upper(), (pop, col)
     # the vocabulary is complete, colours are distinct, Unassigned is grey
-    assert len(POPULATION_COLORS) == 28
-    assert len(set(POPULATION_COLORS.values())) == 28
+    assert len(POPULATION_COLORS) == 33
+    assert len(set(POPULATION_COLORS.values())) == 33
     assert POPULATION_COLORS["Unassigned"] == "#BDBDBD"
     # names outside the vocabulary get a colour from their name only (same every run)
     assert bm.pl.population_colors(["Odd cells"]) == bm.pl.population_colors(["Odd cells"])

@@ -23,7 +23,8 @@ FILES = sorted(signatures_dir().glob("*.yaml"))
 CELL_TYPES = {
     "T cell", "NK cell", "B cell", "Plasma cell", "Monocyte/Macrophage", "Neutrophil",
     "Dendritic cell", "Mast cell/Basophil", "Erythroid", "HSPC", "Osteoclast", "Osteoblast",
-    "Stromal", "Endothelial", "Tumour epithelial", "Unassigned",
+    "Stromal", "Endothelial", "Tumour epithelial", "Unassigned", "Megakaryocyte", "Chondrocyte",
+    "Fibroblast", "Pericyte/Smooth muscle",
 }  # fmt: skip
 POPULATIONS = {
     "CD4 T", "Treg", "CD8 T", "CD8 Tpex (TCF1+)", "CD8 Tex (terminal)", "NK", "B", "Plasma",
@@ -31,7 +32,8 @@ POPULATIONS = {
     "Iron-recycling macrophage (VCAM1+CD163+CCR3+)", "M-MDSC", "PMN-MDSC",
     "Immature neutrophil (CHI3L3+)", "Mature neutrophil", "cDC1", "cDC2", "pDC", "Mast/Basophil",
     "Erythroid progenitor", "HSPC", "Osteoclast", "Osteoblast", "MSC/Stromal", "Endothelial",
-    "Tumour epithelial", "Unassigned",
+    "Tumour epithelial", "Unassigned", "Megakaryocyte", "Osteoprogenitor", "Chondrocyte",
+    "Fibroblast", "Pericyte/Smooth muscle",
 }  # fmt: skip
 
 # a reference: DOI, PMID/PMC, or a named database with its release/identifier

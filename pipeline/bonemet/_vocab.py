@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "UNASSIGNED",
+    "NOT_SIMULATED",
     "CELL_TYPES",
     "POPULATIONS",
     "POPULATION_TO_CELL_TYPE",
@@ -48,14 +49,31 @@ POPULATION_TO_CELL_TYPE: dict[str, str] = {
     "Mast/Basophil": "Mast cell/Basophil",
     "Erythroid progenitor": "Erythroid",
     "HSPC": "HSPC",
+    "Megakaryocyte": "Megakaryocyte",
     "Osteoclast": "Osteoclast",
     "Osteoblast": "Osteoblast",
     "MSC/Stromal": "Stromal",
+    "Osteoprogenitor": "Stromal",
+    "Chondrocyte": "Chondrocyte",
+    "Fibroblast": "Fibroblast",
+    "Pericyte/Smooth muscle": "Pericyte/Smooth muscle",
     "Endothelial": "Endothelial",
     "Tumour epithelial": "Tumour epithelial",
     UNASSIGNED: UNASSIGNED,
 }
-"""Population -> lineage (``cell_type``) mapping, in vocabulary order."""
+"""Population -> lineage (``cell_type``) mapping, in vocabulary order. ``MSC/Stromal`` is
+the CXCL12-abundant reticular (CAR) / LEPR+ MSC population; ``Osteoprogenitor`` is its
+osteo-primed state."""
+
+NOT_SIMULATED: tuple[str, ...] = (
+    "Megakaryocyte",
+    "Osteoprogenitor",
+    "Chondrocyte",
+    "Fibroblast",
+    "Pericyte/Smooth muscle",
+)
+"""Populations added to the vocabulary (2026) that ``bm.datasets.simulate_bone_metastasis``
+does not draw, so that its default output stays as it was."""
 
 POPULATIONS: tuple[str, ...] = tuple(POPULATION_TO_CELL_TYPE)
 """Fixed vocabulary of ``obs["population"]`` (categories in this order)."""
@@ -71,9 +89,13 @@ CELL_TYPES: tuple[str, ...] = (
     "Mast cell/Basophil",
     "Erythroid",
     "HSPC",
+    "Megakaryocyte",
     "Osteoclast",
     "Osteoblast",
     "Stromal",
+    "Chondrocyte",
+    "Fibroblast",
+    "Pericyte/Smooth muscle",
     "Endothelial",
     "Tumour epithelial",
     UNASSIGNED,
@@ -115,5 +137,5 @@ MYELOID_POPULATIONS: tuple[str, ...] = (
 )
 """Mononuclear myeloid populations that present PVR/NECTIN2 (monocytes, macrophages, MDSC, cDC)."""
 
-for _group in (CD8_POPULATIONS, NEUTROPHIL_POPULATIONS, MYELOID_POPULATIONS):
+for _group in (CD8_POPULATIONS, NEUTROPHIL_POPULATIONS, MYELOID_POPULATIONS, NOT_SIMULATED):
     assert set(_group) <= set(POPULATIONS), _group

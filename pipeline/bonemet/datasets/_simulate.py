@@ -47,6 +47,7 @@ import scipy.sparse as sp
 from .._errors import InputError
 from .._logging import logger
 from .._resources import package_data_dir
+from .._vocab import NOT_SIMULATED as _NOT_SIMULATED
 from .._vocab import POPULATION_TO_CELL_TYPE as _VOCAB_MAP
 from .._vocab import UNASSIGNED as _UNASSIGNED
 
@@ -59,8 +60,11 @@ _UNIVERSE_FILE = "gene_universe_human.tsv.gz"
 # --------------------------------------------------------------------------------------
 
 
-#: the populations simulated (the annotation vocabulary without "Unassigned")
-POPULATIONS: tuple[str, ...] = tuple(p for p in _VOCAB_MAP if p != _UNASSIGNED)
+#: the populations simulated (the annotation vocabulary without "Unassigned" and without the
+#: populations added later that the generator does not draw, ``_vocab.NOT_SIMULATED``)
+POPULATIONS: tuple[str, ...] = tuple(
+    p for p in _VOCAB_MAP if p != _UNASSIGNED and p not in _NOT_SIMULATED
+)
 #: their lineages (the ``cell_type`` vocabulary without "Unassigned")
 CELL_TYPES: tuple[str, ...] = tuple(dict.fromkeys(_VOCAB_MAP[p] for p in POPULATIONS))
 POPULATION_TO_CELL_TYPE: dict[str, str] = {p: _VOCAB_MAP[p] for p in POPULATIONS}

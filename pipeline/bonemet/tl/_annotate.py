@@ -150,9 +150,13 @@ _ROOTS: dict[str, tuple[str, ...]] = {
     "Mast cell/Basophil": ("Mast/Basophil",),
     "Erythroid": ("Erythroid progenitor",),
     "HSPC": ("HSPC",),
+    "Megakaryocyte": ("Megakaryocyte",),
     "Osteoclast": ("Osteoclast",),
     "Osteoblast": ("Osteoblast",),
     "Stromal": ("MSC/Stromal",),
+    "Chondrocyte": ("Chondrocyte",),
+    "Fibroblast": ("Fibroblast",),
+    "Pericyte/Smooth muscle": ("Pericyte/Smooth muscle",),
     "Endothelial": ("Endothelial",),
     "Tumour epithelial": ("Tumour epithelial",),
 }
@@ -162,6 +166,7 @@ _STATES: dict[str, tuple[str, ...]] = {
     "Classical monocyte": ("M-MDSC",),
     "Macrophage": ("Iron-recycling macrophage (VCAM1+CD163+CCR3+)",),
     "Mature neutrophil": ("PMN-MDSC",),
+    "MSC/Stromal": ("Osteoprogenitor",),
     "Immature neutrophil (CHI3L3+)": ("PMN-MDSC",),
 }
 

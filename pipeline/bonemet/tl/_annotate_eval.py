@@ -35,7 +35,7 @@ REFERENCE_LINEAGES: dict[str, tuple[str, ...]] = {
     "cd14+ monocytes": ("Monocyte/Macrophage",),
     "fcgr3a+ monocytes": ("Monocyte/Macrophage",),
     "dendritic cells": ("Dendritic cell",),
-    "megakaryocytes": (),
+    "megakaryocytes": ("Megakaryocyte",),
     # short forms
     "cd4 t": ("T cell",),
     "cd8 t": ("T cell",),
@@ -88,11 +88,16 @@ _KEYWORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (r"neutro|granulocyte|pmn", ("Neutrophil",)),
     (r"mast|basophil", ("Mast cell/Basophil",)),
     (r"erythr", ("Erythroid",)),
+    (r"osteoprogenitor|osteo-?car|skeletal stem|skeletal progenitor", ("Stromal", "Osteoblast")),
+    (r"megakaryo|platelet", ("Megakaryocyte",)),
+    (r"chondro", ("Chondrocyte",)),
     (r"hsc|hspc|progenitor|stem", ("HSPC",)),
+    (r"pericyte|smooth muscle|mural|\bsmc\b|vsmc", ("Pericyte/Smooth muscle",)),
     (r"osteoclast", ("Osteoclast",)),
     (r"osteoblast|osteocyte", ("Osteoblast",)),
     (r"endothel", ("Endothelial",)),
-    (r"fibro|stroma|msc|mesenchym|car cell|lepr", ("Stromal",)),
+    (r"fibroblast|\bcaf\b", ("Fibroblast",)),
+    (r"stroma|msc|mesenchym|car cell|lepr", ("Stromal",)),
     (r"epithel|tumou?r|cancer|malignant|carcinoma", ("Tumour epithelial",)),
 )
 
