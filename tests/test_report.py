@@ -100,6 +100,9 @@ def test_chi3l3_result_states_n_per_group_ci_and_small_design(run) -> None:
                  "Osteoclast abundance", "Tumour erythroid mimicry"):  # fmt: skip
         assert head in res
     assert results_html(a, cfg.to_dict(), figure_numbers={"review_axes": 1}) in html
+    # every other tested population, in a closing paragraph
+    n_pops = int((a.uns["bonemet_compare"]["differential_abundance"]["kind"] == "population").sum())
+    assert f"{n_pops} populations were tested for differential abundance" in res
 
 
 def test_timings_and_warnings_come_from_one_source(run) -> None:

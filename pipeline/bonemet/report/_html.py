@@ -446,18 +446,16 @@ def _summary_html(adata: Any, provenance: Mapping[str, Any] | None) -> str:
         for s, info in inputs.items():
             info = info if isinstance(info, Mapping) else {"path": info}
             sha = str(info.get("sha256", ""))
-            n_b = qc.get(s, {}).get("n_before", "–") if isinstance(qc.get(s), Mapping) else "–"
-            n_a = qc.get(s, {}).get("n_after", "–") if isinstance(qc.get(s), Mapping) else "–"
             rows.append(
                 "<tr>" + "".join(
                     f'<td class="text">{_e(x)}</td>'
                     for x in (s, info.get("path", ""), info.get("format", ""), sha[:16])
-                ) + f"<td>{_e(_scalar(n_b))}</td><td>{_e(_scalar(n_a))}</td></tr>"
+                ) + "</tr>"
             )  # fmt: skip
         parts.append(
             "<h3>Inputs</h3><div class='tablewrap'><table><tr><th>sample</th><th>path</th>"
-            "<th>format</th><th>sha256 (first 16)</th><th>cells before QC</th>"
-            "<th>cells after QC</th></tr>" + "".join(rows) + "</table></div>"
+            "<th>format</th><th>sha256 (first 16)</th></tr>" + "".join(rows) + "</table></div>"
+            "<p class='note'>Cells before and after QC per sample: see Samples.</p>"
         )
     elif n_after is not None:
         parts.append(f"<p>{len(qc)} samples passed QC with {n_after:,} cells.</p>")

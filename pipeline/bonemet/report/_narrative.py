@@ -682,6 +682,99 @@ def _refs(kind: str, figure_numbers: Mapping[str, int] | None) -> str:
     return f" ({', '.join([*figs, f'table {_RESULT_TABLES[kind]}'])})"
 
 
+def _effect(row: Mapping[str, Any], col: str, nd: int = 2) -> str:
+    return (
+        f"{_e(row.get('test', row.get('population', '')))} ({col.replace('log2fc', 'log2FC')} "
+        f"{_num(row[col], nd)}, 95% CI {_num(row['ci_low'], nd)} to {_num(row['ci_high'], nd)}, "
+        f"adjusted p {_p(row['padj'])})"
+    )
+
+
+def _others_html(
+    da: pd.DataFrame,
+    st: pd.DataFrame,
+    de: pd.DataFrame,
+    skipped: pd.DataFrame,
+    contrast: str,
+    figure_numbers: Mapping[str, int] | None,
+) -> str:
+    """Every other tested population in a few sentences: what passed FDR 5%, what could not."""
+
+    def of(df: pd.DataFrame) -> pd.DataFrame:
+        return (
+            df[df["contrast"] == contrast] if len(df) and "contrast" in df.columns else df.iloc[:0]
+        )
+
+    out = []
+    pops = of(da)
+    pops = pops[pops["kind"] == "population"] if "kind" in pops.columns else pops
+    if len(pops):
+        rel = pops[pops["p_reliable"].astype(bool)]
+        sig = rel[rel["padj"] < _ALPHA].sort_values("padj")
+        txt = f"{len(pops)} populations were tested for differential abundance"
+        if len(rel) < len(pops):
+            txt += f" ({len(pops) - len(rel)} with unreliable or no p-value: too few samples)"
+        txt += (
+            "; at FDR 5%: " + "; ".join(_effect(r, "log2fc") for r in sig.to_dict("records"))
+            if len(sig)
+            else "; none at FDR 5%"
+        )
+        out.append(txt + "." + _refs("da", figure_numbers))
+    sc = of(st)
+    if len(sc):
+        rel = sc[sc["p_reliable"].astype(bool)]
+        sig = rel[rel["padj"] < _ALPHA].sort_values("padj")
+        txt = (
+            f"{len(sc)} population × score tests ({sc['population'].nunique()} populations, "
+            f"{sc['score'].nunique()} scores, {len(rel)} with a reliable p-value)"
+        )
+        if len(sig):
+            shown = [
+                f"{_e(r['score'])} in {_e(r['population'])} (difference {_num(r['effect'], 3)}, "
+                f"95% CI {_num(r['ci_low'], 3)} to {_num(r['ci_high'], 3)}, adjusted p "
+                f"{_p(r['padj'])})"
+                for r in sig.head(8).to_dict("records")
+            ]
+            more = f" and {len(sig) - 8} more" if len(sig) > 8 else ""
+            txt += "; at FDR 5%: " + "; ".join(shown) + more
+        else:
+            txt += "; none at FDR 5%"
+        out.append(txt + "." + _refs("score", figure_numbers))
+    dd, sk = of(de), of(skipped)
+    if len(dd) or len(sk):
+        parts = []
+        for pop, g in dd.groupby("population", sort=False):
+            sig = g[(g["padj"] < _ALPHA) & g["p_reliable"].astype(bool)].sort_values("padj")
+            n_ref, n_test = int(g["n_ref"].iloc[0]), int(g["n_test"].iloc[0])
+            top = ", ".join(
+                f"{_e(r['gene'])} ({_num(r['log2fc'])})" for r in sig.head(3).to_dict("records")
+            )
+            parts.append(
+                f"{_e(pop)} ({n_test} vs {n_ref} samples): {len(sig)} of {len(g):,} genes at "
+                f"FDR 5%" + (f", top {top}" if top else "")
+            )
+        txt = "Pseudobulk DE (PyDESeq2): " + ("; ".join(parts) if parts else "no population tested")
+        if len(sk):
+            txt += (
+                f". {len(sk)} populations not tested (too few samples with enough cells), e.g. "
+                f"{_e(sk['population'].iloc[0])}: {_e(sk['reason'].iloc[0])}"
+            )
+        figs = (
+            f" (<a href='#fig-volcano'>Figure {int(figure_numbers['volcano'])}</a>, table "
+            "pseudobulk_de)"
+            if figure_numbers and "volcano" in figure_numbers
+            else " (table pseudobulk_de)"
+        )
+        out.append(txt + "." + figs)
+    if not out:
+        return ""
+    return (
+        "<div class='result others'><p><b>All tested populations.</b> "
+        + "</p><p>".join(out)
+        + "</p></div>"
+    )
+
+
 def results_html(
     adata: Any,
     cfg: Mapping[str, Any] | None = None,
@@ -751,6 +844,18 @@ def results_html(
                 f"<p><b>{_e(head)}.</b> {body}{_refs(kind, figure_numbers)}</p></div>"
             )
         out.extend(items)
+        de = res.get("pseudobulk_de")
+        skipped = res.get("de_skipped")
+        out.append(
+            _others_html(
+                da,
+                st,
+                de if isinstance(de, pd.DataFrame) else pd.DataFrame(),
+                skipped if isinstance(skipped, pd.DataFrame) else pd.DataFrame(),
+                contrast,
+                figure_numbers,
+            )
+        )
     return "".join(out)
 
 
