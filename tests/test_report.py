@@ -45,7 +45,8 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     png = out_dir / "review_axes.png"
     Image.new("RGB", (60, 40), "white").save(png, dpi=(100, 100))
     out = bm.report.write_report(
-        a, out_dir, tables={}, figures={"review_axes": png}, config=cfg.to_dict(),
+        a, out_dir, tables={"axes": bm.tl.axes_table(a)}, figures={"review_axes": png},
+        config=cfg.to_dict(),
         provenance=provenance,
     )  # fmt: skip
     return a, cfg, out.read_text(encoding="utf-8")
@@ -103,6 +104,9 @@ def test_chi3l3_result_states_n_per_group_ci_and_small_design(run) -> None:
     # every other tested population, in a closing paragraph
     n_pops = int((a.uns["bonemet_compare"]["differential_abundance"]["kind"] == "population").sum())
     assert f"{n_pops} populations were tested for differential abundance" in res
+    # one paragraph per axis of the review, its fractions with the compare test
+    opn = next(p for p in res.split("<div class='result axis'>") if p.startswith("<p><b>OPN"))
+    assert "CD8 Tpex / (Tpex + Tex): bone_metastasis" in opn and "compare (" in opn
 
 
 def test_timings_and_warnings_come_from_one_source(run) -> None:

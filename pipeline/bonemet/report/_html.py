@@ -25,7 +25,7 @@ import pandas as pd
 from .._logging import logger
 from .._meta import bonemet_uns
 from .._utils import atomic_path
-from ._narrative import methods_html, results_html, sample_table_html
+from ._narrative import axes_html, methods_html, results_html, sample_table_html
 from ._tables import build_tables, table_section
 
 __all__ = ["write_report", "collect_warnings"]
@@ -539,6 +539,7 @@ def write_report(
             fig_numbers[entry["name"]] = len(fig_numbers) + 1
             body[key].append(fig_html)
     body["results"].append(results_html(adata, cfg, figure_numbers=fig_numbers))
+    body["results"].append(axes_html(all_tables.get("axes"), adata, cfg))
     body["samples"] = [x for x in body["samples"] if x]
     body["results"] = [x for x in body["results"] if x]
     if warns:

@@ -775,6 +775,72 @@ def _others_html(
     )
 
 
+#: axis quantity -> the differential-abundance test of the same fraction in ``compare``
+_AXIS_TESTS = {
+    "tpex_fraction": "Tpex / (Tpex + Tex)",
+    "iron_macrophage_fraction": "Iron-recycling / macrophages",
+    "chi3l3_neutrophil_fraction": "CHI3L3+ immature / neutrophils",
+}
+
+
+def axes_html(axes: pd.DataFrame | None, adata: Any, cfg: Mapping[str, Any] | None = None) -> str:
+    """One paragraph per axis of the review from the per-sample axes table: per quantity
+    and condition the mean of the sample values, the samples with enough cells, and the
+    ``compare`` test where the quantity is one of its fractions."""
+    need = {"sample", "axis", "quantity", "label", "value", "n_cells"}
+    if not isinstance(axes, pd.DataFrame) or not need <= set(axes.columns):
+        return ""
+    res = adata.uns.get("bonemet_compare")
+    da = res.get("differential_abundance") if isinstance(res, Mapping) else None
+    da = da if isinstance(da, pd.DataFrame) else pd.DataFrame()
+    ref = str(_v(res.get("reference", ""))) if isinstance(res, Mapping) else ""
+    cond = "condition" if "condition" in axes.columns else None
+    out = []
+    for axis, g in axes.groupby("axis", sort=False):
+        parts = []
+        for q, gq in g.groupby("quantity", sort=False):
+            label = str(gq["label"].iloc[0])
+            vals = pd.to_numeric(gq["value"], errors="coerce")
+            groups = gq.groupby(cond, sort=True) if cond else [("all samples", gq)]
+            per = []
+            for level, gl in groups:
+                v = pd.to_numeric(gl["value"], errors="coerce").dropna()
+                cells = int(pd.to_numeric(gl["n_cells"], errors="coerce").fillna(0).sum())
+                per.append(
+                    f"{_e(level)} {_num(v.mean(), 3) if len(v) else '–'} "
+                    f"({len(v)} of {len(gl)} samples, {cells:,} cells)"
+                )
+            txt = f"{_e(label)}: " + " vs ".join(per)
+            if vals.notna().sum() == 0:
+                notes = [str(n) for n in gq.get("note", pd.Series(dtype=str)) if str(n)]
+                txt = f"{_e(label)}: not measured in any sample" + (
+                    f" (e.g. {_e(notes[0])})" if notes else ""
+                )
+            test = _AXIS_TESTS.get(str(q))
+            if test and len(da) and "test" in da.columns:
+                row = da[da["test"] == test]
+                if len(row):
+                    r = row.iloc[0]
+                    txt += (
+                        f" — compare ({_e(r.get('contrast', ''))}): log2FC {_num(r['log2fc'])} (95% CI {_num(r['ci_low'])} to "
+                        f"{_num(r['ci_high'])}), adjusted p {_p(r['padj'])}"
+                        + ("" if bool(r["p_reliable"]) else " (not reliable: small design)")
+                    )
+            parts.append(txt)
+        out.append(
+            f"<div class='result axis'><p><b>{_e(axis)}.</b> " + "; ".join(parts) + ".</p></div>"
+        )
+    if not out:
+        return ""
+    head = (
+        "<p class='note'>Per quantity: the mean of the per-sample values by condition (a sample "
+        "counts when it has enough cells of the group), with cells summed over samples; "
+        + (f"the reference is {_e(ref)}; " if ref else "")
+        + "per-sample values with their 95% CIs are in table axes.</p>"
+    )
+    return "<h3>The review's axes</h3>" + head + "".join(out)
+
+
 def results_html(
     adata: Any,
     cfg: Mapping[str, Any] | None = None,
