@@ -137,3 +137,17 @@ def test_one_haemoglobin_warning_per_sample() -> None:
     s1 = [w for w in warns if "S1" in w]
     assert len(s1) == 1 and s1[0].startswith("high ambient haemoglobin in sample S1")
     assert stage_msg in s1[0]
+
+
+def test_a_failing_text_section_is_reported_not_fatal(tmp_path: Path, monkeypatch) -> None:
+    from bonemet.report import _html
+
+    def broken(*args, **kwargs):
+        raise ValueError("bad table")
+
+    monkeypatch.setattr(_html, "results_html", broken)
+    a = make_annotated(n_cells=200, n_samples=2)
+    html = bm.report.write_report(a, tmp_path, tables={}, figures=[]).read_text(encoding="utf-8")
+    assert "The results could not be generated: bad table" in _section(html, "results")
+    assert "report: the results could not be generated (ValueError: bad table)" in html
+    assert "<h3>Quality control and ambient RNA</h3>" in _section(html, "methods")

@@ -526,8 +526,19 @@ def write_report(
 
     body: dict[str, list[str]] = {k: [] for k, _ in SECTIONS}
     body["summary"].append(_summary_html(adata, provenance))
-    body["samples"].append(sample_table_html(adata, cfg))
-    body["methods"].append(methods_html(adata, cfg, provenance))
+    failed: list[str] = []
+
+    def text(what: str, build: Any, *args: Any, **kwargs: Any) -> str:
+        # a generated text section that fails says so in the report instead of stopping it
+        try:
+            return str(build(*args, **kwargs))
+        except Exception as e:  # noqa: BLE001 - any failure of one section
+            logger.warning("report: the %s could not be generated: %r", what, e)
+            failed.append(f"report: the {what} could not be generated ({type(e).__name__}: {e})")
+            return f"<p class='note'>The {_e(what)} could not be generated: {_e(e)}</p>"
+
+    body["samples"].append(text("sample table", sample_table_html, adata, cfg))
+    body["methods"].append(text("Methods", methods_html, adata, cfg, provenance))
     # figures numbered in the order the report shows them; the results refer to them
     order = {k: i for i, (k, _) in enumerate(SECTIONS)}
     figs.sort(key=lambda e: order.get(e["section"] if e["section"] in body else "other", 0))
@@ -538,8 +549,9 @@ def write_report(
         if fig_html:
             fig_numbers[entry["name"]] = len(fig_numbers) + 1
             body[key].append(fig_html)
-    body["results"].append(results_html(adata, cfg, figure_numbers=fig_numbers))
-    body["results"].append(axes_html(all_tables.get("axes"), adata, cfg))
+    body["results"].append(text("results", results_html, adata, cfg, figure_numbers=fig_numbers))
+    body["results"].append(text("axes paragraphs", axes_html, all_tables.get("axes"), adata, cfg))
+    warns = [*warns, *failed]
     body["samples"] = [x for x in body["samples"] if x]
     body["results"] = [x for x in body["results"] if x]
     if warns:
