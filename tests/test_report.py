@@ -151,3 +151,15 @@ def test_a_failing_text_section_is_reported_not_fatal(tmp_path: Path, monkeypatc
     assert "The results could not be generated: bad table" in _section(html, "results")
     assert "report: the results could not be generated (ValueError: bad table)" in html
     assert "<h3>Quality control and ambient RNA</h3>" in _section(html, "methods")
+
+
+def test_hypotheses_name_tests_the_compare_stage_runs() -> None:
+    from bonemet._vocab import POPULATIONS
+    from bonemet.report._narrative import HYPOTHESES
+    from bonemet.tl._compare import LINEAGE_FRACTIONS
+
+    for _, kind, test, pop in HYPOTHESES:
+        if kind == "da":
+            assert test in LINEAGE_FRACTIONS or test in POPULATIONS, test
+        else:
+            assert pop in POPULATIONS, pop

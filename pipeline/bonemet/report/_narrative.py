@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._meta import bonemet_uns
+from .._vocab import TUMOUR
 
 __all__ = [
     "CITATIONS",
@@ -63,10 +64,10 @@ HYPOTHESES: tuple[tuple[str, str, str, str | None], ...] = (
     ("PMN-MDSC within neutrophils", "da", "PMN-MDSC / neutrophils", None),
     ("Iron-recycling macrophages within macrophages", "da", "Iron-recycling / macrophages", None),
     ("Osteoclast abundance", "da", "Osteoclast", None),
-    ("Tumour erythroid mimicry", "score", "erythroid_mimicry", "Tumour epithelial"),
-    ("Tumour ferroptosis (driver programme)", "score", "ferroptosis_driver", "Tumour epithelial"),
-    ("Tumour ferroptosis (KEGG)", "score", "ferroptosis_kegg", "Tumour epithelial"),
-    ("Tumour ferroptosis suppressors", "score", "ferroptosis_suppressor", "Tumour epithelial"),
+    ("Tumour erythroid mimicry", "score", "erythroid_mimicry", TUMOUR),
+    ("Tumour ferroptosis (driver programme)", "score", "ferroptosis_driver", TUMOUR),
+    ("Tumour ferroptosis (KEGG)", "score", "ferroptosis_kegg", TUMOUR),
+    ("Tumour ferroptosis suppressors", "score", "ferroptosis_suppressor", TUMOUR),
 )  # fmt: skip
 
 _ALPHA = 0.05
