@@ -691,6 +691,11 @@ def _effect(row: Mapping[str, Any], col: str, nd: int = 2) -> str:
     )
 
 
+def _design(df: pd.DataFrame) -> str:
+    """ "2 vs 2 samples" (the most samples any test of ``df`` had per group)."""
+    return f"at most {int(df['n_test'].max())} vs {int(df['n_ref'].max())} samples"
+
+
 def _others_html(
     da: pd.DataFrame,
     st: pd.DataFrame,
@@ -715,11 +720,16 @@ def _others_html(
         txt = f"{len(pops)} populations were tested for differential abundance"
         if len(rel) < len(pops):
             txt += f" ({len(pops) - len(rel)} with unreliable or no p-value: too few samples)"
-        txt += (
-            "; at FDR 5%: " + "; ".join(_effect(r, "log2fc") for r in sig.to_dict("records"))
-            if len(sig)
-            else "; none at FDR 5%"
-        )
+        if len(sig):
+            txt += "; at FDR 5%: " + "; ".join(_effect(r, "log2fc") for r in sig.to_dict("records"))
+        elif len(rel):
+            txt += "; none at FDR 5%"
+        else:
+            big = pops.assign(_a=pops["log2fc"].abs()).sort_values("_a", ascending=False).head(3)
+            txt += (
+                f"; no reliable p-value ({_design(pops)}); largest estimated changes: "
+                + "; ".join(_effect(r, "log2fc") for r in big.to_dict("records"))
+            )
         out.append(txt + "." + _refs("da", figure_numbers))
     sc = of(st)
     if len(sc):
@@ -738,21 +748,37 @@ def _others_html(
             ]
             more = f" and {len(sig) - 8} more" if len(sig) > 8 else ""
             txt += "; at FDR 5%: " + "; ".join(shown) + more
-        else:
+        elif len(rel):
             txt += "; none at FDR 5%"
+        else:
+            txt += f"; no reliable p-value ({_design(sc)})"
         out.append(txt + "." + _refs("score", figure_numbers))
     dd, sk = of(de), of(skipped)
     if len(dd) or len(sk):
-        parts = []
+        parts, none, unreliable = [], [], []
         for pop, g in dd.groupby("population", sort=False):
-            sig = g[(g["padj"] < _ALPHA) & g["p_reliable"].astype(bool)].sort_values("padj")
             n_ref, n_test = int(g["n_ref"].iloc[0]), int(g["n_test"].iloc[0])
+            if not g["p_reliable"].astype(bool).any():
+                unreliable.append(f"{_e(pop)} ({n_test} vs {n_ref})")
+                continue
+            sig = g[(g["padj"] < _ALPHA) & g["p_reliable"].astype(bool)].sort_values("padj")
+            if not len(sig):
+                none.append(_e(pop))
+                continue
             top = ", ".join(
-                f"{_e(r['gene'])} ({_num(r['log2fc'])})" for r in sig.head(3).to_dict("records")
+                f"{_e(r['gene'])} (log2FC {_num(r['log2fc'])})"
+                for r in sig.head(3).to_dict("records")
             )
             parts.append(
                 f"{_e(pop)} ({n_test} vs {n_ref} samples): {len(sig)} of {len(g):,} genes at "
-                f"FDR 5%" + (f", top {top}" if top else "")
+                f"FDR 5%, top {top}"
+            )
+        if none:
+            parts.append(f"no gene at FDR 5% in {len(none)} populations ({', '.join(none)})")
+        if unreliable:
+            parts.append(
+                f"p-values not reliable (too few samples) in {len(unreliable)} populations "
+                f"({', '.join(unreliable)})"
             )
         txt = "Pseudobulk DE (PyDESeq2): " + ("; ".join(parts) if parts else "no population tested")
         if len(sk):
