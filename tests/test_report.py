@@ -104,6 +104,7 @@ def test_chi3l3_result_states_n_per_group_ci_and_small_design(run) -> None:
     # every other tested population, in a closing paragraph
     n_pops = int((a.uns["bonemet_compare"]["differential_abundance"]["kind"] == "population").sum())
     assert f"{n_pops} populations were tested for differential abundance" in res
+    assert "no reliable p-value (at most 2 vs 2 samples); largest estimated changes" in res
     # one paragraph per axis of the review, its fractions with the compare test
     opn = next(p for p in res.split("<div class='result axis'>") if p.startswith("<p><b>OPN"))
     assert "CD8 Tpex / (Tpex + Tex): bone_metastasis" in opn and "compare (" in opn

@@ -488,9 +488,13 @@ def write_report(
 ) -> Path:
     """Write ``out_dir/report.html``: one self-contained file (atomic write).
 
-    Sections: run summary (inputs, species, cells before/after QC, device, time),
-    warnings, QC, integration, populations, signatures, the review's axes, parameters and
-    versions. Figures are embedded as base64 PNG; the page loads nothing from elsewhere.
+    Sections: run summary (inputs, species, cells, device, time per stage from the
+    provenance), warnings (each once), samples (condition, subject, batch, cells before and
+    after QC), Methods generated from the run's parameters (tools, versions, citations),
+    results per hypothesis and per axis from ``uns["bonemet_compare"]`` and the axes table
+    (test, n per group, effect with 95% CI, adjusted p, or why it is not testable), QC,
+    integration, populations, signatures, the review's axes, the compare tables,
+    parameters and versions. Figures are numbered in that order. Figures are embedded as base64 PNG; the page loads nothing from elsewhere.
 
     Parameters
     ----------
