@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -109,7 +110,8 @@ def simulated(cells: int, samples: int, seed: int) -> dict:
 
 
 def paul(seed: int) -> dict:
-    path = ROOT.parent / "shared" / "data" / "paul2015_mouse_bm_progenitors.h5ad"
+    shared = os.environ.get("BONEMET_SHARED_DATA") or ROOT.parent / "shared" / "data"
+    path = Path(shared) / "paul2015_mouse_bm_progenitors.h5ad"
     a = next(iter(bm.io.ingest(path, label_key="cell_type").values()))
     labels = a.obs["reference_label"].astype(str)
     res: dict = {"data": str(path.name), "n_cells": int(a.n_obs), "n_genes": int(a.n_vars)}
