@@ -388,16 +388,7 @@ def _qc_one(
         "max_pct_mito": np.full(n, float(max_pct_mito)),
     }
     if mito.any() and n:
-        _, m_hi, ginfo = _group_bounds(m["qc_pct_mito"], tgroups, nmads_mito, min_group_cells=mgc)
-        if mad_scope == "cluster":
-            # a group whose median is above the cap is a group of damaged cells, not a
-            # yardstick: its cells get the sample-wide threshold
-            one = np.zeros(n, dtype=np.int64)
-            _, s_hi, _ = _group_bounds(m["qc_pct_mito"], one, nmads_mito, min_group_cells=1)
-            for g, (med, _mad, _n) in ginfo.items():
-                if med > float(max_pct_mito):
-                    sel = tgroups == g
-                    m_hi[sel] = s_hi[sel]
+        _, m_hi, _ = _group_bounds(m["qc_pct_mito"], tgroups, nmads_mito, min_group_cells=mgc)
         # never above the absolute cap, never below the floor
         thr_cells["max_pct_mito"] = np.minimum(
             float(max_pct_mito), np.maximum(min(float(mito_floor), float(max_pct_mito)), m_hi)
@@ -577,8 +568,7 @@ def qc(
        osteoclasts, is judged against its own level, so the share removed does not depend on
        how much of the sample it makes up; for counts and genes a cell is also removed when
        it is an outlier of the whole sample, so a group of damaged droplets is not its own
-       yardstick; for mito the absolute cap ``max_pct_mito`` is that guard, and a group whose
-       median is above the cap gets the sample-wide threshold); groups under
+       yardstick; for mito the absolute cap ``max_pct_mito`` is that guard); groups under
        ``min_group_cells`` use their median and the sample's pooled within-group MAD;
     4. floors: ``min_counts``/``min_genes`` raise the low side, scaled by
        ``n_genes / floor_reference_genes`` when fewer genes than that are measured (a
