@@ -383,6 +383,10 @@ def package_versions() -> dict[str, str]:
         "harmonypy",
         "pydantic",
         "matplotlib",
+        "decontx-scanpy",
+        "pydeseq2",
+        "statsmodels",
+        "liana",
     ):
         try:
             out[name] = version(name)
