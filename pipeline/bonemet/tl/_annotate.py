@@ -513,6 +513,16 @@ def annotate(
         add_warning(
             adata, f"annotate: marker sets with <50% of genes found ({sp_}): {', '.join(low)}"
         )
+    for name, d in disc_info.items():
+        if d["prior_used_for"]:
+            add_warning(
+                adata,
+                f"annotate: {name}: discriminating genes thinly measured for "
+                f"{', '.join(d['prior_used_for'])} ({d['target_genes_found']}/"
+                f"{d['target_genes_total']} {d['target']}, {d['versus_genes_found']}/"
+                f"{d['versus_genes_total']} {d['versus']} found); that side stands at a "
+                "fixed prior, so the other must show its own genes to win",
+            )
     logger.info(
         "annotate: %d cells, %d unassigned; lineages: %s",
         adata.n_obs,
