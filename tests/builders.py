@@ -3,6 +3,9 @@
 ``BAD_SHEETS`` are samplesheets that both the Python reader and the Nextflow workflow must
 refuse (``write_sheet`` puts one beside the two data files it names).
 
+``scanpy_prep`` and ``read_labelled`` prepare the shared real labelled sets for the
+annotator the plain-scanpy way (no scVI).
+
 ``make_annotated`` generates, with numpy only, an AnnData with every slot of the AnnData
 contract filled (counts, log-normalised X, QC metrics and records, embeddings,
 populations, scores), so figures and the report are tested without running the stages.
@@ -195,3 +198,24 @@ def write_sheet(folder: Path, name: str, text: str) -> Path:
     p = folder / name
     p.write_text(text)
     return p
+
+
+def scanpy_prep(adata: ad.AnnData) -> ad.AnnData:
+    """Counts in X -> log1p CP10k, HVG, PCA, kNN graph, leiden (plain scanpy)."""
+    import scanpy as sc
+
+    adata.layers["counts"] = adata.X.copy()
+    sc.pp.normalize_total(adata, target_sum=1e4)
+    sc.pp.log1p(adata)
+    sc.pp.highly_variable_genes(adata, n_top_genes=2000, flavor="seurat")
+    sc.pp.pca(adata, n_comps=30, mask_var="highly_variable", random_state=0)
+    sc.pp.neighbors(adata, n_neighbors=15, random_state=0)
+    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False, random_state=0)
+    return adata
+
+
+def read_labelled(shared_data: Path, name: str) -> ad.AnnData:
+    """A shared real set with its ``cell_type`` labels moved to ``obs["reference_label"]``."""
+    adata = ad.read_h5ad(shared_data / f"{name}.h5ad")
+    adata.obs["reference_label"] = adata.obs.pop("cell_type").astype(str)
+    return adata

@@ -13,8 +13,8 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import scanpy as sc
 import scipy.sparse as sp
+from builders import read_labelled, scanpy_prep  # tests/builders.py
 from sklearn.metrics import f1_score
 
 import bonemet as bm
@@ -22,23 +22,11 @@ from bonemet._errors import InputError
 from bonemet._vocab import NAMED_POPULATIONS as NAMED
 from bonemet.tl import _annotate as annot
 
-
-def _prep(adata: ad.AnnData) -> ad.AnnData:
-    """Counts in X -> log1p CP10k, HVG, PCA, kNN graph, leiden (plain scanpy)."""
-    adata.layers["counts"] = adata.X.copy()
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
-    sc.pp.highly_variable_genes(adata, n_top_genes=2000, flavor="seurat")
-    sc.pp.pca(adata, n_comps=30, mask_var="highly_variable", random_state=0)
-    sc.pp.neighbors(adata, n_neighbors=15, random_state=0)
-    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False, random_state=0)
-    return adata
+_prep = scanpy_prep
 
 
 def _real(shared_data, name: str) -> ad.AnnData:
-    adata = ad.read_h5ad(shared_data / f"{name}.h5ad")
-    adata.obs["reference_label"] = adata.obs.pop("cell_type").astype(str)
-    return _prep(adata)
+    return scanpy_prep(read_labelled(shared_data, name))
 
 
 def _sim(species: str, n_cells: int = 5000, seed: int = 0) -> ad.AnnData:

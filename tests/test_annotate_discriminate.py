@@ -10,6 +10,7 @@ import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
+from builders import read_labelled, scanpy_prep  # tests/builders.py
 
 import bonemet as bm
 from bonemet._signatures import load_gene_sets
@@ -79,21 +80,7 @@ def test_discriminator_file_is_loaded_and_in_the_vocabulary() -> None:
 
 
 # ----------------------------------------------------------------------------- real data
-def _prep(adata: ad.AnnData) -> ad.AnnData:
-    adata.layers["counts"] = adata.X.copy()
-    sc.pp.normalize_total(adata, target_sum=1e4)
-    sc.pp.log1p(adata)
-    sc.pp.highly_variable_genes(adata, n_top_genes=2000, flavor="seurat")
-    sc.pp.pca(adata, n_comps=30, mask_var="highly_variable", random_state=0)
-    sc.pp.neighbors(adata, n_neighbors=15, random_state=0)
-    sc.tl.leiden(adata, flavor="igraph", n_iterations=2, directed=False, random_state=0)
-    return adata
-
-
-def _read(shared_data, name: str) -> ad.AnnData:
-    adata = ad.read_h5ad(shared_data / f"{name}.h5ad")
-    adata.obs["reference_label"] = adata.obs.pop("cell_type").astype(str)
-    return adata
+_prep, _read = scanpy_prep, read_labelled
 
 
 def _cd8_called_t(adata: ad.AnnData) -> float:
