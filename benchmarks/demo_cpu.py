@@ -19,12 +19,49 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _rss_mib() -> float:
     with open("/proc/self/statm") as fh:
         pages = int(fh.read().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def run_with_peaks(runner: Any) -> tuple[Any, float, dict[str, float]]:
+    """Run a :class:`bonemet.runner.Runner`; returns (result, seconds, peak RSS MiB per stage).
+
+    The process's resident set size is sampled every 50 ms while each stage runs.
+    """
+    peaks: dict[str, float] = {}
+    current: dict[str, str | None] = {"stage": None}
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            st = current["stage"]
+            if st:
+                peaks[st] = max(peaks.get(st, 0.0), _rss_mib())
+            time.sleep(0.05)
+
+    def on_stage(stage: str, event: str) -> None:
+        if event == "start":
+            current["stage"] = stage
+            peaks[stage] = _rss_mib()
+        else:
+            peaks[stage] = max(peaks.get(stage, 0.0), _rss_mib())
+            current["stage"] = None
+
+    runner.on_stage = on_stage
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    t1 = time.perf_counter()
+    try:
+        result = runner.run()
+    finally:
+        stop.set()
+        th.join()
+    return result, time.perf_counter() - t1, peaks
 
 
 def _accuracy(path: Path) -> dict:
@@ -120,32 +157,7 @@ def main() -> None:
         integrate={"accelerator": "cpu"},
         batched="n_batches" in design,
     )
-    peaks: dict[str, float] = {}
-    current = {"stage": None}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            st = current["stage"]
-            if st:
-                peaks[st] = max(peaks.get(st, 0.0), _rss_mib())
-            time.sleep(0.05)
-
-    def on_stage(stage: str, event: str) -> None:
-        if event == "start":
-            current["stage"] = stage
-            peaks[stage] = _rss_mib()
-        else:
-            peaks[stage] = max(peaks.get(stage, 0.0), _rss_mib())
-            current["stage"] = None
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    t1 = time.perf_counter()
-    result = Runner(cfg, resume=False, on_stage=on_stage).run()
-    pipeline_s = time.perf_counter() - t1
-    stop.set()
-    th.join()
+    result, pipeline_s, peaks = run_with_peaks(Runner(cfg, resume=False))
     prov = json.loads((out / "provenance.json").read_text())
     report = {
         "benchmark": "demo_cpu",
