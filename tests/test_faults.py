@@ -322,7 +322,9 @@ def test_ctrl_c_during_scvi_training_exits_130(tmp_path):
     assert started.wait(300), "".join(lines)[-3000:]
     time.sleep(3)  # well inside the training loop
     proc.send_signal(signal.SIGINT)
-    rc = proc.wait(120)
+    # as long as the start above: on a loaded 2-core machine lightning's shutdown after the
+    # interrupt took over 120 s once (the exit code, not the wait, is what is tested)
+    rc = proc.wait(300)
     t.join(10)
     text = "".join(lines)
     assert rc == 130, text[-3000:]
