@@ -293,6 +293,14 @@ def _check_values(adata: ad.AnnData, path: str) -> None:
             )
 
 
+def prefix_cell_names(names: Sequence[Any], sample: str) -> pd.Index:
+    """Cell names ``<sample>_<barcode>``; a name that already starts with ``<sample>_`` is
+    kept as it is, so reading a file written by bonemet (or ingesting twice) never gives
+    ``S1_S1_<barcode>``."""
+    pre = f"{sample}_"
+    return pd.Index([b if b.startswith(pre) else pre + b for b in map(str, names)])
+
+
 def _finalize(adata: ad.AnnData, info: dict[str, Any], *, sample: str | None) -> ad.AnnData:
     _check_gene_names(adata, info["path"])
     adata = _keep_gene_expression(adata, info)
@@ -309,7 +317,7 @@ def _finalize(adata: ad.AnnData, info: dict[str, Any], *, sample: str | None) ->
     name = info.pop("_name")
     if sample is not None:
         check_sample_id(sample, where=f"reading {info['path']}")
-        adata.obs_names = pd.Index([f"{sample}_{b}" for b in adata.obs_names])
+        adata.obs_names = prefix_cell_names(adata.obs_names, sample)
         adata.obs["sample"] = pd.Categorical([sample] * adata.n_obs)
         name = sample
     if not adata.obs_names.is_unique:
@@ -761,8 +769,7 @@ def _annotate_sample(
         cond = np.full(adata.n_obs, condition, dtype=object)
     else:
         cond = None
-    barcodes = adata.obs_names.astype(str)
-    adata.obs_names = pd.Index([f"{sample}_{bc}" for bc in barcodes])
+    adata.obs_names = prefix_cell_names(adata.obs_names, sample)
     if not adata.obs_names.is_unique:
         adata.obs_names_make_unique()
     adata.obs["sample"] = pd.Categorical([sample] * adata.n_obs)
