@@ -9,6 +9,8 @@ from .._vocab import POPULATIONS, UNASSIGNED
 
 __all__ = [
     "CELL_TYPE_COLORS",
+    "MIN_COLOR_DISTANCE",
+    "color_distances",
     "POPULATION_COLORS",
     "POPULATIONS",
     "UNASSIGNED",
@@ -16,71 +18,95 @@ __all__ = [
     "population_colors",
 ]
 
-#: The population vocabulary (``obs["population"]``) and its fixed colours. Related
-#: states share a hue family (T cells blue/green, monocytes orange, macrophages brown/red,
-#: MDSC pink, neutrophils purple, DCs olive, bone cells gold, stroma violet), and the
-#: states the review is about (CD8 Tpex, iron-recycling macrophages, CHI3L3+ immature
-#: neutrophils, tumour) get the strongest colours. ``Unassigned`` is always grey.
+#: The population vocabulary (``obs["population"]``) and its fixed colours. Each lineage
+#: has its own hue family and its states are shades within it: CD4 T/Treg blue, CD8 states
+#: teal, NK indigo, B/plasma sky, monocytes orange, macrophages brown with the
+#: iron-recycling subset red, MDSC magenta/pink, neutrophils purple, dendritic cells olive,
+#: erythroid crimson, osteoclasts ochre, osteoblast lineage and stroma green, endothelium
+#: salmon, tumour black. ``Unassigned`` is always grey. Every pair of colours differs by a
+#: CIEDE2000 distance of at least :data:`MIN_COLOR_DISTANCE` (tested).
 POPULATION_COLORS: dict[str, str] = {
-    "CD4 T": "#1F77B4",
-    "Treg": "#9EDAE5",
-    "CD8 T": "#17BECF",
-    "CD8 Tpex (TCF1+)": "#2CA02C",
-    "CD8 Tex (terminal)": "#98DF8A",
-    "NK": "#BCBD22",
-    "B": "#AEC7E8",
-    "Plasma": "#393B79",
-    "Classical monocyte": "#FF7F0E",
-    "Non-classical monocyte": "#FFBB78",
-    "Macrophage": "#8C564B",
+    "CD4 T": "#1F4E9C",
+    "Treg": "#8DA0E8",
+    "CD8 T": "#0B7A75",
+    "CD8 Tpex (TCF1+)": "#00B3A4",
+    "CD8 Tex (terminal)": "#8FD9CC",
+    "NK": "#2E2A80",
+    "B": "#5FC9F0",
+    "Plasma": "#0A86B8",
+    "Classical monocyte": "#E8710A",
+    "Non-classical monocyte": "#FFC98A",
+    "Macrophage": "#8C4A1E",
     "Iron-recycling macrophage (VCAM1+CD163+CCR3+)": "#D62728",
-    "M-MDSC": "#E377C2",
-    "PMN-MDSC": "#F7B6D2",
-    "Immature neutrophil (CHI3L3+)": "#9467BD",
-    "Mature neutrophil": "#C5B0D5",
-    "cDC1": "#637939",
-    "cDC2": "#B5CF6B",
-    "pDC": "#CEDB9C",
-    "Mast/Basophil": "#8C6D31",
-    "Erythroid progenitor": "#E7969C",
-    "HSPC": "#5254A3",
-    "Megakaryocyte": "#843C39",
-    "Osteoclast": "#BD9E39",
-    "Osteoblast": "#E7BA52",
-    "MSC/Stromal": "#7B4173",
-    "Osteoprogenitor": "#CE6DBD",
-    "Chondrocyte": "#E7CB94",
-    "Fibroblast": "#DE9ED6",
-    "Pericyte/Smooth muscle": "#6B6ECF",
-    "Endothelial": "#A55194",
-    "Tumour epithelial": "#252525",
+    "M-MDSC": "#B0186B",
+    "PMN-MDSC": "#F07CB8",
+    "Immature neutrophil (CHI3L3+)": "#7E1FA8",
+    "Mature neutrophil": "#C9A3E6",
+    "cDC1": "#6B6B00",
+    "cDC2": "#A8A800",
+    "pDC": "#E0E08C",
+    "Mast/Basophil": "#4E342E",
+    "Erythroid progenitor": "#8E1B2E",
+    "HSPC": "#4A5560",
+    "Megakaryocyte": "#7D5A6B",
+    "Osteoclast": "#C48A00",
+    "Osteoblast": "#2E8B3A",
+    "MSC/Stromal": "#4CC24F",
+    "Osteoprogenitor": "#A8DF8E",
+    "Chondrocyte": "#B8966A",
+    "Fibroblast": "#8FB5A0",
+    "Pericyte/Smooth muscle": "#8FA3B3",
+    "Endothelial": "#E7A6A0",
+    "Tumour epithelial": "#111111",
     UNASSIGNED: "#BDBDBD",
 }
+
+#: The smallest CIEDE2000 colour difference between any two population colours (about
+#: 2.3 is a just-noticeable difference; 10 keeps neighbouring clusters apart on a UMAP).
+MIN_COLOR_DISTANCE = 10.0
 
 #: Lineage (``obs["cell_type"]``) colours: each lineage takes the colour of its main
 #: population, so the two UMAPs read alike.
 CELL_TYPE_COLORS: dict[str, str] = {
-    "T cell": "#1F77B4",
-    "NK cell": "#BCBD22",
-    "B cell": "#AEC7E8",
-    "Plasma cell": "#393B79",
-    "Monocyte/Macrophage": "#FF7F0E",
-    "Neutrophil": "#9467BD",
-    "Dendritic cell": "#637939",
-    "Mast cell/Basophil": "#8C6D31",
-    "Erythroid": "#E7969C",
-    "HSPC": "#5254A3",
-    "Megakaryocyte": "#843C39",
-    "Osteoclast": "#BD9E39",
-    "Osteoblast": "#E7BA52",
-    "Stromal": "#7B4173",
-    "Chondrocyte": "#E7CB94",
-    "Fibroblast": "#DE9ED6",
-    "Pericyte/Smooth muscle": "#6B6ECF",
-    "Endothelial": "#A55194",
-    "Tumour epithelial": "#252525",
+    "T cell": "#1F4E9C",
+    "NK cell": "#2E2A80",
+    "B cell": "#5FC9F0",
+    "Plasma cell": "#0A86B8",
+    "Monocyte/Macrophage": "#E8710A",
+    "Neutrophil": "#7E1FA8",
+    "Dendritic cell": "#6B6B00",
+    "Mast cell/Basophil": "#4E342E",
+    "Erythroid": "#8E1B2E",
+    "HSPC": "#4A5560",
+    "Megakaryocyte": "#7D5A6B",
+    "Osteoclast": "#C48A00",
+    "Osteoblast": "#2E8B3A",
+    "Stromal": "#4CC24F",
+    "Chondrocyte": "#B8966A",
+    "Fibroblast": "#8FB5A0",
+    "Pericyte/Smooth muscle": "#8FA3B3",
+    "Endothelial": "#E7A6A0",
+    "Tumour epithelial": "#111111",
     UNASSIGNED: "#BDBDBD",
 }
+
+
+def color_distances(colors: Mapping[str, str]) -> list[tuple[float, str, str]]:
+    """CIEDE2000 distance of every pair of ``colors`` (name -> colour), smallest first."""
+    import itertools
+
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    names = list(colors)
+    lab = rgb2lab(np.array([[to_rgb(colors[n]) for n in names]]))[0]
+    out = [
+        (float(deltaE_ciede2000(lab[i], lab[j])), names[i], names[j])
+        for i, j in itertools.combinations(range(len(names)), 2)
+    ]
+    return sorted(out)
+
 
 # Distinct colours for other categories (samples, conditions, lineages): Okabe-Ito
 # first (colour-blind safe), then tab20-like tones.
