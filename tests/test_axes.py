@@ -68,7 +68,8 @@ def test_axes_as_the_papers_state_them(sparse: bool) -> None:
     if sparse:
         a.X = sp.csr_matrix(a.X)
     t = bm.tl.axes_table(a, min_cells=1)
-    assert set(t["quantity"]) == {q.key for q in bm.tl.AXIS_QUANTITIES}
+    stages = {f"neutrophil_stage{k}_{x}" for k in range(1, 5) for x in ("share", "chil3_fraction")}
+    assert set(t["quantity"]) == {q.key for q in bm.tl.AXIS_QUANTITIES} | stages
     # Tpex / (Tpex + Tex), not over all CD8 (which would be 2 / 12), with a Wilson CI
     r = _get(t, "s1", "tpex_fraction")
     assert r["value"] == pytest.approx(2 / 8) and r["n_cells"] == 8
@@ -151,3 +152,114 @@ def test_review_axes_figure_titles_carry_rho_p_and_n() -> None:
     titles = [ax.get_title() for ax in fig.axes]
     assert any("SPP1 by source" in s for s in titles)
     assert all("n = " in s for s in titles)
+
+
+# -- DKK1 axis: Chil3+ fraction per neutrophil maturation stage ---------------------------
+
+NEU = ("Immature neutrophil (CHI3L3+)", "PMN-MDSC", "Mature neutrophil")
+
+
+def _lognorm_truth(a: ad.AnnData) -> ad.AnnData:
+    """Singlets, log1p CP10k, the planted populations as ``obs["population"]``."""
+    import scanpy as sc
+
+    a = a[~a.obs["true_doublet"].to_numpy()].copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    a.obs["population"] = a.obs["true_population"].astype(str)
+    return a
+
+
+@pytest.fixture(scope="module")
+def neutrophil_data() -> ad.AnnData:
+    return _lognorm_truth(bm.datasets.simulate_bone_metastasis(4000, 4, species="mouse", seed=3))
+
+
+def _stage_values(t: pd.DataFrame, q: str) -> pd.Series:
+    return t[t["quantity"] == q].set_index("sample")["value"]
+
+
+def _pooled_chil3(a: ad.AnnData, stage: str, condition: str, gene: str = "Chil3") -> tuple:
+    m = (a.obs["neutrophil_maturation_stage"] == stage) & (a.obs["condition"] == condition)
+    pos = np.asarray(a[m.to_numpy(), gene].X.toarray()[:, 0] > 0)
+    from bonemet.tl._axes import _wilson
+
+    return _wilson(int(pos.sum()), int(pos.size))
+
+
+def test_maturation_stages_put_the_planted_immature_state_early(neutrophil_data) -> None:
+    a = neutrophil_data.copy()
+    bm.tl.neutrophil_maturation(a)
+    stage = a.obs["neutrophil_maturation_stage"]
+    cats = list(stage.cat.categories)
+    assert cats[0] == "stage 1/4 (earliest)" and cats[-1] == "stage 4/4 (most mature)"
+    pop = a.obs["population"]
+    assert stage[~pop.isin(NEU)].isna().all()  # only the neutrophil lineage is ordered
+    code = stage.cat.codes
+    imm, mat = pop == NEU[0], pop == NEU[2]
+    # the CHI3L3+ cells sit at the granule-rich start, mature cells at the end
+    assert (code[imm] == 0).mean() > 0.8 and (code[imm] <= 1).mean() > 0.95
+    assert (code[mat] >= 2).mean() > 0.9
+    assert (
+        a.obs.loc[imm, "neutrophil_maturation"].median()
+        < a.obs.loc[pop == NEU[1], "neutrophil_maturation"].median()
+        < a.obs.loc[mat, "neutrophil_maturation"].median()
+    )
+
+
+def test_chil3_per_stage_separates_expansion_from_an_induced_state(neutrophil_data) -> None:
+    a = neutrophil_data
+    t = bm.tl.axes_table(a)
+    cond = t.groupby("sample")["condition"].first()
+    met, ctl = cond.index[cond == "bone_met"], cond.index[cond == "control"]
+    early = _stage_values(t, "neutrophil_stage1_share")
+    # DKK1 expands the early (Chil3+) stage: every bone_met sample above every control
+    assert early[met].min() > early[ctl].max()
+    r = t[t["quantity"] == "neutrophil_stage1_share"].iloc[0]
+    assert r["n_cells"] >= 20 and r["ci_low"] <= r["value"] <= r["ci_high"]
+    # in the earliest stage most cells are Chil3+ in both conditions (normal maturation)
+    assert (_stage_values(t, "neutrophil_stage1_chil3_fraction").dropna() > 0.7).all()
+    # in the generated truth mature neutrophils carry Chil3 equally in both conditions
+    b = a.copy()
+    bm.tl.neutrophil_maturation(b)
+    last = "stage 4/4 (most mature)"
+    pm, lo_m, hi_m = _pooled_chil3(b, last, "bone_met")
+    pc, lo_c, hi_c = _pooled_chil3(b, last, "control")
+    assert abs(pm - pc) < 0.1 and lo_m < hi_c and lo_c < hi_m
+    # an induced state: Chil3 switched on in half of bone_met mature neutrophils. The
+    # ordering does not use Chil3, so the stages stay; the late-stage fraction rises.
+    c = a.copy()
+    rng = np.random.default_rng(0)
+    hit = np.flatnonzero(
+        ((c.obs["population"] == NEU[2]) & (c.obs["condition"] == "bone_met")).to_numpy()
+    )
+    hit = hit[rng.random(hit.size) < 0.5]
+    X = c.X.tolil()
+    X[hit, c.var_names.get_loc("Chil3")] = 2.0
+    c.X = X.tocsr()
+    t2 = bm.tl.axes_table(c)
+    assert (t2.loc[t2["quantity"].str.endswith("_share"), "value"].to_numpy()
+            == pytest.approx(t.loc[t["quantity"].str.endswith("_share"), "value"].to_numpy(), nan_ok=True))  # fmt: skip
+    late = _stage_values(t2, "neutrophil_stage4_chil3_fraction")
+    before = _stage_values(t, "neutrophil_stage4_chil3_fraction")
+    assert (late[met] - before[met]).min() > 0.3
+    assert late[ctl].to_numpy() == pytest.approx(before[ctl].to_numpy())
+    assert late[met].min() > late[ctl].max()
+
+
+def test_human_stage_readout_uses_chi3l1_as_the_proxy() -> None:
+    a = _lognorm_truth(bm.datasets.simulate_bone_metastasis(2000, 2, species="human", seed=1))
+    t = bm.tl.axes_table(a, min_cells=5)
+    r = t[t["quantity"] == "neutrophil_stage1_chil3_fraction"].iloc[0]
+    assert r["genes"] == "CHI3L1" and "proxy" in r["label"]
+    assert "MPO" in t[t["quantity"] == "neutrophil_stage1_share"].iloc[0]["genes"]
+    assert r["value"] > 0.5
+    assert (
+        not t[t["quantity"].str.startswith("neutrophil_stage")]["axis"].ne("DKK1 (Shi 2025)").any()
+    )
+    with pytest.raises(InputError, match="n_stages"):
+        bm.tl.neutrophil_maturation(a, n_stages=1)
+    assert not any(
+        q.startswith("neutrophil_stage")
+        for q in bm.tl.axes_table(a, neutrophil_stages=0)["quantity"]
+    )

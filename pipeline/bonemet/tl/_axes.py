@@ -40,6 +40,8 @@ __all__ = [
     "axes_table",
     "axes_wide",
     "axes_correlations",
+    "neutrophil_maturation",
+    "NEUTROPHIL_STAGE_GENES",
 ]
 
 #: population groups the axes read (name -> populations)
@@ -200,12 +202,155 @@ def _dense_cols(X: Any, rows: np.ndarray, cols: list[int]) -> np.ndarray:
     return np.asarray(sub.toarray() if sp.issparse(sub) else sub, dtype=np.float64)
 
 
+#: Neutrophil maturation stage genes per species: ``early`` = promyelocyte/myelocyte
+#: (primary/azurophil granule MPO, ELANE, PRTN3, AZU1, CTSG, then secondary/specific granule
+#: LTF, CAMP, LCN2, CEACAM8; mouse Ngp, Cd177; CEBPE), ``mature`` = segmented neutrophil
+#: (CXCR2, FCGR3B, CXCR1, MME/CD10, FPR1, MNDA; mouse Cxcr2, Ly6g, Retnlg, Ccl6, Cd101,
+#: Fpr1). Sources: Cowland & Borregaard 2016 Immunol Rev (granule timing: azurophil
+#: proteins in promyelocytes, specific granules in myelocytes/metamyelocytes); Xie et al.
+#: 2020 Nat Immunol doi:10.1038/s41590-020-0736-z (mouse stages G0-G5: Mpo/Elane early,
+#: Ltf/Camp/Ngp in myelocytes, Retnlg/Ccl6 mature); Evrard et al. 2018 Immunity (Cd101,
+#: Cxcr2 on mature cells); Marini et al. 2017 Blood doi:10.1182/blood-2016-04-713206
+#: (CD10/MME marks mature cells). The read-out gene (Chil3 / CHI3L1) is in neither set, so
+#: the ordering does not use it.
+NEUTROPHIL_STAGE_GENES: dict[str, dict[str, tuple[str, ...]]] = {
+    "human": {
+        "early": ("MPO", "ELANE", "PRTN3", "AZU1", "CTSG", "LTF", "CAMP", "LCN2", "CEACAM8",
+                  "CEBPE"),
+        "mature": ("CXCR2", "FCGR3B", "CXCR1", "MME", "FPR1", "MNDA"),
+    },
+    "mouse": {
+        "early": ("Mpo", "Elane", "Prtn3", "Ctsg", "Ltf", "Camp", "Ngp", "Lcn2", "Cd177",
+                  "Cebpe"),
+        "mature": ("Cxcr2", "Ly6g", "Retnlg", "Ccl6", "Cd101", "Fpr1"),
+    },
+}  # fmt: skip
+
+#: the Chil3+ read-out gene: mouse Chil3 (Ym1, CHI3L3); human CHI3L1 (YKL-40), a
+#: functional analogue used as the proxy (rodent Chil3 has no human orthologue)
+CHIL3_GENE = {"mouse": "Chil3", "human": "CHI3L1"}
+
+
+def _species_of(adata: AnnData) -> str:
+    from .._species import resolve_species
+
+    found = resolve_species(adata, "auto", strict=False)
+    if found is None:  # the species whose stage genes match more var names
+        hits = {
+            sp_: len(match_genes([*g["early"], *g["mature"]], list(map(str, adata.var_names)))[0])
+            for sp_, g in NEUTROPHIL_STAGE_GENES.items()
+        }
+        found = max(hits, key=lambda k: hits[k])
+    return str(found)
+
+
+def _maturation(
+    adata: AnnData, X: Any, cells: np.ndarray, species: str
+) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """Maturation score of ``cells``: mean z of the mature genes minus mean z of the early
+    genes (z per gene over ``cells``; genes constant over them are left out)."""
+    var = list(map(str, adata.var_names))
+    found: dict[str, list[str]] = {}
+    parts = []
+    for part in ("mature", "early"):
+        hit, _ = match_genes(list(NEUTROPHIL_STAGE_GENES[species][part]), var)
+        idx = [adata.var_names.get_loc(h) for h in hit]
+        M = _dense_cols(X, cells, idx) if idx else np.zeros((cells.size, 0))
+        sd = M.std(axis=0)
+        keep = sd > 0
+        found[part] = [h for h, k in zip(hit, keep) if k]
+        if not keep.any():
+            raise InputError(
+                f"no {part} neutrophil stage gene varies over the neutrophil-lineage cells "
+                f"(looked for {', '.join(NEUTROPHIL_STAGE_GENES[species][part])}): the "
+                "maturation ordering needs them"
+            )
+        parts.append(((M[:, keep] - M[:, keep].mean(axis=0)) / sd[keep]).mean(axis=1))
+    return parts[0] - parts[1], found
+
+
+def _stage_bins(score: np.ndarray, n_stages: int) -> np.ndarray:
+    """Stage 0 .. n_stages - 1: equal-width bins between the 2nd and 98th percentiles of
+    ``score`` (cells beyond them go to the end stages)."""
+    lo, hi = np.quantile(score, [0.02, 0.98])
+    if not hi > lo:
+        return np.zeros(score.size, dtype=np.int64)
+    edges = np.linspace(lo, hi, n_stages + 1)[1:-1]
+    return np.searchsorted(edges, score, side="right").astype(np.int64)
+
+
+def _stage_label(k: int, n: int) -> str:
+    end = " (earliest)" if k == 0 else (" (most mature)" if k == n - 1 else "")
+    return f"stage {k + 1}/{n}{end}"
+
+
+def neutrophil_maturation(
+    adata: AnnData,
+    *,
+    n_stages: int = 4,
+    layer: str | None = None,
+    key_added: str = "neutrophil_maturation",
+    copy: bool = False,
+) -> AnnData | None:
+    """Order neutrophil-lineage cells by maturation and bin them into stages.
+
+    The maturation score of a cell of :data:`~bonemet._vocab.NEUTROPHIL_POPULATIONS`
+    (CHI3L3+ immature, PMN-MDSC, mature) is the mean z-score of the mature genes minus the
+    mean z-score of the early (promyelocyte/myelocyte granule) genes of
+    :data:`NEUTROPHIL_STAGE_GENES` (z per gene over all neutrophil-lineage cells of the
+    data, pooled across samples, so that every sample and condition shares one scale).
+    Stages are ``n_stages`` equal-width bins of the score between its pooled 2nd and 98th
+    percentiles: stage 1 holds the most granule-rich (earliest) cells, the last stage the
+    most mature. Chil3 (CHI3L1 in human) is not used, so the Chil3+ fraction can be read
+    per stage (:func:`axes_table`).
+
+    Parameters
+    ----------
+    adata
+        Annotated data (``obs["population"]``), log-normalised ``X``.
+    n_stages
+        Number of stages (2 to 10).
+    layer
+        A log-normalised layer to use instead of ``X``.
+    key_added
+        ``obs[key_added]`` gets the score (NaN outside the neutrophil lineage) and
+        ``obs[key_added + "_stage"]`` the stage (categorical ``stage 1/4 (earliest)`` …).
+    copy
+        Return a modified copy instead of writing to ``adata``.
+
+    Returns
+    -------
+    ``None``, or the copy with the two columns when ``copy=True``.
+    """
+    if not 2 <= int(n_stages) <= 10:
+        raise InputError(f"n_stages must be between 2 and 10, not {n_stages!r}")
+    adata = adata.copy() if copy else adata
+    pop = _obs_str(
+        adata, "population", hint="run bm.tl.annotate first (it writes obs['population'])"
+    ).to_numpy()
+    X = _matrix(adata, layer)
+    _check_lognorm(X, "adata.X" if layer is None else f"layers[{layer!r}]")
+    cells = np.flatnonzero(np.isin(pop, list(NEUTROPHIL_POPULATIONS)))
+    if cells.size < 2:
+        raise InputError(f"{cells.size} neutrophil-lineage cells: too few to order")
+    score, _found = _maturation(adata, X, cells, _species_of(adata))
+    full = np.full(adata.n_obs, np.nan)
+    full[cells] = score
+    labels = [_stage_label(k, int(n_stages)) for k in range(int(n_stages))]
+    stage = np.full(adata.n_obs, None, dtype=object)
+    stage[cells] = np.asarray(labels, dtype=object)[_stage_bins(score, int(n_stages))]
+    adata.obs[key_added] = full
+    adata.obs[f"{key_added}_stage"] = pd.Categorical(stage, categories=labels)
+    return adata if copy else None
+
+
 def axes_table(
     adata: AnnData,
     *,
     sample_key: str = "sample",
     layer: str | None = None,
     min_cells: int = 20,
+    neutrophil_stages: int = 4,
 ) -> pd.DataFrame:
     """The review's axes per sample, as the papers state them (:data:`AXIS_QUANTITIES`).
 
@@ -218,7 +363,14 @@ def axes_table(
     - Anaemia arm (Han 2025): TFRC, globins (HBB/HBA; mouse Hbb-bs/bt, Hba-a1/a2) and ALAS2
       in erythroid progenitors (iron starvation raises TFRC; maturation raises globins).
     - DKK1 (Shi 2025): tumour DKK1, CKAP4 on neutrophils, CHI3L3+ immature neutrophils
-      among neutrophils.
+      among neutrophils; and, per neutrophil maturation stage (:func:`neutrophil_maturation`:
+      neutrophil-lineage cells ordered by a granule-to-mature gene score, binned into
+      ``neutrophil_stages`` stages on one scale for all samples), the stage's share of the
+      sample's neutrophils (``neutrophil_stage<k>_share``) and the Chil3+ fraction of its
+      cells (``neutrophil_stage<k>_chil3_fraction``; human: CHI3L1+ as the proxy). Normal
+      marrow maturation puts Chil3+ cells in the early stages; an induced immature-like
+      state shows as Chil3+ cells in later stages or a larger early-stage share in one
+      condition.
     - TIGIT (Monteran 2024): TIGIT on CD8 T cells (every CD8 state) and on Tregs, CD226 on
       CD8 T; PVR and NECTIN2 on myeloid cells (monocytes, macrophages, MDSC, cDC) and on
       tumour cells.
@@ -233,6 +385,8 @@ def axes_table(
         A log-normalised layer to use instead of ``X``.
     min_cells
         Fewer cells of the group in a sample: the value is NaN and ``note`` says so.
+    neutrophil_stages
+        Number of neutrophil maturation stages (0: no stage rows).
 
     Returns
     -------
@@ -310,8 +464,92 @@ def axes_table(
             if condition is not None:
                 row["condition"] = str(condition[ins][0])
             rows.append(row)
+    if neutrophil_stages:
+        stage_rows = _neutrophil_stage_rows(
+            adata, X, pop, samples, int(neutrophil_stages), min_cells=min_cells
+        )
+        if condition is not None:
+            cond_of = dict(zip(samples, condition))
+            for r in stage_rows:
+                r["condition"] = str(cond_of[r["sample"]])
+        rows += stage_rows
     cols = _COLUMNS[:1] + (["condition"] if condition is not None else []) + _COLUMNS[1:]
     return pd.DataFrame(rows, columns=cols)
+
+
+def _neutrophil_stage_rows(
+    adata: AnnData,
+    X: Any,
+    pop: np.ndarray,
+    samples: np.ndarray,
+    n_stages: int,
+    *,
+    min_cells: int,
+) -> list[dict[str, Any]]:
+    """Per sample x maturation stage: the stage's share of neutrophils and its Chil3+ fraction."""
+    if not 2 <= n_stages <= 10:
+        raise InputError(f"neutrophil_stages must be 0 or between 2 and 10, not {n_stages!r}")
+    species = _species_of(adata)
+    gene = CHIL3_GENE[species]
+    neu = np.isin(pop, list(NEUTROPHIL_POPULATIONS))
+    cells = np.flatnonzero(neu)
+    hit, _ = match_genes([gene], list(map(str, adata.var_names)))
+    note_all = ""
+    stage = np.full(adata.n_obs, -1, dtype=np.int64)
+    genes_used = ""
+    if cells.size < 2:
+        note_all = f"{cells.size} neutrophil-lineage cells: no maturation ordering"
+    else:
+        try:
+            score, found = _maturation(adata, X, cells, species)
+        except InputError as e:
+            note_all = str(e).split(":")[0]
+        else:
+            stage[cells] = _stage_bins(score, n_stages)
+            genes_used = f"early: {', '.join(found['early'])}; mature: {', '.join(found['mature'])}"
+    pos = np.zeros(adata.n_obs, dtype=bool)
+    if hit:
+        pos[cells] = _dense_cols(X, cells, [int(adata.var_names.get_loc(hit[0]))])[:, 0] > 0
+    proxy = " (CHI3L1 as the human proxy)" if species == "human" else ""
+    rows: list[dict[str, Any]] = []
+    for s in sorted(set(samples)):
+        ins = samples == s
+        n_neu = int((neu & ins).sum())
+        for k in range(n_stages):
+            lab = _stage_label(k, n_stages)
+            in_k = ins & (stage == k)
+            n_k = int(in_k.sum())
+            for kind in ("share", "chil3"):
+                row: dict[str, Any] = {
+                    "sample": s,
+                    "axis": _DKK1,
+                    "quantity": f"neutrophil_stage{k + 1}_{'share' if kind == 'share' else 'chil3_fraction'}",
+                    "label": (
+                        f"Neutrophils at maturation {lab} / neutrophils"
+                        if kind == "share"
+                        else f"{gene}+ among neutrophils at maturation {lab}{proxy}"
+                    ),
+                    "group": "Neutrophil" if kind == "share" else f"Neutrophil {lab}",
+                    "genes": genes_used if kind == "share" else (hit[0] if hit else ""),
+                    "statistic": "fraction",
+                    "value": np.nan,
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                    "n_cells": n_neu if kind == "share" else n_k,
+                    "note": note_all,
+                }
+                n = row["n_cells"]
+                if note_all:
+                    pass
+                elif kind == "chil3" and not hit:
+                    row["note"] = f"{gene} not in var_names"
+                elif n < min_cells:
+                    row["note"] = f"{n} {row['group']} cells (< {min_cells})"
+                else:
+                    k_pos = n_k if kind == "share" else int((pos & in_k).sum())
+                    row["value"], row["ci_low"], row["ci_high"] = _wilson(k_pos, n)
+                rows.append(row)
+    return rows
 
 
 def axes_wide(table: pd.DataFrame, *, values: str = "value") -> pd.DataFrame:
