@@ -351,10 +351,60 @@ def _build_gene_universe(
 # --------------------------------------------------------------------------------------
 
 
+def _annotator_genes(species: str) -> set[str]:
+    """Upper-cased symbols of every gene ``bm.tl.annotate`` reads for ``species`` (positive,
+    negative and shared genes of the lineage, population and discriminator marker sets)."""
+    from .._signatures import load_gene_sets
+
+    sets = load_gene_sets(("lineage_marker", "population_marker", "lineage_discriminator"))
+    return {
+        g.upper()
+        for s in sets.values()
+        for sign in ("positive", "negative", "shared")
+        for g in s.genes(species, sign=sign)  # type: ignore[arg-type]
+    }
+
+
+def _held_apart_swaps(
+    uni: _Universe, species: str, hold_rng: np.random.Generator
+) -> tuple[dict[str, dict[str, str]], np.ndarray]:
+    """Per marker programme: the annotator-read genes held out -> the private gene that
+    takes each one's slot; and the universe's baseline with the private genes made
+    marker-like (silent outside their programme)."""
+    read = _annotator_genes(species)
+    base = uni.base.copy()
+    fill = np.flatnonzero(uni.role == "filler")
+    # private genes: fillers the annotator never reads, from the less expressed half, so
+    # that like a marker they stand out where their programme plants them
+    fill = fill[[uni.genes[g].upper() not in read for g in fill]]
+    fill = fill[base[fill] <= np.median(base[fill])]
+    pool = list(hold_rng.permutation(fill))
+    swaps: dict[str, dict[str, str]] = {}
+    for prog in _PROGRAMMES:
+        if prog.kind != "marker":
+            continue
+        syms = [_parse_token(t, species)[0] for t in (*prog.core, *prog.optional)]
+        cand = list(dict.fromkeys(s for s in syms if s is not None and s.upper() in read))
+        n_hold = len(cand) // 2 + int(len(cand) % 2 == 1 and hold_rng.random() < 0.5)
+        held = [cand[i] for i in sorted(hold_rng.choice(len(cand), n_hold, replace=False))]
+        sw: dict[str, str] = {}
+        for s in held:
+            g = int(pool.pop())
+            base[g] = float(np.log(1e-6) + hold_rng.normal(0, 0.5))
+            sw[s] = uni.genes[g]
+        swaps[prog.name] = sw
+    return swaps, base
+
+
 def _population_profiles(
-    uni: _Universe, species: str, rng: np.random.Generator
-) -> tuple[np.ndarray, dict[str, list[str]], dict[str, list[str]]]:
-    """Log-weights (populations × genes) and the marker genes each programme used."""
+    uni: _Universe,
+    species: str,
+    rng: np.random.Generator,
+    hold_rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, dict[str, list[str]], dict[str, list[str]], dict[str, dict[str, str]]]:
+    """Log-weights (populations × genes), the marker genes each programme used and left
+    out, and (``hold_rng`` given: held-apart programmes) each programme's held-out
+    annotator genes -> the private genes planted in their place."""
     G = len(uni.genes)
     P = len(POPULATIONS)
     gidx = {g: i for i, g in enumerate(uni.genes)}
@@ -364,9 +414,13 @@ def _population_profiles(
     filler_pool = np.flatnonzero(uni.role == "filler")
     used: dict[str, list[str]] = {}
     unused: dict[str, list[str]] = {}
+    swaps: dict[str, dict[str, str]] = {}
+    base = uni.base
+    if hold_rng is not None:
+        swaps, base = _held_apart_swaps(uni, species, hold_rng)
 
-    def target_lfc(g: int, lo: float, hi: float) -> float:
-        return float(np.log(np.exp(rng.uniform(np.log(lo), np.log(hi)))) - uni.base[g])
+    def target_lfc(g: int, lo: float, hi: float, r: np.random.Generator = rng) -> float:
+        return float(np.log(np.exp(r.uniform(np.log(lo), np.log(hi)))) - base[g])
 
     for prog in _PROGRAMMES:
         lfc: dict[int, float] = {}
@@ -374,28 +428,44 @@ def _population_profiles(
         neg: dict[int, float] = {}
         names_used: list[str] = []
         names_unused: list[str] = []
+        sw = swaps.get(prog.name, {})
+        dkeys: set[int] = set()  # the genes the default mode would raise
         if prog.kind == "marker":
             for tok in prog.core:
                 s, _, high = _parse_token(tok, species)
                 if s is None:
                     continue
+                dkeys.add(gidx[s])
+                if s in sw:  # held apart: a private gene takes the slot
+                    names_unused.append(s)
+                    s = sw[s]
                 lo, hi = prog.extra.get("high", (6e-3, 3e-2)) if high else (2e-4, 2e-3)
                 lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi), 1.0)
                 if high:
                     high_genes.add(gidx[s])
                 names_used.append(s)
+            core_syms = {_parse_token(t, species)[0] for t in prog.core}
             opts = [_parse_token(t, species) for t in prog.optional]
-            opts = [o for o in opts if o[0] is not None and gidx[o[0]] not in lfc]
+            opts = [o for o in opts if o[0] is not None and o[0] not in core_syms]
             # a seeded random part of the canonical markers, at varied effect sizes
             keep = rng.random(len(opts)) < rng.uniform(0.4, 0.7)
             if opts and not keep.any() and not prog.core:
                 keep[rng.integers(len(opts))] = True
             for (s, _, high), k in zip(opts, keep):
-                if not k:
+                if not k and hold_rng is None:
                     names_unused.append(s)
                     continue
+                if k:
+                    dkeys.add(gidx[s])
+                if s in sw:
+                    names_unused.append(s)
+                    s = sw[s]
                 lo, hi = prog.extra.get("high", (3e-3, 2e-2)) if high else (5e-5, 1e-3)
-                lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi), 0.7)
+                # held apart, the half left out is the only omission; genes the default
+                # mode drops draw their level from the held-apart generator, so that the
+                # main stream (and all else) stays as in the default mode
+                r = rng if k else hold_rng
+                lfc[gidx[s]] = max(target_lfc(gidx[s], lo, hi, r), 0.7)
                 if high:
                     high_genes.add(gidx[s])
                 names_used.append(s)
@@ -423,6 +493,7 @@ def _population_profiles(
             for g, sg, mag in zip(rnd, sign, rng.uniform(0.4, top, prog.n_random)):
                 if sg > 0:
                     lfc.setdefault(int(g), mag)
+                    dkeys.add(int(g))
                 else:
                     neg.setdefault(int(g), -mag)
         idx = np.fromiter(lfc.keys(), dtype=np.int64, count=len(lfc))
@@ -431,7 +502,11 @@ def _population_profiles(
         nval = np.fromiter(neg.values(), dtype=np.float64, count=len(neg))
         for pop, w in prog.members.items():
             # per-population jitter of the shared programme (members are not identical)
-            jit = rng.normal(0, 0.15, len(idx))
+            held = hold_rng is not None and prog.kind == "marker"
+            jit = rng.normal(0, 0.15, len(dkeys) if held else len(idx))
+            if held:  # the main stream draws as in the default mode
+                jit = np.r_[jit, hold_rng.normal(0, 0.15, max(len(idx) - len(jit), 0))]
+                jit = jit[: len(idx)]
             fold[pidx[pop], idx] += w * (np.exp(val + jit) - 1.0)
             down[pidx[pop], nidx] += w * nval
         # sub-state programmes leak into sibling states of the same cell type at a low
@@ -447,14 +522,14 @@ def _population_profiles(
         used[prog.name] = names_used
         unused[prog.name] = names_unused
 
-    eta = uni.base[None, :] + np.log(fold) + down
+    eta = base[None, :] + np.log(fold) + down
     # ribosomal content per cell type, and a little population-specific noise everywhere
     ribo = uni.role == "ribo"
     for pop, p in pidx.items():
         eta[p, ribo] += _RIBO_LFC[POPULATION_TO_CELL_TYPE[pop]]
     eta += rng.normal(0, 0.1, eta.shape)
     eta[:, uni.role == "mito"] = -np.inf  # mitochondrial share is set per cell
-    return eta, used, unused
+    return eta, used, unused, swaps
 
 
 # --------------------------------------------------------------------------------------
@@ -580,6 +655,7 @@ def simulate_bone_metastasis(
     de_population: str | None = None,
     de_genes: int = 0,
     de_lfc: float = 1.5,
+    programmes: Literal["annotator", "held_apart"] = "annotator",
 ) -> Any:
     """Simulate raw UMI counts of bone-metastatic and control marrow samples.
 
@@ -632,6 +708,26 @@ def simulate_bone_metastasis(
         Number of planted DE genes (0: none).
     de_lfc
         Absolute log2 fold change of the planted DE genes.
+    programmes
+        How population programmes pick their genes. ``"annotator"`` (default): from the
+        canonical marker lists, which are also the lists ``bm.tl.annotate`` reads (core
+        genes always, a seeded 40-70 % of the others), so annotation accuracy on such data
+        is optimistic. ``"held_apart"``: validation that is not circular. In each marker
+        programme the genes the annotator reads (any lineage, population or discriminator
+        marker set, positive, negative or shared) are split by a seeded draw: one half is
+        planted, the other half is **not** up-regulated, and each gene left out hands its
+        slot (core or not, its level and effect-size draw) to a *private* gene: a filler
+        symbol the annotator never reads, given a marker-like silent baseline. Signal
+        strength per programme is therefore the same, but only half of the annotator's
+        markers for a population carry it; the annotator has to recognise a population by
+        the half it can see (and by the structure the private genes give the embedding).
+        Programme genes the annotator does not read are planted as usual, every planted
+        gene of the kept half at full membership (no further random omission). The split
+        and the extra genes' levels use their own generator (seeded from ``seed``), so the
+        cells (samples, populations, composition, batch factors) are those of the default
+        mode with the same ``seed``; only the programmes' genes differ.
+        ``uns["bonemet_simulation"]["held_apart"]`` lists, per programme, the genes held
+        out and the private genes that took their places.
 
     Returns
     -------
@@ -645,7 +741,8 @@ def simulate_bone_metastasis(
         abundance truth; samples vary around it).
         ``uns["bonemet_simulation"]``: the parameters, per-sample parameters, and the
         marker genes each programme used (``markers_used``) or left out
-        (``markers_unused``).
+        (``markers_unused``); with ``programmes="held_apart"`` also ``held_apart``
+        (programme -> ``held_out`` and ``private`` genes, in slot order).
 
     Examples
     --------
@@ -681,11 +778,14 @@ def simulate_bone_metastasis(
         )
     if int(de_genes) < 0 or not float(de_lfc) > 0:
         raise InputError(f"de_genes must be ≥ 0 and de_lfc above 0, not {de_genes} and {de_lfc}")
+    if programmes not in ("annotator", "held_apart"):
+        raise InputError(f"programmes must be 'annotator' or 'held_apart', not {programmes!r}")
 
     rng = np.random.default_rng(seed)
     uni = _gene_universe(species, rng)
     G = len(uni.genes)
-    eta_pop, used, unused = _population_profiles(uni, species, rng)
+    hold_rng = np.random.default_rng([int(seed), 104729]) if programmes == "held_apart" else None
+    eta_pop, used, unused, swaps = _population_profiles(uni, species, rng, hold_rng)
     cprog = _cell_programmes(uni, species, rng)
     K = len(cprog.names)
     kidx = {k: i for i, k in enumerate(cprog.names)}
@@ -937,7 +1037,16 @@ def simulate_bone_metastasis(
         "markers_unused": {
             k.replace("/", "_"): np.asarray(v, dtype=str) for k, v in unused.items()
         },
+        "programmes": programmes,
     }
+    if hold_rng is not None:
+        adata.uns["bonemet_simulation"]["held_apart"] = {
+            k.replace("/", "_"): {
+                "held_out": np.asarray(list(v), dtype=str),
+                "private": np.asarray(list(v.values()), dtype=str),
+            }
+            for k, v in swaps.items()
+        }
     if n_batches is not None:
         adata.uns["bonemet_simulation"]["n_batches"] = int(n_batches)
         adata.uns["bonemet_simulation"]["samples"]["batch"] = np.asarray(
