@@ -263,3 +263,89 @@ def test_human_stage_readout_uses_chi3l1_as_the_proxy() -> None:
         q.startswith("neutrophil_stage")
         for q in bm.tl.axes_table(a, neutrophil_stages=0)["quantity"]
     )
+
+
+# -- OPN axis paired by subject (Cheng 2025: bone SPP1 vs extraosseous Tpex) ---------------
+
+
+TPEX, TEX = "CD8 Tpex (TCF1+)", "CD8 Tex (terminal)"
+
+
+@pytest.fixture(scope="module")
+def paired_design() -> ad.AnnData:
+    """Five subjects, each with a bone sample (bm01-05) and an extraosseous one (bm06-10).
+
+    Planted: osteoclast SPP1 rises by subject in the bone sample, and the same subject's
+    extraosseous Tpex / (Tpex + Tex) falls (0.8 to 0.05), so rho across subjects is -1."""
+    a = _lognorm_truth(bm.datasets.simulate_bone_metastasis(4000, 10, species="mouse", seed=2))
+    sample = a.obs["sample"].astype(str)
+    num = sample.str[2:].astype(int)
+    a.obs["mouse"] = [f"m{(i - 1) % 5 + 1}" for i in num]
+    a.obs["site"] = np.where(num <= 5, "bone", "subcutaneous")
+    X = a.X.tolil()
+    spp1 = a.var_names.get_loc("Spp1")
+    pop = a.obs["population"].to_numpy().copy()
+    for i in range(5):
+        oc = np.flatnonzero(
+            ((sample == f"bm{i + 1:02d}") & (a.obs["population"] == "Osteoclast")).to_numpy()
+        )
+        for c in oc:
+            X[c, spp1] = X[c, spp1] + 2.0 * i
+        t = np.flatnonzero((sample == f"bm{i + 6:02d}").to_numpy() & np.isin(pop, [TPEX, TEX]))
+        k = int(round(t.size * (0.8, 0.6, 0.4, 0.2, 0.05)[i]))
+        pop[t[:k]], pop[t[k:]] = TPEX, TEX
+    a.X = X.tocsr()
+    a.obs["population"] = pop
+    return a
+
+
+def test_opn_pairs_each_subjects_bone_sample_with_its_extraosseous_one(paired_design) -> None:
+    a = paired_design
+    t = bm.tl.axes_table(a, min_cells=3, subject_key="mouse", tissue_key="site")
+    assert {"subject", "tissue"} <= set(t.columns)
+    pt = bm.tl.axes_paired(t).set_index("subject")
+    assert list(pt.index) == ["m1", "m2", "m3", "m4", "m5"]
+    assert pt.loc["m3", "bone_sample"] == "bm03" and pt.loc["m3", "extraosseous_sample"] == "bm08"
+    # the paired values are the bone sample's SPP1 and the extraosseous sample's Tpex
+    assert pt.loc["m3", "bone_osteoclast_SPP1_value"] == pytest.approx(
+        _get(t, "bm03", "osteoclast_SPP1")["value"]
+    )
+    r = _get(t, "bm08", "tpex_fraction")
+    assert pt.loc["m3", "extraosseous_tpex_fraction_value"] == pytest.approx(r["value"])
+    assert pt.loc["m3", "extraosseous_tpex_fraction_n_cells"] == r["n_cells"] >= 3
+    assert (pt["extraosseous_tpex_fraction_ci_low"] <= pt["extraosseous_tpex_fraction_value"]).all()
+    assert pt["note"].eq("").all()
+    c = bm.tl.axes_correlations(t)
+    paired = c[c["axis"].str.contains("paired by subject")].iloc[0]
+    # the planted inverse relation across subjects: rho = -1, exact p = 2 / 5!
+    assert paired["rho"] == pytest.approx(-1.0) and paired["p"] == pytest.approx(2 / 120)
+    assert paired["n_samples"] == 5 and paired["x"] == "bone:osteoclast_SPP1"
+    # the per-sample rows are still there, as without subjects
+    assert (c["x"] == "osteoclast_SPP1").sum() == 1
+    # two subjects: not testable, said so
+    two = t[t["subject"].isin(["m1", "m2"])]
+    p2 = bm.tl.axes_correlations(two)
+    p2 = p2[p2["axis"].str.contains("paired")].iloc[0]
+    assert np.isnan(p2["rho"]) and p2["n_samples"] == 2 and "not testable" in p2["note"]
+
+
+def test_opn_without_subjects_stays_per_sample_and_bad_designs_fail(paired_design) -> None:
+    a = paired_design
+    t = bm.tl.axes_table(a, min_cells=3)
+    assert "subject" not in t.columns
+    c = bm.tl.axes_correlations(t)
+    assert not c["axis"].str.contains("paired").any()
+    assert c.loc[c["x"] == "osteoclast_SPP1", "n_samples"].iloc[0] >= 5
+    with pytest.raises(InputError, match="subject_key"):
+        bm.tl.axes_table(a, subject_key="nope", tissue_key="site")
+    with pytest.raises(InputError, match="axes_table"):
+        bm.tl.axes_paired(t)
+    b = a.copy()
+    b.obs.loc[b.obs["sample"] == "bm06", "site"] = "bone"  # m1 now has two bone samples
+    tb = bm.tl.axes_table(b, min_cells=3, subject_key="mouse", tissue_key="site")
+    with pytest.raises(InputError, match="m1.*2 bone samples"):
+        bm.tl.axes_paired(tb)
+    b.obs["mouse"] = b.obs["mouse"].astype(str)
+    b.obs.iloc[0, b.obs.columns.get_loc("mouse")] = "m9"  # a sample with two subjects
+    with pytest.raises(InputError, match="several values"):
+        bm.tl.axes_table(b, subject_key="mouse", tissue_key="site")

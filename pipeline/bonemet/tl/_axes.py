@@ -40,6 +40,7 @@ __all__ = [
     "axes_table",
     "axes_wide",
     "axes_correlations",
+    "axes_paired",
     "neutrophil_maturation",
     "NEUTROPHIL_STAGE_GENES",
 ]
@@ -351,6 +352,8 @@ def axes_table(
     layer: str | None = None,
     min_cells: int = 20,
     neutrophil_stages: int = 4,
+    subject_key: str | None = None,
+    tissue_key: str | None = None,
 ) -> pd.DataFrame:
     """The review's axes per sample, as the papers state them (:data:`AXIS_QUANTITIES`).
 
@@ -387,6 +390,13 @@ def axes_table(
         Fewer cells of the group in a sample: the value is NaN and ``note`` says so.
     neutrophil_stages
         Number of neutrophil maturation stages (0: no stage rows).
+    subject_key
+        The obs column naming each sample's subject (animal or patient): adds a
+        ``subject`` column, which :func:`axes_paired` and :func:`axes_correlations` use to
+        pair a subject's bone sample with its extraosseous one (Cheng 2025's design).
+    tissue_key
+        The obs column naming each sample's tissue (e.g. ``bone`` or ``subcutaneous``):
+        adds a ``tissue`` column.
 
     Returns
     -------
@@ -416,6 +426,11 @@ def axes_table(
         if hit:
             col[g] = int(adata.var_names.get_loc(hit[0]))
     condition = adata.obs["condition"].astype(str).to_numpy() if "condition" in adata.obs else None
+    per_sample = {
+        name: _one_per_sample(adata, key, samples, name)
+        for name, key in (("subject", subject_key), ("tissue", tissue_key))
+        if key is not None
+    }
     rows: list[dict[str, Any]] = []
     for s in sorted(set(samples)):
         ins = samples == s
@@ -473,8 +488,25 @@ def axes_table(
             for r in stage_rows:
                 r["condition"] = str(cond_of[r["sample"]])
         rows += stage_rows
-    cols = _COLUMNS[:1] + (["condition"] if condition is not None else []) + _COLUMNS[1:]
-    return pd.DataFrame(rows, columns=cols)
+    for name, of in per_sample.items():
+        for r in rows:
+            r[name] = of[r["sample"]]
+    cols = _COLUMNS[:1] + (["condition"] if condition is not None else []) + list(per_sample)
+    return pd.DataFrame(rows, columns=cols + _COLUMNS[1:])
+
+
+def _one_per_sample(adata: AnnData, key: str, samples: np.ndarray, name: str) -> dict[str, str]:
+    """``obs[key]``'s one value per sample (an error if a sample has several)."""
+    if key not in adata.obs:
+        raise InputError(
+            f"{name}_key {key!r} is not an obs column; obs columns: {', '.join(map(str, adata.obs))}"
+        )
+    vals = pd.DataFrame({"s": samples, "v": adata.obs[key].astype(str).to_numpy()})
+    n = vals.groupby("s")["v"].nunique()
+    if (n > 1).any():
+        bad = ", ".join(map(str, n.index[n > 1][:5]))
+        raise InputError(f"{name}_key {key!r}: sample(s) {bad} hold several values; one per sample")
+    return vals.groupby("s")["v"].first().to_dict()
 
 
 def _neutrophil_stage_rows(
@@ -576,11 +608,92 @@ def _spearman_exact(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return rho, p
 
 
+#: the paired OPN design (Cheng 2025): (quantity in the bone sample, in the extraosseous one)
+OPN_PAIRED = ("osteoclast_SPP1", "tpex_fraction")
+
+
+def axes_paired(
+    table: pd.DataFrame, *, bone_tissue: str = "bone", pair: tuple[str, str] = OPN_PAIRED
+) -> pd.DataFrame:
+    """Pair each subject's bone sample with the same subject's extraosseous sample.
+
+    Cheng 2025's design: osteoclast osteopontin (SPP1, read in the bone sample) acts
+    through the blood on TCF1+ progenitor CD8 T cells of an extraosseous tumour (Tpex /
+    (Tpex + Tex), read in the extraosseous sample of the same subject).
+
+    Parameters
+    ----------
+    table
+        :func:`axes_table` with ``subject_key`` and ``tissue_key`` given (columns
+        ``subject`` and ``tissue``).
+    bone_tissue
+        The ``tissue`` value of bone samples; every other value is extraosseous.
+    pair
+        (quantity read in the bone sample, quantity read in the extraosseous sample).
+
+    Returns
+    -------
+    One row per subject: ``subject``, ``bone_sample``, ``extraosseous_sample``, then for
+    each side (``bone_`` + the first quantity, ``extraosseous_`` + the second) its
+    ``value``, ``ci_low``, ``ci_high`` and ``n_cells``, and ``note`` (why a subject has no
+    pair or no value). A subject with several bone or several extraosseous samples is an
+    error.
+    """
+    if not {"subject", "tissue"} <= set(table.columns):
+        raise InputError(
+            "axes_paired needs the subject and tissue of each sample: run "
+            "bm.tl.axes_table(adata, subject_key=..., tissue_key=...)"
+        )
+    bq, eq = pair
+    per = table.drop_duplicates("sample").set_index("sample")[["subject", "tissue"]]
+    out = []
+    for subj, g in per.groupby("subject", sort=True):
+        bone = sorted(g.index[g["tissue"] == bone_tissue])
+        extra = sorted(g.index[g["tissue"] != bone_tissue])
+        for side, ss in (("bone", bone), ("extraosseous", extra)):
+            if len(ss) > 1:
+                raise InputError(
+                    f"subject {subj!r} has {len(ss)} {side} samples ({', '.join(ss)}): the "
+                    "paired design takes one of each per subject"
+                )
+        row: dict[str, Any] = {"subject": subj, "bone_sample": bone[0] if bone else "",
+                               "extraosseous_sample": extra[0] if extra else ""}  # fmt: skip
+        notes = []
+        for side, ss, q in (("bone", bone, bq), ("extraosseous", extra, eq)):
+            r = table[(table["sample"] == ss[0]) & (table["quantity"] == q)] if ss else table[:0]
+            for c in ("value", "ci_low", "ci_high", "n_cells"):
+                row[f"{side}_{q}_{c}"] = r[c].iloc[0] if len(r) else np.nan
+            if not ss:
+                notes.append(f"no {side} sample")
+            elif len(r) and str(r["note"].iloc[0]):
+                notes.append(f"{side}: {r['note'].iloc[0]}")
+        row["note"] = "; ".join(notes)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _rho_row(x: np.ndarray, y: np.ndarray, row: dict[str, Any], min_n: int, unit: str) -> None:
+    n = len(x)
+    row["n_samples"] = n
+    if n < min_n:
+        row["note"] = f"not testable: {n} {unit} with both values (< {min_n})"
+    elif np.ptp(x) == 0 or np.ptp(y) == 0:
+        row["note"] = f"a quantity is constant across {unit}"
+    elif n <= 8:
+        row["rho"], row["p"] = _spearman_exact(x, y)
+        row["method"] = "Spearman, exact permutation p"
+    else:
+        res = stats.spearmanr(x, y)
+        row["rho"], row["p"] = float(res.statistic), float(res.pvalue)
+        row["method"] = "Spearman, t-approximation p"
+
+
 def axes_correlations(
     table: pd.DataFrame,
     *,
     pairs: Sequence[tuple[str, str, str, str, str]] = AXIS_PAIRS,
     min_samples: int = 3,
+    bone_tissue: str = "bone",
 ) -> pd.DataFrame:
     """Spearman's rho across samples for each pair of quantities, with its p and n.
 
@@ -588,6 +701,13 @@ def axes_correlations(
     ``min_samples`` samples (or a constant quantity) rho and p are NaN and ``note`` says
     why. The p-value is exact (all permutations) for up to 8 samples, else scipy's
     t-approximation; it is two-sided.
+
+    When the table has ``subject`` and ``tissue`` columns (:func:`axes_table` with
+    ``subject_key`` and ``tissue_key``), one more row reads the OPN axis as Cheng 2025 did,
+    across subjects (:func:`axes_paired`): SPP1 in osteoclasts of the subject's bone
+    sample (``x = "bone:osteoclast_SPP1"``) against Tpex / (Tpex + Tex) in the same
+    subject's extraosseous sample (``y = "extraosseous:tpex_fraction"``); ``n_samples`` is
+    then the number of subjects, and below ``min_samples`` it is "not testable".
 
     Returns
     -------
@@ -603,19 +723,16 @@ def axes_correlations(
             out.append(row)
             continue
         sub = wide[[xk, yk]].apply(pd.to_numeric, errors="coerce").dropna()
-        n = len(sub)
-        row["n_samples"] = n
-        x, y = sub[xk].to_numpy(), sub[yk].to_numpy()
-        if n < min_samples:
-            row["note"] = f"{n} samples with both values (< {min_samples})"
-        elif np.ptp(x) == 0 or np.ptp(y) == 0:
-            row["note"] = "a quantity is constant across samples"
-        elif n <= 8:
-            row["rho"], row["p"] = _spearman_exact(x, y)
-            row["method"] = "Spearman, exact permutation p"
-        else:
-            res = stats.spearmanr(x, y)
-            row["rho"], row["p"] = float(res.statistic), float(res.pvalue)
-            row["method"] = "Spearman, t-approximation p"
+        _rho_row(sub[xk].to_numpy(), sub[yk].to_numpy(), row, min_samples, "samples")
+        out.append(row)
+    if {"subject", "tissue", "quantity"} <= set(table.columns):
+        bq, eq = OPN_PAIRED
+        pt = axes_paired(table, bone_tissue=bone_tissue)
+        xc, yc = f"bone_{bq}_value", f"extraosseous_{eq}_value"
+        sub = pt[[xc, yc]].apply(pd.to_numeric, errors="coerce").dropna()
+        row = {"axis": "OPN axis, Cheng 2025 (paired by subject)", "x": f"bone:{bq}",
+               "y": f"extraosseous:{eq}", "n_samples": 0, "rho": np.nan, "p": np.nan,
+               "method": "", "note": ""}  # fmt: skip
+        _rho_row(sub[xc].to_numpy(), sub[yc].to_numpy(), row, min_samples, "subjects")
         out.append(row)
     return pd.DataFrame(out)
