@@ -349,3 +349,30 @@ def test_opn_without_subjects_stays_per_sample_and_bad_designs_fail(paired_desig
     b.obs.iloc[0, b.obs.columns.get_loc("mouse")] = "m9"  # a sample with two subjects
     with pytest.raises(InputError, match="several values"):
         bm.tl.axes_table(b, subject_key="mouse", tissue_key="site")
+
+
+def test_run_tables_pair_by_the_axes_config(paired_design, tmp_path) -> None:
+    from bonemet.report import build_tables
+
+    a = paired_design.copy()
+    a.obs["score_hypoxia"] = 0.0  # the axes tables are built for scored runs
+    cfg = bm.load_config(
+        {"axes": {"subject_key": "mouse", "tissue_key": "site", "min_cells": 3},
+         "report": {"integration_metrics": "sklearn-fallback"}}
+    )  # fmt: skip
+    names = ["axes", "axes_paired", "axes_correlations"]
+    tabs = build_tables(a, cfg, names=names)
+    assert set(tabs) == set(names)
+    assert tabs["axes_paired"]["subject"].tolist() == ["m1", "m2", "m3", "m4", "m5"]
+    c = tabs["axes_correlations"]
+    assert c.loc[c["axis"].str.contains("paired"), "rho"].iloc[0] == pytest.approx(-1.0)
+    # default config: no pairing, and the stage rows follow axes.neutrophil_stages
+    tabs = build_tables(
+        a, bm.load_config({"axes": {"neutrophil_stages": 3, "min_cells": 3}}), names=names
+    )
+    assert "axes_paired" not in tabs
+    assert not tabs["axes_correlations"]["axis"].str.contains("paired").any()
+    assert "neutrophil_stage3_share" in set(tabs["axes"]["quantity"])
+    assert "neutrophil_stage4_share" not in set(tabs["axes"]["quantity"])
+    with pytest.raises(bm.ConfigError, match="go together"):
+        bm.load_config({"axes": {"subject_key": "mouse"}})

@@ -207,6 +207,34 @@ class CompareConfig(_Section):
         return self
 
 
+class AxesConfig(_Section):
+    """The review's axes (tables ``axes``, ``axes_paired``, ``axes_correlations``)."""
+
+    min_cells: int = Field(20, ge=1)
+    neutrophil_stages: int = Field(4, ge=0, le=10)
+    subject_key: str | None = None
+    tissue_key: str | None = None
+    bone_tissue: str = "bone"
+
+    @field_validator("neutrophil_stages")
+    @classmethod
+    def _stages(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("neutrophil_stages must be 0 (no stages) or between 2 and 10")
+        return v
+
+    @model_validator(mode="after")
+    def _pair_keys(self) -> AxesConfig:
+        if (self.subject_key is None) != (self.tissue_key is None):
+            raise ValueError(
+                "axes.subject_key and axes.tissue_key go together: the paired OPN axis needs "
+                "each sample's subject and tissue (set both, or neither)"
+            )
+        if self.subject_key is not None and self.subject_key == self.tissue_key:
+            raise ValueError("axes.subject_key and axes.tissue_key must name different columns")
+        return self
+
+
 class ReportConfig(_Section):
     figures: bool = True
     formats: list[Literal["png", "pdf", "svg"]] = Field(default_factory=lambda: ["png", "pdf"])
@@ -228,6 +256,7 @@ class Config(_Section):
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    axes: AxesConfig = Field(default_factory=AxesConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     def section_dict(self, name: str) -> dict[str, Any]:

@@ -164,7 +164,38 @@ def _ferroptosis_genes(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
 def _axes(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
     from ..tl import axes_table
 
-    return axes_table(adata) if _scored(adata) else None
+    if not _scored(adata):
+        return None
+    if cfg is None:
+        return axes_table(adata)
+    a = cfg.axes
+    return axes_table(
+        adata,
+        min_cells=a.min_cells,
+        neutrophil_stages=a.neutrophil_stages,
+        subject_key=a.subject_key,
+        tissue_key=a.tissue_key,
+    )
+
+
+def _axes_paired(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    """Cheng 2025's design: a subject's bone SPP1 beside its extraosseous Tpex fraction."""
+    if cfg is None or cfg.axes.subject_key is None:
+        return None
+    from ..tl import axes_paired
+
+    table = _axes(adata, cfg)
+    return None if table is None else axes_paired(table, bone_tissue=cfg.axes.bone_tissue)
+
+
+def _axes_correlations(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
+    from ..tl import axes_correlations
+
+    table = _axes(adata, cfg)
+    if table is None:
+        return None
+    bone = cfg.axes.bone_tissue if cfg is not None else "bone"
+    return axes_correlations(table, bone_tissue=bone)
 
 
 def _pseudobulk_ssgsea(adata: Any, cfg: Config | None) -> pd.DataFrame | None:
@@ -242,6 +273,8 @@ TABLES: tuple[Table, ...] = (
     Table("ferroptosis_genes_tumour", _ferroptosis_genes, "signatures"),
     Table("pseudobulk_ssgsea", _pseudobulk_ssgsea, "signatures"),
     Table("axes", _axes, "axes"),
+    Table("axes_paired", _axes_paired, "axes"),
+    Table("axes_correlations", _axes_correlations, "axes"),
     Table("compare_design", _compare_part("design"), "compare"),
     Table("differential_abundance", _compare_part("differential_abundance"), "compare"),
     Table("score_tests", _compare_part("score_tests"), "compare"),
