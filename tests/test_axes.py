@@ -376,3 +376,23 @@ def test_run_tables_pair_by_the_axes_config(paired_design, tmp_path) -> None:
     assert "neutrophil_stage4_share" not in set(tabs["axes"]["quantity"])
     with pytest.raises(bm.ConfigError, match="go together"):
         bm.load_config({"axes": {"subject_key": "mouse"}})
+
+
+def test_samplesheet_subject_and_tissue_reach_obs(tmp_path) -> None:
+    raw = bm.datasets.simulate_bone_metastasis(300, 2, species="mouse", seed=4)
+    rows = ["sample,path,condition,subject,tissue"]
+    for s, tissue in (("bm01", "bone"), ("bm02", "subcutaneous")):
+        part = raw[raw.obs["sample"] == s].copy()
+        part.obs = part.obs[[]]
+        part.obs_names = [n.split("_", 1)[1] for n in part.obs_names]
+        part.write_h5ad(tmp_path / f"{s}.h5ad")
+        rows.append(f"{s},{s}.h5ad,bone_met,m1,{tissue}")
+    sheet = tmp_path / "samples.csv"
+    sheet.write_text("\n".join(rows) + "\n")
+    merged = bm.pp.merge(bm.io.ingest(sheet))
+    per = merged.obs.groupby("sample", observed=True)[["subject", "tissue"]].first()
+    assert per.loc["bm01"].tolist() == ["m1", "bone"]
+    assert per.loc["bm02"].tolist() == ["m1", "subcutaneous"]
+    sheet.write_text(rows[0] + "\n" + rows[1].replace(",m1,", ",mouse 1,") + "\n")
+    with pytest.raises(InputError, match="subject 'mouse 1'"):
+        bm.io.read_samplesheet(sheet)

@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch", metavar="B")
     p.add_argument("--condition", metavar="C")
+    p.add_argument("--subject", metavar="S", help="the animal or patient of the sample")
+    p.add_argument("--tissue", metavar="T", help="the sample's tissue (e.g. bone)")
     p.add_argument("--species", choices=["auto", "human", "mouse"])
     p.add_argument("--output", required=True, metavar="H5AD")
     _add_common(p)
@@ -547,6 +549,9 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
         row["batch"] = args.batch
     if args.condition:
         row["condition"] = args.condition
+    for col in ("subject", "tissue"):
+        if getattr(args, col, None):
+            row[col] = getattr(args, col)
     # One-row samplesheet: the same code path as a local run of a whole samplesheet.
     with tempfile.TemporaryDirectory() as tmp:
         sheet = Path(tmp) / "samplesheet.csv"

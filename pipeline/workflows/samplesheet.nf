@@ -12,7 +12,7 @@
  *     are read from the samplesheet's folder; remote URLs such as s3:// are staged by Nextflow)
  *   - .tsv and .txt sheets are tab-separated, others comma-separated
  *
- * Returns a list of [meta, path] with meta = [id, format, batch, condition, species].
+ * Returns a list of [meta, path] with meta = [id, format, batch, condition, subject, tissue, species].
  * Unknown columns are ignored, with a warning unless warnUnknown is false (the samplesheets
  * that `bonemet simulate` and `bonemet fetch-geo` write carry extra descriptive columns).
  */
@@ -146,7 +146,7 @@ List readSamplesheet(Object sheetArg, boolean warnUnknown = true) {
             }
         }
         def value = { String col -> r[col] ? (props[col]?.enum ? r[col].toLowerCase() : r[col]) : (props[col]?.default ?: null) }
-        def meta = [id: id, format: value('format') ?: 'auto', batch: value('batch'), condition: value('condition'), species: r.species ? r.species.toLowerCase() : null]
+        def meta = [id: id, format: value('format') ?: 'auto', batch: value('batch'), condition: value('condition'), subject: value('subject'), tissue: value('tissue'), species: r.species ? r.species.toLowerCase() : null]
         rows << [meta, data]
     }
     if (!rows) {

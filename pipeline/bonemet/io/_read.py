@@ -867,6 +867,10 @@ def ingest(
                 condition=rd.get("condition") or None,
                 species=species if rd.get("species", "auto") == "auto" else rd["species"],
             )
+            for col in ("subject", "tissue"):  # the sample's design, for paired read-outs
+                if rd.get(col):
+                    for one in rows.values():
+                        one.obs[col] = pd.Categorical([rd[col]] * one.n_obs)
             out.update(rows)
     else:
         out = _ingest_one(

@@ -1,4 +1,4 @@
-"""Samplesheets: one row per sample, columns ``sample,path`` plus optional ``format,batch,condition,species``.
+"""Samplesheets: one row per sample, columns ``sample,path`` plus optional ``format,batch,condition,species,subject,tissue``.
 
 The rules (columns, required fields, the sample-id pattern, allowed formats and species,
 unique samples, paths that must exist) live in one file, ``bonemet/data/schema_input.json``
@@ -55,7 +55,10 @@ def read_samplesheet(path: str | os.PathLike) -> pd.DataFrame:
         ``^[A-Za-z0-9._-]+$``, unique) and ``path`` (a file or folder; relative paths are
         resolved against the samplesheet's folder). Optional: ``format`` (``auto``,
         ``10x_mtx``, ``10x_h5``, ``h5ad``, ``csv``/``tsv``), ``batch`` (default: the sample),
-        ``condition``, ``species`` (``auto``, ``human``, ``mouse``). Other columns are kept.
+        ``condition``, ``species`` (``auto``, ``human``, ``mouse``), ``subject`` and
+        ``tissue`` (the animal or patient and the tissue of the sample, ids like the sample's;
+        ingest writes them to ``obs["subject"]`` and ``obs["tissue"]``, e.g. for the paired
+        OPN axis, ``axes.subject_key``/``axes.tissue_key``). Other columns are kept.
 
     Returns
     -------

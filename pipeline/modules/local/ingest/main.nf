@@ -24,6 +24,8 @@ process INGEST {
     def format    = meta.format ? "--format ${meta.format}" : ''
     def batch     = meta.batch ? "--batch '${meta.batch}'" : ''
     def condition = meta.condition ? "--condition '${meta.condition}'" : ''
+    def subject   = meta.subject ? "--subject '${meta.subject}'" : ''
+    def tissue    = meta.tissue ? "--tissue '${meta.tissue}'" : ''
     def species   = meta.species ? "--species ${meta.species}" : ''
     """
     python3 -c "import base64; open('stage_config.yaml', 'wb').write(base64.b64decode('${config_b64}'))"
@@ -31,7 +33,7 @@ process INGEST {
     bonemet ingest \\
         --input ${counts} \\
         --sample ${meta.id} \\
-        ${format} ${batch} ${condition} ${species} \\
+        ${format} ${batch} ${condition} ${subject} ${tissue} ${species} \\
         --config stage_config.yaml \\
         ${args} \\
         --output ${prefix}.h5ad
