@@ -356,3 +356,46 @@ def test_planted_truth_is_recovered_with_samples_as_replicates() -> None:
     assert len(set(hits) - set(planted)) <= 0.2 * len(hits)
     b_hits = set(de.loc[(de["population"] == "B") & (de["padj"] < 0.05), "gene"])
     assert not b_hits & set(planted)  # the planted genes differ in monocytes only
+
+
+def _share(adata: ad.AnnData, gene: str, mask: np.ndarray) -> float:
+    X = adata.X
+    tot = np.asarray(X.sum(1)).ravel()
+    j = adata.var_names.get_loc(gene)
+    return float(np.mean(np.asarray(X[:, j].todense()).ravel()[mask] / tot[mask]))
+
+
+def test_haem_synthesis_tigit_and_its_ligands(mouse: ad.AnnData) -> None:
+    """Erythroid progenitors make haem (the WP561 enzymes and Alas2) and mimics more than
+    other tumour cells; TIGIT on Tex and Tregs, its ligands PVR/NECTIN2 on myeloid and
+    tumour cells; the globin truth separates a mimic's own globin from ambient globin."""
+    obs = mouse.obs
+    pop = obs["true_population"].astype(str).to_numpy()
+    single = ~obs["true_doublet"].to_numpy()
+    ery = (pop == "Erythroid progenitor") & single
+    lymph = np.isin(pop, ["B", "CD4 T", "CD8 T"]) & single
+    haem = ["Alas1", "Alad", "Hmbs", "Uros", "Urod", "Cpox", "Ppox", "Fech"]
+    for g in [*haem, "Alas2"]:
+        assert _share(mouse, g, ery) > 2.5 * _share(mouse, g, lymph), g
+    assert _share(mouse, "Alas2", ery) > 5e-4
+    tum = (pop == "Tumour epithelial") & single
+    mim = obs["true_erythroid_mimicry"].to_numpy()
+    h_mim = np.mean([_share(mouse, g, tum & mim) for g in haem])
+    h_tum = np.mean([_share(mouse, g, tum & ~mim) for g in haem])
+    h_ery = np.mean([_share(mouse, g, ery) for g in haem])
+    assert 1.3 * h_tum < h_mim < h_ery  # moderately, below erythroid cells
+    cd8 = (pop == "CD8 T") & single
+    for p in (TEX, "Treg"):
+        assert _share(mouse, "Tigit", (pop == p) & single) > 5 * _share(mouse, "Tigit", cd8), p
+    for p in ("Classical monocyte", "Macrophage", "Tumour epithelial"):
+        m = (pop == p) & single
+        assert _share(mouse, "Pvr", m) + _share(mouse, "Nectin2", m) > 1.5 * (
+            _share(mouse, "Pvr", lymph) + _share(mouse, "Nectin2", lymph)
+        ), p
+    own = obs["true_globin_own"].to_numpy()
+    amb = obs["true_globin_ambient"].to_numpy()
+    assert np.median(own[tum & mim]) > 20 * np.median(own[tum & ~mim])
+    assert (amb[single] > 0).all()
+    # most mimics make globin well above the droplet's ambient globin, a weak tail does not
+    above = own[tum & mim] >= 2 * amb[tum & mim]
+    assert 0.5 < above.mean() < 0.95
