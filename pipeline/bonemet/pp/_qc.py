@@ -24,6 +24,8 @@ __all__ = [
     "qc",
     "qc_table",
     "qc_group_table",
+    "qc_cells_table",
+    "REMOVED_CELL_METRICS",
     "preqc_groups",
     "decontaminate",
     "mito_genes",
@@ -523,8 +525,24 @@ def _qc_one(
         "note": skipped,
         "dropped": False,
         "by_group": by_group,
+        "removed_cells": _removed_cells(m, reason),
     }
     return m, keep, rec, native
+
+
+#: the per-cell metrics :func:`qc` keeps of each removed cell (``removed_cells`` record)
+REMOVED_CELL_METRICS = ("qc_total_counts", "qc_n_genes", "qc_pct_mito", "qc_pct_hb")
+
+
+def _removed_cells(m: dict[str, np.ndarray], reason: np.ndarray) -> dict[str, np.ndarray]:
+    """The QC metrics of the cells QC removes (float32) and each one's first failing reason
+    (``reason``: int8 index into :data:`QC_REASONS`), so figures can show every cell before
+    QC. Kept cells' metrics stay in ``obs``; this costs ~17 bytes per removed cell."""
+    gone = reason != ""
+    out = {k: np.asarray(m[k][gone], dtype=np.float32) for k in REMOVED_CELL_METRICS if k in m}
+    code = {r: i for i, r in enumerate(QC_REASONS)}
+    out["reason"] = np.asarray([code[r] for r in reason[gone]], dtype=np.int8)
+    return out
 
 
 def qc(
@@ -640,7 +658,8 @@ def qc(
     ``mad_scope="cluster"`` the loosest applied to any group), effective floors,
     ``n_before``, ``removed_<reason>``, ``n_after``, Hb summary, doublet and ambient status,
     and ``by_group`` (per pre-QC group: cells before, kept, removed by reason, thresholds;
-    see :func:`qc_group_table`).
+    see :func:`qc_group_table`) and ``removed_cells`` (the QC metrics of every removed cell
+    and its reason, an index into :data:`QC_REASONS`; see :func:`qc_cells_table`).
     """
     if mad_scope not in ("sample", "cluster"):
         raise InputError(f"mad_scope must be 'sample' or 'cluster', not {mad_scope!r}")
@@ -819,6 +838,37 @@ def qc(
     return adata if copy else None
 
 
+def qc_cells_table(adata: ad.AnnData) -> pd.DataFrame:
+    """Every cell before QC: one row per cell, kept ones from ``obs`` and removed ones from
+    ``uns["bonemet"]["qc"][sample]["removed_cells"]``.
+
+    Columns ``sample``, ``qc_total_counts``, ``qc_n_genes``, ``qc_pct_mito``,
+    ``qc_pct_hb`` (those recorded) and ``qc_removed`` (``""`` for a kept cell, else the
+    first failing reason of :data:`QC_REASONS`). Empty when QC recorded no removed cells
+    (an object from before this record existed).
+    """
+    recs = adata.uns.get("bonemet", {}).get("qc", {})
+    cols = [c for c in REMOVED_CELL_METRICS if c in adata.obs.columns]
+    parts = []
+    if "sample" in adata.obs.columns and cols:
+        kept = adata.obs[["sample", *cols]].copy()
+        kept["sample"] = kept["sample"].astype(str)
+        kept["qc_removed"] = ""
+        parts.append(kept.reset_index(drop=True))
+    for s, rec in recs.items():
+        rc = dict(rec).get("removed_cells") if hasattr(rec, "get") else None
+        if not hasattr(rc, "get") or "reason" not in rc:
+            continue
+        code = np.asarray(rc["reason"], dtype=int)
+        gone = pd.DataFrame({c: np.asarray(rc[c], dtype=float) for c in cols if c in rc})
+        gone.insert(0, "sample", str(s))
+        gone["qc_removed"] = np.asarray(QC_REASONS, dtype=object)[code] if code.size else []
+        parts.append(gone)
+    if not parts:
+        return pd.DataFrame(columns=["sample", *cols, "qc_removed"])
+    return pd.concat(parts, ignore_index=True)
+
+
 def qc_table(adata: ad.AnnData) -> pd.DataFrame:
     """One row per sample from ``uns["bonemet"]["qc"]``: ``n_before``, ``removed_<reason>``…,
     ``n_after``, ``median_pct_hb``, ``high_ambient_hb`` and the thresholds used."""
@@ -826,7 +876,8 @@ def qc_table(adata: ad.AnnData) -> pd.DataFrame:
     if not recs:
         raise InputError("no QC records in uns['bonemet']['qc']: run bonemet.pp.qc first")
     df = pd.DataFrame.from_dict(
-        {k: {kk: vv for kk, vv in dict(v).items() if kk != "by_group"} for k, v in recs.items()},
+        {k: {kk: vv for kk, vv in dict(v).items() if kk not in ("by_group", "removed_cells")}
+         for k, v in recs.items()},
         orient="index",
     )
     df.index.name = "sample"
