@@ -52,6 +52,24 @@ def _symbol(g: str, species: str) -> str:
     return g if species == "human" else g[:1].upper() + g[1:].lower()
 
 
+def _removed_cells(rng: np.random.Generator, removed: dict[str, int], med: float) -> dict:
+    """QC metrics of the removed cells, as ``bm.pp.qc`` records them (reason: an index into
+    ``bm.pp.QC_REASONS``)."""
+    reasons = np.concatenate([np.full(n, bm.pp.QC_REASONS.index(r)) for r, n in removed.items()])
+    n = reasons.size
+    counts = rng.lognormal(np.log(med), 0.4, n)
+    counts[reasons == 0] = rng.uniform(3, 19, (reasons == 0).sum())
+    mito = rng.gamma(2.0, 2.0, n)
+    mito[reasons == 4] = rng.uniform(16, 60, (reasons == 4).sum())
+    return {
+        "qc_total_counts": counts.astype(np.float32),
+        "qc_n_genes": np.maximum(counts * 0.6, 1).astype(np.float32),
+        "qc_pct_mito": mito.astype(np.float32),
+        "qc_pct_hb": rng.gamma(1.0, 0.3, n).astype(np.float32),
+        "reason": reasons.astype(np.int8),
+    }
+
+
 def make_annotated(
     n_cells: int = 1200,
     n_samples: int = 3,
@@ -157,6 +175,7 @@ def make_annotated(
             "median_pct_hb": 0.2,
             "high_ambient_hb": s == samples[0],
             "doublets": "scrublet (threshold 0.25)",
+            "removed_cells": _removed_cells(rng, removed, float(np.median(lib))),
         }
     a.uns["bonemet"] = {
         "version": bm.__version__,

@@ -42,6 +42,7 @@ FULL_RUN = {
     "umap_labels", "umap_population", "umap_cell_type", "umap_condition", "marker_dotplot",
     "composition_sample", "composition_condition", "signature_umaps",
     "signature_violins_population", "signature_violins_sample", "review_axes",
+    "condition_comparisons",
 }  # fmt: skip
 
 

@@ -22,7 +22,7 @@ from ._palette import (
     population_colors,
 )
 
-__all__ = ["MissingDataError"]
+__all__ = ["MissingDataError", "text_overlaps"]
 
 F = TypeVar("F", bound=Callable[..., Figure])
 
@@ -176,3 +176,77 @@ def dense_column(adata: Any, gene: str) -> np.ndarray:
 
 def note_skip(name: str, reason: str) -> None:
     logger.info("figure %s skipped: %s", name, reason)
+
+
+def _drawn_texts(fig: Any) -> list[Any]:
+    """The visible, non-empty text artists a draw of ``fig`` shows (tick labels only for
+    the ticks inside the view)."""
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+
+    out: list[Any] = []
+    for ax in fig.get_axes():
+        if not ax.get_visible():
+            continue
+        for axis in (ax.xaxis, ax.yaxis):
+            if not axis.get_visible():
+                continue
+            for tick in axis._update_ticks():  # the ticks a draw shows
+                out += [t for t in (tick.label1, tick.label2) if t.get_visible()]
+            out.append(axis.label)
+        out += [ax.title, ax._left_title, ax._right_title, *ax.texts]
+        for leg in ax.findobj(Legend):
+            out += [*leg.get_texts(), leg.get_title()]
+    for f in [fig, *fig.subfigs] if hasattr(fig, "subfigs") else [fig]:
+        out += list(f.texts)
+        if getattr(f, "_suptitle", None) is not None:
+            out.append(f._suptitle)
+        for leg in f.legends:
+            out += [*leg.get_texts(), leg.get_title()]
+        if f is not fig:
+            for sub in f.subfigs:
+                out += _drawn_texts(sub) if sub.subfigs else list(sub.texts)
+    return [
+        t for t in dict.fromkeys(out)
+        if isinstance(t, Text) and t.get_visible() and t.get_text().strip()
+    ]  # fmt: skip
+
+
+def text_overlaps(fig: Any, *, tol: float = 1.0) -> list[tuple[str, str]]:
+    """Pairs of texts of ``fig`` that overlap when drawn (titles, labels, tick labels, legend
+    entries, annotations), as ``(text a, text b)``; empty when none do.
+
+    Axis-aligned extents are compared, shrunk by ``tol`` pixels; two labels rotated by the
+    same oblique angle (45° tick labels) are compared along their common normal instead,
+    since their axis-aligned boxes overlap without the text doing so.
+    """
+    import math
+
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer()
+    texts = _drawn_texts(fig)
+    boxes = []
+    for t in texts:
+        bb = t.get_window_extent(renderer)
+        if bb.width <= 0 or bb.height <= 0 or not np.isfinite([bb.x0, bb.y0, bb.x1, bb.y1]).all():
+            continue
+        boxes.append((t, bb))
+    out: list[tuple[str, str]] = []
+    for i in range(len(boxes)):
+        ti, bi = boxes[i]
+        for j in range(i + 1, len(boxes)):
+            tj, bj = boxes[j]
+            if not (bi.x0 + tol < bj.x1 - tol and bj.x0 + tol < bi.x1 - tol
+                    and bi.y0 + tol < bj.y1 - tol and bj.y0 + tol < bi.y1 - tol):  # fmt: skip
+                continue
+            ri, rj = ti.get_rotation() % 180, tj.get_rotation() % 180
+            if ri == rj and ri not in (0, 90):
+                th = math.radians(ri)
+                pi = np.asarray(ti.get_transform().transform(ti.get_position()))
+                pj = np.asarray(tj.get_transform().transform(tj.get_position()))
+                normal = np.array([-math.sin(th), math.cos(th)])
+                h = min(ti.get_fontsize(), tj.get_fontsize()) * fig.dpi / 72
+                if abs(float((pj - pi) @ normal)) >= 0.9 * h:
+                    continue
+            out.append((ti.get_text(), tj.get_text()))
+    return out

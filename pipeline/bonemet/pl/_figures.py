@@ -27,6 +27,7 @@ from ._common import (
     categories,
     colors_for,
     figure_function,
+    is_population_key,
     legend_columns,
     legend_width,
     new_figure,
@@ -108,8 +109,9 @@ def _set_name(key: str) -> str:
 
 
 def _pretty_set(key: str) -> str:
-    s = _set_name(key).replace("_", " ")
-    return s[:1].upper() + s[1:]
+    from ._gene_sets import gene_set_title
+
+    return gene_set_title(_set_name(key))
 
 
 def score_keys(adata: Any, *, prefix: str = "score_") -> list[str]:
@@ -154,10 +156,65 @@ def _scatter_categories(
     ax.scatter(
         xy[order, 0], xy[order, 1], c=list(col[order]), s=size, linewidths=0, rasterized=True
     )
+    n = pd.Series(values).value_counts()
     return [
-        Line2D([], [], marker="o", linestyle="", markersize=6, color=colors[c], label=c)
+        Line2D([], [], marker="o", linestyle="", markersize=6, color=colors[c],
+               label=f"{c} ({int(n.get(c, 0)):,})")
         for c in cats
-    ]
+    ]  # fmt: skip
+
+
+#: short names for on-data labels (the legend keeps the full name)
+_SHORT = {
+    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)": "Iron-recycling mac.",
+    "Immature neutrophil (CHI3L3+)": "CHI3L3+ imm. neutrophil",
+    "CD8 Tpex (TCF1+)": "CD8 Tpex",
+    "CD8 Tex (terminal)": "CD8 Tex",
+    "Pericyte/Smooth muscle": "Pericyte/SMC",
+    "Non-classical monocyte": "Non-classical mono.",
+    "Classical monocyte": "Classical mono.",
+    "Erythroid progenitor": "Erythroid prog.",
+    "Tumour epithelial": "Tumour",
+}
+
+
+def _short_label(name: str) -> str:
+    return _SHORT.get(name, re.sub(r"\s*\(.*\)$", "", name))
+
+
+def _label_on_data(
+    ax: Any, xy: np.ndarray, values: np.ndarray, cats: Sequence[str], *, min_cells: int = 5,
+    fontsize: float = 7.5,
+) -> list[Any]:
+    """Each category's name at the median of its cells, white-outlined, nudged apart so no
+    two labels overlap (largest categories placed first)."""
+    from matplotlib import patheffects
+
+    fig = ax.figure
+    sizes = {c: int((values == c).sum()) for c in cats if c != UNASSIGNED}
+    todo = [c for c in sorted(sizes, key=lambda c: -sizes[c]) if sizes[c] >= min_cells]
+    renderer = fig.canvas.get_renderer()
+    placed: list[Any] = []
+    texts = []
+    to_data = ax.transData.inverted()
+    for c in todo:
+        cx, cy = np.median(xy[values == c], axis=0)
+        t = ax.text(cx, cy, _short_label(c), fontsize=fontsize, ha="center", va="center",
+                    fontweight="bold", color="#111111", zorder=5,
+                    path_effects=[patheffects.withStroke(linewidth=2.2, foreground="white")])  # fmt: skip
+        bb = t.get_window_extent(renderer).expanded(1.05, 1.15)
+        h = bb.height
+        base = ax.transData.transform((cx, cy))
+        for k in range(0, 24):
+            dy = (k + 1) // 2 * h * (1 if k % 2 else -1)
+            cand = bb.translated(0, dy)
+            if not any(cand.overlaps(o) for o in placed):
+                t.set_position(to_data.transform((base[0], base[1] + dy)))
+                bb = cand
+                break
+        placed.append(bb)
+        texts.append(t)
+    return texts
 
 
 def _outside_legend(ax: Any, handles: list[Any], title: str) -> None:
@@ -190,6 +247,7 @@ def umap(
     size: float | None = None,
     cmap: str = "viridis",
     seed: int = 0,
+    labels_on_data: bool | None = None,
 ) -> Figure:
     """UMAP of the cells coloured by an obs column.
 
@@ -205,6 +263,9 @@ def umap(
         An obs column or a gene symbol.
     basis
         ``"X_umap"`` (integrated) or ``"X_umap_unintegrated"``.
+    labels_on_data
+        Write each category's name at its centroid (default: for populations and cell
+        types); the legend gives the full names with n cells.
     """
     if color in adata.obs.columns:
         require(adata, obs=[color], obsm=[basis], what=f"UMAP by {color}")
@@ -226,10 +287,15 @@ def umap(
         ncol = legend_columns(len(cats))
         fig = new_figure(panel_size + legend_width(cats, ncol) + 0.4, panel_size + 0.3)
         ax = fig.add_subplot()
-        handles = _scatter_categories(
-            ax, xy, values.astype(str).to_numpy(), cats, colors, size=s, seed=seed
-        )
-        _outside_legend(ax, handles, _pretty(color))
+        vals = values.astype(str).to_numpy()
+        handles = _scatter_categories(ax, xy, vals, cats, colors, size=s, seed=seed)
+        _outside_legend(ax, handles, f"{_pretty(color)} (n cells)")
+        if labels_on_data if labels_on_data is not None else (
+            is_population_key(color) or color == "cell_type"
+        ):
+            _style_embedding_axes(ax, basis)
+            fig.draw_without_rendering()  # final axes position before measuring labels
+            _label_on_data(ax, xy, vals, cats)
     else:
         fig = new_figure(panel_size + 1.2, panel_size + 0.3)
         ax = fig.add_subplot()
@@ -304,6 +370,53 @@ def _marker_genes(
     return genes, owner
 
 
+#: The dot plot's panels: a title and the lineages (``obs["cell_type"]``) it holds.
+MARKER_PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("T and NK cells", ("T cell", "NK cell")),
+    ("B and plasma cells", ("B cell", "Plasma cell")),
+    ("Monocytes, macrophages, MDSC, DCs and mast cells",
+     ("Monocyte/Macrophage", "Dendritic cell", "Mast cell/Basophil")),
+    ("Neutrophils and PMN-MDSC", ("Neutrophil",)),
+    ("Erythroid, HSPC and megakaryocytes", ("Erythroid", "HSPC", "Megakaryocyte")),
+    ("Bone, stroma, vessels and tumour",
+     ("Osteoclast", "Osteoblast", "Stromal", "Chondrocyte", "Fibroblast",
+      "Pericyte/Smooth muscle", "Endothelial", "Tumour epithelial")),
+)  # fmt: skip
+
+#: Genes each named state is defined by in the literature (human symbols; matched to the
+#: data case-insensitively, so mouse orthologues with the same symbol match): always shown
+#: first in that state's block, before the most specific curated markers of the data.
+DEFINING_GENES: dict[str, tuple[str, ...]] = {
+    "CD8 Tpex (TCF1+)": ("TCF7", "SLAMF6", "CXCR5"),
+    "CD8 Tex (terminal)": ("HAVCR2", "TOX", "ENTPD1", "PDCD1"),
+    "Iron-recycling macrophage (VCAM1+CD163+CCR3+)": ("VCAM1", "CD163", "CCR3", "SLC40A1"),
+    "Immature neutrophil (CHI3L3+)": ("CHIL3", "CHI3L1", "LTF", "NGP"),
+    "Treg": ("FOXP3", "IL2RA"),
+    "Osteoclast": ("ACP5", "CTSK"),
+    "Osteoblast": ("RUNX2", "SP7", "BGLAP"),
+}
+
+
+def _panel_of(population: str) -> int:
+    from .._vocab import POPULATION_TO_CELL_TYPE
+
+    lin = POPULATION_TO_CELL_TYPE.get(population)
+    for i, (_, lineages) in enumerate(MARKER_PANELS):
+        if lin in lineages:
+            return i
+    return len(MARKER_PANELS) - 1
+
+
+def _defining(adata: Any, population: str, core: Sequence[str]) -> list[str]:
+    upper = {str(g).upper(): str(g) for g in adata.var_names}
+    out = []
+    for g in (*core, *DEFINING_GENES.get(population, ())):
+        hit = upper.get(str(g).upper())
+        if hit is not None and hit not in out:
+            out.append(hit)
+    return out
+
+
 @figure_function
 def marker_dotplot(
     adata: Any,
@@ -314,13 +427,15 @@ def marker_dotplot(
     include_unassigned: bool = False,
     cmap: str = "Reds",
 ) -> Figure:
-    """Dot plot of the defining markers of every population present.
+    """Dot plot of the defining markers of every population present, one panel per lineage
+    group (:data:`MARKER_PANELS`), so each panel stays legible at page width.
 
-    Markers come from the curated ``population_marker`` gene sets (species-aware), and
-    the ``n_genes`` most specific in this data (mean log1p(CP10k) in the population minus
-    elsewhere) are shown per population. Dot size: % of cells expressing; colour: mean
-    expression scaled to 0..1 per gene. A coloured square marks each population and the
-    population each gene belongs to.
+    Each population's block starts with the genes that define it (the ``*_core`` marker
+    sets and :data:`DEFINING_GENES`: VCAM1, CD163, CCR3 and SLC40A1 for the iron-recycling
+    macrophages), then the ``n_genes`` most specific curated ``population_marker`` genes in
+    this data (mean log1p(CP10k) in the population minus elsewhere). Dot size: % of cells
+    expressing; colour: mean expression scaled to 0..1 per gene within the panel. A
+    coloured square marks each population and the population each gene belongs to.
 
     Parameters
     ----------
@@ -332,80 +447,112 @@ def marker_dotplot(
         ``"auto"`` (from ``uns["bonemet"]["species"]`` or the gene symbols), ``"human"``,
         ``"mouse"``.
     """
+    from .._signatures import load_gene_sets
+
     require(adata, obs=[groupby], what="marker dotplot", hint="run bm.tl.annotate first")
     sp = species if species in ("human", "mouse") else species_of(adata)
     cats, colors = colors_for(adata, groupby)
     if not include_unassigned:
         cats = [c for c in cats if c != UNASSIGNED]
     groups = adata.obs[groupby].astype(str).to_numpy()
-    genes, owner = _marker_genes(adata, groups, cats, n_genes=n_genes, species=sp)
-    if not genes:
+    try:
+        core_sets = [gs for gs in load_gene_sets("population_marker").values()
+                     if gs.name.endswith("_core") and gs.target]  # fmt: skip
+    except Exception:  # noqa: BLE001 - no packaged marker files: _marker_genes says so
+        core_sets = []
+    core = {}
+    for gs in core_sets:
+        core.setdefault(gs.target.strip().lower(), []).extend(gs.genes(sp))
+    panels: list[tuple[str, list[str], list[str], list[str]]] = []
+    for pi, (title, _lins) in enumerate(MARKER_PANELS):
+        pcats = [c for c in cats if _panel_of(c) == pi]
+        if not pcats:
+            continue
+        genes: list[str] = []
+        owner: list[str] = []
+        for c in pcats:
+            first = [g for g in _defining(adata, c, core.get(c.lower(), [])) if g not in genes]
+            ranked, _ = _marker_genes(adata, groups, [c], n_genes=n_genes + len(first),
+                                      species=sp)  # fmt: skip
+            rest = [g for g in ranked if g not in genes and g not in first]
+            pick = first + rest[: max(n_genes - len(first), 1 if first else n_genes)]
+            genes += pick
+            owner += [c] * len(pick)
+        if genes:
+            panels.append((title, pcats, genes, owner))
+    if not panels:
         raise MissingDataError(
             f"marker dotplot found no marker genes of the populations present in var_names "
             f"({sp} symbols)"
         )
-    mean, frac = _group_means(adata, genes, groups, cats)
-    span = mean.max(axis=0) - mean.min(axis=0)
-    scaled = (mean - mean.min(axis=0)) / np.where(span > 0, span, 1.0)
-
-    ng, nc = len(genes), len(cats)
-    label_w = max(len(c) for c in cats) * 0.075 + 0.6
-    width = min(max(0.26 * ng + label_w + 2.2, 6.0), 40.0)
-    height = min(max(0.28 * nc + 1.8, 3.5), 20.0)
-    fig = new_figure(width, height)
-    gs = fig.add_gridspec(2, 2, width_ratios=[max(0.26 * ng, 2.0), 1.5], height_ratios=[1, 1])
-    ax = fig.add_subplot(gs[:, 0])
-    yy, xx = np.meshgrid(np.arange(nc), np.arange(ng), indexing="ij")
-    max_area = 110.0
-    ax.scatter(
-        xx.ravel(),
-        yy.ravel(),
-        s=frac.ravel() * max_area,
-        c=scaled.ravel(),
-        cmap=cmap,
-        vmin=0,
-        vmax=1,
-        edgecolors="#444444",
-        linewidths=0.3,
-    )
-    # population colour keys: left of each row, above each gene column
-    ax.scatter(np.full(nc, -1.0), np.arange(nc), marker="s", s=60, c=[colors[c] for c in cats])
-    ax.scatter(np.arange(ng), np.full(ng, -1.0), marker="s", s=40, c=[colors[o] for o in owner])
-    ax.set_xticks(np.arange(ng), genes, rotation=90, fontstyle="italic")
-    ax.set_yticks(np.arange(nc), cats)
-    ax.set_xlim(-1.6, ng - 0.4)
-    ax.set_ylim(nc - 0.4, -1.6)
-    ax.set_xlabel(f"Marker gene ({sp})")
-    ax.set_ylabel(_pretty(groupby))
-    ax.spines[["left", "bottom"]].set_visible(False)
-    ax.tick_params(length=0)
-    ax.set_title(f"Defining markers per {_pretty(groupby).lower()}")
-
-    lax = fig.add_subplot(gs[0, 1])
+    max_ng = max(len(g) for _, _, g, _ in panels)
+    label_w = max(len(c) for c in cats) * 0.072 + 0.5
+    col_w = 0.24
+    width = max(col_w * max_ng + label_w + 0.8, 6.5)
+    heights = [0.26 * len(p) + 1.55 for _, p, _, _ in panels]
+    fig = new_figure(width, sum(heights) + 1.0)
+    top, *subs = fig.subfigures(len(panels) + 1, 1, height_ratios=[1.0, *heights])
+    max_area = 90.0
+    for sub, (title, pcats, genes, owner) in zip(subs, panels):
+        ng, nc = len(genes), len(pcats)
+        mean, frac = _group_means(adata, genes, groups, pcats)
+        span = mean.max(axis=0) - mean.min(axis=0)
+        scaled = (mean - mean.min(axis=0)) / np.where(span > 0, span, 1.0)
+        gs = sub.add_gridspec(1, 2, width_ratios=[ng + 1.6, max(max_ng - ng, 0) + 0.01])
+        ax = sub.add_subplot(gs[0, 0])
+        yy, xx = np.meshgrid(np.arange(nc), np.arange(ng), indexing="ij")
+        ax.scatter(xx.ravel(), yy.ravel(), s=frac.ravel() * max_area, c=scaled.ravel(),
+                   cmap=cmap, vmin=0, vmax=1, edgecolors="#444444", linewidths=0.3)  # fmt: skip
+        ax.scatter(np.full(nc, -1.0), np.arange(nc), marker="s", s=50,
+                   c=[colors[c] for c in pcats])  # fmt: skip
+        ax.scatter(np.arange(ng), np.full(ng, -1.0), marker="s", s=30,
+                   c=[colors[o] for o in owner])  # fmt: skip
+        # a thin line between population blocks
+        for j in range(1, ng):
+            if owner[j] != owner[j - 1]:
+                ax.axvline(j - 0.5, color="#DDDDDD", lw=0.6, zorder=0)
+        ax.set_xticks(np.arange(ng), genes, rotation=90, fontstyle="italic", fontsize=8)
+        n_cells = pd.Series(groups).value_counts()
+        ax.set_yticks(np.arange(nc), [f"{c} ({int(n_cells.get(c, 0)):,})" for c in pcats],
+                      fontsize=8.5)  # fmt: skip
+        ax.set_xlim(-1.6, ng - 0.4)
+        ax.set_ylim(nc - 0.4, -1.6)
+        ax.spines[["left", "bottom"]].set_visible(False)
+        ax.tick_params(length=0)
+        ax.set_title(title, loc="left", fontsize=10)
+    # legends in the top strip: dot size and colour scale
+    lax = top.add_subplot(1, 2, 1)
     lax.axis("off")
     handles = [
-        Line2D(
-            [], [], marker="o", linestyle="", color="#888888",
-            markersize=np.sqrt(max_area * f), label=f"{int(f * 100)}",
-        )
+        Line2D([], [], marker="o", linestyle="", color="#888888",
+               markersize=np.sqrt(max_area * f), label=f"{int(f * 100)}")
         for f in (0.2, 0.4, 0.6, 0.8, 1.0)
     ]  # fmt: skip
-    lax.legend(handles=handles, title="Cells expressing (%)", loc="upper left", labelspacing=0.9)
-    cax = fig.add_subplot(gs[1, 1])
-    cax.axis("off")
+    lax.legend(handles=handles, title="Cells expressing (%)", loc="center left", ncol=5,
+               frameon=False, columnspacing=1.0, handletextpad=0.2)  # fmt: skip
     from matplotlib.cm import ScalarMappable
 
-    bar = cax.inset_axes([0.05, 0.85, 0.8, 0.07])
-    fig.colorbar(
-        ScalarMappable(norm=Normalize(0, 1), cmap=cmap),
-        cax=bar,
-        orientation="horizontal",
-        label="Mean expression\n(scaled per gene, 0–1)",
+    cax = top.add_subplot(1, 2, 2)
+    cax.axis("off")
+    bar = cax.inset_axes([0.05, 0.45, 0.7, 0.16])
+    top.colorbar(ScalarMappable(norm=Normalize(0, 1), cmap=cmap), cax=bar,
+                 orientation="horizontal", label="Mean expression (scaled per gene, 0–1)")  # fmt: skip
+    top.suptitle(
+        f"Defining markers per {_pretty(groupby).lower()} ({sp} symbols; n cells in brackets)",
+        fontsize=11,
     )
     return fig
 
 
 # --------------------------------------------------------------------- signatures
+
+
+def _genes_found(adata: Any, key: str) -> str:
+    rec = bonemet_uns(adata).get("gene_sets", {}).get(_set_name(key), {})
+    try:
+        return f"{int(rec['n_found'])} of {int(rec['n_total'])} genes"
+    except (KeyError, TypeError, ValueError):
+        return ""
 
 
 @figure_function
@@ -416,36 +563,75 @@ def signature_umaps(
     basis: str = "X_umap",
     ncols: int = 3,
     panel_size: float = 3.2,
-    cmap: str = "viridis",
+    cmap: str = "RdBu_r",
+    tumour: str = "Tumour epithelial",
+    mimicry_key: str = "score_erythroid_mimicry",
 ) -> Figure:
-    """UMAPs coloured by each signature score (``obs["score_<set>"]``).
+    """UMAPs coloured by each signature score (``obs["score_<set>"]``), on one shared scale.
 
-    Scores are scanpy ``score_genes`` values (mean expression of the set minus a
-    matched control set, log1p(CP10k) units); high-scoring cells are drawn on top.
+    Scores are scanpy ``score_genes`` values: the mean log1p(CP10k) expression of the set
+    minus that of a matched control set, so every programme is in the same unit and 0 means
+    "as the control genes". All panels share one diverging colour scale centred on 0 and
+    clipped at ±the 99th percentile of \|score\| over all panels (one colour bar); cells
+    with the highest \|score\| are drawn on top. A last panel shows erythroid mimicry on
+    the tumour cells only (other cells grey), where the review's claim is about.
     """
+    from matplotlib.colors import TwoSlopeNorm
+
     keys = list(keys) if keys is not None else score_keys(adata)
     if not keys:
         raise MissingDataError('signature UMAPs need obs["score_<set>"]: run bm.tl.score first')
     require(adata, obs=keys, obsm=[basis], what="signature UMAPs")
     xy = _embedding(adata, basis)
-    ncols = max(1, min(ncols, len(keys)))
-    nrows = int(np.ceil(len(keys) / ncols))
-    fig = new_figure(ncols * (panel_size + 0.9), nrows * (panel_size + 0.35))
+    tum = None
+    if mimicry_key in adata.obs.columns and "population" in adata.obs.columns:
+        m = (adata.obs["population"].astype(str) == tumour).to_numpy()
+        tum = m if m.any() else None
+    n_panels = len(keys) + (1 if tum is not None else 0)
+    ncols = max(1, min(ncols, n_panels))
+    nrows = int(np.ceil(n_panels / ncols))
+    fig = new_figure(ncols * (panel_size + 0.25) + 1.0, nrows * (panel_size + 0.55) + 0.5)
     s = point_size(adata.n_obs)
+    allv = np.concatenate([adata.obs[k].to_numpy(dtype=float) for k in keys])
+    allv = allv[np.isfinite(allv)]
+    lim = float(np.percentile(np.abs(allv), 99)) if allv.size else 1.0
+    lim = lim if lim > 0 else 1.0
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=-lim, vmax=lim)
+    axes = []
+    sc = None
+
+    def draw(ax: Any, v: np.ndarray, rows: np.ndarray | None = None) -> Any:
+        if rows is not None:
+            ax.scatter(xy[~rows, 0], xy[~rows, 1], c="#E3E3E3", s=s, linewidths=0,
+                       rasterized=True)  # fmt: skip
+            idx = np.flatnonzero(rows)
+        else:
+            idx = np.arange(len(v))
+        idx = idx[np.argsort(np.nan_to_num(np.abs(v[idx]), nan=-np.inf), kind="stable")]
+        return ax.scatter(xy[idx, 0], xy[idx, 1], c=np.clip(v[idx], -lim, lim), s=s,
+                          cmap=cmap, norm=norm, linewidths=0, rasterized=True)  # fmt: skip
+
     for i, key in enumerate(keys):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        v = adata.obs[key].to_numpy(dtype=float)
-        order = np.argsort(np.nan_to_num(v, nan=-np.inf), kind="stable")
-        lo, hi = np.nanpercentile(v, [1, 99]) if np.isfinite(v).any() else (0.0, 1.0)
-        if hi <= lo:
-            hi = lo + 1e-9
-        sc = ax.scatter(
-            xy[order, 0], xy[order, 1], c=v[order], s=s, cmap=cmap, vmin=lo, vmax=hi,
-            linewidths=0, rasterized=True,
-        )  # fmt: skip
-        fig.colorbar(sc, ax=ax, shrink=0.75, label="Score (a.u.)")
+        sc = draw(ax, adata.obs[key].to_numpy(dtype=float))
         _style_embedding_axes(ax, basis)
-        ax.set_title(_pretty_set(key))
+        found = _genes_found(adata, key)
+        ax.set_title(_pretty_set(key) + (f"\n{found}" if found else ""), fontsize=9.5)
+        axes.append(ax)
+    if tum is not None:
+        ax = fig.add_subplot(nrows, ncols, len(keys) + 1)
+        sc = draw(ax, adata.obs[mimicry_key].to_numpy(dtype=float), tum)
+        lo_, hi_ = np.nanpercentile(xy[tum], [1, 99], axis=0)
+        pad = np.maximum((hi_ - lo_) * 0.35, 1e-3)
+        ax.set_xlim(lo_[0] - pad[0], hi_[0] + pad[0])
+        ax.set_ylim(lo_[1] - pad[1], hi_[1] + pad[1])
+        _style_embedding_axes(ax, basis)
+        ax.set_title(f"{_pretty_set(mimicry_key)}\ntumour cells only (n = {int(tum.sum()):,})",
+                     fontsize=9.5)  # fmt: skip
+        axes.append(ax)
+    cb = fig.colorbar(sc, ax=axes, shrink=0.5, aspect=30, pad=0.02)
+    cb.set_label(f"Score: set mean − control-set mean\n(log1p CP10k; shared, clipped ±{lim:.2g})")
+    fig.suptitle(f"Signature scores on the UMAP ({adata.n_obs:,} cells; one colour scale)")
     return fig
 
 
@@ -625,49 +811,93 @@ def qc_thresholds(adata: Any) -> dict[str, dict[str, dict[str, float]]]:
 
 
 @figure_function
-def qc_violins(adata: Any, *, groupby: str = "sample") -> Figure:
-    """Per-sample violins of total counts, genes, % mito and % haemoglobin.
+def qc_violins(adata: Any, *, groupby: str = "sample", max_points: int = 400) -> Figure:
+    """Per-sample violins of total counts, genes, % mito and % haemoglobin of every cell
+    before QC, the removed cells marked and the thresholds drawn.
 
-    The per-sample thresholds recorded by QC (``uns["bonemet"]["qc"][sample]``) are drawn
-    as red dashes. The violins show the cells that passed QC (those in ``adata``).
+    The violins are all cells QC saw: the kept ones (``obs``) and the removed ones (their
+    metrics kept by QC in ``uns["bonemet"]["qc"][sample]["removed_cells"]``, see
+    :func:`bonemet.pp.qc_cells_table`). Removed cells are drawn as points coloured by the
+    reason QC removed them (at most ``max_points`` per sample and panel); the per-sample
+    thresholds are red dashes. An object from before QC kept removed cells shows the kept
+    cells only (the title says so).
     """
+    from ..pp import qc_cells_table
+
     keys = [p for p in _QC_PANELS if p[0] in adata.obs.columns]
     if not keys:
         raise MissingDataError('QC violins need obs["qc_total_counts"] etc.: run bm.pp.qc first')
     require(adata, obs=[groupby], what="QC violins")
-    cats, colors = colors_for(adata, groupby)
-    groups = adata.obs[groupby].astype(str).to_numpy()
+    allc = qc_cells_table(adata) if groupby == "sample" else pd.DataFrame()
+    has_removed = bool(len(allc)) and (allc["qc_removed"] != "").any()
+    if has_removed:
+        cells = allc
+        cats = categories(adata, "sample")
+        cats += sorted(set(cells["sample"]) - set(cats))
+        from ._palette import category_colors
+
+        colors = category_colors(cats)
+    else:
+        cells = adata.obs[[groupby, *[k for k, *_ in keys]]].rename(columns={groupby: "sample"})
+        cells = cells.assign(sample=cells["sample"].astype(str), qc_removed="")
+        cats, colors = colors_for(adata, groupby)
+    groups = cells["sample"].astype(str).to_numpy()
+    removed = cells["qc_removed"].astype(str).to_numpy()
+    reasons = [r for r in dict.fromkeys(removed) if r]
+    from ._palette import category_colors
+
+    rcol = category_colors(reasons)
     thr = qc_thresholds(adata)
     ncols = 2 if len(keys) > 1 else 1
     nrows = int(np.ceil(len(keys) / ncols))
-    panel_w = min(max(0.5 * len(cats) + 1.4, 3.2), 14.0)
+    panel_w = min(max(0.55 * len(cats) + 1.4, 3.2), 14.0)
     label_h = max(len(c) for c in cats) * 0.06
-    fig = new_figure(ncols * panel_w + 1.6, nrows * (2.8 + label_h) + 0.6)
+    fig = new_figure(ncols * panel_w + 1.0, nrows * (2.8 + label_h) + 1.0)
+    rng = np.random.default_rng(0)
     drew_threshold = False
     for i, (key, label, log, metric) in enumerate(keys):
         ax = fig.add_subplot(nrows, ncols, i + 1)
-        v = adata.obs[key].to_numpy(dtype=float)
+        v = cells[key].to_numpy(dtype=float)
         if log:
             v = np.log10(np.clip(v, 1, None))
-        _violins(ax, [v[groups == c] for c in cats], [colors[c] for c in cats])
+        _violins(ax, [v[groups == c] for c in cats], ["#D9D9D9"] * len(cats))
         for j, c in enumerate(cats):
+            gone = np.flatnonzero((groups == c) & (removed != ""))
+            if gone.size > max_points:
+                gone = rng.choice(gone, size=max_points, replace=False)
+            if gone.size:
+                ax.scatter(j + rng.uniform(-0.25, 0.25, gone.size), v[gone], s=3,
+                           c=[rcol[r] for r in removed[gone]], linewidths=0, zorder=2,
+                           rasterized=True)  # fmt: skip
             for side in ("min", "max"):
                 t = thr.get(c, {}).get(metric, {}).get(side)
                 if t is None or not np.isfinite(t):
                     continue
                 ty = np.log10(max(t, 1)) if log else t
-                ax.hlines(ty, j - 0.42, j + 0.42, colors="#D62728", linestyles="--", lw=1.2)
+                ax.hlines(ty, j - 0.42, j + 0.42, colors="#D62728", linestyles="--", lw=1.2,
+                          zorder=4)  # fmt: skip
                 drew_threshold = True
         ax.set_ylabel(("log10 " if log else "") + label)
         ax.set_xticks(np.arange(len(cats)), cats, rotation=45 if len(cats) > 3 else 0,
                       ha="right" if len(cats) > 3 else "center")  # fmt: skip
         ax.set_xlim(-0.6, len(cats) - 0.4)
+    handles = []
     if drew_threshold:
-        fig.legend(
-            handles=[Line2D([], [], color="#D62728", ls="--", label="QC threshold")],
-            loc="outside upper right",
-        )
-    fig.suptitle(f"Quality control per {_pretty(groupby).lower()} (cells kept)")
+        handles.append(Line2D([], [], color="#D62728", ls="--", label="QC threshold"))
+    n_by = pd.Series(removed[removed != ""]).value_counts()
+    handles += [Line2D([], [], marker="o", ls="", color=rcol[r], markersize=4,
+                       label=f"removed: {r.replace('_', ' ')} ({int(n_by[r]):,})")
+                for r in reasons]  # fmt: skip
+    if handles:
+        fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4),
+                   fontsize=8.5)  # fmt: skip
+    n_all, n_gone = len(cells), int((removed != "").sum())
+    what = (
+        f"all {n_all:,} cells before QC; {n_gone:,} removed shown as points"
+        if has_removed
+        else f"the {n_all:,} cells kept"
+    )
+    fig.suptitle(f"Quality control per {_pretty(groupby).lower()} ({what})")
     return fig
 
 
@@ -703,13 +933,13 @@ def qc_removed(adata: Any) -> Figure:
     if "n_after" in df.columns:
         kept = df["n_after"].to_numpy()
         ax.barh(y, kept, color="#B0B0B0", height=0.7)
-        handles.append(Patch(facecolor="#B0B0B0", label="kept"))
+        handles.append(Patch(facecolor="#B0B0B0", label=f"kept ({int(kept.sum()):,})"))
         left += kept
     for r in reasons:
         name = r.removeprefix("removed: ")
         vals = df[r].to_numpy()
         ax.barh(y, vals, left=left, color=rc[name], height=0.7)
-        handles.append(Patch(facecolor=rc[name], label=name))
+        handles.append(Patch(facecolor=rc[name], label=f"{name} ({int(vals.sum()):,})"))
         left += vals
     ax.set_yticks(y, samples)
     ax.invert_yaxis()

@@ -16,6 +16,7 @@ from .._meta import add_warning
 from .._utils import atomic_path
 from ._common import STYLE, MissingDataError, note_skip
 from ._compare import ligand_receptor_dotplot, volcano
+from ._conditions import condition_comparisons
 from ._figures import (
     composition,
     integration_metrics,
@@ -62,9 +63,17 @@ class FigureSpec:
 
 
 FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("condition_comparisons", "results", "Condition comparisons, per sample",
+               "Each tested within-lineage fraction (Tpex in CD8, MDSC in monocytes and "
+               "neutrophils, CHI3L3+ in neutrophils, iron-recycling in macrophages), osteoclast "
+               "share and tumour programme score: one point per sample, box per condition "
+               "(median, IQR), n samples per condition under it; above each panel the compare "
+               "stage's estimate with its 95% CI and adjusted p.",
+               condition_comparisons, _needs_levels("condition")),
     FigureSpec("qc_violins", "qc", "QC metrics per sample",
-               "Total counts, genes, % mitochondrial and % haemoglobin reads of the cells kept; "
-               "red dashes are the per-sample thresholds.", qc_violins),
+               "Total counts, genes, % mitochondrial and % haemoglobin reads of every cell before "
+               "QC (grey violins); removed cells are points coloured by the reason (n per reason "
+               "in the legend); red dashes are the per-sample thresholds.", qc_violins),
     FigureSpec("qc_removed", "qc", "Cells removed by QC",
                "Cells kept and removed per sample, by reason.", qc_removed),
     FigureSpec("integration_umaps", "integration", "Before and after integration",
@@ -79,7 +88,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Integrated UMAP coloured by the reference (or simulated) labels.",
                lambda a: umap(a, color=label_key_of(a) or "reference_label"), _needs_labels),
     FigureSpec("umap_population", "populations", "UMAP by population",
-               "Integrated UMAP coloured by annotated population (fixed colours).",
+               "Integrated UMAP coloured by annotated population: one hue family per lineage, "
+               "names at each population's median position, n cells in the legend.",
                lambda a: umap(a, color="population")),
     FigureSpec("umap_cell_type", "populations", "UMAP by cell type",
                "Integrated UMAP coloured by lineage.", lambda a: umap(a, color="cell_type")),
@@ -87,15 +97,20 @@ FIGURES: tuple[FigureSpec, ...] = (
                "Integrated UMAP coloured by condition.", lambda a: umap(a, color="condition"),
                _needs_levels("condition")),
     FigureSpec("marker_dotplot", "populations", "Marker genes",
-               "Defining markers of every population present (curated sets, most specific "
-               "first).", marker_dotplot),
+               "Defining markers of every population, one panel per lineage group: each "
+               "block starts with the genes the state is defined by (e.g. VCAM1, CD163, CCR3, "
+               "SLC40A1 for iron-recycling macrophages), then the most specific curated markers "
+               "in this data; n cells per population in brackets.", marker_dotplot),
     FigureSpec("composition_sample", "populations", "Composition per sample",
                "Fraction of each population per sample.", composition),
     FigureSpec("composition_condition", "populations", "Composition per condition",
                "Fraction of each population per condition.",
                lambda a: composition(a, groupby="condition"), _needs_levels("condition", 1)),
     FigureSpec("signature_umaps", "signatures", "Signature scores on the UMAP",
-               "Per-cell programme scores (scanpy score_genes).", signature_umaps),
+               "Per-cell programme scores (scanpy score_genes: set mean minus matched control-set "
+               "mean, log1p CP10k) on one shared colour scale centred on 0 and clipped at the 99th "
+               "percentile of |score|; last panel: erythroid mimicry on the tumour cells only.",
+               signature_umaps),
     FigureSpec("signature_violins_population", "signatures", "Signature scores by population",
                "Per-cell programme scores by population.", signature_violins),
     FigureSpec("signature_violins_sample", "signatures", "Signature scores by sample",
@@ -162,7 +177,7 @@ def save_figures(
 
     Each file is written atomically (temporary file renamed on success). Figures whose
     slots are absent (no condition, no labels, no scores, ...) are skipped with a logged
-    note; a full run writes 17.
+    note; a full run with two conditions writes all of :data:`FIGURES`.
 
     Parameters
     ----------

@@ -553,8 +553,11 @@ def write_report(
         if fig_html:
             fig_numbers[entry["name"]] = len(fig_numbers) + 1
             body[key].append(fig_html)
-    body["results"].append(text("results", results_html, adata, cfg, figure_numbers=fig_numbers))
-    body["results"].append(text("axes paragraphs", axes_html, all_tables.get("axes"), adata, cfg))
+    # the results' text comes before the results' figures
+    body["results"][:0] = [
+        text("results", results_html, adata, cfg, figure_numbers=fig_numbers),
+        text("axes paragraphs", axes_html, all_tables.get("axes"), adata, cfg),
+    ]
     warns = [*warns, *failed]
     body["samples"] = [x for x in body["samples"] if x]
     body["results"] = [x for x in body["results"] if x]

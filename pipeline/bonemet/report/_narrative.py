@@ -667,8 +667,8 @@ def _not_tested_score(adata: Any, P: _Params, pop: str | None, mcells: Any) -> s
 
 #: the figures a results paragraph refers to, by kind of test
 _RESULT_FIGURES = {
-    "da": ("review_axes", "composition_condition"),
-    "score": ("signature_violins_population", "review_axes"),
+    "da": ("condition_comparisons", "review_axes", "composition_condition"),
+    "score": ("condition_comparisons", "signature_violins_population", "review_axes"),
 }
 _RESULT_TABLES = {"da": "differential_abundance", "score": "score_tests"}
 

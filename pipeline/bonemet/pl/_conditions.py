@@ -1,0 +1,194 @@
+"""Condition comparisons drawn as a paper shows them: one point per sample, a box per
+condition, the compare stage's effect and adjusted p in the panel title."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .._vocab import POPULATIONS
+from ._common import (
+    MissingDataError,
+    figure_function,
+    new_figure,
+    require,
+)
+from ._gene_sets import gene_set_title
+from ._palette import category_colors
+
+__all__ = ["condition_comparisons", "per_sample_values", "reference_condition", "COMPARISONS"]
+
+#: The comparisons drawn, in the order of the report's hypotheses: (title, kind, test,
+#: population). ``kind`` ``"da"`` is a within-lineage fraction of
+#: :data:`bonemet.tl.LINEAGE_FRACTIONS` or a population's share of all cells; ``"score"`` is
+#: the per-sample mean of ``obs["score_<test>"]`` in ``population``.
+COMPARISONS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("CD8 Tpex / (Tpex + Tex)", "da", "Tpex / (Tpex + Tex)", None),
+    ("CD8 Tpex / all CD8 T", "da", "Tpex / CD8 T", None),
+    ("M-MDSC / classical monocytes", "da", "M-MDSC / classical monocytes", None),
+    ("PMN-MDSC / neutrophils", "da", "PMN-MDSC / neutrophils", None),
+    ("CHI3L3+ immature / neutrophils", "da", "CHI3L3+ immature / neutrophils", None),
+    ("Iron-recycling / macrophages", "da", "Iron-recycling / macrophages", None),
+    ("Osteoclasts / all cells", "da", "Osteoclast", None),
+    ("Tumour erythroid mimicry", "score", "erythroid_mimicry", "Tumour epithelial"),
+    ("Tumour ferroptosis drivers", "score", "ferroptosis_driver", "Tumour epithelial"),
+    ("Tumour ferroptosis suppressors", "score", "ferroptosis_suppressor", "Tumour epithelial"),
+)
+
+
+def reference_condition(adata: Any, levels: Sequence[str], *, key: str = "bonemet_compare") -> str:
+    """The baseline condition: the compare stage's reference (from the run's config), else the
+    first level of ``obs["condition"]`` (its categorical order). Never a hard-coded name."""
+    res = adata.uns.get(key)
+    ref = res.get("reference") if isinstance(res, dict) else None
+    if ref is not None and str(ref) in levels:
+        return str(ref)
+    params = adata.uns.get("bonemet", {}).get("parameters", {}).get("compare", {})
+    ref = params.get("reference") if hasattr(params, "get") else None
+    if ref is not None and str(ref) in levels:
+        return str(ref)
+    return str(levels[0])
+
+
+def per_sample_values(adata: Any, *, condition_key: str = "condition") -> pd.DataFrame:
+    """Per sample, the value of every comparison of :data:`COMPARISONS` the data allows.
+
+    Long table: ``comparison``, ``sample``, ``condition``, ``value``, ``n_cells`` (cells in
+    the denominator, or in the population for a score). A sample with no cell in the
+    denominator has no row.
+    """
+    from ..tl._compare import LINEAGE_FRACTIONS
+
+    require(adata, obs=["sample", "population", condition_key], what="condition comparisons")
+    obs = adata.obs
+    pop = obs["population"].astype(str)
+    smp = obs["sample"].astype(str)
+    cond = obs.groupby(smp, observed=True)[condition_key].first().astype(str)
+    counts = pd.crosstab(smp, pop)
+    rows = []
+    for title, kind, test, population in COMPARISONS:
+        if kind == "da":
+            if test in LINEAGE_FRACTIONS:
+                num, den = LINEAGE_FRACTIONS[test]
+            elif test in POPULATIONS:
+                num, den = (test,), tuple(counts.columns)
+            else:
+                continue
+            if not any(p in counts.columns for p in num):
+                continue
+            n_num = counts.reindex(columns=list(num), fill_value=0).sum(axis=1)
+            n_den = counts.reindex(columns=list(den), fill_value=0).sum(axis=1)
+            for s in counts.index:
+                if n_den[s] > 0:
+                    rows.append((title, s, cond[s], n_num[s] / n_den[s], int(n_den[s])))
+        else:
+            col = f"score_{test}"
+            if col not in obs.columns:
+                continue
+            m = (pop == population).to_numpy()
+            if not m.any():
+                continue
+            g = obs.loc[m, col].astype(float).groupby(smp[m], observed=True)
+            for s, v in g.mean().items():
+                rows.append((title, s, cond[s], float(v), int(g.size()[s])))
+    return pd.DataFrame(rows, columns=["comparison", "sample", "condition", "value", "n_cells"])
+
+
+def _result(adata: Any, kind: str, test: str, population: str | None) -> pd.Series | None:
+    res = adata.uns.get("bonemet_compare")
+    if not isinstance(res, dict):
+        return None
+    if kind == "da":
+        df = res.get("differential_abundance")
+        if isinstance(df, pd.DataFrame) and not df.empty:
+            hit = df[df["test"].astype(str) == test]
+            return hit.iloc[0] if len(hit) else None
+    else:
+        df = res.get("score_tests")
+        if isinstance(df, pd.DataFrame) and not df.empty:
+            hit = df[(df["score"].astype(str).isin([test, f"score_{test}"]))
+                     & (df["population"].astype(str) == str(population))]  # fmt: skip
+            return hit.iloc[0] if len(hit) else None
+    return None
+
+
+def _result_text(r: pd.Series | None, kind: str) -> str:
+    if r is None:
+        return "not tested by compare\n"
+    eff = "log2FC" if kind == "da" else "Δ"
+    v = r["log2fc"] if kind == "da" else r["effect"]
+    txt = f"{eff} {v:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]\n"
+    p = pd.to_numeric(pd.Series([r.get("p")]), errors="coerce").iloc[0]
+    if not np.isfinite(p):
+        return txt + "no p-value"
+    if not bool(r.get("p_reliable", True)):
+        return txt + f"{int(r['n_test'])} vs {int(r['n_ref'])} samples: p unreliable"
+    padj = float(r["padj"])
+    return txt + (f"padj {padj:.2g}" if padj >= 0.001 else "padj < 0.001")
+
+
+@figure_function
+def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols: int = 4) -> Figure:
+    """Box + points per condition for each comparison the report tests.
+
+    One point per sample (the samples are the replicates: within-lineage fractions and
+    per-sample mean programme scores); boxes show the median and interquartile range of the
+    samples of each condition, the reference condition first. The x labels give n samples
+    per condition; the panel title gives the compare stage's estimate with its 95% CI and
+    adjusted p (or why there is none). Comparisons whose populations are absent are left out.
+    """
+    tab = per_sample_values(adata, condition_key=condition_key)
+    if tab.empty or tab["condition"].nunique() < 2:
+        raise MissingDataError("condition comparisons need two conditions and the populations")
+    cats = adata.obs[condition_key]
+    levels = (
+        [str(c) for c in cats.cat.categories if str(c) in set(tab["condition"])]
+        if isinstance(cats.dtype, pd.CategoricalDtype)
+        else sorted(tab["condition"].unique())
+    )
+    ref = reference_condition(adata, levels)
+    levels = [ref, *[c for c in levels if c != ref]]
+    colors = category_colors(levels)
+    shown = [c for c in COMPARISONS if c[0] in set(tab["comparison"])]
+    ncols = max(1, min(ncols, len(shown)))
+    nrows = int(np.ceil(len(shown) / ncols))
+    n_samples = tab.groupby("condition")["sample"].nunique()
+    fig = new_figure(ncols * 3.1 + 0.3, nrows * 3.1 + 0.8)
+    rng = np.random.default_rng(0)
+    for i, (title, kind, test, population) in enumerate(shown):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        sub = tab[tab["comparison"] == title]
+        for j, c in enumerate(levels):
+            v = sub.loc[sub["condition"] == c, "value"].to_numpy(float)
+            if v.size:
+                ax.boxplot([v], positions=[j], widths=0.5, showfliers=False,
+                           medianprops={"color": "#222222"}, boxprops={"color": "#666666"},
+                           whiskerprops={"color": "#666666"}, capprops={"color": "#666666"})  # fmt: skip
+                x = j + rng.uniform(-0.12, 0.12, v.size)
+                ax.scatter(x, v, s=22, color=colors[c], edgecolors="#222222", linewidths=0.5,
+                           zorder=3)  # fmt: skip
+        ax.set_xticks(range(len(levels)),
+                      [f"{c}\n(n = {int(n_samples.get(c, 0))})" for c in levels], fontsize=8)  # fmt: skip
+        ax.set_xlim(-0.6, len(levels) - 0.4)
+        r = _result(adata, kind, test, population)
+        ax.set_title(f"{title}\n{_result_text(r, kind)}", fontsize=8.5)
+        if kind == "da":
+            ax.set_ylabel("Fraction per sample", fontsize=8.5)
+            ax.set_ylim(bottom=0)
+        else:
+            ax.set_ylabel(f"{gene_set_title(test, short=True)} score\n(mean per sample, a.u.)",
+                          fontsize=8.5)  # fmt: skip
+    handles = [Line2D([], [], marker="o", ls="", color=colors[c], markeredgecolor="#222222",
+                      label=f"{c} (n = {int(n_samples.get(c, 0))} samples)") for c in levels]  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(levels), fontsize=8.5)
+    fig.suptitle(
+        f"Condition comparisons, one point per sample (reference: {ref}; "
+        "under each title the compare estimate [95% CI])",
+        fontsize=10,
+    )
+    return fig

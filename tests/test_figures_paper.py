@@ -1,0 +1,114 @@
+"""Figures a paper could use: per-sample points, labelled UMAPs, per-lineage marker panels,
+QC of every cell before QC, one colour scale for the signatures, titles from the gene-set
+files, and no overlapping text in any figure."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from builders import make_annotated
+
+import bonemet as bm
+
+
+@pytest.fixture(scope="module")
+def adata():
+    a = make_annotated(1200, 4, seed=3)
+    bm.tl.compare(a, de=False, min_cells=5)
+    return a
+
+
+def test_no_figure_has_overlapping_text(adata) -> None:
+    drawn = 0
+    for spec, fig in bm.pl.iter_figures(adata, strict=True):
+        assert not bm.pl.text_overlaps(fig), (spec.name, bm.pl.text_overlaps(fig)[:5])
+        drawn += 1
+    assert drawn >= 15
+
+
+def test_text_overlaps_detects_overlap() -> None:
+    from bonemet.pl._common import new_figure
+
+    fig = new_figure(3, 2)
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, "Osteoclast")
+    ax.text(0.52, 0.5, "Osteoblast")
+    assert ("Osteoclast", "Osteoblast") in bm.pl.text_overlaps(fig)
+
+
+def test_marker_dotplot_shows_defining_genes_per_lineage_panel(adata) -> None:
+    fig = bm.pl.marker_dotplot(adata)
+    panels = {ax.get_title(loc="left"): ax for ax in fig.axes if ax.get_title(loc="left")}
+    assert "T and NK cells" in panels and "Neutrophils and PMN-MDSC" in panels
+    mye = panels["Monocytes, macrophages, MDSC, DCs and mast cells"]
+    genes = [t.get_text() for t in mye.get_xticklabels()]
+    for g in ("Vcam1", "Cd163", "Ccr3", "Slc40a1"):
+        assert g in genes, (g, genes)
+    # legible at page width: at most 14 inches wide, at most ~35 genes in a panel
+    assert fig.get_size_inches()[0] <= 14
+    assert all(len(ax.get_xticks()) <= 35 for ax in panels.values())
+
+
+def test_population_umap_is_labelled_on_the_data_with_n_in_legend(adata) -> None:
+    fig = bm.pl.umap(adata, color="population")
+    ax = fig.axes[0]
+    labels = {t.get_text() for t in ax.texts}
+    assert {"CD8 Tpex", "Iron-recycling mac.", "Osteoclast"} <= labels
+    n = int((adata.obs["population"] == "Osteoclast").sum())
+    assert f"Osteoclast ({n:,})" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_signature_umaps_share_one_scale_and_show_tumour_mimicry(adata) -> None:
+    fig = bm.pl.signature_umaps(adata)
+    norms = {id(c.norm) for ax in fig.axes for c in ax.collections if c.get_array() is not None}
+    assert len(norms) == 1
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any("tumour cells only" in t for t in titles)
+    assert any(t.startswith("Erythroid mimicry (Han et al. 2025)") for t in titles)
+    assert sum("Score" in ax.get_ylabel() for ax in fig.axes) == 1  # one colour bar
+
+
+def test_gene_set_titles_come_from_the_yaml() -> None:
+    t = bm.pl.gene_set_title
+    assert t("ferroptosis_kegg") == "Ferroptosis (KEGG)"
+    assert t("score_ferroptosis_wp4313") == "Ferroptosis (WikiPathways WP4313)"
+    assert t("hypoxia") == "Hypoxia (Buffa et al. 2010)"
+    assert t("ferroptosis_driver", short=True) == "Ferroptosis driver"
+
+
+def test_condition_comparisons_one_point_per_sample_reference_first(adata) -> None:
+    fig = bm.pl.condition_comparisons(adata)
+    tab = bm.pl.per_sample_values(adata)
+    first = fig.axes[0]
+    assert first.get_xticklabels()[0].get_text().startswith("control\n(n = 2)")
+    pts = sum(len(c.get_offsets()) for c in first.collections)
+    assert pts == tab[tab["comparison"] == "CD8 Tpex / (Tpex + Tex)"]["sample"].nunique() == 4
+    assert "2 vs 2 samples: p unreliable" in first.get_title()
+    # the reference comes from the compare stage (the run's config), not a fixed name
+    b = adata.copy()
+    b.uns["bonemet_compare"] = dict(b.uns["bonemet_compare"], reference="bone_metastasis")
+    fig = bm.pl.condition_comparisons(b)
+    assert fig.axes[0].get_xticklabels()[0].get_text().startswith("bone_metastasis")
+
+
+def test_qc_keeps_every_removed_cell_and_the_violins_show_them() -> None:
+    a = make_annotated(600, 2, seed=4)
+    raw = a.copy()
+    raw.X = raw.layers["counts"].copy()
+    raw.obs = raw.obs[["sample", "condition"]].copy()
+    del raw.uns["bonemet"]["qc"]
+    bm.pp.qc(raw, doublets=False, ambient="none", min_counts=60, min_genes=5)
+    recs = raw.uns["bonemet"]["qc"]
+    n_before = sum(r["n_before"] for r in recs.values())
+    n_removed = sum(r["n_before"] - r["n_after"] for r in recs.values())
+    assert n_removed > 0
+    cells = bm.pp.qc_cells_table(raw)
+    assert len(cells) == n_before and (cells["qc_removed"] != "").sum() == n_removed
+    gone = cells[cells["qc_removed"] != ""]
+    assert set(gone["qc_removed"]) <= set(bm.pp.QC_REASONS)
+    for s, rec in recs.items():  # a cell removed for low counts is below its threshold
+        low = gone[(gone["sample"] == s) & (gone["qc_removed"] == "low_counts")]
+        assert (low["qc_total_counts"] < rec["threshold_min_counts"] + 1e-6).all()
+    fig = bm.pl.qc_violins(raw)
+    assert f"all {n_before:,} cells before QC; {n_removed:,} removed" in fig._suptitle.get_text()
+    assert np.isfinite(cells["qc_pct_mito"]).all()
