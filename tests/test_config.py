@@ -182,6 +182,7 @@ def test_cli_config_writes_stage_slices(tmp_path) -> None:
             "annotate",
             "score",
             "compare",
+            "ligrec",
             "report",
         ]
     )
@@ -208,7 +209,7 @@ def test_replacing_a_model_reruns_annotate_only(tmp_path) -> None:
     model.write_bytes(b"weights v2")
     after = Runner(cfg)._keys()
     changed = [s for s in before if before[s] != after[s]]
-    assert changed == ["annotate", "score", "compare", "report"], changed
+    assert changed == ["annotate", "score", "compare", "ligrec", "report"], changed
     # no model configured: keys do not depend on model files at all
     plain = {**cfg, "annotate": {}}
     assert Runner(plain)._keys()["cluster"] == before["cluster"]

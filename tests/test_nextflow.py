@@ -247,6 +247,7 @@ def test_stub_run(tmp_path):
         "ANNOTATE",
         "SCORE",
         "COMPARE",
+        "LIGREC",
         "REPORT",
     ):
         assert f"Submitted process > BONEMET:{stage}" in r.log, stage

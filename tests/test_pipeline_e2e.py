@@ -142,7 +142,7 @@ def test_rerun_skips_every_stage(finished_run):
     assert res.returncode == 0, res.stderr[-2000:]
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["stages_skipped"] == ["ingest", "qc", "merge", "integrate"]
-    assert prov["stages_run"] == ["cluster", "annotate", "score", "compare", "report"]
+    assert prov["stages_run"] == ["cluster", "annotate", "score", "compare", "ligrec", "report"]
 
 
 def test_killed_run_resumes_from_last_completed_stage(sim_h5ad, tmp_path):

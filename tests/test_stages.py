@@ -75,3 +75,34 @@ def test_a_merged_stage_runs_through_the_registry_call(tmp_path) -> None:
     )
     assert "X_pca" in out.obsm or "X_scVI" in out.obsm
     assert out.uns["bonemet"]["timings"]["integrate"] >= 0
+
+
+def test_a_ligrec_setting_reruns_ligrec_and_the_report_not_compare(tmp_path) -> None:
+    """Ligand-receptor analysis is its own stage: its settings leave the DE results cached."""
+    from bonemet.runner import Runner
+
+    (tmp_path / "x.h5ad").write_bytes(b"counts")
+    base = {"input": {"path": str(tmp_path / "x.h5ad")}, "output": {"dir": str(tmp_path / "o")}}
+    before = Runner(base)._keys()
+    after = Runner({**base, "ligrec": {"n_perms": 500, "alpha": 0.01}})._keys()
+    assert [s for s in before if before[s] != after[s]] == ["ligrec", "report"]
+    # a compare setting reruns compare and what follows it
+    de = Runner({**base, "compare": {"de": False}})._keys()
+    assert [s for s in before if before[s] != de[s]] == ["compare", "ligrec", "report"]
+    assert _stages.STAGES.index("ligrec") == _stages.STAGES.index("compare") + 1
+    with pytest.raises(bm.ConfigError, match="ligrec.n_perms"):
+        bm.load_config({"compare": {"ligrec_n_perms": 50}})
+
+
+def test_compare_stage_leaves_ligand_receptor_to_its_own_stage() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=2, cells_per_sample=200, seed=1)
+    from bonemet import load_config
+
+    on = load_config({"compare": {"de": False, "min_cells": 5}})
+    assert on.ligrec.enabled  # ligand-receptor on, yet compare does not run it
+    out = _stages.get_stage("compare")(a, on)
+    assert "bonemet_compare" in out.uns and "bonemet_ligrec" not in out.uns
+    cfg = load_config({"compare": {"de": False, "min_cells": 5}, "ligrec": {"enabled": False}})
+    out = _stages.get_stage("ligrec")(out, cfg)
+    assert "bonemet_ligrec" not in out.uns  # disabled
+    assert out.uns["bonemet"]["parameters"]["ligrec"]["enabled"] is False

@@ -54,6 +54,7 @@ __all__ = [
     "annotate",
     "score",
     "compare",
+    "ligrec",
     "report",
 ]
 
@@ -377,8 +378,7 @@ def score(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad
 
 
 def compare(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
-    """Conditions compared with samples as replicates: abundance, pseudobulk DE, scores;
-    then ligand-receptor interactions per condition (LIANA+), counted across samples."""
+    """Conditions compared with samples as replicates: abundance, pseudobulk DE, scores."""
     from . import tl
     from ._meta import add_warning
 
@@ -404,19 +404,33 @@ def compare(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> 
             min_samples_per_group=c.min_samples_per_group,
             de=c.de,
         )
-    if c.enabled and c.ligand_receptor:
+    _record(adata, "compare", cfg.section_dict("compare"), time.perf_counter() - t0)
+    return adata
+
+
+def ligrec(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad.AnnData:
+    """Ligand-receptor interactions per condition (LIANA+), counted across samples.
+
+    Its own stage, so that a changed ligand-receptor setting reruns this stage (and the
+    report) only, never the condition tests and pseudobulk DE of ``compare``. Runs when
+    ``ligrec.enabled`` and ``compare.enabled`` (no condition comparison: none)."""
+    from . import tl
+
+    lr = cfg.ligrec
+    t0 = time.perf_counter()
+    if lr.enabled and cfg.compare.enabled:
         tl.ligand_receptor(
             adata,
-            condition_key=c.condition_key,
+            condition_key=cfg.compare.condition_key,
             species=cfg.input.species,
-            min_cells=c.min_cells,
-            max_cells=c.ligrec_max_cells,
-            n_perms=c.ligrec_n_perms,
-            alpha=c.ligrec_alpha,
-            min_fraction=c.ligrec_min_fraction,
+            min_cells=lr.min_cells,
+            max_cells=lr.max_cells,
+            n_perms=lr.n_perms,
+            alpha=lr.alpha,
+            min_fraction=lr.min_fraction,
             seed=cfg.seed,
         )
-    _record(adata, "compare", cfg.section_dict("compare"), time.perf_counter() - t0)
+    _record(adata, "ligrec", cfg.section_dict("ligrec"), time.perf_counter() - t0)
     return adata
 
 
@@ -484,7 +498,10 @@ REGISTRY: tuple[Stage, ...] = (
     Stage("score", score, "merged", ("score", "input.species", "seed"),
           "signature scores per cell"),
     Stage("compare", compare, "merged", ("compare", "seed", "input.species"),
-          "conditions compared with samples as replicates (abundance, DE, scores, ligand-receptor)"),
+          "conditions compared with samples as replicates (abundance, DE, scores)"),
+    Stage("ligrec", ligrec, "merged",
+          ("ligrec", "compare.enabled", "compare.condition_key", "seed", "input.species"),
+          "ligand-receptor interactions per condition (LIANA+), counted across samples"),
     Stage("report", report, "sink", ("",), "tables, figures and report.html"),
 )  # fmt: skip
 

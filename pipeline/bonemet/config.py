@@ -182,12 +182,19 @@ class CompareConfig(_Section):
     min_cells: int = Field(20, ge=1)
     min_samples_per_group: int = Field(3, ge=2)
     de: bool = True
-    # ligand-receptor analysis per condition with LIANA+ (optional package `liana`)
-    ligand_receptor: bool = True
-    ligrec_max_cells: int = Field(300, ge=1)
-    ligrec_n_perms: int = Field(100, ge=10)
-    ligrec_alpha: float = Field(0.05, gt=0, lt=1)
-    ligrec_min_fraction: float = Field(0.5, gt=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ligrec_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            old = [k for k in data if k == "ligand_receptor" or str(k).startswith("ligrec_")]
+            if old:
+                raise ValueError(
+                    f"{', '.join(old)}: ligand-receptor settings have their own section now: "
+                    "ligrec.enabled, ligrec.max_cells, ligrec.n_perms, ligrec.alpha, "
+                    "ligrec.min_fraction, ligrec.min_cells"
+                )
+        return data
 
     @field_validator("covariates")
     @classmethod
@@ -205,6 +212,17 @@ class CompareConfig(_Section):
                 "condition_key, subject_key and covariates must name different obs columns"
             )
         return self
+
+
+class LigrecConfig(_Section):
+    """Ligand-receptor analysis per condition with LIANA+ (optional package ``liana``)."""
+
+    enabled: bool = True
+    min_cells: int = Field(20, ge=1)
+    max_cells: int = Field(300, ge=1)
+    n_perms: int = Field(100, ge=10)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    min_fraction: float = Field(0.5, gt=0, le=1)
 
 
 class AxesConfig(_Section):
@@ -256,6 +274,7 @@ class Config(_Section):
     annotate: AnnotateConfig = Field(default_factory=AnnotateConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
+    ligrec: LigrecConfig = Field(default_factory=LigrecConfig)
     axes: AxesConfig = Field(default_factory=AxesConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 

@@ -6,7 +6,7 @@
  *
  *   MAKE_CONFIG -> [SIMULATE | FETCH_GEO | samplesheet] -> INGEST, QC (per sample, in
  *   parallel) -> MERGE -> INTEGRATE (process_gpu) -> CLUSTER -> ANNOTATE -> SCORE -> COMPARE
- *   -> REPORT
+ *   -> LIGREC -> REPORT
  */
 
 include { MAKE_CONFIG     } from '../modules/local/make_config/main'
@@ -20,6 +20,7 @@ include { CLUSTER         } from '../modules/local/cluster/main'
 include { ANNOTATE        } from '../modules/local/annotate/main'
 include { SCORE           } from '../modules/local/score/main'
 include { COMPARE         } from '../modules/local/compare/main'
+include { LIGREC          } from '../modules/local/ligrec/main'
 include { REPORT          } from '../modules/local/report/main'
 include { readSamplesheet } from './samplesheet'
 
@@ -88,11 +89,14 @@ workflow BONEMET {
 
     COMPARE(SCORE.out.h5ad, stageConfig('compare'))
     ch_versions = ch_versions.mix(COMPARE.out.versions)
-    ch_final    = COMPARE.out.h5ad
+
+    LIGREC(COMPARE.out.h5ad, stageConfig('ligrec'))
+    ch_versions = ch_versions.mix(LIGREC.out.versions)
+    ch_final    = LIGREC.out.h5ad
     ch_html     = Channel.empty()
 
     if (!params.skip_report) {
-        REPORT(COMPARE.out.h5ad, ch_config)
+        REPORT(LIGREC.out.h5ad, ch_config)
         ch_versions = ch_versions.mix(REPORT.out.versions)
         ch_final    = REPORT.out.h5ad
         ch_html     = REPORT.out.html

@@ -160,8 +160,8 @@ def ligand_receptor_dotplot(
     t = res.get("table") if isinstance(res, dict) else None
     if not isinstance(t, pd.DataFrame) or t.empty:
         raise MissingDataError(
-            f'the ligand-receptor dot plot needs uns["{key}"]["table"]: run the compare stage '
-            "with compare.ligand_receptor and liana installed"
+            f'the ligand-receptor dot plot needs uns["{key}"]["table"]: run the ligrec stage '
+            "with ligrec.enabled and liana installed"
         )
     t = t.copy()
     t["highlight"] = t["highlight"].astype(str)

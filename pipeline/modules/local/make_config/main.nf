@@ -47,7 +47,7 @@ process MAKE_CONFIG {
     """
     touch config.yaml
     mkdir -p stages
-    for s in ingest qc merge integrate cluster annotate score compare report; do touch stages/\$s.yaml; done
+    for s in ingest qc merge integrate cluster annotate score compare ligrec report; do touch stages/\$s.yaml; done
     cat <<-END_VERSIONS > versions.yml
     "${task.process}":
         bonemet: \$(python -c "from importlib.metadata import version; print(version('bonemet'))" 2>/dev/null || echo stub)
