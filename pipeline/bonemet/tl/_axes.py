@@ -405,7 +405,8 @@ def axes_table(
     ``statistic`` (``mean log1p CP10k``, ``fraction`` or ``mean score``), ``value``,
     ``ci_low``/``ci_high`` (95%: t-interval over cells for means, Wilson for fractions),
     ``n_cells`` (cells of ``group``) and ``note``; ``condition`` when ``obs["condition"]``
-    exists. Genes are matched case-insensitively (mouse orthologues too).
+    exists, ``subject`` and ``tissue`` with ``subject_key`` and ``tissue_key``. Genes are
+    matched case-insensitively (mouse orthologues too).
     """
     if min_cells < 1:
         raise InputError(f"min_cells must be >= 1, not {min_cells!r}")
