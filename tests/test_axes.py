@@ -242,7 +242,8 @@ def test_chil3_per_stage_separates_expansion_from_an_induced_state(neutrophil_da
             == pytest.approx(t.loc[t["quantity"].str.endswith("_share"), "value"].to_numpy(), nan_ok=True))  # fmt: skip
     late = _stage_values(t2, "neutrophil_stage4_chil3_fraction")
     before = _stage_values(t, "neutrophil_stage4_chil3_fraction")
-    assert (late[met] - before[met]).min() > 0.3
+    # half of the Chil3-negative mature cells turn positive: a rise of about (1 - before) / 2
+    assert ((late[met] - before[met]) > 0.3 * (1 - before[met])).all()
     assert late[ctl].to_numpy() == pytest.approx(before[ctl].to_numpy())
     assert late[met].min() > late[ctl].max()
 
