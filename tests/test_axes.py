@@ -105,8 +105,23 @@ def test_axes_as_the_papers_state_them(sparse: bool) -> None:
     assert _get(t, "s1", "myeloid_PVR")["value"] == pytest.approx(4 * 0.5 / 8)
     assert _get(t, "s1", "tumour_NECTIN2")["value"] == pytest.approx(1.0)
     assert _get(t, "s1", "neutrophil_CKAP4")["value"] == pytest.approx(0.5)
-    # the score is absent: noted, not fatal
-    assert "score_erythroid_mimicry" in _get(t, "s1", "tumour_erythroid_mimicry")["note"]
+    # no mimicry calls yet: noted, not fatal
+    assert "erythroid_mimicry_call" in _get(t, "s1", "tumour_erythroid_mimicry")["note"]
+    # with calls: the called fraction of the assessed tumour cells, Wilson CI, n
+    b = a.copy()
+    tum = (b.obs["population"] == "Tumour epithelial").to_numpy()
+    call = np.zeros(b.n_obs, dtype=bool)
+    call[np.flatnonzero(tum)[:1]] = True
+    b.obs["erythroid_mimicry_call"] = call
+    klass = np.where(tum, "below_background", "not_assessed").astype(object)
+    klass[call] = "globin_only"
+    b.obs["erythroid_mimicry_class"] = klass
+    r = _get(bm.tl.axes_table(b, min_cells=1), "s1", "tumour_erythroid_mimicry")
+    n_t = int((tum & (b.obs["sample"] == "s1").to_numpy()).sum())
+    assert r["statistic"] == "fraction called" and r["n_cells"] == n_t
+    assert r["value"] == pytest.approx(1 / n_t)
+    lo, hi = bm.tl.wilson_interval(1, n_t)
+    assert r["ci_low"] == pytest.approx(float(lo)) and r["ci_high"] == pytest.approx(float(hi))
     # no osteoclasts in s2
     r = _get(t, "s2", "osteoclast_SPP1")
     assert np.isnan(r["value"]) and r["n_cells"] == 0 and "Osteoclast" in r["note"]
@@ -397,3 +412,16 @@ def test_samplesheet_subject_and_tissue_reach_obs(tmp_path) -> None:
     sheet.write_text(rows[0] + "\n" + rows[1].replace(",m1,", ",mouse 1,") + "\n")
     with pytest.raises(InputError, match="subject 'mouse 1'"):
         bm.io.read_samplesheet(sheet)
+
+
+def test_report_axes_paragraph_states_the_paired_rho(paired_design) -> None:
+    from bonemet.report._narrative import axes_html
+
+    a = paired_design
+    t = bm.tl.axes_table(a, min_cells=3, subject_key="mouse", tissue_key="site")
+    text = axes_html(t, a)
+    opn = next(p for p in text.split("<div") if "OPN (Cheng 2025)" in p)
+    assert "paired by subject" in opn and "n = 5 subjects" in opn and "-1.00" in opn
+    two = axes_html(t[t["subject"].isin(["m1", "m2"])], a)
+    assert "not testable: 2 subjects" in two
+    assert "paired by subject" not in axes_html(bm.tl.axes_table(a, min_cells=3), a)

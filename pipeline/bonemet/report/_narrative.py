@@ -810,6 +810,31 @@ _AXIS_TESTS = {
 }
 
 
+def _opn_paired(axes: pd.DataFrame) -> str:
+    """Cheng 2025's paired design in words: rho across subjects with p and n, or why not."""
+    from .._errors import BonemetError
+    from ..tl import axes_correlations
+
+    try:
+        c = axes_correlations(axes)
+    except BonemetError as e:  # a design the pairing refuses (e.g. two bone samples)
+        return f"paired by subject: not computed ({_e(e)})"
+    r = c[c["axis"].str.contains("paired by subject")]
+    if not len(r):
+        return "paired by subject: not computed"
+    r = r.iloc[0]
+    head = (
+        "paired by subject (SPP1 in osteoclasts of the subject's bone sample vs Tpex / "
+        "(Tpex + Tex) in its extraosseous sample, table axes_paired): "
+    )
+    if not np.isfinite(float(r["rho"])):
+        return head + f"{_e(r['note'])}"
+    return head + (
+        f"Spearman &rho; {_num(r['rho'])}, p {_p(r['p'])} "
+        f"({_e(r['method'])}), n = {int(r['n_samples'])} subjects"
+    )
+
+
 def axes_html(axes: pd.DataFrame | None, adata: Any, cfg: Mapping[str, Any] | None = None) -> str:
     """One paragraph per axis of the review from the per-sample axes table: per quantity
     and condition the mean of the sample values, the samples with enough cells, and the
@@ -854,6 +879,8 @@ def axes_html(axes: pd.DataFrame | None, adata: Any, cfg: Mapping[str, Any] | No
                         + ("" if bool(r["p_reliable"]) else " (not reliable: small design)")
                     )
             parts.append(txt)
+        if str(axis).startswith("OPN") and {"subject", "tissue"} <= set(axes.columns):
+            parts.append(_opn_paired(axes))
         out.append(
             f"<div class='result axis'><p><b>{_e(axis)}.</b> " + "; ".join(parts) + ".</p></div>"
         )
