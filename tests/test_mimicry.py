@@ -37,11 +37,13 @@ def _cells(rng, n, lib, ambient, *, globin=0.0, identity=0.0, spread=0.5):
 
 
 def _adata(blocks, seed=0, spread=0.5) -> ad.AnnData:
-    """blocks: (sample, cell_type, population, n, lib, ambient, globin, identity, planted)"""
+    """blocks: (sample, cell_type, population, n, lib, ambient, globin, identity, planted[,
+    spread])"""
     rng = np.random.default_rng(seed)
     mats, obs = [], []
-    for s, ct, pop, n, lib, amb, glob, ident, planted in blocks:
-        mats.append(_cells(rng, n, lib, amb, globin=glob, identity=ident, spread=spread))
+    for s, ct, pop, n, lib, amb, glob, ident, planted, *sp_ in blocks:
+        sd = sp_[0] if sp_ else spread  # a block's own cell-to-cell ambient spread
+        mats.append(_cells(rng, n, lib, amb, globin=glob, identity=ident, spread=sd))
         obs += [(s, ct, pop, planted)] * n
     o = pd.DataFrame(obs, columns=["sample", "cell_type", "population", "planted"])
     o.index = [f"c{i}" for i in range(len(o))]
@@ -268,12 +270,20 @@ def test_null_floor_and_doublet_like_calls():
     a = _adata(blocks, seed=4)
     planted = a.obs["planted"].to_numpy()
     tum = (a.obs["population"] == "Tumour epithelial").to_numpy()
-    bm.tl.erythroid_mimicry(a, species="human", null_floor=False)
+    # the T cells' null as it is calls many tumour cells; moved to their median it does not
+    bm.tl.erythroid_mimicry(a, species="human", null="background", null_floor=False)
     assert a.obs["erythroid_mimicry_call"].to_numpy()[tum & ~planted].mean() > 0.1
-    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    tab = bm.tl.erythroid_mimicry(a, species="human", null="background").set_index("sample")
     call = a.obs["erythroid_mimicry_call"].to_numpy()
     assert call[tum & ~planted].mean() <= 0.02 and call[planted].mean() >= 0.9
     assert "tumour cells' median" in tab.loc["s1", "note"]
+    # the default null, fitted to the tumour cells (mixture), needs no such rule
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    call = a.obs["erythroid_mimicry_call"].to_numpy()
+    assert call[tum & ~planted].mean() <= 0.02 and call[planted].mean() >= 0.9
+    assert tab.loc["s1", "null_source"] == "tumour_mixture"
+    assert tab.loc["s1", "null_hb_fraction"] == pytest.approx(0.006, rel=0.25)
+    assert tab.loc["s1", "null_weight"] == pytest.approx(200 / 230, abs=0.05)
     # doublet scores: the top tail of the tumour cells among the planted cells
     ds = np.full(a.n_obs, 0.02)
     first = np.flatnonzero(planted)[:8]
@@ -287,3 +297,38 @@ def test_null_floor_and_doublet_like_calls():
     assert tab.loc["s1", "doublet_score_called_max"] == pytest.approx(0.02)
     bm.tl.erythroid_mimicry(a, species="human", doublet_quantile=None)
     assert a.obs["erythroid_mimicry_call"].to_numpy()[first].all()
+
+
+def test_null_calibrated_when_tumour_ambient_differs_from_background():
+    """After correction tumour cells keep their own residual ambient level *and* spread.
+    Null data (no mimics): the default null calls no more than the FDR level allows; the
+    T/B/NK null moved to the tumour median (spread kept) calls far more. With 10% mimics
+    the share of false calls stays near the FDR level."""
+    base = [("s1", *T, 300, 3000, 0.002, 0.0, 0.0, False, 0.25)]
+    null_tum = [("s1", *TUM, 600, 9000, 0.005, 0.0, 0.0, False, 0.6)]  # wider than T
+    a = _adata(base + null_tum, seed=7)
+    tum = (a.obs["population"] == "Tumour epithelial").to_numpy()
+    bm.tl.erythroid_mimicry(a, species="human", fdr=0.05)
+    assert a.obs["erythroid_mimicry_call"].to_numpy()[tum].mean() <= 0.05
+    bm.tl.erythroid_mimicry(a, species="human", fdr=0.05, null="background")
+    assert a.obs["erythroid_mimicry_call"].to_numpy()[tum].mean() > 0.1
+    mixed = _adata(base + null_tum + [("s1", *TUM, 60, 9000, 0.005, 0.03, 0.0, True, 0.6)],
+                   seed=17)  # fmt: skip
+    bm.tl.erythroid_mimicry(mixed, species="human", fdr=0.05)
+    call = mixed.obs["erythroid_mimicry_call"].to_numpy()
+    planted = mixed.obs["planted"].to_numpy()
+    assert call.sum() > 0 and (call & ~planted).sum() / call.sum() <= 0.1
+    assert call[planted].mean() >= 0.8
+
+
+def test_mimicry_parameters_in_the_config():
+    from pydantic import ValidationError
+
+    from bonemet.config import Config
+
+    s = Config.model_validate({"score": {"mimicry_fdr": 0.1, "mimicry_null": "background"}}).score
+    assert s.mimicry_fdr == 0.1 and s.mimicry_null == "background"
+    assert Config.model_validate({}).score.mimicry_fdr == 0.05
+    for bad in ({"mimicry_fdr": 0.0}, {"mimicry_null": "tumour"}, {"mimicry_min_fold": 0.5}):
+        with pytest.raises(ValidationError, match="mimicry"):
+            Config.model_validate({"score": bad})

@@ -369,7 +369,17 @@ def score(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> ad
     if "cell_type" in adata.obs:
         # per-cell calls (obs["erythroid_mimicry_call"]) belong to the scored object; the
         # per-sample table goes to uns for the report stage
-        mimicry = tl.erythroid_mimicry(adata)
+        mimicry = tl.erythroid_mimicry(
+            adata,
+            fdr=s.mimicry_fdr,
+            null=s.mimicry_null,
+            min_fold=s.mimicry_min_fold,
+            min_hb_counts=s.mimicry_min_globin_counts,
+            min_background=s.mimicry_min_background_cells,
+            min_tumour_null=s.mimicry_min_tumour_cells,
+            doublet_quantile=s.mimicry_doublet_quantile,
+            ci_level=s.mimicry_ci_level,
+        )
         text = mimicry.select_dtypes("object").columns
         mimicry[text] = mimicry[text].fillna("").astype(str)  # h5ad-safe
         adata.uns[MIMICRY_KEY] = mimicry

@@ -171,6 +171,19 @@ class ScoreConfig(_Section):
     min_coverage: float = Field(0.5, ge=0, le=1)
     pseudobulk_min_cells: int = Field(10, ge=1)
     ssgsea: bool = True
+    # erythroid-mimicry read-out (bm.tl.erythroid_mimicry): BH level per sample, the null
+    # (fitted to the tumour cells, or the T/B/NK background), an optional effect-size floor
+    # (globin share >= min_fold x the null mean), minimum globin counts of a call, the
+    # fewest background / tumour cells for a null, the doublet-score quantile above which a
+    # globin-positive cell is a possible doublet (1: off) and the level of the per-sample CI
+    mimicry_fdr: float = Field(0.05, gt=0, lt=1)
+    mimicry_null: Literal["tumour_mixture", "background"] = "tumour_mixture"
+    mimicry_min_fold: float = Field(1.0, ge=1)
+    mimicry_min_globin_counts: int = Field(2, ge=0)
+    mimicry_min_background_cells: int = Field(20, ge=3)
+    mimicry_min_tumour_cells: int = Field(30, ge=5)
+    mimicry_doublet_quantile: float = Field(0.95, gt=0, le=1)
+    mimicry_ci_level: float = Field(0.95, gt=0, lt=1)
 
 
 class CompareConfig(_Section):

@@ -377,6 +377,91 @@ def _betabinom_sf(k: np.ndarray, n: np.ndarray, a: float, b: float) -> np.ndarra
     return np.clip(betabinom.sf(np.asarray(k) - 1, np.asarray(n), a, b), 0.0, 1.0)
 
 
+def _betabinom_wfit(
+    k: np.ndarray, n: np.ndarray, w: np.ndarray, mu0: float, conc0: float
+) -> tuple[float, float]:
+    """Weighted maximum-likelihood beta-binomial (mean, concentration)."""
+    from scipy.optimize import minimize
+    from scipy.special import betaln
+
+    def nll(x: np.ndarray) -> float:
+        mu = 1.0 / (1.0 + np.exp(-x[0]))
+        c = np.exp(x[1])
+        return -float(np.sum(w * (betaln(k + mu * c, n - k + (1 - mu) * c)
+                                  - betaln(mu * c, (1 - mu) * c))))  # fmt: skip
+
+    mu0 = float(np.clip(mu0, 1e-7, 0.5))
+    x0 = np.array([np.log(mu0 / (1 - mu0)), np.log(np.clip(conc0, 1.0, 1e8))])
+    res = minimize(nll, x0, method="Nelder-Mead",
+                   options={"xatol": 1e-4, "fatol": 1e-6, "maxiter": 2000})  # fmt: skip
+    x = res.x if np.all(np.isfinite(res.x)) else x0
+    return float(1.0 / (1.0 + np.exp(-x[0]))), float(np.exp(x[1]))
+
+
+def _betabinom_null_mixture(
+    k: np.ndarray, n: np.ndarray, mu0: float, conc0: float, *, max_iter: int = 200
+) -> tuple[tuple[float, float], float]:
+    """Empirical null of globin counts among a sample's tumour cells.
+
+    A two-component beta-binomial mixture fitted by EM to ``(k, n)``: the lower component
+    is the null (the tumour cells' own residual ambient globin, its mean and its
+    cell-to-cell spread), the upper one the globin-making cells. EM runs from three starts
+    (null at ``mu0``; upper component wide and common, or narrow and rare) and the fit with
+    the highest likelihood is kept. Returns the null's (alpha, beta) and its weight ``pi0``.
+    Ambient correction leaves each cell type its own residual level and spread of ambient
+    globin, so a null borrowed from T/B/NK cells, even with its mean moved, is miscalibrated
+    for tumour cells; fitted to the tumour cells it is not.
+    """
+    from scipy.special import betaln, gammaln
+
+    k = np.asarray(k, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    const = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)
+
+    def logpmf(mu: float, c: float) -> np.ndarray:
+        return const + betaln(k + mu * c, n - k + (1 - mu) * c) - betaln(mu * c, (1 - mu) * c)
+
+    mu0 = float(np.clip(mu0, 1e-7, 0.5))
+    c0 = float(np.clip(conc0, 1.0, 1e8))
+    frac = k / np.maximum(n, 1.0)
+    hi = [float(np.clip(max(np.quantile(frac, q), 3 * mu0), 1e-6, 0.9)) for q in (0.95, 0.99)]
+    starts = [(mu0, c0, hi[0], 20.0, 0.85), (mu0, c0 / 5, 6 * mu0, 100.0, 0.95),
+              (mu0, c0 / 10, hi[1], 50.0, 0.97)]  # fmt: skip
+    best: tuple[float, float, float, float] | None = None
+    for m0, cc0, m1, cc1, pi0 in starts:
+        ll_old = -np.inf
+        for _ in range(max_iter):
+            l0 = np.log(pi0) + logpmf(m0, cc0)
+            l1 = np.log(1 - pi0) + logpmf(m1, cc1)
+            m = np.maximum(l0, l1)
+            tot = np.exp(l0 - m) + np.exp(l1 - m)
+            ll = float(np.sum(m + np.log(tot)))
+            w0 = np.exp(l0 - m) / tot
+            pi0 = float(np.clip(w0.mean(), 0.05, 0.999))
+            m0, cc0 = _betabinom_wfit(k, n, w0, m0, cc0)
+            m1, cc1 = _betabinom_wfit(k, n, 1 - w0, m1, cc1)
+            if m1 < m0:  # the null is the lower component
+                m0, cc0, m1, cc1, pi0 = m1, cc1, m0, cc0, 1 - pi0
+            if abs(ll - ll_old) <= 1e-7 * abs(ll):
+                break
+            ll_old = ll
+        l0 = np.log(pi0) + logpmf(m0, cc0)
+        l1 = np.log(1 - pi0) + logpmf(m1, cc1)
+        m = np.maximum(l0, l1)
+        ll = float(np.sum(m + np.log(np.exp(l0 - m) + np.exp(l1 - m))))
+        if np.isfinite(ll) and pi0 >= 0.5 and (best is None or ll > best[0]):
+            best = (ll, m0, cc0, pi0)
+    # one component (every tumour cell null) unless two fit better by BIC (3 more
+    # parameters) with the null holding most cells: a majority of tumour cells are not
+    # mimics, and without these checks a global null splits into two components itself
+    m1_, c1_ = _betabinom_wfit(k, n, np.ones_like(k), mu0, c0)
+    ll1 = float(np.sum(logpmf(m1_, c1_)))
+    if best is None or best[3] < 0.5 or best[0] - ll1 <= 1.5 * np.log(max(k.size, 2)):
+        return (m1_ * c1_, (1 - m1_) * c1_), 1.0
+    _, m0, cc0, pi0 = best
+    return (m0 * cc0, (1 - m0) * cc0), pi0
+
+
 def _bh(p: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values."""
     p = np.asarray(p, dtype=np.float64)
@@ -437,9 +522,12 @@ def erythroid_mimicry(
     *,
     sample_key: str = "sample",
     background: Sequence[str] = HB_BACKGROUND_CELL_TYPES,
-    fdr: float = 0.1,
+    fdr: float = 0.05,
+    null: str = "tumour_mixture",
     min_background: int = 20,
+    min_tumour_null: int = 30,
     min_hb_counts: int = 2,
+    min_fold: float = 1.0,
     identity_level: float = 0.5,
     min_identity_counts: int = 2,
     null_floor: bool = True,
@@ -459,16 +547,23 @@ def erythroid_mimicry(
     ambient-corrected counts (``layers["decontaminated"]``) when QC wrote them, else from
     ``layers["counts"]``.
 
-    1. **Background matched for library size.** In each sample the cells that cannot make
-       haemoglobin (``background`` lineages: T, B, NK; predicted doublets left out) define the
-       null: a beta-binomial fitted to their ``(k, n)`` (cell-to-cell variation of the ambient
-       share on top of counting noise); with ``null_floor`` its mean is raised to the median
-       globin share of the sample's tumour cells when that is higher (ambient correction can
-       leave tumour cells more residual ambient than T cells). A tumour cell's p-value is ``P(K >= k | n)`` under that
-       null *at its own n*, so a tumour cell with 3x the UMIs of a T cell is held to the same
-       globin share, not to the T cells' noisier per-cell fractions. p-values are
-       Benjamini-Hochberg adjusted within the sample's tumour cells; ``q <= fdr`` and
-       ``k >= min_hb_counts`` make a globin-positive cell.
+    1. **Null matched for library size.** A beta-binomial of ``(k, n)`` (cell-to-cell
+       variation of the ambient share on top of counting noise); a tumour cell's p-value is
+       ``P(K >= k | n)`` under it *at its own n*, so a tumour cell with 3x the UMIs of a T
+       cell is held to the same globin share, not to the T cells' noisier per-cell
+       fractions. In each sample the cells that cannot make haemoglobin (``background``
+       lineages: T, B, NK; predicted doublets left out) give the background fit (one robust
+       pass). ``null="tumour_mixture"`` (default): ambient correction leaves each cell type
+       its own residual level *and spread* of ambient globin, so the null is fitted to the
+       sample's tumour cells themselves: a two-component beta-binomial mixture (EM from the
+       background fit, three starts, best likelihood), whose lower component is the null
+       and whose upper one holds the globin-making cells (weight ``1 - null_weight``).
+       Samples with fewer than ``min_tumour_null`` tumour cells, and ``null="background"``,
+       use the background fit, its mean raised to the tumour cells' median share when
+       higher (``null_floor``; its coefficient of variation kept). p-values are
+       Benjamini-Hochberg adjusted within the sample's tumour cells; ``q <= fdr``,
+       ``k >= min_hb_counts`` and a globin share at least ``min_fold`` x the null mean make
+       a globin-positive cell.
     2. **Globins vs erythroid identity.** Erythroid identity (``erythroid_identity``: KLF1,
        GATA1, GYPA, SLC4A1, CA1, AHSP) is read separately. A globin-positive tumour cell
        whose identity share reaches ``identity_level`` x the median identity share of the
@@ -494,10 +589,16 @@ def erythroid_mimicry(
         ``cell_type`` values used as the no-haemoglobin background.
     fdr
         Benjamini-Hochberg level for globin-positive cells, per sample.
+    null
+        ``"tumour_mixture"`` or ``"background"`` (see 1.).
     min_background
         Fewer background cells in a sample: no null and no calls there (noted).
+    min_tumour_null
+        Fewer tumour cells in a sample: the background null is used there (noted).
     min_hb_counts
         Minimum globin counts for a call (not applied to ``expm1(X)``).
+    min_fold
+        Minimum globin share of a call relative to the null mean (1: the test alone).
     identity_level, min_identity_counts
         When a globin-positive cell counts as having erythroid identity (see 2.).
     null_floor
@@ -522,6 +623,9 @@ def erythroid_mimicry(
     ``n_erythroid_excluded``, ``n_doublets_excluded``, ``tumour_hb_fraction`` and
     ``background_hb_fraction`` (pooled, counts used), ``background_hb_fraction_raw`` (raw
     counts), ``enrichment``, ``background_overdispersion`` (beta-binomial rho),
+    ``null_source`` (``tumour_mixture`` or ``background``), ``null_hb_fraction`` (the
+    null's mean globin share), ``null_overdispersion``, ``null_weight`` (mixture weight of
+    the null component; NaN for the background null),
     ``threshold`` (globin share a tumour cell of median size needs for a call),
     ``n_globin_positive``, ``n_identity_excluded``, ``n_doublet_like_excluded``, ``n_called``,
     ``fraction_called``,
@@ -541,6 +645,10 @@ def erythroid_mimicry(
         raise InputError(f"fdr must be within (0, 1), not {fdr!r}")
     if not 0 < ci_level < 1:
         raise InputError(f"ci_level must be within (0, 1), not {ci_level!r}")
+    if null not in ("tumour_mixture", "background"):
+        raise InputError(f"null must be 'tumour_mixture' or 'background', not {null!r}")
+    if not min_fold >= 1.0:
+        raise InputError(f"min_fold must be at least 1, not {min_fold!r}")
     lineage = _lineages(adata)
     samples = _obs_str(adata, sample_key, hint="set sample_key= to the obs column naming samples")
     pop = (
@@ -614,8 +722,9 @@ def erythroid_mimicry(
             b_raw = hb_raw[b].sum() / tot_raw[b].sum()
         elif source == "counts":
             b_raw = b_frac
-        thr = rho = np.nan
-        null = None
+        thr = rho = pi0 = np.nan
+        null_fit = None
+        null_src = "background"
         if no_hb:
             t_frac = b_frac = np.nan
             notes.append("no globin genes in var_names: not assessed")
@@ -627,7 +736,20 @@ def erythroid_mimicry(
             keep = _betabinom_sf(kb, nb, a_, b_) > 1e-4
             if (~keep).any() and keep.sum() >= min_background:
                 a_, b_ = _betabinom_fit(kb[keep], nb[keep])
-            if null_floor and t.sum() >= min_background:
+            rho = 1.0 / (a_ + b_ + 1.0)
+            if null == "tumour_mixture" and t.sum() >= min_tumour_null:
+                # the null fitted to the tumour cells themselves (two-component mixture),
+                # started from the size-matched background with its mean at the tumour
+                # cells' median when higher
+                kt0, nt0 = np.rint(hb[t]), np.rint(total[t])
+                mu_start = max(a_ / (a_ + b_), float(np.median(frac[t])))
+                (a_, b_), pi0 = _betabinom_null_mixture(kt0, nt0, mu_start, a_ + b_)
+                null_src = "tumour_mixture"
+                notes.append(
+                    f"null fitted to the tumour cells (beta-binomial mixture: "
+                    f"{1 - pi0:.0%} in the upper component)"
+                )
+            elif null_floor and t.sum() >= min_background:
                 # after correction the residual ambient share can differ between cell types:
                 # the null's mean is never below the median share of the sample's tumour cells
                 # (a majority of them are not mimics), its spread stays the background's
@@ -640,27 +762,30 @@ def erythroid_mimicry(
                     conc = max(conc, 1.0)
                     a_, b_ = mu_t * conc, (1 - mu_t) * conc
                     notes.append(f"null mean raised to the tumour cells' median ({mu_t:.2%})")
-            null = (a_, b_)
-            rho = 1.0 / (a_ + b_ + 1.0)
+            if null == "tumour_mixture" and null_src == "background":
+                notes.append(f"{int(t.sum())} tumour cells (< {min_tumour_null}): background null")
+            null_fit = (a_, b_)
         else:
             notes.append(f"{int(b.sum())} background cells (< {min_background}): no null, no calls")
         if not t.any():
             notes.append("no tumour epithelial cells")
         called = np.zeros(adata.n_obs, dtype=bool)
         n_pos = n_id = n_dbl_like = 0
-        if null is not None and t.any():
+        if null_fit is not None and t.any():
             kt, nt = np.rint(hb[t]), np.rint(total[t])
-            q = _bh(_betabinom_sf(kt, nt, *null))
+            q = _bh(_betabinom_sf(kt, nt, *null_fit))
             qval[t] = q
             pos = (q <= fdr) & (hb[t] > 0)
             if from_counts:
                 pos &= hb[t] >= min_hb_counts
+            if min_fold > 1.0:  # an effect-size floor on top of the test
+                pos &= frac[t] >= min_fold * null_fit[0] / (null_fit[0] + null_fit[1])
             # the globin share a tumour cell of median size needs (for the table)
             n_med = int(np.median(nt))
             from scipy.stats import betabinom
 
             crit = (
-                float(betabinom.isf(fdr * max(pos.sum(), 1) / t.sum(), n_med, *null)) + 1
+                float(betabinom.isf(fdr * max(pos.sum(), 1) / t.sum(), n_med, *null_fit)) + 1
             )  # the BH cut-off at this sample's number of positives
             thr = crit / n_med if n_med > 0 else np.nan
             ery_ref = float(np.median(id_frac[e])) if e.sum() >= 3 else np.nan
@@ -731,6 +856,10 @@ def erythroid_mimicry(
             if b_frac and np.isfinite(b_frac) and b_frac > 0
             else np.nan,
             "background_overdispersion": rho,
+            "null_source": null_src if null_fit is not None else "",
+            "null_hb_fraction": null_fit[0] / sum(null_fit) if null_fit is not None else np.nan,
+            "null_overdispersion": 1.0 / (sum(null_fit) + 1.0) if null_fit is not None else np.nan,
+            "null_weight": pi0,
             "threshold": thr,
             "n_globin_positive": n_pos,
             "n_identity_excluded": n_id,
@@ -762,10 +891,20 @@ def erythroid_mimicry(
         "species": sp_,
         "counts_source": source,
         "background": list(background),
-        "null": "beta-binomial per sample (library-size matched)",
+        "null": (
+            "beta-binomial per sample (library-size matched): "
+            + (
+                "two-component mixture fitted to the tumour cells"
+                if null == "tumour_mixture"
+                else "T/B/NK background"
+            )
+        ),  # fmt: skip
+        "null_method": null,
         "fdr": float(fdr),
         "min_background": int(min_background),
+        "min_tumour_null": int(min_tumour_null),
         "min_hb_counts": int(min_hb_counts),
+        "min_fold": float(min_fold),
         "identity_level": float(identity_level),
         "min_identity_counts": int(min_identity_counts),
         "null_floor": bool(null_floor),
