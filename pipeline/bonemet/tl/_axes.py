@@ -70,8 +70,9 @@ class AxisQuantity:
 
     ``kind`` is ``"mean"`` (mean log1p CP10k of ``genes`` over ``group``'s cells; several
     genes: the per-cell mean over those found), ``"fraction"`` (cells of ``numerator``
-    among ``group``; ``numerator="<gene>+"`` means cells with the gene detected) or
-    ``"score"`` (mean of ``obs[score]`` over ``group``'s cells).
+    among ``group``; ``numerator="<gene>+"`` means cells with the gene detected),
+    ``"score"`` (mean of ``obs[score]`` over ``group``'s cells) or ``"called"`` (cells
+    with the bool ``obs[score]`` true among ``group``'s cells that the call assessed).
     """
 
     key: str
@@ -109,8 +110,8 @@ AXIS_QUANTITIES: tuple[AxisQuantity, ...] = (
                  "SLC40A1 (ferroportin) in iron-recycling macrophages", genes=("SLC40A1",)),
     AxisQuantity("tumour_TFRC", _IRON, "mean", "Tumour epithelial",
                  "TFRC (CD71) in tumour cells", genes=("TFRC",)),
-    AxisQuantity("tumour_erythroid_mimicry", _IRON, "score", "Tumour epithelial",
-                 "Erythroid mimicry score in tumour cells", score="score_erythroid_mimicry"),
+    AxisQuantity("tumour_erythroid_mimicry", _IRON, "called", "Tumour epithelial",
+                 "Erythroid-mimicry calls / tumour cells", score="erythroid_mimicry_call"),
     # anaemia arm: iron-starved erythroblasts (TFRC up) that mature less (globins, ALAS2)
     AxisQuantity("erythroid_TFRC", _ANAEMIA, "mean", "Erythroid progenitor",
                  "TFRC in erythroid progenitors", genes=("TFRC",)),
@@ -150,7 +151,7 @@ AXIS_PAIRS: tuple[tuple[str, str, str, str, str], ...] = (
      "TFRC in tumour cells (mean log1p CP10k)", "Iron axis, Han 2025"),
     ("iron_macrophage_fraction", "tumour_erythroid_mimicry",
      "Iron-recycling macrophages (fraction of macrophages)",
-     "Erythroid mimicry in tumour (mean score, a.u.)", "Erythroid mimicry, Han 2025"),
+     "Erythroid-mimicry calls (fraction of tumour cells)", "Erythroid mimicry, Han 2025"),
     ("erythroid_TFRC", "erythroid_globin", "TFRC in erythroid progenitors (mean log1p CP10k)",
      "Globins in erythroid progenitors (mean log1p CP10k)", "Anaemia arm, Han 2025"),
     ("tumour_DKK1", "chi3l3_neutrophil_fraction", "DKK1 in tumour cells (mean log1p CP10k)",
@@ -362,7 +363,9 @@ def axes_table(
       the SPP1-detected macrophages), osteoblasts, tumour cells.
     - Iron (Han 2025): SLC40A1 on the VCAM1+CD163+CCR3+ iron-recycling subset (not all
       macrophages), the subset's fraction of macrophages, TFRC on tumour cells, tumour
-      erythroid mimicry (mean ``obs["score_erythroid_mimicry"]``, when scored).
+      erythroid mimicry as the fraction of the tumour cells :func:`erythroid_mimicry`
+      assessed that it called (``obs["erythroid_mimicry_call"]``, Wilson 95% CI; predicted
+      doublets are not assessed), not a mean per-cell score.
     - Anaemia arm (Han 2025): TFRC, globins (HBB/HBA; mouse Hbb-bs/bt, Hba-a1/a2) and ALAS2
       in erythroid progenitors (iron starvation raises TFRC; maturation raises globins).
     - DKK1 (Shi 2025): tumour DKK1, CKAP4 on neutrophils, CHI3L3+ immature neutrophils
@@ -402,8 +405,8 @@ def axes_table(
     -------
     Long table, one row per sample × quantity: ``sample``, ``axis``, ``quantity`` (key),
     ``label``, ``group`` (the cells averaged or the denominator), ``genes`` (those found),
-    ``statistic`` (``mean log1p CP10k``, ``fraction`` or ``mean score``), ``value``,
-    ``ci_low``/``ci_high`` (95%: t-interval over cells for means, Wilson for fractions),
+    ``statistic`` (``mean log1p CP10k``, ``fraction``, ``fraction called`` or
+    ``mean score``), ``value``, ``ci_low``/``ci_high`` (95%: t-interval over cells for means, Wilson for fractions),
     ``n_cells`` (cells of ``group``) and ``note``; ``condition`` when ``obs["condition"]``
     exists, ``subject`` and ``tissue`` with ``subject_key`` and ``tissue_key``. Genes are
     matched case-insensitively (mouse orthologues too).
@@ -446,9 +449,11 @@ def axes_table(
                 "label": q.label,
                 "group": q.group,
                 "genes": ", ".join(map(str, dict.fromkeys(found))),
-                "statistic": {"mean": "mean log1p CP10k", "fraction": "fraction"}.get(
-                    q.kind, "mean score"
-                ),
+                "statistic": {
+                    "mean": "mean log1p CP10k",
+                    "fraction": "fraction",
+                    "called": "fraction called",
+                }.get(q.kind, "mean score"),  # fmt: skip
                 "value": np.nan,
                 "ci_low": np.nan,
                 "ci_high": np.nan,
@@ -459,8 +464,21 @@ def axes_table(
                 row["note"] = f"{'/'.join(q.genes[:3])} not in var_names"
             elif q.kind == "score" and q.score not in adata.obs:
                 row["note"] = f"obs[{q.score!r}] absent (run bm.tl.score)"
+            elif q.kind == "called" and q.score not in adata.obs:
+                row["note"] = f"obs[{q.score!r}] absent (run bm.tl.erythroid_mimicry)"
             elif q.kind == "fraction" and q.numerator == "SPP1+" and "SPP1" not in col:
                 row["note"] = "SPP1 not in var_names"
+            elif q.kind == "called":
+                ok = cells
+                if "erythroid_mimicry_class" in adata.obs:  # the cells the call assessed
+                    klass = adata.obs["erythroid_mimicry_class"].astype(str).to_numpy()
+                    ok = cells[klass[cells] != "not_assessed"]
+                row["n_cells"] = n = int(ok.size)
+                if n < min_cells:
+                    row["note"] = f"{n} assessed {q.group} cells (< {min_cells})"
+                else:
+                    k = int(adata.obs[q.score].to_numpy(dtype=bool)[ok].sum())
+                    row["value"], row["ci_low"], row["ci_high"] = _wilson(k, n)
             elif n < min_cells:
                 row["note"] = f"{n} {q.group} cells (< {min_cells})"
             elif q.kind == "mean":
