@@ -179,6 +179,7 @@ def open_in_chromium(html_path: Path) -> dict[str, Any]:
                                                  complete: i.complete, decoded: decoded[k],
                                                  scheme: i.src.split(':')[0]})),
                     links: Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href')),
+                    downloads: document.querySelectorAll('a[href^="data:text/csv"][download$=".csv"]').length,
                     scripts: document.scripts.length,
                     stylesheets: document.querySelectorAll('link[rel=stylesheet]').length,
                   });
@@ -220,11 +221,107 @@ def open_in_chromium(html_path: Path) -> dict[str, Any]:
     return page
 
 
+LAYOUT_JS = """
+(async () => {
+  await Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)));
+  const W = document.documentElement.clientWidth;
+  const contained = el => {
+    for (let p = el.parentElement; p && p !== document.body; p = p.parentElement) {
+      const o = getComputedStyle(p).overflowX;
+      if (o === 'auto' || o === 'scroll' || o === 'hidden') return true;
+    }
+    return false;
+  };
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (el.className && typeof el.className === 'string' ? '.' + el.className : '') +
+    ' "' + (el.getAttribute('alt') || el.textContent || '').trim().slice(0, 40) + '"';
+  const wide = [];
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && r.right > W + 1 && !contained(el)) wide.push(name(el) + ' right=' + Math.round(r.right));
+  }
+  const els = Array.from(document.querySelectorAll('h1,h2,h3,p,figcaption,img,li,nav a,.card,table,pre'))
+    .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.height > 0; });
+  const box = e => { const r = e.getBoundingClientRect();
+    return {l: r.left + scrollX, t: r.top + scrollY, r: r.right + scrollX, b: r.bottom + scrollY}; };
+  const boxes = els.map(box);
+  const overlaps = [];
+  for (let i = 0; i < els.length; i++) for (let j = i + 1; j < els.length; j++) {
+    if (els[i].contains(els[j]) || els[j].contains(els[i])) continue;
+    const a = boxes[i], b = boxes[j];
+    if (a.l < b.r - 1 && b.l < a.r - 1 && a.t < b.b - 1 && b.t < a.b - 1)
+      overlaps.push(name(els[i]) + ' x ' + name(els[j]));
+  }
+  const images = Array.from(document.images).map(i => ({alt: i.alt, natural: i.naturalWidth,
+    shown: Math.round(i.getBoundingClientRect().width), right: Math.round(i.getBoundingClientRect().right)}));
+  const sections = Array.from(document.querySelectorAll('section')).map(s => {
+    const r = s.getBoundingClientRect();
+    return {id: s.id, top: r.top + scrollY, height: r.height}; });
+  return JSON.stringify({width: W, scrollWidth: document.documentElement.scrollWidth, wide,
+                         overlaps, images, sections});
+})()
+"""
+
+
+def screenshot_report(html_path: Path, out_dir: Path, *, width: int = 1400,
+                      height: int = 900, max_height: int = 7000) -> dict[str, Any]:  # fmt: skip
+    """Open the report at ``width`` CSS px, check its layout and write screenshots.
+
+    Writes ``first_screen.png`` (the first ``height`` px) and ``section_<id>.png`` (each
+    section, at most ``max_height`` px of it) into ``out_dir``; returns the layout facts
+    (elements wider than the page, overlapping elements, images, sections) and the paths.
+    """
+    import base64
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bonemet-chromium-") as profile:
+        cdp = CDP(chromium_path(), profile)
+        try:
+            target = cdp.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+            session = cdp.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
+                "sessionId"
+            ]
+            cdp.send("Page.enable", session=session)
+            cdp.send("Emulation.setDeviceMetricsOverride",
+                     {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+                     session=session)  # fmt: skip
+            # no scrollbar: the page is laid out at the same width in the full-page captures
+            # as when the section positions are measured
+            cdp.send("Emulation.setScrollbarsHidden", {"hidden": True}, session=session)
+            cdp.send("Page.navigate", {"url": html_path.resolve().as_uri()}, session=session)
+            cdp.wait_event("Page.loadEventFired", timeout=90)
+            res = cdp.send("Runtime.evaluate", {"expression": LAYOUT_JS, "awaitPromise": True,
+                                                "returnByValue": True},
+                           session=session, timeout=120)  # fmt: skip
+            layout = json.loads(res["result"]["value"])
+            shots: dict[str, Path] = {}
+
+            def shoot(name: str, clip: dict | None) -> None:
+                params: dict[str, Any] = {"format": "png"}
+                if clip is not None:
+                    params.update(clip=clip, captureBeyondViewport=True)
+                data = cdp.send("Page.captureScreenshot", params, session=session, timeout=120)
+                path = out_dir / f"{name}.png"
+                path.write_bytes(base64.b64decode(data["data"]))
+                shots[name] = path
+
+            shoot("first_screen", None)
+            for sec in layout["sections"]:
+                h = min(max(sec["height"], 1), max_height)
+                shoot(f"section_{sec['id']}",
+                      {"x": 0, "y": sec["top"], "width": width, "height": h, "scale": 1})  # fmt: skip
+        finally:
+            cdp.close()
+    layout["screenshots"] = shots
+    return layout
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from builders import make_annotated
 
-    a = make_annotated(800, 3, species="mouse", seed=5)
+    a = make_annotated(800, 4, species="mouse", seed=5)
+    bm.tl.compare(a, de=False, min_cells=5)
     # user-provided strings with markup must be shown as text, never interpreted
     a.uns["bonemet"]["warnings"] = [
         *a.uns["bonemet"]["warnings"],
@@ -269,7 +366,10 @@ def test_report_renders_in_chromium(report: Path) -> None:
     bad = [i for i in imgs if not (i["complete"] and i["decoded"] and i["w"] > 0 and i["h"] > 0)]
     assert not bad, f"images that did not decode: {bad}"
     assert {i["scheme"] for i in imgs} == {"data"}
-    assert all(h.startswith("#") for h in page["links"]), page["links"]
+    # in-page anchors, or whole tables as CSV downloads from data: URIs (nothing else)
+    csv = [h for h in page["links"] if h.startswith("data:text/csv;charset=utf-8;base64,")]
+    assert all(h.startswith("#") or h in csv for h in page["links"]), page["links"]
+    assert len(csv) >= 5 and len(csv) == page["downloads"], "every CSV link has a download name"
     assert page["scripts"] == 0 and page["stylesheets"] == 0
     external = [u for u in page["requests"] if not u.startswith(("file:", "data:"))]
     assert not external, f"the report requested {external}"
@@ -302,3 +402,46 @@ def test_report_from_runner_tables_and_no_figures(tmp_path: Path) -> None:
     assert "<img" not in text
     assert "non-count input" in text
     assert oct(out.stat().st_mode & 0o777) == "0o644"
+
+
+def test_report_layout_at_1400_px_with_screenshots(report: Path, tmp_path: Path) -> None:
+    """At 1,400 px: nothing wider than the page, no two text or image boxes overlapping,
+    every image decoded and inside the page; a screenshot of the first screen and of every
+    section (``BONEMET_SCREENSHOTS=dir`` keeps them for a person to look at)."""
+    from PIL import Image
+
+    out = Path(os.environ.get("BONEMET_SCREENSHOTS") or tmp_path / "screenshots")
+    lay = screenshot_report(report, out)
+    assert lay["width"] == 1400 and lay["scrollWidth"] <= lay["width"], lay["scrollWidth"]
+    assert not lay["wide"], f"elements wider than the page: {lay['wide'][:10]}"
+    assert not lay["overlaps"], f"overlapping elements: {lay['overlaps'][:10]}"
+    assert lay["images"] and all(i["natural"] > 0 for i in lay["images"]), lay["images"]
+    assert all(0 < i["shown"] and i["right"] <= lay["width"] for i in lay["images"])
+    ids = [s["id"] for s in lay["sections"]]
+    assert {"summary", "results", "qc", "populations", "signatures"} <= set(ids)
+    assert set(lay["screenshots"]) == {"first_screen", *(f"section_{i}" for i in ids)}
+    for name, p in lay["screenshots"].items():
+        with Image.open(p) as im:
+            assert im.width == 1400 and im.height > 50, (name, im.size)
+            # not blank: a screenshot of a section shows more than the background
+            assert len(im.convert("L").resize((70, 70)).getcolors(4900) or []) > 3, name
+
+
+def test_csv_download_holds_the_whole_table(report: Path) -> None:
+    """A table's download link carries every row, not the first 60 the page shows."""
+    import base64
+    import io
+
+    import pandas as pd
+
+    text = report.read_text(encoding="utf-8")
+    links = dict(
+        (name, uri)
+        for uri, name in re.findall(r'<a href="(data:text/csv;[^"]+)" download="([^"]+)"', text)
+    )
+    assert "population_counts.csv" in links and "qc_summary.csv" in links
+    for name, uri in links.items():
+        df = pd.read_csv(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+        assert len(df) > 0, name
+        m = re.search(rf"Download {re.escape(name)}</a> <span class=\"note\">\(all ([\d,]+) rows", text)
+        assert m and int(m.group(1).replace(",", "")) == len(df), name

@@ -1,7 +1,8 @@
 """One self-contained HTML report of a bonemet run.
 
 ``OUT/report.html`` holds everything inline: CSS in a ``<style>`` element, figures as
-base64 PNG data URIs, tables as HTML. It loads no script, font, stylesheet or image from
+base64 PNG data URIs, tables as HTML (the first rows) with the whole table as a CSV
+download from a ``data:`` URI link. It loads no script, font, stylesheet or image from
 anywhere (a Content-Security-Policy forbids it), so it can be mailed or archived as one
 file. Every string that comes from the data or the user is HTML-escaped.
 """
@@ -52,6 +53,8 @@ _VERSION_PACKAGES = (
     "pynndescent", "umap-learn", "decontx-scanpy",
 )  # fmt: skip
 _MAX_ROWS = 60
+#: tables up to this much CSV are embedded in the report as a download link
+_MAX_EMBED_BYTES = 8_000_000
 _MAX_IMAGE_WIDTH = 1400
 _REPORT_DPI = 110
 
@@ -66,7 +69,8 @@ header h1 { margin:0 0 4px; font-size:26px; }
 header p { margin:0; color:var(--muted); }
 nav { position:sticky; top:0; background:#fff; border-bottom:1px solid var(--line);
       padding:8px 32px; z-index:2; }
-nav a { color:var(--accent); text-decoration:none; margin-right:16px; font-size:14px; }
+nav a { color:var(--accent); text-decoration:none; margin-right:16px; font-size:14px;
+        display:inline-block; white-space:nowrap; }
 main { padding:8px 32px 48px; max-width:1500px; }
 section { margin-top:28px; }
 h2 { font-size:21px; border-bottom:2px solid var(--line); padding-bottom:4px; }
@@ -84,6 +88,8 @@ td.text, th.text { text-align:left; }
 ul.warnings { background:var(--warnbg); border-left:4px solid var(--warn); padding:10px 10px 10px 32px; }
 ul.warnings li { color:var(--warn); margin:3px 0; }
 .ok { color:#1a7f37; }
+p.download { margin:4px 0; font-size:13.5px; }
+p.download a { color:var(--accent); }
 pre { background:var(--panel); padding:10px; overflow-x:auto; font-size:12.5px; }
 .cards { display:flex; flex-wrap:wrap; gap:12px; margin:10px 0; }
 .card { background:var(--panel); border-radius:6px; padding:10px 16px; min-width:150px; }
@@ -214,6 +220,27 @@ def _load_tables(tables: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _csv_link(name: str, df: pd.DataFrame) -> str:
+    """A link that downloads the whole table as CSV from a data: URI inside the page (no
+    file beside the report is needed); a table above :data:`_MAX_EMBED_BYTES` of CSV is
+    named by its path instead."""
+    from ._tables import _keep_index
+
+    data = df.to_csv(index=_keep_index(df)).encode("utf-8")
+    if len(data) > _MAX_EMBED_BYTES:
+        return (
+            f"<p class='note'>The whole table ({len(df):,} rows, {len(data) / 1e6:.1f} MB of CSV) "
+            f"is in tables/{_e(name)}.csv (too large to embed).</p>"
+        )
+    uri = "data:text/csv;charset=utf-8;base64," + base64.b64encode(data).decode("ascii")
+    size = f"{len(data) / 1024:.0f} KB" if len(data) >= 1024 else f"{len(data)} bytes"
+    return (
+        f'<p class="download"><a href="{uri}" download="{_e(name)}.csv" '
+        f'type="text/csv">Download {_e(name)}.csv</a> <span class="note">(all {len(df):,} rows, '
+        f"{size}; also in tables/{_e(name)}.csv)</span></p>"
+    )
+
+
 def _table_html(name: str, df: pd.DataFrame) -> str:
     n = len(df)
     shown = df.head(_MAX_ROWS)
@@ -233,14 +260,10 @@ def _table_html(name: str, df: pd.DataFrame) -> str:
         classes="data",
         index=not isinstance(shown.index, pd.RangeIndex),
     )
-    note = (
-        f'<p class="note">First {_MAX_ROWS} of {n:,} rows; the whole table is in '
-        f"tables/{_e(name)}.csv.</p>"
-        if n > _MAX_ROWS
-        else ""
-    )
+    note = f'<p class="note">First {_MAX_ROWS} of {n:,} rows shown.</p>' if n > _MAX_ROWS else ""
     return (
         f'<h3 id="table-{_e(name)}">Table: {_e(name.replace("_", " "))}</h3>'
+        f"{_csv_link(name, df)}"
         f'<div class="tablewrap">{body}</div>{note}'
     )
 
