@@ -140,7 +140,9 @@ def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols
     per-sample mean programme scores); boxes show the median and interquartile range of the
     samples of each condition, the reference condition first. The x labels give n samples
     per condition; the panel title gives the compare stage's estimate with its 95% CI and
-    adjusted p (or why there is none). Comparisons whose populations are absent are left out.
+    adjusted p (or why there is none). A sample with fewer than the compare stage's
+    ``min_cells`` cells of the population is an open point in a score panel (the score test
+    leaves it out). Comparisons whose populations are absent are left out.
     """
     tab = per_sample_values(adata, condition_key=condition_key)
     if tab.empty or tab["condition"].nunique() < 2:
@@ -160,6 +162,9 @@ def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols
     n_samples = tab.groupby("condition")["sample"].nunique()
     fig = new_figure(ncols * 3.1 + 0.3, nrows * 3.1 + 0.8)
     rng = np.random.default_rng(0)
+    params = adata.uns.get("bonemet", {}).get("parameters", {}).get("compare", {})
+    min_cells = int(params.get("min_cells", 20)) if hasattr(params, "get") else 20
+    any_few = False
     for i, (title, kind, test, population) in enumerate(shown):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         sub = tab[tab["comparison"] == title]
@@ -170,8 +175,15 @@ def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols
                            medianprops={"color": "#222222"}, boxprops={"color": "#666666"},
                            whiskerprops={"color": "#666666"}, capprops={"color": "#666666"})  # fmt: skip
                 x = j + rng.uniform(-0.12, 0.12, v.size)
-                ax.scatter(x, v, s=22, color=colors[c], edgecolors="#222222", linewidths=0.5,
-                           zorder=3)  # fmt: skip
+                few = sub.loc[sub["condition"] == c, "n_cells"].to_numpy() < min_cells
+                if kind == "da":
+                    few[:] = False  # abundance tests use every sample's counts
+                ax.scatter(x[~few], v[~few], s=22, color=colors[c], edgecolors="#222222",
+                           linewidths=0.5, zorder=3)  # fmt: skip
+                if few.any():
+                    any_few = True
+                    ax.scatter(x[few], v[few], s=22, facecolors="white", edgecolors=colors[c],
+                               linewidths=1.0, zorder=3)  # fmt: skip
         ax.set_xticks(range(len(levels)),
                       [f"{c}\n(n = {int(n_samples.get(c, 0))})" for c in levels], fontsize=8)  # fmt: skip
         ax.set_xlim(-0.6, len(levels) - 0.4)
@@ -185,7 +197,11 @@ def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols
                           fontsize=8.5)  # fmt: skip
     handles = [Line2D([], [], marker="o", ls="", color=colors[c], markeredgecolor="#222222",
                       label=f"{c} (n = {int(n_samples.get(c, 0))} samples)") for c in levels]  # fmt: skip
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(levels), fontsize=8.5)
+    if any_few:
+        handles.append(Line2D([], [], marker="o", ls="", markerfacecolor="white",
+                              markeredgecolor="#444444",
+                              label=f"open: < {min_cells} cells, left out of the score test"))  # fmt: skip
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8.5)
     fig.suptitle(
         f"Condition comparisons, one point per sample (reference: {ref}; "
         "under each title the compare estimate [95% CI])",

@@ -284,15 +284,18 @@ def umap(
     )
     if categorical:
         cats, colors = colors_for(adata, color) if color in adata.obs else ([], {})
+        labelled = labels_on_data if labels_on_data is not None else (
+            is_population_key(color) or color == "cell_type"
+        )
+        if labelled and panel_size == 4.5:
+            panel_size = 6.0  # room for the names on the data
         ncol = legend_columns(len(cats))
         fig = new_figure(panel_size + legend_width(cats, ncol) + 0.4, panel_size + 0.3)
         ax = fig.add_subplot()
         vals = values.astype(str).to_numpy()
         handles = _scatter_categories(ax, xy, vals, cats, colors, size=s, seed=seed)
         _outside_legend(ax, handles, f"{_pretty(color)} (n cells)")
-        if labels_on_data if labels_on_data is not None else (
-            is_population_key(color) or color == "cell_type"
-        ):
+        if labelled:
             _style_embedding_axes(ax, basis)
             fig.draw_without_rendering()  # final axes position before measuring labels
             _label_on_data(ax, xy, vals, cats)
@@ -681,7 +684,7 @@ def signature_violins(
     require(adata, obs=[groupby, *keys], what=f"signature violins by {groupby}")
     cats, colors = colors_for(adata, groupby)
     groups = adata.obs[groupby].astype(str).to_numpy()
-    label_h = max(len(c) for c in cats) * 0.06 + 0.3
+    label_h = max(len(_short_label(c)) + 8 for c in cats) * 0.06 + 0.3
     width = min(max(0.42 * len(cats) + 2.2, 5.0), 30.0)
     fig = new_figure(width, panel_height * len(keys) + label_h + 0.5)
     axes = fig.subplots(len(keys), 1, sharex=True, squeeze=False)[:, 0]
@@ -691,10 +694,14 @@ def signature_violins(
         ax.set_title(_pretty_set(key), loc="left", fontsize=10)
         ax.set_ylabel("Score (a.u.)")
         ax.axhline(0, color="#999999", lw=0.5, ls=":")
-    axes[-1].set_xticks(np.arange(len(cats)), cats, rotation=60, ha="right", rotation_mode="anchor")
+    n_cells = pd.Series(groups).value_counts()
+    ticks = [f"{_short_label(c) if is_population_key(groupby) else c} ({int(n_cells.get(c, 0)):,})"
+             for c in cats]  # fmt: skip
+    axes[-1].set_xticks(np.arange(len(cats)), ticks, rotation=60, ha="right",
+                        rotation_mode="anchor")  # fmt: skip
     axes[-1].set_xlim(-0.6, len(cats) - 0.4)
     axes[-1].set_xlabel(_pretty(groupby))
-    fig.suptitle(f"Signature scores by {_pretty(groupby).lower()}")
+    fig.suptitle(f"Signature scores by {_pretty(groupby).lower()} (n cells under each)")
     return fig
 
 
@@ -816,7 +823,7 @@ def qc_violins(adata: Any, *, groupby: str = "sample", max_points: int = 400) ->
     before QC, the removed cells marked and the thresholds drawn.
 
     The violins are all cells QC saw: the kept ones (``obs``) and the removed ones (their
-    metrics kept by QC in ``uns["bonemet"]["qc"][sample]["removed_cells"]``, see
+    metrics kept by QC in ``uns["bonemet"]["qc"][sample]["cells_removed"]``, see
     :func:`bonemet.pp.qc_cells_table`). Removed cells are drawn as points coloured by the
     reason QC removed them (at most ``max_points`` per sample and panel); the per-sample
     thresholds are red dashes. An object from before QC kept removed cells shows the kept
