@@ -112,3 +112,21 @@ def test_qc_keeps_every_removed_cell_and_the_violins_show_them() -> None:
     fig = bm.pl.qc_violins(raw)
     assert f"all {n_before:,} cells before QC; {n_removed:,} removed" in fig._suptitle.get_text()
     assert np.isfinite(cells["qc_pct_mito"]).all()
+
+
+def test_conditions_are_coloured_alike_reference_first(adata) -> None:
+    from bonemet.pl._common import colors_for
+
+    order, colors = colors_for(adata, "condition")
+    assert order[0] == adata.uns["bonemet_compare"]["reference"] == "control"
+    from matplotlib.colors import to_hex
+
+    umap_leg = bm.pl.umap(adata, color="condition").axes[0].get_legend()
+    got = {t.get_text().split(" (")[0]: to_hex(h.get_color())
+           for t, h in zip(umap_leg.get_texts(), umap_leg.legend_handles)}  # fmt: skip
+    assert got == {c: colors[c].lower() for c in order}
+    fig = bm.pl.condition_comparisons(adata)
+    leg = {t.get_text().split(" (")[0]: to_hex(h.get_color())
+           for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)
+           if "samples" in t.get_text()}  # fmt: skip
+    assert leg == got

@@ -142,7 +142,29 @@ def colors_for(adata: Any, key: str) -> tuple[list[str], dict[str, str]]:
         cats = categories(adata, key, order=list(CELL_TYPE_COLORS))
         return cats, category_colors(cats, fixed=CELL_TYPE_COLORS)
     cats = categories(adata, key)
+    if key == "condition":
+        ref = reference_of(adata, cats)
+        cats = [ref, *[c for c in cats if c != ref]] if ref else cats
     return cats, category_colors(cats)
+
+
+def reference_of(adata: Any, levels: Sequence[str]) -> str | None:
+    """The baseline condition among ``levels``: the compare stage's reference (set by the
+    run's ``compare.reference``, else chosen by compare from the data), else the
+    ``compare.reference`` parameter recorded for the run, else the first level. Figures put
+    it first and give it the first colour, so every figure colours conditions alike."""
+    levels = [str(x) for x in levels]
+    if not levels:
+        return None
+    res = adata.uns.get("bonemet_compare")
+    ref = res.get("reference") if isinstance(res, dict) else None
+    if ref is not None and str(ref) in levels:
+        return str(ref)
+    params = _bonemet_uns(adata, create=False).get("parameters", {}).get("compare", {})
+    ref = params.get("reference") if hasattr(params, "get") else None
+    if ref is not None and str(ref) in levels:
+        return str(ref)
+    return levels[0]
 
 
 def point_size(n: int) -> float:

@@ -14,6 +14,8 @@ from matplotlib.lines import Line2D
 from .._vocab import POPULATIONS
 from ._common import (
     MissingDataError,
+    colors_for,
+    reference_of,
     figure_function,
     new_figure,
     require,
@@ -41,18 +43,10 @@ COMPARISONS: tuple[tuple[str, str, str, str | None], ...] = (
 )
 
 
-def reference_condition(adata: Any, levels: Sequence[str], *, key: str = "bonemet_compare") -> str:
-    """The baseline condition: the compare stage's reference (from the run's config), else the
-    first level of ``obs["condition"]`` (its categorical order). Never a hard-coded name."""
-    res = adata.uns.get(key)
-    ref = res.get("reference") if isinstance(res, dict) else None
-    if ref is not None and str(ref) in levels:
-        return str(ref)
-    params = adata.uns.get("bonemet", {}).get("parameters", {}).get("compare", {})
-    ref = params.get("reference") if hasattr(params, "get") else None
-    if ref is not None and str(ref) in levels:
-        return str(ref)
-    return str(levels[0])
+def reference_condition(adata: Any, levels: Sequence[str]) -> str:
+    """The baseline condition (:func:`bonemet.pl._common.reference_of`): the compare stage's
+    reference, else the run's ``compare.reference``, else the first level. Never a fixed name."""
+    return str(reference_of(adata, levels))
 
 
 def per_sample_values(adata: Any, *, condition_key: str = "condition") -> pd.DataFrame:
@@ -155,7 +149,8 @@ def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols
     )
     ref = reference_condition(adata, levels)
     levels = [ref, *[c for c in levels if c != ref]]
-    colors = category_colors(levels)
+    _, fixed = colors_for(adata, condition_key)  # the colours of the other figures
+    colors = fixed if set(levels) <= set(fixed) else category_colors(levels)
     shown = [c for c in COMPARISONS if c[0] in set(tab["comparison"])]
     ncols = max(1, min(ncols, len(shown)))
     nrows = int(np.ceil(len(shown) / ncols))

@@ -1152,6 +1152,10 @@ def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
     from ._palette import category_colors
 
     ccol = category_colors(conds)
+    if has_cond and adata is not None and "condition" in adata.obs.columns:
+        order, fixed = colors_for(adata, "condition")  # the colours of every other figure
+        if set(conds) <= set(order):
+            conds, ccol = [c for c in order if c in conds], fixed
 
     def colour(sample: Any) -> str:
         return ccol.get(str(df.loc[sample, "condition"]), "#0072B2") if has_cond else "#0072B2"
