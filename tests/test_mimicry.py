@@ -103,7 +103,11 @@ def test_globin_only_vs_globin_and_identity():
         ("s1", *TUM, 20, 9000, 0.002, 0.05, 0.02, False),  # globins + erythroid identity
     ]
     a = _adata(blocks, seed=1)
+    # haem synthesis higher in the planted mimics: reported next to the calls, not used
+    a.obs["score_haem_synthesis"] = np.where(a.obs["planted"].to_numpy(), 0.5, 0.0)
     tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    assert tab.loc["s1", "score_haem_synthesis_called"] > 0.4
+    assert tab.loc["s1", "score_haem_synthesis_not_called"] < 0.1
     klass = a.obs["erythroid_mimicry_class"].astype(str).to_numpy()
     call = a.obs["erythroid_mimicry_call"].to_numpy()
     n = np.cumsum([b[3] for b in blocks])
@@ -122,6 +126,7 @@ def test_globin_only_vs_globin_and_identity():
     got = calls.set_index("cell")["doublet_score"]
     np.testing.assert_allclose(got, a.obs.loc[got.index, "doublet_score"])
     assert (calls.loc[calls["called"], "identity_counts"] < calls["identity_counts"].max()).all()
+    assert (calls.loc[calls["called"], "score_haem_synthesis"] == 0.5).mean() >= 0.9
 
 
 def test_per_sample_ci_and_graded_ambient():

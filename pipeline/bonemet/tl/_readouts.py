@@ -632,7 +632,11 @@ def erythroid_mimicry(
     ``fraction_ci_low``, ``fraction_ci_high`` (Wilson, ``ci_level``),
     ``doublet_score_called_median``, ``doublet_score_called_max``, ``mannwhitney_p``
     (tumour > background globin share, one-sided), ``ambient_grade``, ``ambient_high``, the
-    tumour/background means of the mimicry score columns present, and ``note``.
+    tumour/background means of the mimicry score columns present (``score_erythroid_mimicry``,
+    ``score_erythroid_mimicry_core``, ``score_erythroid_identity``, ``score_haem_synthesis``)
+    and their means over the called and the other assessed tumour cells (``*_called``,
+    ``*_not_called``: haem synthesis, WikiPathways WP561, as supporting evidence; it does not
+    enter the call), and ``note``.
 
     Writes ``obs[key_added]`` (bool), ``obs["erythroid_mimicry_class"]`` (one of
     :data:`MIMICRY_CLASSES`), ``obs["erythroid_mimicry_p"]`` (BH-adjusted, NaN where not
@@ -878,6 +882,10 @@ def erythroid_mimicry(
             v = adata.obs[k].to_numpy(dtype=np.float64)
             row[f"{k}_tumour"] = float(np.mean(v[t])) if t.any() else np.nan
             row[f"{k}_background"] = float(np.mean(v[b])) if b.any() else np.nan
+            # supporting evidence (haem synthesis above all): the calls vs the other tumour cells
+            rest = t & ~called
+            row[f"{k}_called"] = float(np.mean(v[called])) if called.any() else np.nan
+            row[f"{k}_not_called"] = float(np.mean(v[rest])) if rest.any() else np.nan
         row["note"] = "; ".join(notes)
         rows.append(row)
     adata.obs[key_added] = call
@@ -925,7 +933,8 @@ def erythroid_mimicry_calls(adata: AnnData, *, include_identity: bool = True) ->
     Columns: ``cell``, ``sample``, ``condition`` (when recorded), ``population``, ``class``,
     ``called``, ``q_value``, ``total_counts``, ``globin_counts``, ``globin_fraction``,
     ``identity_counts``, ``doublet_score``, ``predicted_doublet``,
-    ``ambient_contamination`` (when QC estimated it). Counts are from the layer the calls
+    ``ambient_contamination`` (when QC estimated it), ``score_haem_synthesis`` (when
+    scored: supporting evidence, not part of the call). Counts are from the layer the calls
     were made on (``counts_source``).
     """
     if "erythroid_mimicry_class" not in adata.obs:
@@ -968,7 +977,8 @@ def erythroid_mimicry_calls(adata: AnnData, *, include_identity: bool = True) ->
     out["globin_counts"] = hb
     out["globin_fraction"] = np.divide(hb, total, out=np.zeros_like(hb), where=total > 0)
     out["identity_counts"] = _row_sums(M, id_idx) if len(id_idx) else 0.0
-    for col in ("doublet_score", "predicted_doublet", "ambient_contamination"):
+    for col in ("doublet_score", "predicted_doublet", "ambient_contamination",
+                "score_haem_synthesis"):  # fmt: skip
         if col in sub.obs:
             out[col] = sub.obs[col].to_numpy()
     return out.sort_values(["sample", "called", "q_value"], ascending=[True, False, True])
