@@ -158,15 +158,55 @@ bm.pl.signature_violins(adata, keys=["score_erythroid_mimicry", "score_osteoclas
 # ### From a Python list
 #
 # Pass `{name: [genes]}`; the result lands in `obs["score_<name>"]` like a curated set.
-# Here: a small OPN (SPP1) – CD44 signalling set.
+# A per-cell score suits a programme that one cell runs on its own; here a small
+# interferon-response set (interferon-stimulated genes).
 
 # %%
-custom = {"opn_signalling": ["Spp1", "Cd44", "Itgav", "Itgb3", "Itgb1"]}
+custom = {"interferon_response": ["Isg15", "Ifitm3", "Mx1", "Stat1", "Irf7", "Bst2", "Xaf1"]}
 bm.tl.score(adata, gene_sets=custom, methods=("score_genes",), species="mouse", seed=0)
-adata.obs.groupby("population", observed=True)["score_opn_signalling"].mean().sort_values().tail()
+ifn = adata.obs.groupby("population", observed=True)["score_interferon_response"].mean()
+ifn.sort_values().tail()
 
 # %%
-bm.pl.signature_umaps(adata, keys=["score_opn_signalling", "score_erythroid_mimicry"])
+bm.pl.signature_umaps(adata, keys=["score_interferon_response", "score_erythroid_mimicry"])
+
+# %% [markdown]
+# A ligand and its receptor are not a per-cell programme: osteopontin (SPP1) is made by
+# osteoclasts, macrophages, osteoblasts or tumour cells and read by CD44 / integrins on
+# *other* cells (CD8 T cells in Cheng et al. 2025), so a per-cell "SPP1 + CD44" score mixes
+# two cells' genes. Ligand–receptor pairs are read by the ligand–receptor analysis of the
+# compare stage (LIANA+, per condition); what a per-cell read-out can say is who makes
+# SPP1: its expression by source population.
+
+# %%
+spp1 = adata.var_names.get_loc("Spp1")
+col = adata.X[:, spp1]
+col = col.toarray().ravel() if hasattr(col, "toarray") else col.ravel()
+by_source = (
+    pd.DataFrame({"population": adata.obs["population"].astype(str).to_numpy(), "Spp1": col})
+    .groupby("population")["Spp1"]
+    .agg(mean_log1p_cp10k="mean", fraction_detected=lambda v: (v > 0).mean(), n_cells="size")
+    .sort_values("mean_log1p_cp10k", ascending=False)
+)
+by_source.head(8)
+
+# %% [markdown]
+# Erythroid mimicry is read per cell, but as a call rather than a score:
+# `bm.tl.erythroid_mimicry` tests each tumour cell's globin counts against a
+# library-size-matched null and reports the called fraction per sample with a 95% CI.
+
+# %%
+bm.tl.erythroid_mimicry(adata)[
+    [
+        "sample",
+        "n_tumour",
+        "n_called",
+        "fraction_called",
+        "fraction_ci_low",
+        "fraction_ci_high",
+        "null_source",
+    ]
+]
 
 # %% [markdown]
 # ### As a validated YAML file
@@ -177,20 +217,20 @@ bm.pl.signature_umaps(adata, keys=["score_opn_signalling", "score_erythroid_mimi
 
 # %%
 yaml_text = """\
-name: opn_signalling
+name: interferon_response
 kind: programme
 version: "2025.1"
-description: osteopontin (SPP1) and its receptors CD44 / integrin avb3
-source: "Cheng et al. 2025 Cancer Cell doi:10.1016/j.ccell.2025.03.036 (axis); receptor list from the review"
-notes: "small illustrative set for the tutorial"
-human: [SPP1, CD44, ITGAV, ITGB3, ITGB1]
-mouse: [Spp1, Cd44, Itgav, Itgb3, Itgb1]
+description: type I interferon response (interferon-stimulated genes)
+source: "illustrative tutorial set: interferon-stimulated genes"
+notes: "small illustrative set for the tutorial, not a curated signature"
+human: [ISG15, IFITM3, MX1, STAT1, IRF7, BST2, XAF1]
+mouse: [Isg15, Ifitm3, Mx1, Stat1, Irf7, Bst2, Xaf1]
 """
 my_dir = OUT / "my_signatures"
 my_dir.mkdir(exist_ok=True)
-(my_dir / "opn_signalling.yaml").write_text(yaml_text)
+(my_dir / "interferon_response.yaml").write_text(yaml_text)
 mine = load_gene_sets(directory=my_dir)
-mine["opn_signalling"].genes("human")
+mine["interferon_response"].genes("human")
 
 # %% [markdown]
 # A broken file is refused with a message that says what to fix:
