@@ -7,6 +7,8 @@ the figures are tested without running the other stages (``tests/builders.py``).
 
 from __future__ import annotations
 
+import re
+
 import struct
 from pathlib import Path
 
@@ -106,7 +108,7 @@ def test_every_function_on_each_species(species: str, human: ad.AnnData, mouse: 
     assert labels and all(g in a.var_names for g in labels)
     if species == "mouse":
         assert any(g[0].isupper() and g[1:].islower() for g in labels if g.isalpha())
-    assert f"({species})" in figs["dotplot"].axes[0].get_xlabel()
+    assert f"({species} symbols" in figs["dotplot"].subfigs[0]._suptitle.get_text()
 
 
 def test_qc_thresholds_drawn(mouse: ad.AnnData) -> None:
@@ -121,9 +123,13 @@ def test_qc_thresholds_drawn(mouse: ad.AnnData) -> None:
     assert table.loc["S1", "removed_high_mito"] == 25
     assert table.loc["S1", "n_before"] == table.loc["S1", "n_after"] + 91
     # the removal bar draws every reason that removed a cell, and only those
-    labels = {t.get_text() for t in bm.pl.qc_removed(mouse).axes[0].get_legend().get_texts()}
+    texts = [t.get_text() for t in bm.pl.qc_removed(mouse).axes[0].get_legend().get_texts()]
+    labels = {t.split(" (")[0] for t in texts}
     removed = [c.removeprefix("removed_") for c in table.columns if c.startswith("removed_")]
     assert labels == {"kept"} | {r for r in removed if table[f"removed_{r}"].sum() > 0}
+    # n cells in the legend
+    assert f"kept ({int(table['n_after'].sum()):,})" in texts
+    assert f"high_mito ({int(table['removed_high_mito'].sum()):,})" in texts
 
 
 def test_population_colours_are_stable(mouse: ad.AnnData, human: ad.AnnData) -> None:
@@ -141,7 +147,8 @@ def test_population_colours_are_stable(mouse: ad.AnnData, human: ad.AnnData) -> 
                     if hasattr(h, "get_facecolor") and not hasattr(h, "get_markerfacecolor")
                     else h.get_markerfacecolor()
                 )
-                out[t.get_text()] = to_hex(c).upper()
+                # legend entries carry n cells: "CD4 T (81)"
+                out[re.sub(r" \([\d,]+\)$", "", t.get_text())] = to_hex(c).upper()
         return out
 
     seen = [

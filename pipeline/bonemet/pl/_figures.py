@@ -751,8 +751,9 @@ def composition(
         "Cells (% of sample)" if groupby == "sample" else f"Cells (% of {_pretty(groupby).lower()})"
     )
     ax.set_xlabel(_pretty(groupby))
-    handles = [Patch(facecolor=colors[c], label=c) for c in cats]
-    _outside_legend(ax, handles[::-1], _pretty(key))
+    total = tab.sum(axis=0)
+    handles = [Patch(facecolor=colors[c], label=f"{c} ({int(total[c]):,})") for c in cats]
+    _outside_legend(ax, handles[::-1], f"{_pretty(key)} (n cells)")
     fig.suptitle(f"{_pretty(key)} per {_pretty(groupby).lower()} (cells per bar on top)")
     return fig
 

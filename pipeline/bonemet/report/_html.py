@@ -54,7 +54,7 @@ _VERSION_PACKAGES = (
 )  # fmt: skip
 _MAX_ROWS = 60
 #: tables up to this much CSV are embedded in the report as a download link
-_MAX_EMBED_BYTES = 8_000_000
+_MAX_EMBED_BYTES = 2_000_000
 _MAX_IMAGE_WIDTH = 1400
 _REPORT_DPI = 110
 
