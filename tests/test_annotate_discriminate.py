@@ -45,6 +45,35 @@ def test_discriminator_decides_by_discriminating_genes_and_flags_nkt_like() -> N
     assert info["d"]["n_both_programmes"] == 1
 
 
+def test_nkt_like_needs_a_neighbourhood_with_both_programmes() -> None:
+    """A lone cell with a few T genes among NK cells is not NKT-like; a group of such cells is."""
+    import scipy.sparse as sp
+
+    from bonemet.tl._annotate_graph import _smoother
+
+    # cells 0-5: NK (cell 0 also shows T genes); cells 6-9: a group with both programmes
+    E = np.zeros((10, 9), np.float32)
+    E[:6, 3:9] = 0.8
+    E[0, 0:3] = 0.8
+    E[6:, :] = 0.8
+    col = {j: j for j in range(9)}
+    raw = np.full((10, 2), 0.6, np.float32)
+    C = np.zeros((10, 10), np.float32)
+    for group in (range(6), range(6, 10)):
+        for i in group:
+            for j in group:
+                C[i, j] = 0.0 if i == j else 1.0
+    disc = [_pair([0, 1, 2], [3, 4, 5], [6, 7, 8])]
+    _, nkt_cell, _ = discriminate(raw, ["T cell", "NK cell"], E, col, disc, {}, {})
+    assert nkt_cell[0] and nkt_cell[6:].all()  # on its own counts, cell 0 looks NKT-like
+    W = _smoother(sp.csr_matrix(C))
+    _, nkt, info = discriminate(raw, ["T cell", "NK cell"], E, col, disc, {}, {}, W)
+    assert not nkt[0]  # its neighbours are NK cells: the lineage rule decides
+    assert nkt[6:].all()  # a population with both programmes keeps the defined outcome
+    assert info["d"]["n_both_programmes"] == 4
+    assert info["d"]["n_both_programmes_cell_level"] == 5
+
+
 def test_unmeasured_side_stands_at_the_prior_and_shared_programme_stands_in() -> None:
     # T genes absent from the matrix: a cell with the shared programme and no NK genes is
     # T; one with NK genes is NK; nothing is NKT-like (one side is not measured)

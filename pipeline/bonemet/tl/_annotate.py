@@ -20,8 +20,10 @@
    programme (T vs NK) by the genes only one of them has (TCR/CD3/CD8B/CD5/CD6/CD28 vs
    KLRF1/NCR1/FCER1G/TYROBP/SH2D1B), using what the matrix measures: an unmeasured side
    stands at a fixed prior and the shared programme stands in for a thinly measured
-   lineage; cells with both programmes (NKT-like) are ``Unassigned`` with a reason in
-   ``obs["annotation_note"]``. Coverage of each side is in ``uns``.
+   lineage; cells with both programmes (NKT-like) whose kNN neighbourhood also shows both
+   are ``Unassigned`` with a reason in ``obs["annotation_note"]`` (a lone cell with a few
+   UMIs of the other side amid cells of one programme is decided by the lineage rule).
+   Coverage of each side is in ``uns``.
 2. **Graph smoothing.** Scores are diffused over the kNN graph of the (integrated)
    embedding: ``adata.obsp["connectivities"]`` when present, else a graph computed on
    ``use_rep`` / ``X_scVI`` / ``X_harmony`` / ``X_pca`` (or a PCA made here).
@@ -33,18 +35,24 @@
 4. **Population (``obs["population"]``), cell level within the lineage.** A lineage has
    root populations (CD4 T vs CD8 T; classical / non-classical monocyte vs macrophage;
    mature vs immature neutrophil; cDC1 / cDC2 / pDC) that compete on the genes that
-   distinguish them within the lineage (their genes minus the lineage set, when at least
-   two remain), and states that refine a root: Treg within CD4 T; CD8 Tpex / CD8 Tex
+   distinguish them within the lineage (their genes minus the lineage set and minus the
+   genes of the sibling roots' states, when at least two remain: IL7R/CCR7 are CD8 Tpex
+   genes too, so CD4 T vs CD8 T rests on CD4/CD40LG vs CD8A/CD8B where they are measured),
+   and states that refine a root: Treg within CD4 T; CD8 Tpex / CD8 Tex
    within CD8 T; M-MDSC within classical monocytes; iron-recycling macrophages within
    macrophages; PMN-MDSC within either neutrophil root. A state is judged only on genes
    that neither its parent nor its lineage set holds (so shared S100A8/9 or CD8A say
    nothing), and is called when that score exceeds the parent's median cell by ``0.2``
-   (the threshold clipped to ``[0.15, 0.45]``): a data-derived "high" rather than a fixed cut-off.
+   (the threshold clipped to ``[0.15, 0.45]``): a data-derived "high" rather than a fixed
+   cut-off. A state of several roots (PMN-MDSC) can make up most of one of them, so its
+   typical cell is the lower of that root's median and the median over all its roots.
    Several marker files with the same target must *all* be present (geometric mean of
    their scores), e.g. the Tpex progenitor programme AND the PD-1/TOX exhaustion axis;
-   the iron-recycling programme AND its VCAM1/CD163/CCR3 phenotype. A required set that
-   the data cannot measure (e.g. no PDCD1/TOX in the matrix) means the state is not
-   called. States are smoothed less than lineages so that small subpopulations inside
+   the iron-recycling programme AND its VCAM1/CD163/CCR3 phenotype. A short required set
+   that dropping the parent's genes would leave with fewer than three genes keeps them
+   (CD163-high is part of the phenotype), so it does not rest on one or two genes. A
+   required set that the data cannot measure (e.g. no PDCD1/TOX in the matrix) means the
+   state is not called. States are smoothed less than lineages so that small subpopulations inside
    big clusters survive.
 5. **Seeded refinement in the lineage's own embedding.** Sub-types differ in few genes and
    mix on the whole-data embedding, so each lineage with several roots (>= 50 cells) is
@@ -362,7 +370,7 @@ def annotate(
         for lin in lineages
     }
     lineage_raw, nkt_like, disc_info = discriminate(
-        lineage_raw, lineages, expr, col, discs, lineage_neg, thin
+        lineage_raw, lineages, expr, col, discs, lineage_neg, thin, smoother
     )
     lineage_smooth = _smooth(lineage_raw, smoother, *_LINEAGE_SMOOTH)
     ncl = int(clusters.max()) + 1
@@ -543,6 +551,11 @@ def _set_scores(
         pos = [j for j in s.pos if j not in drop]
         if not pos:  # every gene is already implied by the parent / lineage
             continue
+        if len(members) > 1 and len(pos) < min(len(s.pos), _MIN_GENES):
+            # a short required phenotype (VCAM1+CD163+CCR3+) keeps the parent genes it
+            # names: without them it would rest on one or two genes, and its high level
+            # of a shared gene (CD163) is part of the phenotype
+            pos = list(s.pos)
         vals.append(_score(E, col, pos, s.neg) * _shrink(s))
     if not vals:
         return None
@@ -581,14 +594,23 @@ def _assign_populations(
                     j for s in lsets if s.target == POPULATION_TO_CELL_TYPE[parent] for j in s.pos
                 }
             else:  # a root competes on the genes that distinguish it within its lineage
-                lin_genes = {
-                    j for s in lsets if s.target == POPULATION_TO_CELL_TYPE[target] for j in s.pos
-                }
+                lineage = POPULATION_TO_CELL_TYPE[target]
+                lin_genes = {j for s in lsets if s.target == lineage for j in s.pos}
                 own = [j for s in by_target.get(target, []) for j in s.pos]
-                if (
-                    len(_ROOTS[POPULATION_TO_CELL_TYPE[target]]) > 1
-                    and len(set(own) - lin_genes) >= 2
-                ):
+                # ... and from its sibling roots' states: a gene a sibling's state lists
+                # (IL7R/CCR7 of CD8 Tpex next to CD4 T) says nothing between the two roots
+                mine = set(_STATES.get(target, ()))
+                sib_states = {
+                    st
+                    for r in _ROOTS[lineage]
+                    if r != target
+                    for st in _STATES.get(r, ())
+                    if st not in mine
+                }
+                sib_genes = {j for st in sib_states for s in by_target.get(st, []) for j in s.pos}
+                if len(_ROOTS[lineage]) > 1 and len(set(own) - lin_genes - sib_genes) >= 2:
+                    drop = lin_genes | sib_genes
+                elif len(_ROOTS[lineage]) > 1 and len(set(own) - lin_genes) >= 2:
                     drop = lin_genes
             raw_cache[key] = _set_scores(E, col, by_target.get(target, []), drop)
         return raw_cache[key]
@@ -640,21 +662,29 @@ def _assign_populations(
                 continue
             m = root == parent
             sub = cells[m]
-            S = []
+            # each state's score over the lineage's cells (judged on genes this parent lacks)
+            S_all = []
             for st in states:
                 if emb is not None and st not in _LEARNED_STATES:
                     # a phenotype state is smoothed in the lineage's own embedding, where
                     # its cells are neighbours and look-alikes scattered in the parent are not
                     rv = raw_score(st, parent)
                     v = None if rv is None else _smooth(rv[cells, None], emb[1], *_SUBGRAPH_SMOOTH)
-                    S.append(np.full(sub.size, -np.inf, np.float32) if v is None else v[m, 0])
+                    S_all.append(np.full(cells.size, -np.inf, np.float32) if v is None else v[:, 0])
                     continue
                 v = smoothed(st, parent)
-                S.append(np.full(sub.size, -np.inf, np.float32) if v is None else v[sub])
-            S = np.stack(S, axis=1)
+                S_all.append(np.full(cells.size, -np.inf, np.float32) if v is None else v[cells])
+            S = np.stack(S_all, axis=1)[m]
             # a state needs its programme clearly above the parent's typical cell
-            # (median of the parent's cells + margin), and above an absolute floor
+            # (median of the parent's cells + margin), and above an absolute floor. A
+            # state of several roots (PMN-MDSC) may make up most of one of them, so its
+            # typical cell is taken over the cells of all its roots where that is lower
             base = np.median(np.where(np.isfinite(S), S, 0), axis=0)
+            for i, st in enumerate(states):
+                roots_of = [r for r, sts in _STATES.items() if st in sts and r in roots]
+                pooled = np.isin(root, roots_of)
+                if len(roots_of) > 1 and pooled.sum() > m.sum() and np.isfinite(S[:, i]).all():
+                    base[i] = min(base[i], float(np.median(S_all[i][pooled])))
             thr = np.clip(base + _STATE_MARGIN, _STATE_FLOOR, _STATE_CAP)
             excess = S - thr[None, :]
             if emb is not None:  # the lineage embedding also serves its states

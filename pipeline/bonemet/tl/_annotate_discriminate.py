@@ -23,6 +23,10 @@ names the target's discriminating genes (``positive``), the other lineage's
   >= ``_NKT_PRESENT``, and ``r = dA / (dA + dB)`` within ``[0.4, 0.6]``: neither side has 1.5x the other). They get a defined outcome:
   ``Unassigned`` with the note ``"NKT-like: T and NK programmes"`` in
   ``obs["annotation_note"]`` rather than whichever lineage a small difference favours.
+  With a kNN graph (``W``), the cell's *neighbourhood* must show both programmes too (the
+  graph-smoothed ``r`` within the same band): NKT-like cells are a population, while a
+  single cell with a few UMIs of both sides (a handful of TRDC/CD3 counts in an NK cell)
+  amid cells that clearly have one programme is called by the usual lineage rule.
 
 The coverage of every side (genes found / listed) is recorded in ``uns``.
 """
@@ -35,10 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from ._annotate_graph import _smooth
 from ._annotate_markers import _topk_mean
 from ._annotate_params import (
     _DISCRIM_MIN_GENES,
     _DISCRIM_PRIOR,
+    _LINEAGE_SMOOTH,
     _NEG_WEIGHT,
     _NKT_PRESENT,
     _NKT_RATIO,
@@ -78,11 +84,13 @@ def discriminate(
     discriminators: Sequence[_Discriminator],
     lineage_neg: Mapping[str, Sequence[int]],
     thin: Mapping[str, bool],
+    W: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Apply each discriminator to the raw lineage scores (cells x lineages).
 
     ``thin[lineage]`` says that lineage's own marker set is thinly measured, so the shared
-    programme may stand in for it. Returns the adjusted scores, a mask of NKT-like cells (both programmes present) and a
+    programme may stand in for it. ``W`` (row-normalised kNN graph, optional): NKT-like
+    needs the neighbourhood's discriminating evidence to be mixed as well. Returns the adjusted scores, a mask of NKT-like cells (both programmes present) and a
     record per discriminator (coverage of each side, cells decided each way, NKT-like).
     """
     out = raw.copy()
@@ -117,6 +125,11 @@ def discriminate(
         measured = len(d.pos) >= _DISCRIM_MIN_GENES and len(d.neg) >= _DISCRIM_MIN_GENES
         nkt = measured & (dA >= _NKT_PRESENT) & (dB >= _NKT_PRESENT) & (r >= _NKT_RATIO)
         nkt &= r <= 1 - _NKT_RATIO
+        n_cell_level = int(nkt.sum())
+        if W is not None and nkt.any():
+            dS = _smooth(np.stack([dA, dB], axis=1), W, *_LINEAGE_SMOOTH)
+            r_nb = dS[:, 0] / np.maximum(dS.sum(axis=1), 1e-6)
+            nkt &= (r_nb >= _NKT_RATIO) & (r_nb <= 1 - _NKT_RATIO)
         both |= nkt
         info[d.name] = {
             "target": d.target,
@@ -134,5 +147,6 @@ def discriminate(
             ],
             "shared_stands_in_for": stand_in,
             "n_both_programmes": int(nkt.sum()),
+            "n_both_programmes_cell_level": n_cell_level,
         }
     return out.astype(np.float32), both, info
