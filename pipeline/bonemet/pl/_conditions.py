@@ -114,9 +114,12 @@ def _result(adata: Any, kind: str, test: str, population: str | None) -> pd.Seri
 def _result_text(r: pd.Series | None, kind: str) -> str:
     if r is None:
         return "not tested by compare\n"
-    eff = "log2FC" if kind == "da" else "Δ"
+    eff = "log2FC" if kind == "da" else "Δ mean"
     v = r["log2fc"] if kind == "da" else r["effect"]
-    txt = f"{eff} {v:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]\n"
+    ci = pd.to_numeric(pd.Series([r.get("ci_low"), r.get("ci_high")]), errors="coerce")
+    if not np.isfinite(ci).all():
+        return f"{eff} {v:.2f}, no CI\nnot testable: {int(r['n_test'])} vs {int(r['n_ref'])} samples"
+    txt = f"{eff} {v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]\n"
     p = pd.to_numeric(pd.Series([r.get("p")]), errors="coerce").iloc[0]
     if not np.isfinite(p):
         return txt + "no p-value"
@@ -132,7 +135,7 @@ def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols
 
     One point per sample (the samples are the replicates: within-lineage fractions and
     per-sample mean programme scores); boxes show the median and interquartile range of the
-    samples of each condition, the reference condition first. The x labels give n samples
+    samples of each condition (those the test uses), the reference condition first. The x labels give n samples
     per condition; the panel title gives the compare stage's estimate with its 95% CI and
     adjusted p (or why there is none). A sample with fewer than the compare stage's
     ``min_cells`` cells of the population is an open point in a score panel (the score test
@@ -165,14 +168,15 @@ def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols
         sub = tab[tab["comparison"] == title]
         for j, c in enumerate(levels):
             v = sub.loc[sub["condition"] == c, "value"].to_numpy(float)
+            few = sub.loc[sub["condition"] == c, "n_cells"].to_numpy() < min_cells
+            if kind == "da":
+                few[:] = False  # abundance tests use every sample's counts
             if v.size:
-                ax.boxplot([v], positions=[j], widths=0.5, showfliers=False,
+                ax.boxplot([v[~few] if (~few).any() else v], positions=[j], widths=0.5,
+                           showfliers=False,
                            medianprops={"color": "#222222"}, boxprops={"color": "#666666"},
                            whiskerprops={"color": "#666666"}, capprops={"color": "#666666"})  # fmt: skip
                 x = j + rng.uniform(-0.12, 0.12, v.size)
-                few = sub.loc[sub["condition"] == c, "n_cells"].to_numpy() < min_cells
-                if kind == "da":
-                    few[:] = False  # abundance tests use every sample's counts
                 ax.scatter(x[~few], v[~few], s=22, color=colors[c], edgecolors="#222222",
                            linewidths=0.5, zorder=3)  # fmt: skip
                 if few.any():
