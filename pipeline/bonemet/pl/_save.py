@@ -73,7 +73,9 @@ FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("qc_violins", "qc", "QC metrics per sample",
                "Total counts, genes, % mitochondrial and % haemoglobin reads of every cell before "
                "QC (grey violins); removed cells are points coloured by the reason (n per reason "
-               "in the legend); red dashes are the per-sample thresholds.", qc_violins),
+               "in the legend); red dashes are the per-sample thresholds (the loosest of the sample's "
+               "pre-QC groups: with per-group thresholds a cell can be removed inside them).",
+               qc_violins),
     FigureSpec("qc_removed", "qc", "Cells removed by QC",
                "Cells kept and removed per sample, by reason.", qc_removed),
     FigureSpec("integration_umaps", "integration", "Before and after integration",
