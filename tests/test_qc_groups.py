@@ -92,7 +92,14 @@ def test_generated_data_removal_rates_equal_between_conditions():
     big = n.min(axis=1) >= 30
     assert big.sum() >= 8
     diff = (rate["bone_met"] - rate["control"]).abs()[big]
-    assert (diff <= 0.05).all(), diff.sort_values().tail()
+    # at most 5 percentage points; for populations under 100 cells per condition the
+    # difference of two removal rates has a sampling error of a few points itself, so they
+    # may exceed it by up to 1.96 standard errors (of the pooled rate)
+    pooled = ((rate * n).sum(axis=1) / n.sum(axis=1))[big]
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n["bone_met"] + 1 / n["control"]))[big]
+    allowed = 0.05 + np.where(n.min(axis=1)[big] >= 100, 0.0, 1.96 * se)
+    assert (diff <= allowed).all(), pd.DataFrame({"diff": diff, "allowed": allowed})
+    assert (n.min(axis=1)[big] >= 100).sum() >= 4  # the strict 5 points bind somewhere
     # the planted damaged cells are still removed
     assert (~obs.index.isin(out.obs_names))[obs["true_low_quality"].to_numpy()].mean() > 0.9
 
