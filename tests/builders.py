@@ -175,7 +175,7 @@ def make_annotated(
             "median_pct_hb": 0.2,
             "high_ambient_hb": s == samples[0],
             "doublets": "scrublet (threshold 0.25)",
-            "removed_cells": _removed_cells(rng, removed, float(np.median(lib))),
+            "cells_removed": _removed_cells(rng, removed, float(np.median(lib))),
         }
     a.uns["bonemet"] = {
         "version": bm.__version__,

@@ -525,12 +525,12 @@ def _qc_one(
         "note": skipped,
         "dropped": False,
         "by_group": by_group,
-        "removed_cells": _removed_cells(m, reason),
+        "cells_removed": _removed_cells(m, reason),
     }
     return m, keep, rec, native
 
 
-#: the per-cell metrics :func:`qc` keeps of each removed cell (``removed_cells`` record)
+#: the per-cell metrics :func:`qc` keeps of each removed cell (``cells_removed`` record)
 REMOVED_CELL_METRICS = ("qc_total_counts", "qc_n_genes", "qc_pct_mito", "qc_pct_hb")
 
 
@@ -658,7 +658,7 @@ def qc(
     ``mad_scope="cluster"`` the loosest applied to any group), effective floors,
     ``n_before``, ``removed_<reason>``, ``n_after``, Hb summary, doublet and ambient status,
     and ``by_group`` (per pre-QC group: cells before, kept, removed by reason, thresholds;
-    see :func:`qc_group_table`) and ``removed_cells`` (the QC metrics of every removed cell
+    see :func:`qc_group_table`) and ``cells_removed`` (the QC metrics of every removed cell
     and its reason, an index into :data:`QC_REASONS`; see :func:`qc_cells_table`).
     """
     if mad_scope not in ("sample", "cluster"):
@@ -840,7 +840,7 @@ def qc(
 
 def qc_cells_table(adata: ad.AnnData) -> pd.DataFrame:
     """Every cell before QC: one row per cell, kept ones from ``obs`` and removed ones from
-    ``uns["bonemet"]["qc"][sample]["removed_cells"]``.
+    ``uns["bonemet"]["qc"][sample]["cells_removed"]``.
 
     Columns ``sample``, ``qc_total_counts``, ``qc_n_genes``, ``qc_pct_mito``,
     ``qc_pct_hb`` (those recorded) and ``qc_removed`` (``""`` for a kept cell, else the
@@ -856,7 +856,7 @@ def qc_cells_table(adata: ad.AnnData) -> pd.DataFrame:
         kept["qc_removed"] = ""
         parts.append(kept.reset_index(drop=True))
     for s, rec in recs.items():
-        rc = dict(rec).get("removed_cells") if hasattr(rec, "get") else None
+        rc = dict(rec).get("cells_removed") if hasattr(rec, "get") else None
         if not hasattr(rc, "get") or "reason" not in rc:
             continue
         code = np.asarray(rc["reason"], dtype=int)
@@ -876,7 +876,7 @@ def qc_table(adata: ad.AnnData) -> pd.DataFrame:
     if not recs:
         raise InputError("no QC records in uns['bonemet']['qc']: run bonemet.pp.qc first")
     df = pd.DataFrame.from_dict(
-        {k: {kk: vv for kk, vv in dict(v).items() if kk not in ("by_group", "removed_cells")}
+        {k: {kk: vv for kk, vv in dict(v).items() if kk not in ("by_group", "cells_removed")}
          for k, v in recs.items()},
         orient="index",
     )
