@@ -57,7 +57,9 @@ def test_held_apart_plants_half_of_the_annotator_genes(species: str) -> None:
 
 
 def test_annotation_on_held_apart_programmes_meets_a_floor() -> None:
-    """Measured (fast path, 6,000 cells, seed 0): see benchmarks/annotation_accuracy.py."""
+    """Measured (``benchmarks/annotation_accuracy.py --fast``, human seed 0): macro-F1 0.895,
+    lineage 0.985, iron-recycling macrophage 1.00, PMN-MDSC 0.92, CD8 Tex 0.96 (with the
+    previous annotator: macro-F1 0.881, PMN-MDSC 0.64)."""
     adata = bm.datasets.simulate_bone_metastasis(
         6000, 2, species="human", seed=0, programmes="held_apart"
     )
