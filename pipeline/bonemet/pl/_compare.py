@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ._common import MissingDataError, figure_function, new_figure
+from ._common import MissingDataError, figure_function, new_figure, reference_of
 
 __all__ = ["volcano", "VOLCANO_POPULATIONS", "ligand_receptor_dotplot"]
 
@@ -166,6 +166,8 @@ def ligand_receptor_dotplot(
     t = t.copy()
     t["highlight"] = t["highlight"].astype(str)
     conds = sorted(t["condition"].astype(str).unique())
+    ref = reference_of(adata, conds)  # the reference condition first, as in every figure
+    conds = [ref, *[c for c in conds if c != ref]] if ref else conds
     n_samples = t.groupby("condition")["n_samples"].max().reindex(conds).fillna(0).astype(int)
     alpha = float(res.get("parameters", {}).get("alpha", 0.05))
     panels = []
