@@ -60,7 +60,9 @@ def _stop_epoch(val: np.ndarray, patience: int) -> int:
     return len(val)
 
 
-def _run(name: str, *, early: bool, patience: int, seed: int) -> dict:
+def _run(
+    name: str, *, early: bool, patience: int, seed: int, max_epochs: int | None = None
+) -> dict:
     from bonemet.pl._metrics import _fallback_row
 
     a = _load(name)
@@ -71,7 +73,8 @@ def _run(name: str, *, early: bool, patience: int, seed: int) -> dict:
         method="scvi",
         accelerator="cpu",
         seed=seed,
-        early_stopping=True,  # validation every epoch in both runs
+        max_epochs=max_epochs,
+        early_stopping=True,  # validation every epoch in every run
         early_stopping_patience=patience if early else 10**6,
     )
     train_s = time.perf_counter() - t0
@@ -112,6 +115,14 @@ def main() -> None:
         "--sets", nargs="+", default=["kang2018_pbmc_ifnb", "pbmc4k_soupx", "generated_2k"]
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--fixed-epochs",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also train for exactly these many epochs (an epoch rule to compare)",
+    )
+    ap.add_argument("--skip-early", action="store_true", help="leave out the early-stopping run")
     ap.add_argument("--json", default="benchmarks/results/small_data_epochs.json")
     args = ap.parse_args()
     bm.set_quiet(True)
@@ -125,17 +136,28 @@ def main() -> None:
     }
     for name in args.sets:
         heur = _run(name, early=False, patience=args.patience, seed=args.seed)
-        early = _run(name, early=True, patience=args.patience, seed=args.seed)
-        row = {"heuristic": heur, "early_stopping": early}
+        row: dict = {"heuristic": heur}
+        if not args.skip_early:
+            row["early_stopping"] = _run(name, early=True, patience=args.patience, seed=args.seed)
+        for n in args.fixed_epochs:
+            row[f"fixed_{n}"] = _run(
+                name, early=False, patience=args.patience, seed=args.seed, max_epochs=n
+            )
+            row[f"fixed_{n}"].pop("elbo_validation", None)
         val = heur.pop("elbo_validation", None)
         if val:
             row["would_stop_at"] = {p: _stop_epoch(np.asarray(val), p) for p in (10, 20, 45)}
-        row["delta"] = {
-            k: round(early[k] - heur[k], 4)
-            for k in ("lineage_accuracy", "cd8_vs_cd4_accuracy", "integration_total")
-            if early[k] is not None and heur[k] is not None
-        }
-        row["speedup"] = round(heur["integrate_s"] / max(early["integrate_s"], 1e-9), 2)
+        keys = ("lineage_accuracy", "cd8_vs_cd4_accuracy", "integration_total")
+        for setting in [k for k in row if k == "early_stopping" or k.startswith("fixed_")]:
+            other = row[setting]
+            row[f"delta_{setting}"] = {
+                k: round(other[k] - heur[k], 4)
+                for k in keys
+                if other[k] is not None and heur[k] is not None
+            }
+            row[f"speedup_{setting}"] = round(
+                heur["integrate_s"] / max(other["integrate_s"], 1e-9), 2
+            )
         report["sets"][name] = row
         print(json.dumps({name: row}), flush=True)
     report["load_average_end"] = os.getloadavg()[0]
