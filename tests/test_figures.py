@@ -8,7 +8,6 @@ the figures are tested without running the other stages (``tests/builders.py``).
 from __future__ import annotations
 
 import re
-
 import struct
 from pathlib import Path
 

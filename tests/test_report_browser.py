@@ -443,5 +443,7 @@ def test_csv_download_holds_the_whole_table(report: Path) -> None:
     for name, uri in links.items():
         df = pd.read_csv(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
         assert len(df) > 0, name
-        m = re.search(rf"Download {re.escape(name)}</a> <span class=\"note\">\(all ([\d,]+) rows", text)
+        m = re.search(
+            rf"Download {re.escape(name)}</a> <span class=\"note\">\(all ([\d,]+) rows", text
+        )
         assert m and int(m.group(1).replace(",", "")) == len(df), name

@@ -15,9 +15,9 @@ from .._vocab import POPULATIONS
 from ._common import (
     MissingDataError,
     colors_for,
-    reference_of,
     figure_function,
     new_figure,
+    reference_of,
     require,
 )
 from ._gene_sets import gene_set_title
@@ -118,7 +118,9 @@ def _result_text(r: pd.Series | None, kind: str) -> str:
     v = r["log2fc"] if kind == "da" else r["effect"]
     ci = pd.to_numeric(pd.Series([r.get("ci_low"), r.get("ci_high")]), errors="coerce")
     if not np.isfinite(ci).all():
-        return f"{eff} {v:.2f}, no CI\nnot testable: {int(r['n_test'])} vs {int(r['n_ref'])} samples"
+        return (
+            f"{eff} {v:.2f}, no CI\nnot testable: {int(r['n_test'])} vs {int(r['n_ref'])} samples"
+        )
     txt = f"{eff} {v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]\n"
     p = pd.to_numeric(pd.Series([r.get("p")]), errors="coerce").iloc[0]
     if not np.isfinite(p):
@@ -130,7 +132,9 @@ def _result_text(r: pd.Series | None, kind: str) -> str:
 
 
 @figure_function
-def condition_comparisons(adata: Any, *, condition_key: str = "condition", ncols: int = 4) -> Figure:
+def condition_comparisons(
+    adata: Any, *, condition_key: str = "condition", ncols: int = 4
+) -> Figure:
     """Box + points per condition for each comparison the report tests.
 
     One point per sample (the samples are the replicates: within-lineage fractions and

@@ -183,7 +183,12 @@ def _short_label(name: str) -> str:
 
 
 def _label_on_data(
-    ax: Any, xy: np.ndarray, values: np.ndarray, cats: Sequence[str], *, min_cells: int = 5,
+    ax: Any,
+    xy: np.ndarray,
+    values: np.ndarray,
+    cats: Sequence[str],
+    *,
+    min_cells: int = 5,
     fontsize: float = 7.5,
 ) -> list[Any]:
     """Each category's name at the median of its cells, white-outlined, nudged apart so no
@@ -284,8 +289,10 @@ def umap(
     )
     if categorical:
         cats, colors = colors_for(adata, color) if color in adata.obs else ([], {})
-        labelled = labels_on_data if labels_on_data is not None else (
-            is_population_key(color) or color == "cell_type"
+        labelled = (
+            labels_on_data
+            if labels_on_data is not None
+            else (is_population_key(color) or color == "cell_type")
         )
         if labelled and panel_size == 4.5:
             panel_size = 6.0  # room for the names on the data
@@ -570,7 +577,7 @@ def signature_umaps(
     tumour: str = "Tumour epithelial",
     mimicry_key: str = "score_erythroid_mimicry",
 ) -> Figure:
-    """UMAPs coloured by each signature score (``obs["score_<set>"]``), on one shared scale.
+    r"""UMAPs coloured by each signature score (``obs["score_<set>"]``), on one shared scale.
 
     Scores are scanpy ``score_genes`` values: the mean log1p(CP10k) expression of the set
     minus that of a matched control set, so every programme is in the same unit and 0 means

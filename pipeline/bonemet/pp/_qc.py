@@ -876,8 +876,10 @@ def qc_table(adata: ad.AnnData) -> pd.DataFrame:
     if not recs:
         raise InputError("no QC records in uns['bonemet']['qc']: run bonemet.pp.qc first")
     df = pd.DataFrame.from_dict(
-        {k: {kk: vv for kk, vv in dict(v).items() if kk not in ("by_group", "cells_removed")}
-         for k, v in recs.items()},
+        {
+            k: {kk: vv for kk, vv in dict(v).items() if kk not in ("by_group", "cells_removed")}
+            for k, v in recs.items()
+        },
         orient="index",
     )
     df.index.name = "sample"
