@@ -639,7 +639,7 @@ def erythroid_mimicry(
     enter the call), and ``note``.
 
     Writes ``obs[key_added]`` (bool), ``obs["erythroid_mimicry_class"]`` (one of
-    :data:`MIMICRY_CLASSES`), ``obs["erythroid_mimicry_p"]`` (BH-adjusted, NaN where not
+    :data:`MIMICRY_CLASSES`), ``obs["erythroid_mimicry_q"]`` (BH-adjusted, NaN where not
     assessed) and ``uns["bonemet"]["parameters"]["erythroid_mimicry"]`` (including
     ``counts_source``).
     """
@@ -890,7 +890,7 @@ def erythroid_mimicry(
         rows.append(row)
     adata.obs[key_added] = call
     adata.obs["erythroid_mimicry_class"] = pd.Categorical(klass, categories=list(MIMICRY_CLASSES))
-    adata.obs["erythroid_mimicry_p"] = qval
+    adata.obs["erythroid_mimicry_q"] = qval
     bonemet_uns(adata).setdefault("parameters", {})["erythroid_mimicry"] = {
         "hb_genes": list(hb_genes),
         "hb_coverage": float(cov),
@@ -971,7 +971,7 @@ def erythroid_mimicry_calls(adata: AnnData, *, include_identity: bool = True) ->
     )
     out["class"] = klass[keep].to_numpy()
     out["called"] = out["class"].eq("globin_only")
-    out["q_value"] = sub.obs["erythroid_mimicry_p"].to_numpy(dtype=np.float64)
+    out["q_value"] = sub.obs["erythroid_mimicry_q"].to_numpy(dtype=np.float64)
     out["counts_source"] = source
     out["total_counts"] = total
     out["globin_counts"] = hb

@@ -11,7 +11,7 @@ AnnData slots written
 - ``obs["score_<set>"]``: control-gene score (:func:`scanpy.tl.score_genes`, seeded).
 - ``obs["aucell_<set>"]``: AUCell (Aibar et al. 2017, doi:10.1038/nmeth.4463).
 - ``obs["erythroid_mimicry_call"]``, ``obs["erythroid_mimicry_class"]``,
-  ``obs["erythroid_mimicry_p"]``: the mimicry read-out (``_readouts.erythroid_mimicry``).
+  ``obs["erythroid_mimicry_q"]``: the mimicry read-out (``_readouts.erythroid_mimicry``).
 - ``uns["bonemet"]["gene_sets"][set]``: coverage, n_found, n_total, version, scored, species,
   genes_found, methods.
 - ``uns["bonemet"]["warnings"]``: low-coverage sets, ambient-high samples.
