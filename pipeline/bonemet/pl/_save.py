@@ -34,6 +34,32 @@ from ._metrics import label_key_of
 
 __all__ = ["save_figures", "FIGURES", "FigureSpec", "iter_figures"]
 
+#: memory (bytes) the raster layers of one PDF/SVG may take while it is written
+VECTOR_RASTER_BUDGET = 384 * 2**20
+
+
+def vector_raster_dpi(fig: Figure, dpi: int, budget: int = VECTOR_RASTER_BUDGET) -> int:
+    """The resolution of a PDF/SVG figure's rasterized layers (the scatter points).
+
+    matplotlib renders each rasterized artist of a vector file on a buffer the size of the
+    whole figure at ``dpi`` and keeps every buffer until the file is finished, so a
+    figure of many scatter panels (the signature UMAPs: 16 at 11 x 19 in) needs
+    ``n x width x height x dpi^2 x 4`` bytes: 1.2 GB at 300 dpi, whatever the number of
+    cells. Above ``budget`` the layers are drawn at the largest resolution that fits (at
+    least 100 dpi); the text and lines stay vectors and the PNG keeps ``dpi``.
+    """
+    n = sum(
+        1
+        for ax in fig.axes
+        for artist in ax.get_children()
+        if getattr(artist, "get_rasterized", lambda: False)()
+    )
+    w, h = fig.get_size_inches()
+    need = n * float(w) * float(h) * 4.0
+    if n == 0 or need * dpi**2 <= budget:
+        return int(dpi)
+    return int(max(100, min(dpi, (budget / need) ** 0.5)))
+
 
 def _needs_levels(key: str, n: int = 2) -> Callable[[Any], str | None]:
     def check(adata: Any) -> str | None:
@@ -190,7 +216,9 @@ def save_figures(
     formats
         Any of ``"png"``, ``"pdf"``, ``"svg"``.
     dpi
-        Resolution of raster output: a PNG is ``figsize * dpi`` pixels.
+        Resolution of raster output: a PNG is ``figsize * dpi`` pixels. The scatter
+        layers of a PDF/SVG use it too, unless a figure of many panels would need more
+        than :data:`VECTOR_RASTER_BUDGET` for them (see :func:`vector_raster_dpi`).
     names
         Only these figures (the ``FIGURES`` names); default all.
     strict
@@ -215,8 +243,11 @@ def save_figures(
         with mpl.rc_context(STYLE):
             for fmt in fmts:
                 path = out / f"{spec.name}.{fmt}"
+                res = dpi if fmt == "png" else vector_raster_dpi(fig, dpi)
+                if res != dpi:
+                    logger.info("figure %s.%s: raster layers at %d dpi", spec.name, fmt, res)
                 with atomic_path(path) as tmp:
-                    fig.savefig(tmp, format=fmt, dpi=dpi, metadata=_metadata(fmt))
+                    fig.savefig(tmp, format=fmt, dpi=res, metadata=_metadata(fmt))
                 with contextlib.suppress(OSError):
                     os.chmod(path, 0o644)  # temp files are created 0600
                 paths.append(path)
