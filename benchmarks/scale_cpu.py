@@ -26,6 +26,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -144,12 +145,29 @@ def main() -> None:
                "--out", args.out]  # fmt: skip
         if args.threads is not None:
             cmd += ["--threads", str(args.threads)]
+        loads, stop = [], threading.Event()
+
+        def _sample(loads=loads, stop=stop) -> None:
+            while not stop.wait(10.0):
+                loads.append(os.getloadavg()[0])
+
+        sampler = threading.Thread(target=_sample, daemon=True)
+        sampler.start()
         res = subprocess.run(cmd, capture_output=True, text=True)
+        stop.set()
+        sampler.join()
         line = next((x for x in res.stdout.splitlines() if x.startswith("SCALE_RECORD ")), None)
         if res.returncode != 0 or line is None:
             failed[str(cells)] = (res.stderr or res.stdout)[-2000:]
             continue
         rec = json.loads(line[len("SCALE_RECORD ") :])
+        # the 1-minute load average every 10 s while this size ran: about the number of
+        # threads that wanted a core (this run's own included); above the core count
+        # means something else shared the machine
+        rec["load_average"] = {
+            "mean": round(sum(loads) / len(loads), 2) if loads else None,
+            "max": round(max(loads), 2) if loads else None,
+        }
         records.append(rec)
         print(json.dumps(rec), flush=True)
     reference = 20000 if any(r["cells"] == 20000 for r in records) else args.sizes[0]
@@ -157,7 +175,7 @@ def main() -> None:
         "benchmark": "scale_cpu",
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "load_average_start": round(os.getloadavg()[0], 2),
+        "load_average_end": round(os.getloadavg()[0], 2),
         "scvi_epochs": args.epochs,
         "reference_cells": reference,
         "sizes": records,
