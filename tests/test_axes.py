@@ -263,6 +263,53 @@ def test_chil3_per_stage_separates_expansion_from_an_induced_state(neutrophil_da
     assert late[met].min() > late[ctl].max()
 
 
+def test_axes_figure_draws_chil3_per_stage_one_point_per_sample_and_stage(neutrophil_data) -> None:
+    from matplotlib.colors import to_hex
+
+    from bonemet.pl._common import colors_for
+
+    a = neutrophil_data.copy()
+    a.uns["bonemet_compare"] = {"reference": "control"}
+    t = bm.tl.axes_table(a)
+    stages = bm.pl.neutrophil_stage_values(t)
+    assert set(stages["stage"]) == {1, 2, 3, 4} and len(stages) == 4 * a.obs["sample"].nunique()
+    fig = bm.pl.review_axes(a, table=t)
+    assert not bm.pl.text_overlaps(fig), bm.pl.text_overlaps(fig)[:5]
+    ax = next(x for x in fig.axes if "Chil3+ by neutrophil stage" in x.get_title())
+    # one point (with its CI bar) per sample x stage that has enough cells
+    pts = [(float(x), float(y)) for c in ax.containers for x, y in zip(*c.lines[0].get_data())]
+    finite = stages.dropna(subset=["value"])
+    assert len(pts) == len(finite) >= 12
+    assert sorted(round(y, 9) for _, y in pts) == sorted(round(v, 9) for v in finite["value"])
+    assert all(len(c.lines[2]) == 1 for c in ax.containers)  # the CI bars
+    # grouped by condition within each stage, the reference (control) left of bone_met
+    _, colors = colors_for(a, "condition")
+    seen = set()
+    for c in ax.containers:
+        x = c.lines[0].get_xdata()
+        k = int(np.round(np.mean(x)))
+        side = np.mean(x) - k
+        is_ref = to_hex(c.lines[0].get_color()) == to_hex(colors["control"])
+        assert (side < 0) == is_ref
+        seen.add(is_ref)
+    assert seen == {True, False}
+    # n cells per sample under each stage, and the samples per condition in the title
+    ticks = [tl.get_text() for tl in ax.get_xticklabels()]
+    assert ticks[0].startswith("1\nearliest\nn = ") and "most mature" in ticks[-1]
+    assert "control 2, bone_met 2 samples" in ax.get_title()
+    assert ax.get_ylabel().startswith("Chil3+ fraction")
+    # the reference is the compare stage's, not a fixed name
+    a.uns["bonemet_compare"] = {"reference": "bone_met"}
+    _, colors = colors_for(a, "condition")  # the reference takes the first colour
+    fig = bm.pl.review_axes(a, table=t)
+    ax = next(x for x in fig.axes if "Chil3+ by neutrophil stage" in x.get_title())
+    for c in ax.containers:
+        x = c.lines[0].get_xdata()
+        left = np.mean(x) - np.round(np.mean(x)) < 0
+        assert left == (to_hex(c.lines[0].get_color()) == to_hex(colors["bone_met"]))
+    assert "bone_met 2, control 2 samples" in ax.get_title()
+
+
 def test_human_stage_readout_uses_chi3l1_as_the_proxy() -> None:
     a = _lognorm_truth(bm.datasets.simulate_bone_metastasis(2000, 2, species="human", seed=1))
     t = bm.tl.axes_table(a, min_cells=5)

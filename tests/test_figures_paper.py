@@ -79,7 +79,7 @@ def test_gene_set_titles_come_from_the_yaml() -> None:
 def test_condition_comparisons_one_point_per_sample_reference_first(adata) -> None:
     fig = bm.pl.condition_comparisons(adata)
     tab = bm.pl.per_sample_values(adata)
-    first = fig.axes[0]
+    first = next(ax for ax in fig.axes if ax.get_title().startswith("CD8 Tpex / (Tpex + Tex)\n"))
     assert first.get_xticklabels()[0].get_text().startswith("control\n(n = 2)")
     pts = sum(len(c.get_offsets()) for c in first.collections)
     assert pts == tab[tab["comparison"] == "CD8 Tpex / (Tpex + Tex)"]["sample"].nunique() == 4
@@ -130,3 +130,37 @@ def test_conditions_are_coloured_alike_reference_first(adata) -> None:
            for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)
            if "samples" in t.get_text()}  # fmt: skip
     assert leg == got
+
+
+def test_mimicry_panel_is_the_called_fraction_of_tumour_cells() -> None:
+    """Per sample: tumour cells called / tumour cells (n = tumour cells), from obs, whether
+    or not compare ran; calls outside the tumour do not count."""
+    import anndata as ad
+    import pandas as pd
+
+    from bonemet._vocab import MIMICRY_CALL_KEY, TUMOUR, hypothesis
+
+    # (sample, condition, population, called, cells)
+    spec = [("a", "ctl", TUMOUR, True, 3), ("a", "ctl", TUMOUR, False, 27),
+            ("a", "ctl", "CD4 T", True, 10), ("b", "met", TUMOUR, True, 12),
+            ("b", "met", TUMOUR, False, 8), ("b", "met", "B", False, 5),
+            ("c", "met", "B", True, 4)]  # fmt: skip
+    rows = [(s, c, p, k) for s, c, p, k, n in spec for _ in range(n)]
+    obs = pd.DataFrame(rows, columns=["sample", "condition", "population", MIMICRY_CALL_KEY],
+                       index=[f"c{i}" for i in range(len(rows))])  # fmt: skip
+    a = ad.AnnData(X=np.zeros((len(rows), 1)), obs=obs)
+    title = hypothesis("erythroid_mimicry").title
+    tab = bm.pl.per_sample_values(a)
+    got = tab[tab["comparison"] == title].set_index("sample")
+    assert got["value"].to_dict() == pytest.approx({"a": 3 / 30, "b": 12 / 20})
+    assert got["n_cells"].to_dict() == {"a": 30, "b": 20}  # no tumour in c: no row
+    assert got.loc["b", "condition"] == "met"
+    # the mean mimicry score is not what the panel reads
+    a.obs["score_erythroid_mimicry"] = 5.0
+    again = bm.pl.per_sample_values(a)
+    assert again[again["comparison"] == title]["value"].max() < 1
+    fig = bm.pl.condition_comparisons(a)
+    assert fig.axes[0].get_title().startswith(f"{title}\nnot tested by compare")
+    # without calls in obs the panel is left out (the score is never a stand-in)
+    del a.obs[MIMICRY_CALL_KEY]
+    assert title not in set(bm.pl.per_sample_values(a)["comparison"])

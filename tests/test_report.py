@@ -8,6 +8,8 @@ import re
 from html import escape
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from builders import make_annotated
 from PIL import Image
@@ -155,12 +157,76 @@ def test_a_failing_text_section_is_reported_not_fatal(tmp_path: Path, monkeypatc
 
 
 def test_hypotheses_name_tests_the_compare_stage_runs() -> None:
-    from bonemet._vocab import POPULATIONS
+    from bonemet._vocab import CALLED_FRACTIONS, POPULATIONS
     from bonemet.report._narrative import HYPOTHESES
     from bonemet.tl._compare import LINEAGE_FRACTIONS
 
     for _, kind, test, pop in HYPOTHESES:
         if kind == "da":
-            assert test in LINEAGE_FRACTIONS or test in POPULATIONS, test
+            assert test in LINEAGE_FRACTIONS or test in POPULATIONS or test in CALLED_FRACTIONS
         else:
             assert pop in POPULATIONS, pop
+
+
+def test_figure_titles_and_report_headings_come_from_one_table(run) -> None:
+    from bonemet import _vocab
+    from bonemet.pl import COMPARISONS
+    from bonemet.report._narrative import HYPOTHESES
+
+    table = _vocab.HYPOTHESES
+    assert HYPOTHESES == tuple((h.heading, h.kind, h.test, h.population) for h in table)
+    assert COMPARISONS == tuple((h.title, h.kind, h.test, h.population) for h in table)
+    # the review's order: iron / mimicry, OPN / Tpex, DKK1 / CHI3L3+, MDSC, osteoclast,
+    # ferroptosis; ferroptosis (KEGG) in neither the figure nor the report
+    keys = [h.key for h in table]
+    order = ["erythroid_mimicry", "tpex", "chi3l3_neutrophil", "m_mdsc", "osteoclast",
+             "ferroptosis_driver"]  # fmt: skip
+    assert [keys.index(k) for k in order] == sorted(keys.index(k) for k in order)
+    assert all("kegg" not in h.test for h in table)
+    assert _vocab.hypothesis("erythroid_mimicry").kind == "da"
+    assert _vocab.hypothesis("erythroid_mimicry").test == _vocab.MIMICRY_CALLED_FRACTION
+    # the report's paragraphs follow the table, each under its heading
+    a, _, html = run
+    res = _section(html, "results")
+    heads = re.findall(r"<div class='result' id='result-[^']*'><p><b>(.*?)\.</b>", res)
+    shown = [h.heading for h in table if escape(h.heading) in heads]
+    assert [escape(x) for x in shown] == heads[: len(shown)] and len(shown) >= 8
+    assert "ferroptosis (KEGG)" not in res.split("All tested populations")[0]
+    # the figure's panels follow the same table
+    fig = bm.pl.condition_comparisons(a)
+    titles = [ax.get_title().split("\n")[0] for ax in fig.axes]
+    assert titles == [h.title for h in table if h.title in titles] and len(titles) >= 8
+
+
+def test_mimicry_paragraph_reads_the_called_fraction_or_says_not_tested(run) -> None:
+    from bonemet._vocab import MIMICRY_CALL_KEY, MIMICRY_CALLED_FRACTION, TUMOUR
+
+    a, cfg, html = run
+    head = "Tumour erythroid mimicry: called fraction of tumour cells."
+
+    def para(b) -> str:
+        res = results_html(b, cfg.to_dict())
+        return next(p for p in res.split("<div class='result'") if head in p)
+
+    # no per-cell calls in this object: not tested, and why
+    p = para(a)
+    assert "<b>Not tested</b>" in p and f"obs['{MIMICRY_CALL_KEY}'] is absent" in p
+    # calls made, but a compare result older than the called-fraction test: not tested
+    b = a.copy()
+    b.obs[MIMICRY_CALL_KEY] = (b.obs["population"] == TUMOUR).to_numpy() & (
+        np.arange(b.n_obs) % 3 == 0
+    )
+    da = b.uns["bonemet_compare"]["differential_abundance"]
+    assert MIMICRY_CALLED_FRACTION not in set(da["test"])
+    p = para(b)
+    assert "<b>Not tested</b>" in p and "rerun compare" in p
+    # with the compare row: the GLM sentence of the called fraction, its numbers
+    row = da[da["test"] == "Osteoclast"].copy()
+    row["test"], row["kind"] = MIMICRY_CALLED_FRACTION, "called fraction"
+    row["log2fc"], row["ci_low"], row["ci_high"] = 1.25, 0.5, 2.0
+    b.uns["bonemet_compare"] = dict(
+        b.uns["bonemet_compare"], differential_abundance=pd.concat([da, row])
+    )
+    p = para(b)
+    assert "called fraction of tumour epithelial cells" in p and "Not tested" not in p
+    assert "log2 fold change 1.25 (95% CI 0.50 to 2.00)" in p

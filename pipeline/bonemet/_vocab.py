@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, NamedTuple
+
 __all__ = [
     "UNASSIGNED",
     "NOT_SIMULATED",
@@ -22,6 +24,12 @@ __all__ = [
     "NEUTROPHIL_POPULATIONS",
     "MACROPHAGE_POPULATIONS",
     "MYELOID_POPULATIONS",
+    "MIMICRY_CALL_KEY",
+    "MIMICRY_CALLED_FRACTION",
+    "CALLED_FRACTIONS",
+    "Hypothesis",
+    "HYPOTHESES",
+    "hypothesis",
 ]
 
 UNASSIGNED = "Unassigned"
@@ -139,3 +147,80 @@ MYELOID_POPULATIONS: tuple[str, ...] = (
 
 for _group in (CD8_POPULATIONS, NEUTROPHIL_POPULATIONS, MYELOID_POPULATIONS, NOT_SIMULATED):
     assert set(_group) <= set(POPULATIONS), _group
+
+
+# -- the review's hypotheses: one table for the report's paragraphs and the figure's panels
+
+MIMICRY_CALL_KEY = "erythroid_mimicry_call"
+"""The per-cell erythroid-mimicry call (bool ``obs`` column, :func:`bonemet.tl.erythroid_mimicry`)."""
+
+MIMICRY_CALLED_FRACTION = "Erythroid-mimicry calls / tumour cells"
+"""The compare stage's differential-abundance unit (its ``test`` name) of the per-sample
+called fraction: tumour cells with ``obs[MIMICRY_CALL_KEY]`` true over tumour cells."""
+
+CALLED_FRACTIONS: dict[str, tuple[str, str]] = {MIMICRY_CALLED_FRACTION: (MIMICRY_CALL_KEY, TUMOUR)}
+"""Called-fraction units: test name -> (bool obs column of the numerator, denominator
+population). The numerator is the denominator's cells whose call is true."""
+
+
+class Hypothesis(NamedTuple):
+    """One hypothesis of the review, as the report states it and the figure draws it.
+
+    ``kind`` ``"da"`` reads the compare stage's ``differential_abundance`` by its ``test``
+    column (a within-lineage fraction of :data:`bonemet.tl.LINEAGE_FRACTIONS`, a called
+    fraction of :data:`CALLED_FRACTIONS` or a population's share of all cells); ``"score"``
+    reads ``score_tests`` (``test`` = the score's set, in ``population``).
+    """
+
+    key: str
+    heading: str  # the report's result paragraph
+    title: str  # the figure's panel title (short)
+    kind: Literal["da", "score"]
+    test: str
+    population: str | None
+
+
+# In the review's order: iron / erythroid mimicry (Han 2025), osteopontin / Tpex (Cheng
+# 2025), DKK1 / CHI3L3+ neutrophils (Shi 2025), MDSC, osteoclasts, ferroptosis.
+# Ferroptosis is read as two directional programmes, drivers and suppressors. The KEGG
+# ferroptosis pathway is in neither the report's paragraphs nor the figure: it lists the
+# drivers (ACSL4, LPCAT3, ALOX15, NCOA4, TFRC) together with the suppressors (GPX4, SLC7A11,
+# GCLC/GCLM, FTH1/FTL), so a shift of its mean score says neither more nor less
+# ferroptosis. Its score test still runs and is reported with every other test.
+HYPOTHESES: tuple[Hypothesis, ...] = (
+    Hypothesis("erythroid_mimicry", "Tumour erythroid mimicry: called fraction of tumour cells",
+               "Tumour erythroid-mimicry calls", "da", MIMICRY_CALLED_FRACTION, TUMOUR),
+    Hypothesis("iron_macrophage", "Iron-recycling macrophages within macrophages",
+               "Iron-recycling / macrophages", "da", "Iron-recycling / macrophages", None),
+    Hypothesis("tpex", "Progenitor-exhausted CD8 T cells: Tpex / (Tpex + Tex)",
+               "CD8 Tpex / (Tpex + Tex)", "da", "Tpex / (Tpex + Tex)", None),
+    Hypothesis("tpex_cd8", "Tpex within all CD8 T cells", "CD8 Tpex / all CD8 T", "da",
+               "Tpex / CD8 T", None),
+    Hypothesis("chi3l3_neutrophil", "CHI3L3+ immature neutrophils within neutrophils",
+               "CHI3L3+ immature / neutrophils", "da", "CHI3L3+ immature / neutrophils", None),
+    Hypothesis("m_mdsc", "M-MDSC within classical monocytes", "M-MDSC / classical monocytes",
+               "da", "M-MDSC / classical monocytes", None),
+    Hypothesis("pmn_mdsc", "PMN-MDSC within neutrophils", "PMN-MDSC / neutrophils", "da",
+               "PMN-MDSC / neutrophils", None),
+    Hypothesis("osteoclast", "Osteoclast abundance", "Osteoclasts / all cells", "da",
+               "Osteoclast", None),
+    Hypothesis("ferroptosis_driver", "Tumour ferroptosis (driver programme)",
+               "Tumour ferroptosis drivers", "score", "ferroptosis_driver", TUMOUR),
+    Hypothesis("ferroptosis_suppressor", "Tumour ferroptosis (suppressor programme)",
+               "Tumour ferroptosis suppressors", "score", "ferroptosis_suppressor", TUMOUR),
+)  # fmt: skip
+"""The review's hypotheses: the report's result paragraphs
+(:data:`bonemet.report._narrative.HYPOTHESES`) and the condition-comparison panels
+(:data:`bonemet.pl.COMPARISONS`) are both read from this table, in this order."""
+
+
+def hypothesis(key: str) -> Hypothesis:
+    """The row of :data:`HYPOTHESES` with ``key``."""
+    for h in HYPOTHESES:
+        if h.key == key:
+            return h
+    raise KeyError(f"no hypothesis {key!r}; keys: {', '.join(h.key for h in HYPOTHESES)}")
+
+
+assert len({h.key for h in HYPOTHESES}) == len({h.title for h in HYPOTHESES}) == len(HYPOTHESES)
+assert all(h.population in POPULATIONS for h in HYPOTHESES if h.population is not None)

@@ -11,7 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .._vocab import POPULATIONS
+from .._vocab import CALLED_FRACTIONS, HYPOTHESES, POPULATIONS
 from ._common import (
     MissingDataError,
     colors_for,
@@ -25,21 +25,13 @@ from ._palette import category_colors
 
 __all__ = ["condition_comparisons", "per_sample_values", "reference_condition", "COMPARISONS"]
 
-#: The comparisons drawn, in the order of the report's hypotheses: (title, kind, test,
-#: population). ``kind`` ``"da"`` is a within-lineage fraction of
-#: :data:`bonemet.tl.LINEAGE_FRACTIONS` or a population's share of all cells; ``"score"`` is
-#: the per-sample mean of ``obs["score_<test>"]`` in ``population``.
-COMPARISONS: tuple[tuple[str, str, str, str | None], ...] = (
-    ("CD8 Tpex / (Tpex + Tex)", "da", "Tpex / (Tpex + Tex)", None),
-    ("CD8 Tpex / all CD8 T", "da", "Tpex / CD8 T", None),
-    ("M-MDSC / classical monocytes", "da", "M-MDSC / classical monocytes", None),
-    ("PMN-MDSC / neutrophils", "da", "PMN-MDSC / neutrophils", None),
-    ("CHI3L3+ immature / neutrophils", "da", "CHI3L3+ immature / neutrophils", None),
-    ("Iron-recycling / macrophages", "da", "Iron-recycling / macrophages", None),
-    ("Osteoclasts / all cells", "da", "Osteoclast", None),
-    ("Tumour erythroid mimicry", "score", "erythroid_mimicry", "Tumour epithelial"),
-    ("Tumour ferroptosis drivers", "score", "ferroptosis_driver", "Tumour epithelial"),
-    ("Tumour ferroptosis suppressors", "score", "ferroptosis_suppressor", "Tumour epithelial"),
+#: The comparisons drawn: (title, kind, test, population), one per row of
+#: :data:`bonemet._vocab.HYPOTHESES` (the report's hypotheses, in their order). ``kind``
+#: ``"da"`` is a within-lineage fraction of :data:`bonemet.tl.LINEAGE_FRACTIONS`, a called
+#: fraction of :data:`bonemet._vocab.CALLED_FRACTIONS` or a population's share of all
+#: cells; ``"score"`` is the per-sample mean of ``obs["score_<test>"]`` in ``population``.
+COMPARISONS: tuple[tuple[str, str, str, str | None], ...] = tuple(
+    (h.title, h.kind, h.test, h.population) for h in HYPOTHESES
 )
 
 
@@ -52,9 +44,12 @@ def reference_condition(adata: Any, levels: Sequence[str]) -> str:
 def per_sample_values(adata: Any, *, condition_key: str = "condition") -> pd.DataFrame:
     """Per sample, the value of every comparison of :data:`COMPARISONS` the data allows.
 
-    Long table: ``comparison``, ``sample``, ``condition``, ``value``, ``n_cells`` (cells in
-    the denominator, or in the population for a score). A sample with no cell in the
-    denominator has no row.
+    Long table: ``comparison`` (the panel title), ``sample``, ``condition``, ``value``,
+    ``n_cells`` (cells in the denominator, or in the population for a score). A sample
+    with no cell in the denominator has no row. A called fraction (tumour erythroid
+    mimicry) is computed from ``obs`` here: the denominator population's cells whose bool
+    call column is true over that population's cells, ``n_cells`` = the population's cells
+    (absent call column: no rows), so the figure does not depend on the compare stage.
     """
     from ..tl._compare import LINEAGE_FRACTIONS
 
@@ -66,7 +61,19 @@ def per_sample_values(adata: Any, *, condition_key: str = "condition") -> pd.Dat
     counts = pd.crosstab(smp, pop)
     rows = []
     for title, kind, test, population in COMPARISONS:
-        if kind == "da":
+        if kind == "da" and test in CALLED_FRACTIONS:
+            call_key, den_pop = CALLED_FRACTIONS[test]
+            if call_key not in obs.columns:
+                continue
+            m = (pop == den_pop).to_numpy()
+            if not m.any():
+                continue
+            called = obs[call_key].astype("boolean").fillna(False).to_numpy(dtype=bool)
+            g = pd.Series(called[m], index=smp[m]).groupby(level=0)
+            for s, k in g.sum().items():
+                n = int(g.size()[s])
+                rows.append((title, s, cond[s], float(k) / n, n))
+        elif kind == "da":
             if test in LINEAGE_FRACTIONS:
                 num, den = LINEAGE_FRACTIONS[test]
             elif test in POPULATIONS:
@@ -137,8 +144,9 @@ def condition_comparisons(
 ) -> Figure:
     """Box + points per condition for each comparison the report tests.
 
-    One point per sample (the samples are the replicates: within-lineage fractions and
-    per-sample mean programme scores); boxes show the median and interquartile range of the
+    One point per sample (the samples are the replicates: within-lineage fractions, the
+    called fraction of tumour cells for erythroid mimicry and per-sample mean programme
+    scores); boxes show the median and interquartile range of the
     samples of each condition (those the test uses), the reference condition first. The x labels give n samples
     per condition; the panel title gives the compare stage's estimate with its 95% CI and
     adjusted p (or why there is none). A sample with fewer than the compare stage's

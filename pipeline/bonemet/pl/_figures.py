@@ -58,6 +58,7 @@ __all__ = [
     "score_keys",
     "qc_thresholds",
     "AXES_PAIRS",
+    "neutrophil_stage_values",
     "KEY_PROGRAMMES",
 ]
 
@@ -1107,6 +1108,94 @@ SPP1_SOURCES: tuple[tuple[str, str], ...] = (
 )
 
 
+_STAGE_QUANTITY = re.compile(r"^neutrophil_stage(\d+)_(share|chil3_fraction)$")
+
+
+def neutrophil_stage_values(table: pd.DataFrame) -> pd.DataFrame:
+    """The Chil3+ fraction per sample x neutrophil maturation stage from an axes table.
+
+    One row per sample x stage of :func:`bonemet.tl.axes_table`'s
+    ``neutrophil_stage<k>_chil3_fraction`` rows: ``sample``, ``condition`` (when the table
+    has it), ``stage`` (1 = earliest), ``n_stages``, ``value``, ``ci_low``, ``ci_high``,
+    ``n_cells`` (the stage's cells in the sample), ``share`` (the stage's share of the
+    sample's neutrophils), ``gene`` (the read-out gene: Chil3, or CHI3L1 in human) and
+    ``note``. Empty when the table has no stage rows.
+    """
+    cols = ["sample", "condition", "stage", "n_stages", "value", "ci_low", "ci_high",
+            "n_cells", "share", "gene", "note"]  # fmt: skip
+    if table is None or "quantity" not in table.columns:
+        return pd.DataFrame(columns=cols)
+    m = table["quantity"].astype(str).str.extract(_STAGE_QUANTITY)
+    keep = m[0].notna()
+    if not keep.any():
+        return pd.DataFrame(columns=cols)
+    t = table[keep].assign(stage=m.loc[keep, 0].astype(int), what=m.loc[keep, 1])
+    frac = t[t["what"] == "chil3_fraction"].copy()
+    share = t[t["what"] == "share"].set_index(["sample", "stage"])["value"]
+    frac["share"] = [share.get((s, k), np.nan) for s, k in zip(frac["sample"], frac["stage"])]
+    frac["n_stages"] = int(t["stage"].max())
+    frac["gene"] = frac["label"].astype(str).str.split("+").str[0]
+    if "condition" not in frac.columns:
+        frac["condition"] = np.nan
+    return frac[cols].sort_values(["stage", "sample"]).reset_index(drop=True)
+
+
+def _stage_panel(
+    ax: Any, stages: pd.DataFrame, levels: list[str], colors: Mapping[str, str], ref: str | None
+) -> None:
+    """Chil3+ fraction per maturation stage: samples as points with Wilson 95% CI bars,
+    grouped by condition within each stage (``levels`` order, the reference first)."""
+    shown = stages[np.isfinite(stages["value"].astype(float))]
+    n_st = int(stages["n_stages"].iloc[0])
+    groups = levels if levels else [None]
+    width = 0.76 / len(groups)
+    for k in range(1, n_st + 1):
+        for j, c in enumerate(groups):
+            sub = shown[(shown["stage"] == k)
+                        & ((shown["condition"].astype(str) == c) if c is not None else True)]  # fmt: skip
+            sub = sub.sort_values("sample")
+            if not len(sub):
+                continue
+            centre = k - 1 - 0.38 + width * (j + 0.5)
+            xs = centre + np.linspace(-0.3, 0.3, len(sub)) * width * (len(sub) > 1)
+            v = sub["value"].to_numpy(float)
+            err = np.nan_to_num([v - sub["ci_low"].to_numpy(float),
+                                 sub["ci_high"].to_numpy(float) - v])  # fmt: skip
+            col = colors.get(c, "#0072B2") if c is not None else "#0072B2"
+            ax.errorbar(xs, v, yerr=np.clip(err, 0, None), fmt="o", color=col, ms=5,
+                        mec="#222222", mew=0.5, elinewidth=0.8, capsize=2, zorder=3, ls="none")  # fmt: skip
+            if len(sub) < 2:
+                continue
+            med = float(np.median(v))
+            ax.plot([centre - 0.4 * width, centre + 0.4 * width], [med, med], color="#222222",
+                    lw=1.2, zorder=4)  # fmt: skip
+    ticks = []
+    for k in range(1, n_st + 1):
+        sk = shown[shown["stage"] == k]
+        end = "\nearliest" if k == 1 else ("\nmost mature" if k == n_st else "\n")
+        if len(sk):
+            lo, hi = int(sk["n_cells"].min()), int(sk["n_cells"].max())
+            n_txt = f"n = {lo}" if lo == hi else f"n = {lo}–{hi}"
+            sh = sk["share"].astype(float)
+            share = f"{np.nanmedian(sh):.0%} of neutr." if np.isfinite(sh).any() else ""
+        else:
+            n_txt, share = "n < min.", ""
+        ticks.append(f"{k}{end}\n{n_txt}\n{share}")
+    ax.set_xticks(range(n_st), ticks, fontsize=8)
+    ax.set_xlim(-0.6, n_st - 0.4)
+    ax.set_ylim(-0.03, 1.03)
+    gene = str(stages["gene"].iloc[0])
+    ax.set_xlabel("Maturation stage (n: cells per sample; median stage share)", fontsize=9)
+    ax.set_ylabel(f"{gene}+ fraction of the stage (95% CI)")
+    n_s = shown.groupby(shown["condition"].astype(str))["sample"].nunique() if levels else {}
+    who = (
+        ", ".join(f"{c} {int(n_s.get(c, 0))}" for c in levels) + " samples"
+        if levels
+        else f"{shown['sample'].nunique()} samples"
+    )
+    ax.set_title(f"DKK1 axis, Shi 2025: {gene}+ by neutrophil stage\n{who}", fontsize=10)
+
+
 def _p_text(p: float) -> str:
     return f"p = {p:.2g}" if p >= 0.001 else "p < 0.001"
 
@@ -1121,7 +1210,11 @@ def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
     macrophages vs tumour TFRC, iron-recycling fraction vs tumour erythroid mimicry and the
     anaemia arm (TFRC vs globins in erythroid progenitors) (Han 2025); tumour DKK1 vs
     CHI3L3+ immature neutrophils (Shi 2025); PVR on myeloid / tumour cells vs TIGIT on CD8
-    T cells / Tregs (Monteran 2024). Points are samples (coloured by condition when
+    T cells / Tregs (Monteran 2024); the Chil3+ (human: CHI3L1+) fraction per neutrophil
+    maturation stage (:func:`bonemet.tl.neutrophil_maturation`), samples as points grouped
+    by condition (the reference first) with Wilson 95% CI bars, a bar at each group's
+    median, n cells per sample and the stage's median share of neutrophils under each
+    stage (Shi 2025). Points are samples (coloured by condition when
     known) with 95% CI bars; the title gives Spearman's rho with its p and n samples
     (:func:`bonemet.tl.axes_correlations`). Pairs missing in every sample are left out.
 
@@ -1150,7 +1243,10 @@ def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
         and (df[p[0]].notna() & df[p[1]].notna()).any()
     ]  # fmt: skip
     spp1 = [(k, lab) for k, lab in SPP1_SOURCES if k in df.columns and df[k].notna().any()]
-    if not pairs and not spp1:
+    stages = neutrophil_stage_values(table)
+    if not np.isfinite(stages["value"].astype(float)).any():
+        stages = stages.iloc[:0]
+    if not pairs and not spp1 and stages.empty:
         raise MissingDataError(
             "no axis of the review could be computed: the populations involved are absent"
         )
@@ -1168,7 +1264,7 @@ def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
     def colour(sample: Any) -> str:
         return ccol.get(str(df.loc[sample, "condition"]), "#0072B2") if has_cond else "#0072B2"
 
-    n_panels = len(pairs) + (1 if spp1 else 0)
+    n_panels = len(pairs) + (1 if spp1 else 0) + (0 if stages.empty else 1)
     ncols = min(2, n_panels)
     nrows = int(np.ceil(n_panels / ncols))
     leg = legend_width(conds, 1) if has_cond else 0.0
@@ -1218,6 +1314,18 @@ def review_axes(adata: Any, *, table: pd.DataFrame | None = None) -> Figure:
         ax.set_xlabel(xl)
         ax.set_ylabel(yl)
         ax.margins(0.15)
+    if not stages.empty:
+        k += 1
+        ax = fig.add_subplot(nrows, ncols, k)
+        shown_conds = set(stages["condition"].dropna().astype(str)) if has_cond else set()
+        levels = [c for c in conds if c in shown_conds]
+        ref = None
+        if levels:
+            from ._conditions import reference_condition
+
+            ref = reference_condition(adata, levels) if adata is not None else levels[0]
+            levels = [ref, *[c for c in levels if c != ref]]
+        _stage_panel(ax, stages, levels, ccol, ref)
     if has_cond:
         _outside_legend(
             fig.axes[min(ncols, n_panels) - 1],

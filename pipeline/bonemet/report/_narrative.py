@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from .._meta import bonemet_uns
-from .._vocab import TUMOUR
+from .._vocab import CALLED_FRACTIONS, MIMICRY_CALLED_FRACTION
+from .._vocab import HYPOTHESES as _HYPOTHESES
 
 __all__ = [
     "CITATIONS",
@@ -53,22 +54,13 @@ CITATIONS: dict[str, tuple[str | None, str]] = {
     "LIANA+": ("liana", "Dimitrov et al. 2024, Nat Cell Biol 26:1613"),
 }  # fmt: skip
 
-#: (heading, kind, test, population) of the review's hypotheses, in the report's order:
-#: kind "da" reads ``differential_abundance`` (test = its ``test`` column), kind "score"
-#: reads ``score_tests`` (test = the score, population = the tested population)
-HYPOTHESES: tuple[tuple[str, str, str, str | None], ...] = (
-    ("CHI3L3+ immature neutrophils within neutrophils", "da", "CHI3L3+ immature / neutrophils", None),
-    ("Progenitor-exhausted CD8 T cells: Tpex / (Tpex + Tex)", "da", "Tpex / (Tpex + Tex)", None),
-    ("Tpex within all CD8 T cells", "da", "Tpex / CD8 T", None),
-    ("M-MDSC within classical monocytes", "da", "M-MDSC / classical monocytes", None),
-    ("PMN-MDSC within neutrophils", "da", "PMN-MDSC / neutrophils", None),
-    ("Iron-recycling macrophages within macrophages", "da", "Iron-recycling / macrophages", None),
-    ("Osteoclast abundance", "da", "Osteoclast", None),
-    ("Tumour erythroid mimicry", "score", "erythroid_mimicry", TUMOUR),
-    ("Tumour ferroptosis (driver programme)", "score", "ferroptosis_driver", TUMOUR),
-    ("Tumour ferroptosis (KEGG)", "score", "ferroptosis_kegg", TUMOUR),
-    ("Tumour ferroptosis suppressors", "score", "ferroptosis_suppressor", TUMOUR),
-)  # fmt: skip
+#: (heading, kind, test, population) of the review's hypotheses, one per row of
+#: :data:`bonemet._vocab.HYPOTHESES` (the figure's panels read the same rows): kind "da"
+#: reads ``differential_abundance`` (test = its ``test`` column), kind "score" reads
+#: ``score_tests`` (test = the score, population = the tested population)
+HYPOTHESES: tuple[tuple[str, str, str, str | None], ...] = tuple(
+    (h.heading, h.kind, h.test, h.population) for h in _HYPOTHESES
+)
 
 _ALPHA = 0.05
 
@@ -620,11 +612,13 @@ def _verdict(row: Mapping[str, Any], ref: str, other: str, n_ref: int, n_test: i
 def _da_sentence(row: Mapping[str, Any], ref: str, other: str, min_per_group: int | None) -> str:
     n_ref, n_test = int(row["n_ref"]), int(row["n_test"])
     fc = float(row["log2fc"])
-    kind = (
-        "within-lineage fraction"
-        if row.get("kind") == "lineage fraction"
-        else "proportion of all cells"
-    )
+    if str(row.get("test", "")) in CALLED_FRACTIONS:
+        call_key, den = CALLED_FRACTIONS[str(row["test"])]
+        kind = f"called fraction of {den.lower()} cells (obs['{call_key}'])"
+    elif row.get("kind") == "lineage fraction":
+        kind = "within-lineage fraction"
+    else:
+        kind = "proportion of all cells"
     txt = (
         f"Quasi-Poisson GLM of the {kind} ({n_test} {_e(other)} vs {n_ref} {_e(ref)} samples): "
         f"mean {float(row['prop_ref']):.1%} in {_e(ref)} vs {float(row['prop_test']):.1%} in "
@@ -645,6 +639,23 @@ def _score_sentence(row: Mapping[str, Any], ref: str, other: str, min_per_group:
         f"{_num(row['ci_high'], 3)})."
     )  # fmt: skip
     return txt + _verdict(row, ref, other, n_ref, n_test, min_per_group)
+
+
+def _not_tested_called(adata: Any, test: str) -> str:
+    """Why a called fraction has no compare row: no calls in the object, no cell of the
+    denominator, or a compare result older than the called-fraction test."""
+    call_key, den = CALLED_FRACTIONS[test]
+    obs = adata.obs
+    if call_key not in obs.columns:
+        why = f"no per-cell calls (obs['{_e(call_key)}'] is absent: the score stage did not call them)"
+    elif "population" not in obs.columns or not (obs["population"].astype(str) == den).any():
+        why = f"no {_e(den)} cells in this object"
+    else:
+        why = (
+            f"the compare results have no '{_e(test)}' test (computed before the compare "
+            "stage tested the called fraction: rerun compare)"
+        )
+    return f"<b>Not tested</b>: {why}."
 
 
 def _not_tested_score(adata: Any, P: _Params, pop: str | None, mcells: Any) -> str:
@@ -807,6 +818,7 @@ _AXIS_TESTS = {
     "tpex_fraction": "Tpex / (Tpex + Tex)",
     "iron_macrophage_fraction": "Iron-recycling / macrophages",
     "chi3l3_neutrophil_fraction": "CHI3L3+ immature / neutrophils",
+    "tumour_erythroid_mimicry": MIMICRY_CALLED_FRACTION,
 }
 
 
@@ -941,6 +953,8 @@ def results_html(
                 )
                 if len(sub):
                     body = _da_sentence(sub.iloc[0].to_dict(), ref, other, msg)
+                elif test in CALLED_FRACTIONS:
+                    body = _not_tested_called(adata, test)
                 else:
                     body = ("Not tested: the population (or its lineage) is absent from this "
                             "object's samples.")  # fmt: skip
