@@ -133,8 +133,8 @@ def test_conditions_are_coloured_alike_reference_first(adata) -> None:
 
 
 def test_mimicry_panel_is_the_called_fraction_of_tumour_cells() -> None:
-    """Per sample: tumour cells called / tumour cells (n = tumour cells), from obs, whether
-    or not compare ran; calls outside the tumour do not count."""
+    """Per sample: tumour cells called / tumour cells assessed (n = those cells), from obs,
+    whether or not compare ran; calls outside the tumour do not count."""
     import anndata as ad
     import pandas as pd
 
@@ -161,6 +161,14 @@ def test_mimicry_panel_is_the_called_fraction_of_tumour_cells() -> None:
     assert again[again["comparison"] == title]["value"].max() < 1
     fig = bm.pl.condition_comparisons(a)
     assert fig.axes[0].get_title().startswith(f"{title}\nnot tested by compare")
+    # cells the call did not assess (predicted doublets) are not in the denominator
+    klass = np.where(a.obs[MIMICRY_CALL_KEY], "globin_only", "negative").astype(object)
+    klass[np.flatnonzero((a.obs["sample"] == "b") & ~a.obs[MIMICRY_CALL_KEY])[:4]] = "not_assessed"
+    a.obs["erythroid_mimicry_class"] = klass
+    tab = bm.pl.per_sample_values(a)
+    got = tab[tab["comparison"] == title].set_index("sample")
+    assert got.loc["b", "value"] == pytest.approx(12 / 16) and got.loc["b", "n_cells"] == 16
+    assert got.loc["a", "value"] == pytest.approx(3 / 30)
     # without calls in obs the panel is left out (the score is never a stand-in)
     del a.obs[MIMICRY_CALL_KEY]
     assert title not in set(bm.pl.per_sample_values(a)["comparison"])

@@ -228,5 +228,5 @@ def test_mimicry_paragraph_reads_the_called_fraction_or_says_not_tested(run) -> 
         b.uns["bonemet_compare"], differential_abundance=pd.concat([da, row])
     )
     p = para(b)
-    assert "called fraction of tumour epithelial cells" in p and "Not tested" not in p
+    assert "called fraction of the assessed tumour epithelial cells" in p and "Not tested" not in p
     assert "log2 fold change 1.25 (95% CI 0.50 to 2.00)" in p

@@ -25,6 +25,7 @@ __all__ = [
     "MACROPHAGE_POPULATIONS",
     "MYELOID_POPULATIONS",
     "MIMICRY_CALL_KEY",
+    "MIMICRY_CLASS_KEY",
     "MIMICRY_CALLED_FRACTION",
     "CALLED_FRACTIONS",
     "Hypothesis",
@@ -154,13 +155,21 @@ for _group in (CD8_POPULATIONS, NEUTROPHIL_POPULATIONS, MYELOID_POPULATIONS, NOT
 MIMICRY_CALL_KEY = "erythroid_mimicry_call"
 """The per-cell erythroid-mimicry call (bool ``obs`` column, :func:`bonemet.tl.erythroid_mimicry`)."""
 
+MIMICRY_CLASS_KEY = "erythroid_mimicry_class"
+"""The per-cell class of that call; ``"not_assessed"`` cells (predicted doublets) were not called."""
+
 MIMICRY_CALLED_FRACTION = "Erythroid-mimicry calls / tumour cells"
 """The compare stage's differential-abundance unit (its ``test`` name) of the per-sample
-called fraction: tumour cells with ``obs[MIMICRY_CALL_KEY]`` true over tumour cells."""
+called fraction: tumour cells with ``obs[MIMICRY_CALL_KEY]`` true over the tumour cells
+the call assessed."""
 
-CALLED_FRACTIONS: dict[str, tuple[str, str]] = {MIMICRY_CALLED_FRACTION: (MIMICRY_CALL_KEY, TUMOUR)}
-"""Called-fraction units: test name -> (bool obs column of the numerator, denominator
-population). The numerator is the denominator's cells whose call is true."""
+CALLED_FRACTIONS: dict[str, tuple[str, str, str]] = {
+    MIMICRY_CALLED_FRACTION: (MIMICRY_CALL_KEY, TUMOUR, MIMICRY_CLASS_KEY)
+}
+"""Called-fraction units: test name -> (bool obs column of the call, denominator
+population, obs column of the call's class). The denominator is the population's cells,
+less those whose class is ``"not_assessed"`` when the class column exists; the numerator
+is those of them whose call is true."""
 
 
 class Hypothesis(NamedTuple):

@@ -47,9 +47,10 @@ def per_sample_values(adata: Any, *, condition_key: str = "condition") -> pd.Dat
     Long table: ``comparison`` (the panel title), ``sample``, ``condition``, ``value``,
     ``n_cells`` (cells in the denominator, or in the population for a score). A sample
     with no cell in the denominator has no row. A called fraction (tumour erythroid
-    mimicry) is computed from ``obs`` here: the denominator population's cells whose bool
-    call column is true over that population's cells, ``n_cells`` = the population's cells
-    (absent call column: no rows), so the figure does not depend on the compare stage.
+    mimicry, :data:`bonemet._vocab.CALLED_FRACTIONS`) is computed from ``obs`` here: the
+    tumour cells the call assessed whose call is true over those cells, ``n_cells`` = the
+    assessed tumour cells (no call column: no rows), so the figure does not depend on the
+    compare stage.
     """
     from ..tl._compare import LINEAGE_FRACTIONS
 
@@ -62,10 +63,12 @@ def per_sample_values(adata: Any, *, condition_key: str = "condition") -> pd.Dat
     rows = []
     for title, kind, test, population in COMPARISONS:
         if kind == "da" and test in CALLED_FRACTIONS:
-            call_key, den_pop = CALLED_FRACTIONS[test]
+            call_key, den_pop, class_key = CALLED_FRACTIONS[test]
             if call_key not in obs.columns:
                 continue
             m = (pop == den_pop).to_numpy()
+            if class_key in obs.columns:  # the cells the call assessed
+                m &= (obs[class_key].astype(str) != "not_assessed").to_numpy()
             if not m.any():
                 continue
             called = obs[call_key].astype("boolean").fillna(False).to_numpy(dtype=bool)

@@ -613,8 +613,8 @@ def _da_sentence(row: Mapping[str, Any], ref: str, other: str, min_per_group: in
     n_ref, n_test = int(row["n_ref"]), int(row["n_test"])
     fc = float(row["log2fc"])
     if str(row.get("test", "")) in CALLED_FRACTIONS:
-        call_key, den = CALLED_FRACTIONS[str(row["test"])]
-        kind = f"called fraction of {den.lower()} cells (obs['{call_key}'])"
+        call_key, den, _ = CALLED_FRACTIONS[str(row["test"])]
+        kind = f"called fraction of the assessed {den.lower()} cells (obs['{call_key}'])"
     elif row.get("kind") == "lineage fraction":
         kind = "within-lineage fraction"
     else:
@@ -644,7 +644,7 @@ def _score_sentence(row: Mapping[str, Any], ref: str, other: str, min_per_group:
 def _not_tested_called(adata: Any, test: str) -> str:
     """Why a called fraction has no compare row: no calls in the object, no cell of the
     denominator, or a compare result older than the called-fraction test."""
-    call_key, den = CALLED_FRACTIONS[test]
+    call_key, den, _ = CALLED_FRACTIONS[test]
     obs = adata.obs
     if call_key not in obs.columns:
         why = f"no per-cell calls (obs['{_e(call_key)}'] is absent: the score stage did not call them)"
