@@ -224,9 +224,11 @@ def test_mimicry_paragraph_reads_the_called_fraction_or_says_not_tested(run) -> 
     row = da[da["test"] == "Osteoclast"].copy()
     row["test"], row["kind"] = MIMICRY_CALLED_FRACTION, "called fraction"
     row["log2fc"], row["ci_low"], row["ci_high"] = 1.25, 0.5, 2.0
+    row["model"] = "Williams"
     b.uns["bonemet_compare"] = dict(
         b.uns["bonemet_compare"], differential_abundance=pd.concat([da, row])
     )
     p = para(b)
     assert "called fraction of the assessed tumour epithelial cells" in p and "Not tested" not in p
     assert "log2 fold change 1.25 (95% CI 0.50 to 2.00)" in p
+    assert "GLM with beta-binomial-type (Williams) variance of the called fraction" in p

@@ -619,8 +619,13 @@ def _da_sentence(row: Mapping[str, Any], ref: str, other: str, min_per_group: in
         kind = "within-lineage fraction"
     else:
         kind = "proportion of all cells"
+    model = (
+        "Log-link GLM with beta-binomial-type (Williams) variance"
+        if str(row.get("model", "")) == "Williams"
+        else "Quasi-Poisson GLM"
+    )
     txt = (
-        f"Quasi-Poisson GLM of the {kind} ({n_test} {_e(other)} vs {n_ref} {_e(ref)} samples): "
+        f"{model} of the {kind} ({n_test} {_e(other)} vs {n_ref} {_e(ref)} samples): "
         f"mean {float(row['prop_ref']):.1%} in {_e(ref)} vs {float(row['prop_test']):.1%} in "
         f"{_e(other)}; log2 fold change {_num(fc)} (95% CI {_num(row['ci_low'])} to "
         f"{_num(row['ci_high'])})"
