@@ -329,3 +329,179 @@ def test_compare_stage_and_its_tables_survive_a_checkpoint(tmp_path: Path) -> No
     c = bm.datasets.simulate_condition_design(n_per_group=2, seed=14, **SMALL)
     _stages.compare(c, load_config({"compare": {"enabled": False}}))
     assert "bonemet_compare" not in c.uns
+
+
+# -- read-out units: the erythroid-mimicry called fraction, neutrophil stage 1 ------------
+
+MIMICRY_UNIT = "Erythroid-mimicry calls / tumour cells"
+STAGE_UNIT = "Neutrophil stage 1 / neutrophil lineage"
+
+
+def _plant_calls(a: ad.AnnData, rate: dict[str, float], seed: int) -> None:
+    """obs["erythroid_mimicry_call"]: tumour cells called at ``rate[condition]``."""
+    rng = np.random.default_rng(seed)
+    tum = (a.obs["population"].astype(str) == DE_POP).to_numpy()
+    p = a.obs["condition"].astype(str).map(rate).to_numpy(float)
+    a.obs["erythroid_mimicry_call"] = tum & (rng.random(a.n_obs) < p)
+
+
+def test_mimicry_called_fraction_is_a_tested_unit() -> None:
+    a = bm.datasets.simulate_condition_design(n_per_group=4, seed=21, **SMALL)
+    _plant_calls(a, {"control": 0.05, "bone_met": 0.25}, seed=21)
+    # a tumour cell the read-out could not assess stays out of the denominator
+    a.obs["erythroid_mimicry_class"] = np.where(
+        a.obs["erythroid_mimicry_call"], "globin_only", "below_background"
+    )
+    first = np.flatnonzero((a.obs["population"] == DE_POP).to_numpy())[0]
+    a.obs.iloc[first, a.obs.columns.get_loc("erythroid_mimicry_class")] = "not_assessed"
+    bm.tl.compare(a, de=False)
+    res = a.uns["bonemet_compare"]
+    da = res["differential_abundance"].set_index("test")
+    row = da.loc[MIMICRY_UNIT]
+    assert row["kind"] == "called fraction" and row["model"] == "Williams"
+    assert row["n_ref"] == 4 and row["n_test"] == 4 and row["p_reliable"]
+    assert row["log2fc"] > 1 and row["ci_low"] > 0 and row["p"] < 0.05
+    assert row["padj"] >= row["p"] and np.isfinite(row["overdispersion"])
+    # one BH family per contrast: the unit's padj is BH over the whole table
+    from statsmodels.stats.multitest import multipletests
+
+    assert row["padj"] == pytest.approx(
+        multipletests(da["p"].dropna(), method="fdr_bh")[1][
+            list(da["p"].dropna().index).index(MIMICRY_UNIT)
+        ]
+    )
+    tum = a.obs[(a.obs["population"] == DE_POP).to_numpy()]
+    s0 = str(a.obs["sample"].iloc[first])
+    n0 = int((tum["sample"] == s0).sum()) - 1
+    assert f"{s0}={n0}" in row["cells_per_sample"].split(";")
+    assert res["units"]["erythroid_mimicry"].startswith("obs[")
+    # absent call column: no unit, and the record says why
+    b = bm.datasets.simulate_condition_design(n_per_group=2, seed=22, **SMALL)
+    bm.tl.compare(b, de=False)
+    assert MIMICRY_UNIT not in set(b.uns["bonemet_compare"]["differential_abundance"]["test"])
+    assert "absent" in b.uns["bonemet_compare"]["units"]["erythroid_mimicry"]
+
+
+def _null_called_fractions(k: int, reps: int, seed: int):
+    """Null per-sample called fractions: tumour cells 20-500 per sample (log-uniform), true
+    fraction beta around 5-10 % with between-sample overdispersion, no condition effect."""
+    rng = np.random.default_rng(seed)
+    x = np.column_stack([np.ones(2 * k), np.r_[np.zeros(k), np.ones(k)]])
+    for _ in range(reps):
+        n = np.rint(np.exp(rng.uniform(np.log(20), np.log(500), 2 * k))).astype(int)
+        mean, conc = rng.uniform(0.05, 0.10), rng.uniform(10, 60)
+        calls = rng.binomial(n, rng.beta(mean * conc, (1 - mean) * conc, 2 * k))
+        yield calls, n, x
+
+
+def _null_p(fit, k: int, reps: int, seed: int) -> np.ndarray:
+    import math
+
+    from bonemet.tl._compare import _wald_t
+
+    out = []
+    for calls, n, x in _null_called_fractions(k, reps, seed):
+        beta, se, df, phi = fit(calls, n, x)[:4]
+        out.append(_wald_t(beta, se * math.sqrt(max(1.0, phi)), df)[0])
+    p = np.asarray(out)
+    return p[np.isfinite(p)]
+
+
+def _calibrated(p: np.ndarray) -> bool:
+    from scipy import stats
+
+    fpr = float((p < 0.05).mean())
+    # KS distance, not its p-value: the t on 4-6 residual df is slightly conservative
+    # at 3 vs 3 (distance ~0.05), which enough replicates always reject
+    return 0.02 <= fpr <= 0.065 and stats.kstest(p, "uniform").statistic < 0.08
+
+
+def test_called_fraction_p_values_are_calibrated_on_nulls() -> None:
+    """3 vs 3 and 4 vs 4 nulls: false-positive rate at 0.05 and uniformity of p (KS).
+
+    The same check fails for the plain quasi-Poisson with offset (one dispersion for all
+    samples: KS distance 0.12 here), the model the lineage fractions use."""
+    from bonemet.tl._compare import _quasi_poisson, _williams
+
+    for k, seed in ((3, 31), (4, 32)):
+        p = _null_p(_williams, k, 800, seed)
+        assert len(p) == 800
+        assert _calibrated(p), (k, (p < 0.05).mean())
+    assert not _calibrated(_null_p(_quasi_poisson, 4, 400, 32))
+
+
+def test_neutrophil_stage1_share_finds_the_planted_immature_expansion() -> None:
+    """The simulator raises CHI3L3+ immature neutrophils in bone_met (tumour DKK1): the
+    earliest maturation stage's share of the neutrophil lineage is higher there."""
+    import scanpy as sc
+
+    a = bm.datasets.simulate_bone_metastasis(6400, 8, species="mouse", seed=3)
+    a = a[~a.obs["true_doublet"].to_numpy()].copy()
+    sc.pp.normalize_total(a, target_sum=1e4)
+    sc.pp.log1p(a)
+    a.obs["population"] = a.obs["true_population"].astype(str)
+    assert "neutrophil_maturation_stage" not in a.obs
+    bm.tl.compare(a, de=False)
+    res = a.uns["bonemet_compare"]
+    assert "neutrophil_maturation_stage" not in a.obs  # computed, not written
+    assert res["units"]["neutrophil_stage"].startswith("computed (4 stages")
+    row = res["differential_abundance"].set_index("test").loc[STAGE_UNIT]
+    assert row["kind"] == "maturation stage" and (row["n_ref"], row["n_test"]) == (4, 4)
+    assert row["log2fc"] > 0.5 and row["ci_low"] > 0 and row["p"] < 0.05
+    assert row["prop_test"] > row["prop_ref"]
+    # stages already in obs are used as they are; 0 stages and none in obs: no unit
+    bm.tl.neutrophil_maturation(a, n_stages=3)
+    bm.tl.compare(a, de=False)
+    assert "3 stages" not in a.uns["bonemet_compare"]["units"]["neutrophil_stage"]
+    assert "stage 1/3" in a.uns["bonemet_compare"]["units"]["neutrophil_stage"]
+    del a.obs["neutrophil_maturation_stage"]
+    bm.tl.compare(a, de=False, neutrophil_stages=0)
+    da = a.uns["bonemet_compare"]["differential_abundance"]
+    assert STAGE_UNIT not in set(da["test"])
+
+
+# -- the reference condition --------------------------------------------------------------
+
+
+def _relabel(a: ad.AnnData, names: dict[str, str]) -> ad.AnnData:
+    a.obs["condition"] = a.obs["condition"].astype(str).map(names).astype("category")
+    return a
+
+
+def test_reference_given_control_like_or_first_sorted_with_a_warning() -> None:
+    base = bm.datasets.simulate_condition_design(n_per_group=2, seed=41, **SMALL)
+    cases = [
+        ({"control": "Vehicle", "bone_met": "treated"}, None, "Vehicle", "control-like name"),
+        ({"control": "WT", "bone_met": "KO"}, None, "WT", "control-like name"),
+        ({"control": "sham_op", "bone_met": "met"}, None, "sham_op", "control-like name"),
+        ({"control": "ctrl", "bone_met": "stim"}, "stim", "stim", "given"),
+        ({"control": "mouse_b", "bone_met": "mouse_a"}, None, "mouse_a", "first level (sorted)"),
+        ({"control": "healthy", "bone_met": "normal"}, None, "healthy", "first level (sorted)"),
+    ]
+    for names, given, ref, how in cases:
+        a = _relabel(base.copy(), names)
+        bm.tl.compare(a, reference=given, de=False)
+        res = a.uns["bonemet_compare"]
+        assert (res["reference"], res["reference_source"]) == (ref, how), names
+        assert res["min_cells"] == 20 and res["min_samples_per_group"] == 3
+        other = next(v for v in names.values() if v != ref)
+        assert res["contrasts"] == [f"{other} vs {ref}"]
+        warned = [w for w in _warnings(a) if "no reference condition given" in w]
+        if how == "first level (sorted)":
+            assert len(warned) == 1 and repr(ref) in warned[0], warned
+            assert "compare.reference" in warned[0]
+        else:
+            assert not warned
+    two = [w for w in _warnings(a) if "no reference" in w][0]
+    assert "2 levels look like a control (healthy, normal)" in two
+
+
+def test_reference_not_a_level_lists_the_levels() -> None:
+    a = _relabel(
+        bm.datasets.simulate_condition_design(n_per_group=2, seed=42, **SMALL),
+        {"control": "WT", "bone_met": "KO"},
+    )
+    with pytest.raises(
+        InputError, match=r"reference 'control' is not a level of 'condition'; levels: KO, WT"
+    ):
+        bm.tl.compare(a, reference="control")

@@ -7,6 +7,10 @@ Three read-outs share one sample-level design (``~ covariates [+ subject] + cond
   its denominator as offset, so the condition coefficient is the log fold change of the
   proportion; Pearson dispersions moderated across tests by empirical Bayes (limma's
   squeezeVar) and floored at 1, Wald t-tests on the residual plus prior degrees of freedom;
+  the erythroid-mimicry called fraction of tumour cells and the earliest neutrophil
+  maturation stage's share of the neutrophil lineage join them, fitted with a
+  beta-binomial-type variance (Williams' quasi-likelihood) because their denominators
+  vary widely between samples;
 - pseudobulk differential expression per population (counts summed per sample ×
   population from ``layers["counts"]``) with PyDESeq2;
 - score tests: the per-sample mean of each ``obs["score_*"]`` per population, ordinary
@@ -22,6 +26,7 @@ the p-values are on generated nulls.
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -45,6 +50,7 @@ from .._vocab import (
     POPULATIONS,
     TEX,
     TPEX,
+    TUMOUR,
     UNASSIGNED,
 )
 
@@ -152,18 +158,10 @@ def compare_design(
     design["condition"] = design["condition"].astype(str)
     if subject_key is not None:
         design["subject"] = design["subject"].astype(str)
-    cond = obs[condition_key]
-    if isinstance(cond.dtype, pd.CategoricalDtype):
-        levels = [str(c) for c in cond.cat.categories if str(c) in set(design["condition"])]
-    else:
-        levels = sorted(design["condition"].unique())
-    if reference is None:
-        reference = "control" if "control" in levels else levels[0]
-    elif reference not in levels:
-        raise InputError(
-            f"compare: reference {reference!r} is not a level of {condition_key!r}; "
-            f"levels: {', '.join(levels)}. Set compare.reference to one of them"
-        )
+    levels = _condition_levels(obs[condition_key], design)
+    reference, _how, msg = _resolve_reference(levels, reference, condition_key=condition_key)
+    if msg:
+        add_warning(adata, msg)
     others = [lv for lv in levels if lv != reference]
     for c in covariates:
         if design[c].dtype.kind not in "if":
@@ -176,6 +174,75 @@ def compare_design(
                 "from compare.covariates"
             )
     return design, reference, others
+
+
+#: words (case-insensitive, whole words of a level) that name a control condition
+CONTROL_WORDS: tuple[str, ...] = (
+    "control",
+    "ctrl",
+    "healthy",
+    "normal",
+    "naive",
+    "sham",
+    "vehicle",
+    "wt",
+)
+
+
+def _condition_levels(cond: pd.Series, design: pd.DataFrame) -> list[str]:
+    """The condition levels present in ``design``: category order, else sorted."""
+    present = set(design["condition"])
+    if isinstance(cond.dtype, pd.CategoricalDtype):
+        return [str(c) for c in cond.cat.categories if str(c) in present]
+    return sorted(present)
+
+
+def _looks_like_control(level: str) -> bool:
+    words = re.findall(r"[a-z]+", level.lower())
+    return any(w in CONTROL_WORDS for w in words)
+
+
+def _resolve_reference(
+    levels: Sequence[str], reference: str | None, *, condition_key: str = "condition"
+) -> tuple[str, str, str | None]:
+    """The reference level, how it was chosen, and the warning to record (or ``None``).
+
+    ``reference`` given: it must be a level (``how="given"``). Otherwise the one level
+    whose name contains a control word (:data:`CONTROL_WORDS`, e.g. ``Control``,
+    ``ctrl``, ``WT``, ``sham``; ``how="control-like name"``) when exactly one does; else
+    the first level in sorted order (``how="first level (sorted)"``) with a warning that
+    names it and says how to choose another.
+
+    Raises
+    ------
+    InputError
+        ``reference`` is not a level (the message lists the levels).
+    """
+    levels = [str(lv) for lv in levels]
+    if reference is not None:
+        if str(reference) not in levels:
+            raise InputError(
+                f"compare: reference {reference!r} is not a level of {condition_key!r}; "
+                f"levels: {', '.join(levels)}. Set compare.reference to one of them"
+            )
+        return str(reference), "given", None
+    if len(levels) == 1:
+        return levels[0], "only level", None
+    like = [lv for lv in levels if _looks_like_control(lv)]
+    if len(like) == 1:
+        return like[0], "control-like name", None
+    first = sorted(levels)[0]
+    why = (
+        f"{len(like)} levels look like a control ({', '.join(like)})"
+        if like
+        else "no level looks like a control"
+    )
+    msg = (
+        f"compare: no reference condition given and {why}: {first!r}, the first of the "
+        f"levels of {condition_key!r} in sorted order ({', '.join(sorted(levels))}), is the "
+        "reference; set compare.reference (reference= in Python) to choose another"
+    )
+    return first, "first level (sorted)", msg
 
 
 def _model_matrix(
@@ -330,13 +397,153 @@ def _wald_t(
     return p, (beta - q * se) / scale, (beta + q * se) / scale
 
 
+def _williams(
+    x: np.ndarray, n: np.ndarray, design_x: np.ndarray
+) -> tuple[float, float, int, float, float]:
+    """Log-link GLM of a called fraction with beta-binomial-type variance (Williams 1982).
+
+    ``Var(x_i) = phi * mu_i * (1 + (n_i - 1) * rho)``: counting noise plus a between-sample
+    spread of the true fraction, whose share of the variance grows with the sample's
+    denominator ``n_i``. ``rho`` is the moment estimate that brings the Pearson statistic
+    to its residual df (0 when it is already below); the fit weights the samples by
+    ``1 / (1 + (n_i - 1) rho)``, so a sample with 500 tumour cells does not count 25x one
+    with 20. A plain quasi-Poisson (one dispersion for all samples) over-weights the large
+    samples, whose fractions vary as much as the small ones': measured anti-conservative
+    (false-positive rate 0.07 at 0.05 for 4 vs 4 with 20-500 cells per sample,
+    ``benchmarks/compare_calibration.py``).
+
+    Returns the condition (last column) coefficient, its SE (weights included, scale
+    not), the residual df, the scale ``phi`` (Pearson / df at ``rho``: 1 when ``rho > 0``)
+    and ``rho``.
+    """
+    from scipy.optimize import brentq
+
+    nan = float("nan")
+    df_resid = design_x.shape[0] - design_x.shape[1]
+    if np.linalg.matrix_rank(design_x) < design_x.shape[1]:
+        return nan, nan, df_resid, nan, nan
+    y = x.astype(float)
+    n = n.astype(float)
+    alt = design_x[:, -1] > 0
+    if y[alt].sum() == 0 or y[~alt].sum() == 0:
+        y = y + 0.5  # a group without any call: a continuity correction keeps the log finite
+    offset = np.log(n)
+    start = [np.linalg.lstsq(design_x, np.log((y + 0.5) / n), rcond=None)[0]]
+
+    def fit(rho: float) -> tuple[np.ndarray, np.ndarray, float]:
+        """Weighted Poisson IRLS (log link, offset); coefficients, covariance, Pearson."""
+        w = 1.0 / (1.0 + (n - 1.0) * rho)
+        beta = start[0].copy()  # warm start: the last fit of the root search
+        for _ in range(100):
+            mu = np.exp(design_x @ beta + offset)
+            ww = w * mu
+            z = design_x @ beta + (y - mu) / mu
+            xtw = design_x.T * ww
+            new = np.linalg.solve(xtw @ design_x, xtw @ z)
+            done = np.max(np.abs(new - beta)) < 1e-9
+            beta = new
+            if done:
+                break
+        start[0] = beta
+        mu = np.exp(design_x @ beta + offset)
+        cov = np.linalg.inv((design_x.T * (w * mu)) @ design_x)
+        return beta, cov, float(np.sum(w * (y - mu) ** 2 / mu))
+
+    beta, cov, x2 = fit(0.0)
+    rho = 0.0
+    if df_resid > 0 and x2 > df_resid:
+        hi = 0.999
+        if fit(hi)[2] > df_resid:
+            rho = hi
+        else:
+            rho = float(brentq(lambda r: fit(r)[2] - df_resid, 0.0, hi, xtol=1e-6))
+        beta, cov, x2 = fit(rho)
+    phi = x2 / df_resid if df_resid > 0 else nan
+    return float(beta[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), df_resid, phi, rho
+
+
+#: the per-cell erythroid-mimicry call (bool obs column, :func:`bonemet.tl.erythroid_mimicry`)
+#: and its per-cell class (cells outside the assessment are ``not_assessed``)
+MIMICRY_CALL_KEY = "erythroid_mimicry_call"
+MIMICRY_CLASS_KEY = "erythroid_mimicry_class"
+#: the differential-abundance unit of the called fraction
+MIMICRY_CALLED_FRACTION = "Erythroid-mimicry calls / tumour cells"
+#: obs column of the neutrophil maturation stage (:func:`bonemet.tl.neutrophil_maturation`)
+NEUTROPHIL_STAGE_KEY = "neutrophil_maturation_stage"
+#: the differential-abundance unit of the earliest maturation stage
+NEUTROPHIL_STAGE1_FRACTION = "Neutrophil stage 1 / neutrophil lineage"
+#: unit kinds whose denominators vary most between samples: fitted by :func:`_williams`
+#: and tested alone (their dispersion is not moderated with other units)
+_WILLIAMS_KINDS = ("called fraction", "maturation stage")
+
+
+def _per_sample(mask: np.ndarray, samples: pd.Series, index: pd.Index) -> pd.Series:
+    return (
+        pd.Series(mask, index=samples.index)
+        .groupby(samples.to_numpy())
+        .sum()
+        .reindex(index, fill_value=0)
+        .astype(int)
+    )
+
+
+def _neutrophil_stages(
+    adata: ad.AnnData, population_key: str, n_stages: int
+) -> tuple[pd.Series | None, str]:
+    """Each neutrophil-lineage cell's maturation stage, and where it came from.
+
+    ``obs["neutrophil_maturation_stage"]`` when it is there; otherwise computed here with
+    :func:`bonemet.tl.neutrophil_maturation` (``n_stages`` stages, on ``X``) without
+    writing into ``adata``. ``(None, reason)`` when it cannot be computed.
+    """
+    from ._axes import neutrophil_maturation
+
+    obs = adata.obs
+    if NEUTROPHIL_STAGE_KEY in obs and isinstance(
+        obs[NEUTROPHIL_STAGE_KEY].dtype, pd.CategoricalDtype
+    ):
+        return obs[NEUTROPHIL_STAGE_KEY], f"obs[{NEUTROPHIL_STAGE_KEY!r}]"
+    if not n_stages:
+        return None, "neutrophil_stages is 0"
+    light = ad.AnnData(
+        X=adata.X,
+        obs=pd.DataFrame(
+            {"population": obs[population_key].astype(str).to_numpy()}, index=obs.index
+        ),
+        var=pd.DataFrame(index=adata.var_names),
+    )
+    species = dict(adata.uns.get("bonemet", {}) or {}).get("species")
+    if species in ("human", "mouse"):
+        light.uns["bonemet"] = {"species": species}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            neutrophil_maturation(light, n_stages=int(n_stages))
+    except InputError as e:
+        return None, str(e)
+    return light.obs[NEUTROPHIL_STAGE_KEY], f"computed ({int(n_stages)} stages, X)"
+
+
 def _abundance_units(
-    adata: ad.AnnData, population_key: str, sample_key: str
+    adata: ad.AnnData,
+    population_key: str,
+    sample_key: str,
+    *,
+    neutrophil_stages: int = 0,
+    info: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
-    """Per sample: numerator and denominator counts of every population and fraction."""
-    tab = pd.crosstab(
-        adata.obs[sample_key].astype(str), adata.obs[population_key].astype(str)
-    ).sort_index()
+    """Per sample: numerator and denominator counts of every population and fraction.
+
+    Populations (of all cells), the within-lineage fractions of :data:`LINEAGE_FRACTIONS`,
+    the erythroid-mimicry called fraction (when ``obs["erythroid_mimicry_call"]`` exists)
+    and, with ``neutrophil_stages``, the earliest maturation stage's share of the
+    neutrophil lineage. ``info`` (a dict) receives where the extra units came from, or why
+    they are absent.
+    """
+    info = {} if info is None else info
+    smp = adata.obs[sample_key].astype(str)
+    pop = adata.obs[population_key].astype(str)
+    tab = pd.crosstab(smp, pop).sort_index()
     total = tab.sum(axis=1)
     pops = [p for p in tab.columns if p != UNASSIGNED]
     num = {p: tab[p] for p in pops}
@@ -348,6 +555,38 @@ def _abundance_units(
         num[name] = tab[list(top)].sum(axis=1)
         den[name] = tab[[p for p in bottom if p in tab.columns]].sum(axis=1)
         kinds[name] = "lineage fraction"
+    obs = adata.obs
+    if MIMICRY_CALL_KEY in obs:
+        # the denominator is the tumour cells the read-out assessed (its n_tumour): a
+        # sample where no call could be made (no background null) drops out of the test
+        # rather than counting as zero calls
+        tumour = (pop == TUMOUR).to_numpy()
+        if MIMICRY_CLASS_KEY in obs:
+            tumour &= (obs[MIMICRY_CLASS_KEY].astype(str) != "not_assessed").to_numpy()
+        call = obs[MIMICRY_CALL_KEY].astype("boolean").fillna(False).to_numpy(bool)
+        if tumour.any():
+            num[MIMICRY_CALLED_FRACTION] = _per_sample(tumour & call, smp, tab.index)
+            den[MIMICRY_CALLED_FRACTION] = _per_sample(tumour, smp, tab.index)
+            kinds[MIMICRY_CALLED_FRACTION] = "called fraction"
+            info["erythroid_mimicry"] = f"obs[{MIMICRY_CALL_KEY!r}]"
+        else:
+            info["erythroid_mimicry"] = "absent: no assessed tumour cells"
+    else:
+        info["erythroid_mimicry"] = f"absent: no obs[{MIMICRY_CALL_KEY!r}] (run the score stage)"
+    stage, source = (
+        _neutrophil_stages(adata, population_key, neutrophil_stages)
+        if neutrophil_stages or NEUTROPHIL_STAGE_KEY in obs
+        else (None, "neutrophil_stages is 0")
+    )
+    if stage is not None and len(stage.cat.categories):
+        lineage = pop.isin(NEUTROPHIL_POPULATIONS).to_numpy()
+        first = stage.astype(object).to_numpy() == stage.cat.categories[0]
+        num[NEUTROPHIL_STAGE1_FRACTION] = _per_sample(lineage & first, smp, tab.index)
+        den[NEUTROPHIL_STAGE1_FRACTION] = _per_sample(lineage, smp, tab.index)
+        kinds[NEUTROPHIL_STAGE1_FRACTION] = "maturation stage"
+        info["neutrophil_stage"] = f"{source}; stage 1 = {stage.cat.categories[0]}"
+    else:
+        info["neutrophil_stage"] = f"absent: {source}"
     return pd.DataFrame(num), pd.DataFrame(den), pd.Series(kinds)
 
 
@@ -362,6 +601,8 @@ def differential_abundance(
     population_key: str = "population",
     min_samples_per_group: int = 3,
     moderate: bool = True,
+    neutrophil_stages: int = 4,
+    info: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Differential abundance of every population and within-lineage fraction.
 
@@ -372,6 +613,17 @@ def differential_abundance(
     SE is scaled by the Pearson dispersion, moderated across the tests of the contrast
     (``moderate``) and floored at 1, and tested with a t. BH adjustment across all tests
     of one contrast.
+
+    Two read-out units join them when their inputs are there: the erythroid-mimicry
+    called fraction (``"Erythroid-mimicry calls / tumour cells"``, kind ``called
+    fraction``: tumour cells with ``obs["erythroid_mimicry_call"]`` over the tumour cells
+    the read-out assessed) and the earliest neutrophil maturation stage's share of the
+    neutrophil lineage (``"Neutrophil stage 1 / neutrophil lineage"``, kind ``maturation
+    stage``; stages from ``obs["neutrophil_maturation_stage"]`` or computed with
+    :func:`bonemet.tl.neutrophil_maturation`). Their denominators vary tenfold or more
+    between samples, so they are fitted with a beta-binomial-type variance (Williams'
+    quasi-likelihood, ``model`` column; ``overdispersion`` = its rho) on the residual df,
+    without moderation.
 
     Parameters
     ----------
@@ -387,14 +639,21 @@ def differential_abundance(
         Moderate the dispersions across the tests of a contrast by empirical Bayes
         (:func:`squeeze_dispersions`, as limma and edgeR's quasi-likelihood do); the
         t-tests then use the residual plus the prior degrees of freedom.
+    neutrophil_stages
+        Stages for the neutrophil stage-1 unit when ``obs["neutrophil_maturation_stage"]``
+        is absent (0: no such unit).
+    info
+        A dict that receives where the read-out units came from, or why they are absent.
 
     Returns
     -------
-    One row per contrast × test: ``contrast``, ``test``, ``kind`` (population or lineage
-    fraction), ``log2fc``, ``ci_low``, ``ci_high``, ``p``, ``padj``, ``p_reliable``,
-    ``n_ref``, ``n_test``, ``prop_ref``, ``prop_test`` (mean of the samples' proportions),
-    ``dispersion`` (moderated, at least 1), ``df`` (of the t-test), ``cells_per_sample``
-    (the denominator per sample).
+    One row per contrast × test: ``contrast``, ``test``, ``kind`` (population, lineage
+    fraction, called fraction, maturation stage), ``log2fc``, ``ci_low``, ``ci_high``,
+    ``p``, ``padj``, ``p_reliable``, ``n_ref``, ``n_test``, ``prop_ref``, ``prop_test``
+    (mean of the samples' proportions), ``dispersion`` (moderated, at least 1), ``df`` (of
+    the t-test), ``cells_per_sample`` (the denominator per sample), ``model``
+    (``quasi-Poisson`` or ``Williams``) and ``overdispersion`` (Williams' rho, NaN for
+    quasi-Poisson units).
     """
     if population_key not in adata.obs:
         raise InputError(
@@ -409,7 +668,9 @@ def differential_abundance(
         subject_key=subject_key,
         covariates=covariates,
     )
-    numer, denom, kinds = _abundance_units(adata, population_key, sample_key)
+    numer, denom, kinds = _abundance_units(
+        adata, population_key, sample_key, neutrophil_stages=neutrophil_stages, info=info
+    )
     rows = []
     for other in others:
         sub = design[design["condition"].isin([reference, other])]
@@ -423,13 +684,17 @@ def differential_abundance(
             x = numer.loc[d.index, test].to_numpy()
             nn = n[keep].to_numpy()
             k_ref, k_alt = _group_sizes(d, reference, other)
-            beta = se0 = phi = float("nan")
+            beta = se0 = phi = rho = float("nan")
             df_resid = 0
+            williams = kinds[test] in _WILLIAMS_KINDS
             if k_ref >= 1 and k_alt >= 1:
                 xm = _model_matrix(
                     d, covariates=covariates, subject=subject_key is not None, reference=reference
                 )
-                beta, se0, df_resid, phi = _quasi_poisson(x, nn, xm)
+                if williams:
+                    beta, se0, df_resid, phi, rho = _williams(x, nn, xm)
+                else:
+                    beta, se0, df_resid, phi = _quasi_poisson(x, nn, xm)
             prop = pd.Series(x / nn, index=d.index)
             is_ref = d["condition"] == reference
             fits.append((beta, se0, df_resid, phi, min(k_ref, k_alt)))
@@ -445,6 +710,8 @@ def differential_abundance(
                     "prop_ref": float(prop[is_ref].mean()) if is_ref.any() else float("nan"),
                     "prop_test": float(prop[~is_ref].mean()) if (~is_ref).any() else float("nan"),
                     "cells_per_sample": _cells_text(n[keep]),
+                    "model": "Williams" if williams else "quasi-Poisson",
+                    "overdispersion": rho,
                 }
             )
         phis = np.array([f[3] for f in fits])
@@ -455,6 +722,8 @@ def differential_abundance(
             # populations and lineage fractions have different denominators, so each kind
             # gets its own prior
             for k in np.unique(kind):
+                if k in _WILLIAMS_KINDS:
+                    continue
                 m = kind == k
                 post[m], prior_df[m] = squeeze_dispersions(phis[m], dfs[m])
         for row, (beta, se0, df_resid, _, k_min), ph, d0 in zip(
@@ -469,6 +738,10 @@ def differential_abundance(
             row.update(ci_low=lo, ci_high=hi, p=p, dispersion=ph, df=float(min(df_total, 1e6)))
     out = pd.DataFrame(rows, columns=_DA_COLUMNS)
     out.insert(out.columns.get_loc("p") + 1, "padj", np.nan)
+    # One BH family per contrast over every unit of the table, the read-out units
+    # included: they are read next to the populations and fractions, and a family of
+    # their own chosen after seeing the table would not control the FDR of what is read;
+    # two more tests in a family of ~30 change the other adjusted p-values little.
     for _, idx in out.groupby("contrast").groups.items():
         out.loc[idx, "padj"] = _bh(out.loc[idx, "p"]).to_numpy()
     return out
@@ -490,6 +763,8 @@ _DA_COLUMNS = [
     "dispersion",
     "df",
     "cells_per_sample",
+    "model",
+    "overdispersion",
 ]
 
 
@@ -928,6 +1203,7 @@ def compare(
     min_cells: int = 20,
     min_samples_per_group: int = 3,
     de: bool = True,
+    neutrophil_stages: int = 4,
     key_added: str = "bonemet_compare",
     copy: bool = False,
 ) -> ad.AnnData | None:
@@ -946,7 +1222,10 @@ def compare(
     condition_key
         The obs column naming each sample's condition.
     reference
-        The baseline level (default: ``"control"`` if it is a level, else the first level).
+        The baseline level. Default: the one level whose name reads as a control
+        (:data:`CONTROL_WORDS`: control, ctrl, healthy, normal, naive, sham, vehicle, wt;
+        case-insensitive, as a word of the level) when exactly one does, else the first
+        level in sorted order, with a warning that names it.
     sample_key
         The obs column naming the sample (the replicate unit).
     subject_key
@@ -963,6 +1242,10 @@ def compare(
         Fewer samples in a group: p-values reported but marked unreliable, with a warning.
     de
         Run pseudobulk DE (the slowest part).
+    neutrophil_stages
+        Maturation stages of the neutrophil stage-1 abundance unit, computed here when
+        ``obs["neutrophil_maturation_stage"]`` is absent (the config's
+        ``axes.neutrophil_stages``; 0: no such unit).
     key_added
         ``uns`` key of the results.
     copy
@@ -973,7 +1256,10 @@ def compare(
     ``None`` (or the copy). ``uns[key_added]`` holds DataFrames ``differential_abundance``
     (:func:`differential_abundance`), ``pseudobulk_de`` and ``de_skipped``
     (:func:`pseudobulk_de`), ``score_tests`` (:func:`score_tests`), ``design`` (one row per
-    sample) and ``status`` (``"done"`` or ``"skipped: <reason>"``). Non-count data skips
+    sample), ``status`` (``"done"`` or ``"skipped: <reason>"``), ``reference`` and
+    ``reference_source`` (``given``, ``control-like name``, ``first level (sorted)`` or
+    ``only level``), ``contrasts``, ``min_cells``, ``min_samples_per_group`` and
+    ``units`` (where the read-out abundance units came from, or why they are absent). Non-count data skips
     DE with a warning; DA and score tests still run. A single condition skips everything
     with a warning.
 
@@ -997,6 +1283,9 @@ def compare(
         "covariates": covariates,
     }
     design, ref, others = compare_design(adata, **kw)
+    _, ref_source, _ = _resolve_reference(
+        _condition_levels(adata.obs[condition_key], design), reference, condition_key=condition_key
+    )
     if population_key not in adata.obs:
         raise InputError(
             f"compare: population_key {population_key!r} is not an obs column; obs columns: "
@@ -1007,7 +1296,10 @@ def compare(
     result: dict[str, Any] = {
         "design": _h5ad_safe(design.reset_index()),
         "reference": ref,
+        "reference_source": ref_source,
         "contrasts": [f"{o} vs {ref}" for o in others],
+        "min_cells": int(min_cells),
+        "min_samples_per_group": int(min_samples_per_group),
     }
     if not others:
         msg = (
@@ -1027,9 +1319,16 @@ def compare(
     for other in others:
         n_ref, n_alt = _group_sizes(design[design["condition"].isin([ref, other])], ref, other)
         _small_design_warning(adata, n_ref, n_alt, ref, other, min_samples_per_group)
+    units: dict[str, Any] = {}
     da = differential_abundance(
-        adata, population_key=population_key, min_samples_per_group=min_samples_per_group, **kw
+        adata,
+        population_key=population_key,
+        min_samples_per_group=min_samples_per_group,
+        neutrophil_stages=neutrophil_stages,
+        info=units,
+        **kw,
     )
+    result["units"] = units
     st = score_tests(
         adata,
         population_key=population_key,
