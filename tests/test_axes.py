@@ -296,6 +296,8 @@ def test_axes_figure_draws_chil3_per_stage_one_point_per_sample_and_stage(neutro
     # n cells per sample under each stage, and the samples per condition in the title
     ticks = [tl.get_text() for tl in ax.get_xticklabels()]
     assert ticks[0].startswith("1\nearliest\nn = ") and "most mature" in ticks[-1]
+    n_drawn = finite.groupby("stage")["sample"].nunique().reindex([1, 2, 3, 4], fill_value=0)
+    assert [f"of {len(set(stages['sample']))} samples" in x for x in ticks] == list(n_drawn < 4)
     assert "control 2, bone_met 2 samples" in ax.get_title()
     assert ax.get_ylabel().startswith("Chil3+ fraction")
     # the reference is the compare stage's, not a fixed name

@@ -1169,23 +1169,28 @@ def _stage_panel(
             med = float(np.median(v))
             ax.plot([centre - 0.4 * width, centre + 0.4 * width], [med, med], color="#222222",
                     lw=1.2, zorder=4)  # fmt: skip
+    n_all = stages["sample"].nunique()
+    few = stages["note"].astype(str).str.extract(r"\(< (\d+)\)")[0].dropna()
     ticks = []
     for k in range(1, n_st + 1):
         sk = shown[shown["stage"] == k]
         end = "\nearliest" if k == 1 else ("\nmost mature" if k == n_st else "\n")
+        sh = stages.loc[stages["stage"] == k, "share"].astype(float)
+        share = f"{np.nanmedian(sh):.0%} of neutr." if np.isfinite(sh).any() else ""
         if len(sk):
             lo, hi = int(sk["n_cells"].min()), int(sk["n_cells"].max())
             n_txt = f"n = {lo}" if lo == hi else f"n = {lo}–{hi}"
-            sh = sk["share"].astype(float)
-            share = f"{np.nanmedian(sh):.0%} of neutr." if np.isfinite(sh).any() else ""
         else:
-            n_txt, share = "n < min.", ""
-        ticks.append(f"{k}{end}\n{n_txt}\n{share}")
+            n_txt = "no sample"
+        drawn = sk["sample"].nunique()
+        part = f"\n{drawn} of {n_all} samples" if drawn < n_all else ""
+        ticks.append(f"{k}{end}\n{n_txt}{part}\n{share}")
     ax.set_xticks(range(n_st), ticks, fontsize=8)
     ax.set_xlim(-0.6, n_st - 0.4)
     ax.set_ylim(-0.03, 1.03)
     gene = str(stages["gene"].iloc[0])
-    ax.set_xlabel("Maturation stage (n: cells per sample; median stage share)", fontsize=9)
+    floor = f", ≥ {few.iloc[0]} drawn" if len(few) else ""
+    ax.set_xlabel(f"Maturation stage (n: cells per sample{floor}; median share)", fontsize=9)
     ax.set_ylabel(f"{gene}+ fraction of the stage (95% CI)")
     n_s = shown.groupby(shown["condition"].astype(str))["sample"].nunique() if levels else {}
     who = (
