@@ -474,6 +474,13 @@ def test_reference_given_control_like_or_first_sorted_with_a_warning() -> None:
         ({"control": "Vehicle", "bone_met": "treated"}, None, "Vehicle", "control-like name"),
         ({"control": "WT", "bone_met": "KO"}, None, "WT", "control-like name"),
         ({"control": "sham_op", "bone_met": "met"}, None, "sham_op", "control-like name"),
+        (
+            {"control": "ControlGroup", "bone_met": "Treated"},
+            None,
+            "ControlGroup",
+            "control-like name",
+        ),
+        ({"control": "controlled", "bone_met": "free"}, None, "controlled", "first level (sorted)"),
         ({"control": "ctrl", "bone_met": "stim"}, "stim", "stim", "given"),
         ({"control": "mouse_b", "bone_met": "mouse_a"}, None, "mouse_a", "first level (sorted)"),
         ({"control": "healthy", "bone_met": "normal"}, None, "healthy", "first level (sorted)"),

@@ -198,8 +198,9 @@ def _condition_levels(cond: pd.Series, design: pd.DataFrame) -> list[str]:
 
 
 def _looks_like_control(level: str) -> bool:
-    words = re.findall(r"[a-z]+", level.lower())
-    return any(w in CONTROL_WORDS for w in words)
+    # words split at non-letters and at case changes: "ctrl_1", "ControlGroup", "WT-1"
+    words = re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+", level)
+    return any(w.lower() in CONTROL_WORDS for w in words)
 
 
 def _resolve_reference(
