@@ -46,6 +46,9 @@ from .._vocab import (
     CHI3L3_NEUTROPHIL,
     IRON_MACROPHAGE,
     MACROPHAGE_POPULATIONS,
+    MIMICRY_CALL_KEY,
+    MIMICRY_CALLED_FRACTION,
+    MIMICRY_CLASS_KEY,
     NEUTROPHIL_POPULATIONS,
     POPULATIONS,
     TEX,
@@ -463,12 +466,6 @@ def _williams(
     return float(beta[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), df_resid, phi, rho
 
 
-#: the per-cell erythroid-mimicry call (bool obs column, :func:`bonemet.tl.erythroid_mimicry`)
-#: and its per-cell class (cells outside the assessment are ``not_assessed``)
-MIMICRY_CALL_KEY = "erythroid_mimicry_call"
-MIMICRY_CLASS_KEY = "erythroid_mimicry_class"
-#: the differential-abundance unit of the called fraction
-MIMICRY_CALLED_FRACTION = "Erythroid-mimicry calls / tumour cells"
 #: obs column of the neutrophil maturation stage (:func:`bonemet.tl.neutrophil_maturation`)
 NEUTROPHIL_STAGE_KEY = "neutrophil_maturation_stage"
 #: the differential-abundance unit of the earliest maturation stage
