@@ -45,6 +45,7 @@ def test_scale_benchmark_json_has_every_field(tmp_path):
     assert report["scvi_epochs"] == 1 and report["reference_cells"] == 700
     (rec,) = report["sizes"]
     assert set(SIZE_FIELDS) <= set(rec)
+    assert set(rec["load_average"]) == {"mean", "max"}  # what else shared the machine
     assert rec["cells"] == 700 and rec["samples"] == 2 and 0 < rec["cells_after_qc"] <= 700
     stages = {"ingest", "qc", "merge", "integrate", "cluster", "annotate", "score", "report"}
     assert stages <= set(rec["stage_s"]) and stages <= set(rec["stage_peak_rss_mib"])

@@ -215,3 +215,36 @@ def test_auto_picks_fast_path_on_cuda(tmp_path):
     assert np.isfinite(adata.obsm["X_scVI"]).all()
     hvg = adata[:, adata.var["highly_variable"]].copy()
     assert scvi.model.SCVI.load(str(tmp_path / "model"), adata=hvg).is_trained_
+
+
+def test_an_interrupt_swallowed_during_training_still_stops_it(monkeypatch):
+    """Ctrl-C whose ``KeyboardInterrupt`` is raised inside a finaliser (where Python prints
+    "Exception ignored" and drops it) must still end training, not run to ``max_epochs``."""
+    import signal
+
+    import scvi
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    steps = {"n": 0}
+    original = scvi.train.TrainingPlan.training_step
+
+    class _RaisesInDel:
+        def __del__(self) -> None:
+            steps["signalled"] = True
+            signal.raise_signal(signal.SIGINT)  # the handler raises here, inside __del__
+
+    def training_step(self, batch, batch_idx):
+        steps["n"] += 1
+        if steps["n"] == 3:
+            _RaisesInDel()  # created and collected at once: its __del__ swallows the interrupt
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(scvi.train.TrainingPlan, "training_step", training_step)
+    adata = _adata(n=300)
+    with pytest.raises(KeyboardInterrupt):
+        bm.tl.integrate(adata, fast_path="on", **{**SMALL, "max_epochs": 200}, batch_size=128)
+    assert steps.get("signalled")
+    # 2 training batches per epoch: stopped at the batch after the signal, not 400 steps later
+    assert steps["n"] <= 4, steps
+    assert "X_scVI" not in adata.obsm
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -65,13 +65,47 @@ def _trainer_kwargs(n_obs: int, batch_size: int = 128) -> dict[str, Any]:
     }
 
 
+def _stop_on_interrupt(seen: dict[str, bool]) -> Any:
+    """A lightning callback that raises ``KeyboardInterrupt`` at the next batch or epoch
+    boundary once ``seen["sigint"]`` is set.
+
+    Python runs a signal handler wherever the main thread is at that moment; when that is a
+    finaliser (``__del__``, a weakref or GC callback) the ``KeyboardInterrupt`` it raises is
+    printed as "Exception ignored" and dropped, and training would go on to ``max_epochs``.
+    The flag is set before the handler raises, so the interrupt is never lost.
+    """
+    from lightning.pytorch.callbacks import Callback
+
+    class _StopOnInterrupt(Callback):
+        def _check(self) -> None:
+            if seen["sigint"]:
+                logger.debug("SIGINT seen during training: stopping at this batch")
+                raise KeyboardInterrupt
+
+        def on_train_batch_end(self, *args: Any, **kwargs: Any) -> None:
+            self._check()
+
+        def on_validation_batch_end(self, *args: Any, **kwargs: Any) -> None:
+            self._check()
+
+        def on_train_epoch_end(self, *args: Any, **kwargs: Any) -> None:
+            self._check()
+
+    return _StopOnInterrupt()
+
+
 @contextlib.contextmanager
-def _quiet_lightning(quiet: bool) -> Iterator[None]:
+def _quiet_lightning(quiet: bool) -> Iterator[list[Any]]:
     """Around lightning training: quiet its loggers, and let Ctrl-C stay an interrupt.
 
     Lightning catches the ``KeyboardInterrupt`` of a Ctrl-C, tears the trainer down and
     calls ``sys.exit(1)``. A SIGINT seen here turns that exit back into
     ``KeyboardInterrupt``, so the CLI exits 130 with "bonemet: interrupted".
+
+    Yields the callbacks to give the trainer (``callbacks=``): they stop training at the
+    next batch when the interrupt itself was swallowed (:func:`_stop_on_interrupt`). A SIGINT
+    seen in the block raises ``KeyboardInterrupt`` when the block ends, whatever happened
+    to the exception the handler raised.
     """
     import signal
 
@@ -94,7 +128,9 @@ def _quiet_lightning(quiet: bool) -> Iterator[None]:
         if quiet:
             for n in names:
                 logging.getLogger(n).setLevel(logging.WARNING)
-        yield
+        yield [_stop_on_interrupt(seen)] if ours else []
+        if seen["sigint"]:
+            raise KeyboardInterrupt
     except SystemExit:
         if seen["sigint"]:
             raise KeyboardInterrupt from None
@@ -262,7 +298,10 @@ def _run_scvi(
         _device_name(device),
     )
     t0 = time.perf_counter()
-    with _quiet_lightning(is_quiet()):
+    with _quiet_lightning(is_quiet()) as interrupt_callbacks:
+        if interrupt_callbacks:
+            # a copy: scvi-tools' Trainer appends its own callbacks to the list it is given
+            trainer_kwargs["callbacks"] = list(interrupt_callbacks)
         if use_fast:
             dm = train_scvi_fast(
                 model,

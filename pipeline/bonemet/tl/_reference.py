@@ -162,16 +162,22 @@ def build_scanvi_reference(
     )
     lean = lean[:, lean.var["highly_variable"].to_numpy()].copy()
     lean.obs["label"] = lean.obs["label"].astype("category")
-    with _quiet_lightning(is_quiet()):
+    with _quiet_lightning(is_quiet()) as interrupt_callbacks:
         scvi.settings.seed = seed
         scvi.model.SCVI.setup_anndata(
             lean, layer="counts", batch_key="batch" if use_batch else None, labels_key="label"
         )
         vae = scvi.model.SCVI(lean, n_latent=n_latent, **_ARCHES)
         t0 = time.perf_counter()
-        vae.train(max_epochs=max_epochs, **kw)
+        # a fresh list per fit: scvi-tools' Trainer appends its own callbacks to the one given
+        vae.train(max_epochs=max_epochs, callbacks=list(interrupt_callbacks), **kw)
         model = scvi.model.SCANVI.from_scvi_model(vae, unlabeled_category=unlabeled_category)
-        model.train(max_epochs=int(scanvi_max_epochs), n_samples_per_label=100, **kw)
+        model.train(
+            max_epochs=int(scanvi_max_epochs),
+            n_samples_per_label=100,
+            callbacks=list(interrupt_callbacks),
+            **kw,
+        )
         secs = time.perf_counter() - t0
     path = _save_model_atomic(model, out)
     logger.info(
@@ -264,7 +270,7 @@ def scanvi_predict(
     if setup.get("layer"):
         q.layers[setup["layer"]] = q.X
     kw = _trainer_kwargs(q.n_obs, accelerator)
-    with _quiet_lightning(is_quiet()):
+    with _quiet_lightning(is_quiet()) as interrupt_callbacks:
         scvi.settings.seed = seed
         scvi.model.SCANVI.prepare_query_anndata(q, str(ref))
         model = scvi.model.SCANVI.load_query_data(q, str(ref))
@@ -275,6 +281,7 @@ def scanvi_predict(
             model.train(
                 max_epochs=int(max_epochs),
                 plan_kwargs={"weight_decay": 0.0},
+                callbacks=list(interrupt_callbacks),
                 **kw,
             )
         secs = time.perf_counter() - t0
