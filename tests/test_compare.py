@@ -420,7 +420,7 @@ def test_called_fraction_p_values_are_calibrated_on_nulls() -> None:
     """3 vs 3 and 4 vs 4 nulls: false-positive rate at 0.05 and uniformity of p (KS).
 
     The same check fails for the plain quasi-Poisson with offset (one dispersion for all
-    samples: KS distance 0.12 here), the model the lineage fractions use."""
+    samples: KS distance 0.12 here)."""
     from bonemet.tl._compare import _quasi_poisson, _williams
 
     for k, seed in ((3, 31), (4, 32)):

@@ -6,11 +6,11 @@ Three read-outs share one sample-level design (``~ covariates [+ subject] + cond
   :data:`LINEAGE_FRACTIONS`: a quasi-Poisson GLM of a sample's cell count with the log of
   its denominator as offset, so the condition coefficient is the log fold change of the
   proportion; Pearson dispersions moderated across tests by empirical Bayes (limma's
-  squeezeVar) and floored at 1, Wald t-tests on the residual plus prior degrees of freedom;
-  the erythroid-mimicry called fraction of tumour cells and the earliest neutrophil
-  maturation stage's share of the neutrophil lineage join them, fitted with a
-  beta-binomial-type variance (Williams' quasi-likelihood) because their denominators
-  vary widely between samples;
+  squeezeVar) and floored at 1, Wald t-tests on the residual plus prior degrees of
+  freedom. The erythroid-mimicry called fraction of tumour cells and the earliest
+  neutrophil maturation stage's share of the neutrophil lineage: the same log-link GLM
+  with a beta-binomial-type variance (Williams' quasi-likelihood), because their
+  denominators vary tenfold or more between samples;
 - pseudobulk differential expression per population (counts summed per sample ×
   population from ``layers["counts"]``) with PyDESeq2;
 - score tests: the per-sample mean of each ``obs["score_*"]`` per population, ordinary
@@ -404,16 +404,17 @@ def _wald_t(
 def _williams(
     x: np.ndarray, n: np.ndarray, design_x: np.ndarray
 ) -> tuple[float, float, int, float, float]:
-    """Log-link GLM of a called fraction with beta-binomial-type variance (Williams 1982).
+    """Log-link GLM of a fraction with beta-binomial-type variance (Williams 1982).
 
     ``Var(x_i) = phi * mu_i * (1 + (n_i - 1) * rho)``: counting noise plus a between-sample
     spread of the true fraction, whose share of the variance grows with the sample's
     denominator ``n_i``. ``rho`` is the moment estimate that brings the Pearson statistic
     to its residual df (0 when it is already below); the fit weights the samples by
-    ``1 / (1 + (n_i - 1) rho)``, so a sample with 500 tumour cells does not count 25x one
-    with 20. A plain quasi-Poisson (one dispersion for all samples) over-weights the large
-    samples, whose fractions vary as much as the small ones': measured anti-conservative
-    (false-positive rate 0.07 at 0.05 for 4 vs 4 with 20-500 cells per sample,
+    ``1 / (1 + (n_i - 1) rho)``, so a sample with 500 cells in the denominator does not
+    count 25x one with 20. A plain quasi-Poisson (one dispersion for all samples)
+    over-weights the large samples, whose fractions vary as much as the small ones':
+    measured anti-conservative with 20-500 cells per sample (false-positive rate at 0.05
+    for 3 vs 3 / 4 vs 4: 0.055 / 0.083; Williams 0.040 / 0.051;
     ``benchmarks/compare_calibration.py``).
 
     Returns the condition (last column) coefficient, its SE (weights included, scale
@@ -604,13 +605,17 @@ def differential_abundance(
 ) -> pd.DataFrame:
     """Differential abundance of every population and within-lineage fraction.
 
-    A quasi-Poisson GLM per test: a sample's count of the population (or of a fraction's
+    A log-link GLM per test: a sample's count of the population (or of a fraction's
     numerator) with ``log(denominator)`` as offset (all the sample's cells for a
     population, the lineage's cells for a fraction), design ``~ covariates [+ subject] +
-    condition``. The condition coefficient is the log fold change of the proportion; its
-    SE is scaled by the Pearson dispersion, moderated across the tests of the contrast
-    (``moderate``) and floored at 1, and tested with a t. BH adjustment across all tests
-    of one contrast.
+    condition``. The condition coefficient is the log fold change of the proportion.
+    Populations and within-lineage fractions: quasi-Poisson, the SE scaled by the Pearson
+    dispersion, moderated across the tests of one kind (``moderate``) and floored at 1,
+    tested with a t. The read-out fractions (called, maturation stage): their denominators
+    vary tenfold or more between samples, so they get a beta-binomial-type variance
+    (Williams' quasi-likelihood, ``model`` column; ``overdispersion`` = its rho), tested
+    with a t on the residual df without moderation. BH adjustment across all tests of one
+    contrast.
 
     Two read-out units join them when their inputs are there: the erythroid-mimicry
     called fraction (``"Erythroid-mimicry calls / tumour cells"``, kind ``called
@@ -618,10 +623,7 @@ def differential_abundance(
     the read-out assessed) and the earliest neutrophil maturation stage's share of the
     neutrophil lineage (``"Neutrophil stage 1 / neutrophil lineage"``, kind ``maturation
     stage``; stages from ``obs["neutrophil_maturation_stage"]`` or computed with
-    :func:`bonemet.tl.neutrophil_maturation`). Their denominators vary tenfold or more
-    between samples, so they are fitted with a beta-binomial-type variance (Williams'
-    quasi-likelihood, ``model`` column; ``overdispersion`` = its rho) on the residual df,
-    without moderation.
+    :func:`bonemet.tl.neutrophil_maturation`).
 
     Parameters
     ----------
@@ -635,8 +637,8 @@ def differential_abundance(
         Below this many samples in a group, ``p_reliable`` is False.
     moderate
         Moderate the dispersions across the tests of a contrast by empirical Bayes
-        (:func:`squeeze_dispersions`, as limma and edgeR's quasi-likelihood do); the
-        t-tests then use the residual plus the prior degrees of freedom.
+        (:func:`squeeze_dispersions`, as limma and edgeR's quasi-likelihood do; not the
+        Williams units); the t-tests then use the residual plus the prior degrees of freedom.
     neutrophil_stages
         Stages for the neutrophil stage-1 unit when ``obs["neutrophil_maturation_stage"]``
         is absent (0: no such unit).
@@ -717,8 +719,8 @@ def differential_abundance(
         kind = np.array([kinds[t] for t in numer.columns])
         post, prior_df = phis.copy(), np.zeros(len(fits))
         if moderate:
-            # populations and lineage fractions have different denominators, so each kind
-            # gets its own prior
+            # each kind gets its own prior; the fractions' Williams dispersions are ~1 by
+            # construction and are not moderated
             for k in np.unique(kind):
                 if k in _WILLIAMS_KINDS:
                     continue
