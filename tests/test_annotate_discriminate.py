@@ -98,6 +98,80 @@ def test_unmeasured_side_stands_at_the_prior_and_shared_programme_stands_in() ->
     assert info["d"]["shared_stands_in_for"] == ["T cell"]
 
 
+def _t_and_nk_clusters(
+    t_genes_detected: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
+    """40 T cells (cluster 0) and 40 NK cells (cluster 1), each cluster a kNN clique.
+
+    Columns 0-9: T genes; 0-1 (TRBC1/TRBC2-like) are also transcribed by the NK cells,
+    2-9 (CD3/TRAC-like) only by the T cells. Columns 10-13: NK genes, of which only 10
+    (NCR1-like) is expressed, by 40% of the NK cells. Columns 14-16: shared programme.
+    ``t_genes_detected=False``: columns 0-9 are undetected in every cell.
+    """
+    import scipy.sparse as sp
+
+    from bonemet.tl._annotate_graph import _smoother
+
+    rng = np.random.default_rng(0)
+    n = 40
+    E = np.zeros((2 * n, 17), np.float32)
+    E[:n, :10] = 0.8 * (rng.random((n, 10)) < 0.7)  # T genes at 70% detection
+    E[n:, :2] = 0.8 * (rng.random((n, 2)) < 0.8)  # germline TRBC-like transcripts in NK
+    E[n:, 10] = 0.8 * (rng.random(n) < 0.4)  # the one NK gene, with dropout
+    E[:, 14:] = 0.7
+    if not t_genes_detected:
+        E[:, :10] = 0.0
+    clusters = np.repeat([0, 1], n)
+    C = (clusters[:, None] == clusters[None, :]).astype(np.float32)
+    np.fill_diagonal(C, 0.0)
+    raw = np.zeros((2 * n, 2), np.float32)
+    raw[:n] = [0.6, 0.0]
+    raw[n:] = [0.06, 0.7]  # the NK lineage set (NKG7, GNLY, KLRD1, NCAM1) scores the NK cells
+    return E, raw, clusters, _smoother(sp.csr_matrix(C))
+
+
+def test_measured_genes_missing_from_a_cluster_count_against_their_side() -> None:
+    """NK cells with the shared programme, germline TRBC transcripts and one NK gene (40%
+    detected) are NK: the CD3/TRAC-like genes that the T cluster expresses are absent."""
+    E, raw, clusters, W = _t_and_nk_clusters()
+    col = {j: j for j in range(E.shape[1])}
+    disc = [_pair(list(range(10)), [10, 11, 12, 13], [14, 15, 16])]
+    out, nkt, info = discriminate(raw, ["T cell", "NK cell"], E, col, disc, {}, {}, W, clusters)
+    nk, t = slice(40, 80), slice(0, 40)
+    assert (out[nk, 1] > out[nk, 0]).all()
+    assert (out[nk, 0] <= 0.5 * out[nk, 1]).all()  # T keeps under half of their score
+    assert (out[t, 0] > out[t, 1]).all() and np.allclose(out[t, 0], 0.6)
+    assert not nkt.any()
+    rec = info["d"]
+    assert rec["target_absence_weight"] == 1.0  # ten genes at ~70%: fully trusted
+    assert 0.0 < rec["versus_absence_weight"] < 0.2  # one NK gene at 40%: little weight
+    # the NK cells' T evidence without absence evidence (no clusters) would win
+    out0, _, info0 = discriminate(raw, ["T cell", "NK cell"], E, col, disc, {}, {}, W)
+    assert (out0[nk, 0] > out0[nk, 1]).mean() > 0.5
+    assert info0["d"]["target_absence_weight"] == 0.0
+
+
+@pytest.mark.parametrize("case", ["absent_from_matrix", "undetected_everywhere"])
+def test_unmeasured_genes_give_no_absence_evidence(case: str) -> None:
+    """CD3/TCR-like genes not in the matrix, or in it but detected in no cell (a gene
+    panel, or genes the data's populations do not express): no evidence by absence, so the
+    clusters change nothing on that side."""
+    E, raw, clusters, W = _t_and_nk_clusters(t_genes_detected=False)
+    col = {j: j for j in range(E.shape[1])}
+    pos = [] if case == "absent_from_matrix" else list(range(10))
+    disc = [_pair(pos, [10, 11, 12, 13], [14, 15, 16])]
+    lin = ["T cell", "NK cell"]
+    out, _, info = discriminate(raw, lin, E, col, disc, {}, {}, W, clusters)
+    out0, _, _ = discriminate(raw, lin, E, col, disc, {}, {}, W)
+    assert info["d"]["target_absence_weight"] == 0.0
+    assert info["d"]["target_expected_detections"] == 0.0
+    nk = slice(40, 80)
+    np.testing.assert_allclose(out[nk, 0], out0[nk, 0])  # the T side is untouched
+    # the NK cells still need their own genes to beat the T prior: where the NK gene is
+    # detected in the neighbourhood they are NK, as without clusters
+    assert ((out[nk, 1] > out[nk, 0]) == (out0[nk, 1] > out0[nk, 0])).all()
+
+
 def test_discriminator_file_is_loaded_and_in_the_vocabulary() -> None:
     from bonemet._vocab import CELL_TYPES
 

@@ -20,9 +20,13 @@
    programme (T vs NK) by the genes only one of them has (TCR/CD3/CD8B/CD5/CD6/CD28 vs
    KLRF1/NCR1/FCER1G/TYROBP/SH2D1B), using what the matrix measures: an unmeasured side
    stands at a fixed prior and the shared programme stands in for a thinly measured
-   lineage; cells with both programmes (NKT-like) whose kNN neighbourhood also shows both
-   are ``Unassigned`` with a reason in ``obs["annotation_note"]`` (a lone cell with a few
-   UMIs of the other side amid cells of one programme is decided by the lineage rule).
+   lineage; the two sides are compared over the cell's kNN neighbourhood, and a side's
+   genes that the pair's clusters show to be measured (CD3/TCR in the T clusters) count
+   against a cell whose neighbourhood lacks them, in proportion to how well they are
+   measured (none for genes absent from the matrix or undetected everywhere); cells with
+   both programmes (NKT-like) whose kNN neighbourhood also shows both are ``Unassigned``
+   with a reason in ``obs["annotation_note"]`` (a lone cell with a few UMIs of the other
+   side amid cells of one programme is decided by the lineage rule).
    Coverage of each side is in ``uns``.
 2. **Graph smoothing.** Scores are diffused over the kNN graph of the (integrated)
    embedding: ``adata.obsp["connectivities"]`` when present, else a graph computed on
@@ -370,7 +374,7 @@ def annotate(
         for lin in lineages
     }
     lineage_raw, nkt_like, disc_info = discriminate(
-        lineage_raw, lineages, expr, col, discs, lineage_neg, thin, smoother
+        lineage_raw, lineages, expr, col, discs, lineage_neg, thin, smoother, clusters
     )
     lineage_smooth = _smooth(lineage_raw, smoother, *_LINEAGE_SMOOTH)
     ncl = int(clusters.max()) + 1

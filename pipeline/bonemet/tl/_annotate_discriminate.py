@@ -16,8 +16,29 @@ names the target's discriminating genes (``positive``), the other lineage's
   ``_DISCRIM_PRIOR`` (with none measured it *is* the prior), so that where CD3/TCR genes
   are absent the NK side must show its own genes clearly to win, instead of winning by
   default on the shared cytotoxic genes;
-* the side with more discriminating evidence keeps ``U``, the other gets
-  ``U x (d_less / d_more)^2``: a cell with twice the NK evidence of T evidence keeps a
+* the split compares the two sides at the scale of the cell's neighbourhood: with a kNN
+  graph (``W``) the measured part of each side (``dA = s v + (1 - s) prior``, ``v`` the
+  top-half mean, ``s`` the shrinkage weight) has ``v`` graph-smoothed, so a side resting on
+  one or two detected genes with dropout (NCR1 in half of the NK cells) does not flip
+  cell by cell;
+* **evidence by absence**: a side's genes that the data set shows to be measured count
+  against a cell whose neighbourhood lacks them. A gene's expected detection ``p_g`` is its
+  highest detection rate (fraction of cells above the ambient floor) in any cluster of at
+  least ``_ABSENCE_MIN_CELLS`` cells the pair claims (raw best lineage is one of the two);
+  the cell's neighbourhood detection ``n_g`` is the kNN-smoothed detection (the cell's
+  own without a graph). The side's completeness is ``c = sum min(n_g, p_g) / sum p_g``,
+  trusted in proportion to how well the side is measured, ``w = min(1, sum p_g / 3)``
+  (three fully detected genes' worth), and the measured part of the side's evidence is
+  multiplied by ``f = 1 - w (1 - c)``: ``e = s v f + (1 - s) prior``. An NK cluster
+  without CD3/TCR transcripts, in a data set whose T cells express them, so has little T
+  evidence even when it carries germline TRBC transcripts, the shared cytotoxic programme
+  and few of its own NK genes. Genes absent from the matrix, or undetected in every
+  cluster of the pair (a gene panel, a list gene the data's populations do not express),
+  give no absence evidence (``w = 0``): the side keeps its presence evidence or the prior.
+  Only the pair's clusters count (FCER1G/TYROBP in monocytes say nothing about NK cells).
+  Without ``clusters`` there is no absence evidence;
+* the side with more evidence (``eA`` vs ``eB``) keeps ``U``, the other gets
+  ``U x (e_less / e_more)^2``: a cell with twice the NK evidence of T evidence keeps a
   quarter of its T score.
 * **NKT-like** cells carry both programmes clearly (both sides measured, ``dA`` and ``dB``
   >= ``_NKT_PRESENT``, and ``r = dA / (dA + dB)`` within ``[0.4, 0.6]``: neither side has 1.5x the other). They get a defined outcome:
@@ -27,6 +48,8 @@ names the target's discriminating genes (``positive``), the other lineage's
   graph-smoothed ``r`` within the same band): NKT-like cells are a population, while a
   single cell with a few UMIs of both sides (a handful of TRDC/CD3 counts in an NK cell)
   amid cells that clearly have one programme is called by the usual lineage rule.
+  NKT-like is judged on the cell's own presence evidence ``dA``, ``dB`` (before the
+  smoothing and the absence factor of the split).
 
 The coverage of every side (genes found / listed) is recorded in ``uns``.
 """
@@ -42,6 +65,7 @@ import numpy as np
 from ._annotate_graph import _smooth
 from ._annotate_markers import _topk_mean
 from ._annotate_params import (
+    _ABSENCE_MIN_CELLS,
     _DISCRIM_MIN_GENES,
     _DISCRIM_PRIOR,
     _LINEAGE_SMOOTH,
@@ -66,14 +90,62 @@ class _Discriminator:
     n_shared_total: int
 
 
+def _side_parts(
+    E: np.ndarray, col: Mapping[int, int], genes: Sequence[int]
+) -> tuple[np.ndarray, float]:
+    """Top-half mean of a side's measured genes and its weight against the prior."""
+    if not genes:
+        return np.zeros(E.shape[0], dtype=np.float32), 0.0
+    v = _topk_mean(E[:, [col[j] for j in genes]]).astype(np.float32)
+    return v, min(1.0, len(genes) / _DISCRIM_MIN_GENES)
+
+
 def _side(E: np.ndarray, col: Mapping[int, int], genes: Sequence[int]) -> np.ndarray:
     """Top-half mean of a side's measured genes, shrunk to the prior when thinly measured."""
-    n = E.shape[0]
-    if not genes:
-        return np.full(n, _DISCRIM_PRIOR, dtype=np.float32)
-    v = _topk_mean(E[:, [col[j] for j in genes]])
-    w = min(1.0, len(genes) / _DISCRIM_MIN_GENES)
+    v, w = _side_parts(E, col, genes)
     return (w * v + (1.0 - w) * _DISCRIM_PRIOR).astype(np.float32)
+
+
+def _expected_detection(
+    E: np.ndarray,
+    col: Mapping[int, int],
+    genes: Sequence[int],
+    pair: np.ndarray,
+    clusters: np.ndarray | None,
+) -> np.ndarray:
+    """Per gene: its highest detection rate in a cluster of >= _ABSENCE_MIN_CELLS pair cells.
+
+    0 for every gene without ``clusters`` or without such a cluster.
+    """
+    p = np.zeros(len(genes), dtype=np.float32)
+    if not genes or clusters is None:
+        return p
+    det = E[:, [col[j] for j in genes]] > 0
+    for k in np.unique(clusters[pair]):
+        m = pair & (clusters == k)
+        if int(m.sum()) >= _ABSENCE_MIN_CELLS:
+            p = np.maximum(p, det[m].mean(axis=0).astype(np.float32))
+    return p
+
+
+def _absence_factor(
+    E: np.ndarray,
+    col: Mapping[int, int],
+    genes: Sequence[int],
+    p: np.ndarray,
+    W: Any,
+) -> tuple[np.ndarray, float]:
+    """``1 - w (1 - c)`` per cell (module docstring) and the trust ``w`` of the side."""
+    n = E.shape[0]
+    total = float(p.sum())
+    w = min(1.0, total / _DISCRIM_MIN_GENES)
+    if w <= 0.0:
+        return np.ones(n, dtype=np.float32), 0.0
+    det = (E[:, [col[j] for j in genes]] > 0).astype(np.float32)
+    if W is not None:
+        det = _smooth(det, W, *_LINEAGE_SMOOTH)
+    c = np.minimum(det, p[None, :]).sum(axis=1) / total
+    return (1.0 - w * (1.0 - c)).astype(np.float32), w
 
 
 def discriminate(
@@ -85,13 +157,19 @@ def discriminate(
     lineage_neg: Mapping[str, Sequence[int]],
     thin: Mapping[str, bool],
     W: Any = None,
+    clusters: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Apply each discriminator to the raw lineage scores (cells x lineages).
 
     ``thin[lineage]`` says that lineage's own marker set is thinly measured, so the shared
-    programme may stand in for it. ``W`` (row-normalised kNN graph, optional): NKT-like
-    needs the neighbourhood's discriminating evidence to be mixed as well. Returns the adjusted scores, a mask of NKT-like cells (both programmes present) and a
-    record per discriminator (coverage of each side, cells decided each way, NKT-like).
+    programme may stand in for it. ``W`` (row-normalised kNN graph, optional): the split
+    compares the sides' neighbourhood evidence, the absence evidence uses neighbourhood
+    detection, and NKT-like needs the neighbourhood's discriminating evidence to be mixed
+    as well. ``clusters`` (cluster code per cell, optional):
+    where each side's genes are expressed, for the evidence by absence (none without it).
+    Returns the adjusted scores, a mask of NKT-like cells (both programmes present) and a
+    record per discriminator (coverage of each side, expected detections and absence
+    weight of each side, NKT-like).
     """
     out = raw.copy()
     both = np.zeros(raw.shape[0], dtype=bool)
@@ -117,11 +195,29 @@ def discriminate(
                 sh = sh - _NEG_WEIGHT * _topk_mean(E[:, [col[j] for j in negs]])
             U = np.maximum(U, sh.astype(np.float32))
         r = dA / np.maximum(dA + dB, 1e-6)
+        # evidence by absence: a side's genes measured in the pair's clusters but missing
+        # from the cell's neighbourhood lower that side's evidence
+        best = out.argmax(axis=1)
+        pair = (best == a) | (best == b)
+        pA = _expected_detection(E, col, d.pos, pair, clusters)
+        pB = _expected_detection(E, col, d.neg, pair, clusters)
+        fA, wA = _absence_factor(E, col, d.pos, pA, W)
+        fB, wB = _absence_factor(E, col, d.neg, pB, W)
+        # each side's presence evidence over the neighbourhood (a side resting on one or
+        # two genes with dropout flips cell by cell otherwise), times its absence factor;
+        # the prior part of a thinly measured side is not scaled
+        vA, sA = _side_parts(E, col, d.pos)
+        vB, sB = _side_parts(E, col, d.neg)
+        if W is not None:
+            vA = _smooth(vA, W, *_LINEAGE_SMOOTH)
+            vB = _smooth(vB, W, *_LINEAGE_SMOOTH)
+        eA = sA * vA * fA + (1.0 - sA) * _DISCRIM_PRIOR
+        eB = sB * vB * fB + (1.0 - sB) * _DISCRIM_PRIOR
         # the side with more discriminating evidence keeps U; the other is scaled by the
         # squared ratio of the two sides' evidence
-        ratio = np.minimum(dA, dB) / np.maximum(np.maximum(dA, dB), 1e-6)
-        out[:, a] = U * np.where(dA >= dB, 1.0, ratio**2)
-        out[:, b] = U * np.where(dB > dA, 1.0, ratio**2)
+        ratio = np.minimum(eA, eB) / np.maximum(np.maximum(eA, eB), 1e-6)
+        out[:, a] = U * np.where(eA >= eB, 1.0, ratio**2)
+        out[:, b] = U * np.where(eB > eA, 1.0, ratio**2)
         measured = len(d.pos) >= _DISCRIM_MIN_GENES and len(d.neg) >= _DISCRIM_MIN_GENES
         nkt = measured & (dA >= _NKT_PRESENT) & (dB >= _NKT_PRESENT) & (r >= _NKT_RATIO)
         nkt &= r <= 1 - _NKT_RATIO
@@ -146,6 +242,10 @@ def discriminate(
                 s for s, g in ((d.target, d.pos), (d.versus, d.neg)) if len(g) < _DISCRIM_MIN_GENES
             ],
             "shared_stands_in_for": stand_in,
+            "target_expected_detections": float(pA.sum()),
+            "versus_expected_detections": float(pB.sum()),
+            "target_absence_weight": float(wA),
+            "versus_absence_weight": float(wB),
             "n_both_programmes": int(nkt.sum()),
             "n_both_programmes_cell_level": n_cell_level,
         }

@@ -41,3 +41,6 @@ _DISCRIM_MIN_GENES = 3
 _DISCRIM_PRIOR = 0.15
 _NKT_PRESENT = 0.3
 _NKT_RATIO = 0.4
+# Evidence by absence: a gene's expected detection is learnt from clusters holding at least
+# _ABSENCE_MIN_CELLS cells that the pair claims.
+_ABSENCE_MIN_CELLS = 20
