@@ -20,7 +20,8 @@ Runs the annotator on
 
 after the pipeline's own stages (``bm.pp.normalize`` -> ``bm.tl.integrate`` (scVI, few
 epochs) -> ``bm.tl.cluster``) or, with ``--fast``, plain scanpy (log1p CP10k, HVG, PCA,
-kNN, leiden). Writes ``benchmarks/results/annotation_accuracy.json`` with lineage accuracy,
+kNN, leiden). Writes ``benchmarks/results/annotation_accuracy.json`` (with ``--fast``:
+``annotation_accuracy_fast.json``, so the two paths keep their own records) with lineage accuracy,
 CD8-vs-CD4 accuracy, macro-F1 over populations and F1 per named population.
 
 Usage::
@@ -381,11 +382,13 @@ def main() -> None:
         default=None,
         help="scVI epochs for the real sets (default: scvi-tools' heuristic, as 'bonemet run')",
     )
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None, help="default: by path (see above)")
     ap.add_argument(
         "--skip-generated", action="store_true", help="real sets only (quick check while editing)"
     )
     args = ap.parse_args()
+    if args.out is None:
+        args.out = OUT.with_name("annotation_accuracy_fast.json") if args.fast else OUT
     bm_quiet = getattr(bm, "set_quiet", None)
     if bm_quiet:
         bm_quiet(True)
