@@ -6,7 +6,8 @@ between biological replicates (:func:`bonemet.datasets.simulate_condition_design
 each null the script records the fraction of p-values below 0.05 for
 
 - differential abundance: bonemet's quasi-Poisson GLM with moderated dispersions
-  (populations and within-lineage fractions; also without moderation), a quasi-binomial
+  (populations and within-lineage fractions, the latter also alone as
+  ``da_lineage_fraction``; also without moderation), a quasi-binomial
   GLM (logit link, same design, unmoderated), and scanpro (propeller, logit transform,
   populations only);
 - pseudobulk DE (PyDESeq2) in three populations;
@@ -187,6 +188,50 @@ def called_fraction_calibration(reps: int, power_reps: int) -> dict:
     return res
 
 
+def lineage_fractions_wide(reps: int) -> dict:
+    """Six within-lineage fractions per null set, denominators 20-500 cells per sample,
+    true fractions 5-40 % (beta, concentration 10-60): the moderated quasi-Poisson the
+    lineage fractions use against Williams' quasi-likelihood (the read-out units' model)."""
+    from bonemet.tl._compare import _quasi_poisson, _wald_t, _williams, squeeze_dispersions
+
+    out: dict = {
+        "simulation": "per null set 6 fractions; denominators log-uniform 20-500 per "
+        "sample; true fraction ~ Beta(mean 5-40 %, concentration 10-60); no effect",
+        "n_datasets_per_design": reps,
+    }
+    for k, seed in ((3, 81), (4, 82)):
+        rng = np.random.default_rng(seed)
+        xm = np.column_stack([np.ones(2 * k), np.r_[np.zeros(k), np.ones(k)]])
+        p_qp, p_w = [], []
+        for _ in range(reps):
+            fits, ws = [], []
+            for _u in range(6):
+                n = np.rint(np.exp(rng.uniform(np.log(20), np.log(500), 2 * k))).astype(int)
+                m, conc = rng.uniform(0.05, 0.4), rng.uniform(10, 60)
+                x = rng.binomial(n, rng.beta(m * conc, (1 - m) * conc, 2 * k))
+                fits.append(_quasi_poisson(x, n, xm))
+                ws.append(_williams(x, n, xm))
+            phi = np.array([f[3] for f in fits])
+            dfs = np.array([f[2] for f in fits], dtype=float)
+            post, d0 = squeeze_dispersions(phi, dfs)
+            for (b, se, dfr, _), ph in zip(fits, post, strict=True):
+                p_qp.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), min(dfr + d0, 1e6))[0])
+            for b, se, dfr, ph, _ in ws:
+                p_w.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), dfr)[0])
+        out[f"{k}v{k}"] = {
+            "quasi_poisson_moderated (used)": {
+                "fpr_0.05": frac_below(p_qp),
+                "fpr_0.01": frac_below(p_qp, 0.01),
+            },
+            "williams (alternative)": {
+                "fpr_0.05": frac_below(p_w),
+                "fpr_0.01": frac_below(p_w, 0.01),
+            },
+            "n_pvalues": len(p_w),
+        }
+    return out
+
+
 def frac_below(p: pd.Series | np.ndarray, alpha: float = 0.05) -> float:
     p = pd.Series(np.asarray(p, dtype=float)).dropna()
     return round(float((p < alpha).mean()), 4) if len(p) else float("nan")
@@ -203,6 +248,9 @@ def main() -> None:
     args = ap.parse_args()
     t_all = time.perf_counter()
     called = called_fraction_calibration(args.n_called, max(args.n_called // 5, 200))
+    called["lineage_fractions_wide_denominators"] = lineage_fractions_wide(
+        max(args.n_called // 10, 100)
+    )
     if args.only == "called_fraction":
         path = Path(args.out)
         out = json.loads(path.read_text()) if path.exists() else {}
@@ -218,7 +266,7 @@ def main() -> None:
         return
     common = {"n_per_group": 3, "cells_per_sample": 600, "n_genes": 300}
 
-    keys = ("da_qp", "da_qp_pop", "da_qp_unmoderated", "da_qb", "da_scanpro")
+    keys = ("da_qp", "da_qp_pop", "da_lineage_fraction", "da_qp_unmoderated", "da_qb", "da_scanpro")
     null_p: dict[str, list] = {k: [] for k in keys}
     null_p.update(de=[], de_pydeseq2_default_inference=[], scores=[], scores_moderated=[])
     per_set_min_da = []
@@ -230,6 +278,7 @@ def main() -> None:
             null_p["de_pydeseq2_default_inference"].extend(r["de_pydeseq2"]["p"])
         null_p["da_qp"].extend(r["da"]["p"])
         null_p["da_qp_pop"].extend(r["da"].query("kind == 'population'")["p"])
+        null_p["da_lineage_fraction"].extend(r["da"].query("kind == 'lineage fraction'")["p"])
         null_p["da_qp_unmoderated"].extend(r["da_unmoderated"]["p"])
         null_p["da_qb"].extend(quasi_binomial_p(a))
         null_p["da_scanpro"].extend(scanpro_p(a))
