@@ -413,6 +413,7 @@ def compare(adata: ad.AnnData, cfg: Config, ctx: StageContext | None = None) -> 
             min_cells=c.min_cells,
             min_samples_per_group=c.min_samples_per_group,
             de=c.de,
+            neutrophil_stages=cfg.axes.neutrophil_stages,
         )
     _record(adata, "compare", cfg.section_dict("compare"), time.perf_counter() - t0)
     return adata
@@ -507,7 +508,8 @@ REGISTRY: tuple[Stage, ...] = (
           "cell types and bone-metastasis populations", key_extra=model_checksums),
     Stage("score", score, "merged", ("score", "input.species", "seed"),
           "signature scores per cell"),
-    Stage("compare", compare, "merged", ("compare", "seed", "input.species"),
+    Stage("compare", compare, "merged",
+          ("compare", "axes.neutrophil_stages", "seed", "input.species"),
           "conditions compared with samples as replicates (abundance, DE, scores)"),
     Stage("ligrec", ligrec, "merged",
           ("ligrec", "compare.enabled", "compare.condition_key", "seed", "input.species"),
