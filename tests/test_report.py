@@ -232,3 +232,36 @@ def test_mimicry_paragraph_reads_the_called_fraction_or_says_not_tested(run) -> 
     assert "called fraction of the assessed tumour epithelial cells" in p and "Not tested" not in p
     assert "log2 fold change 1.25 (95% CI 0.50 to 2.00)" in p
     assert "GLM with beta-binomial-type (Williams) variance of the called fraction" in p
+
+
+def test_methods_describe_the_mimicry_call_and_the_models_compare_used(run) -> None:
+    from bonemet._vocab import MIMICRY_CALLED_FRACTION
+    from bonemet.report._narrative import methods_html
+
+    a, cfg, _ = run
+    b = a.copy()
+    _stages._record(b, "score", cfg.section_dict("score"), 0.0)
+    bm.tl.erythroid_mimicry(b)  # records its parameters as the score stage does
+    fdr = b.uns["bonemet"]["parameters"]["erythroid_mimicry"]["fdr"]
+    bm.tl.compare(b, de=False, min_cells=5)
+    da = b.uns["bonemet_compare"]["differential_abundance"]
+    assert MIMICRY_CALLED_FRACTION in set(da["test"])  # the calls made the unit testable
+    text = methods_html(b, cfg.to_dict(), {})
+    assert "Erythroid-mimicry calls, per sample" in text
+    assert f"FDR {fdr:g}" in text and "beta-binomial per sample" in text
+    assert "quantile of background cells" not in text  # the old rule's sentence
+    # the called fraction's own model is named, from the table's model column
+    assert re.search(
+        re.escape(escape(MIMICRY_CALLED_FRACTION)) + r"[^.]*: the same log-link GLM", text
+    )
+    assert "Williams" in text
+    # how the reference was chosen ("control" is a control-like level name here)
+    ref = b.uns["bonemet_compare"]["reference"]
+    src = b.uns["bonemet_compare"]["reference_source"]
+    assert f"reference {escape(str(ref))} ({escape(str(src))})" in text
+    # no Williams rows: no Williams sentence
+    c = b.copy()
+    c.uns["bonemet_compare"] = dict(
+        c.uns["bonemet_compare"], differential_abundance=da[da["model"] != "Williams"]
+    )
+    assert "the same log-link GLM" not in methods_html(c, cfg.to_dict(), {})

@@ -455,7 +455,28 @@ def methods_html(
                    if _given(P.get("score", "pseudobulk_min_cells")) else "")
             )  # fmt: skip
         em = P.recorded.get("erythroid_mimicry")
-        if isinstance(em, Mapping) and _given(em.get("quantile")):
+        if isinstance(em, Mapping) and _given(em.get("null")):
+            src = {"decontaminated": "ambient-corrected counts"}.get(
+                str(_v(em.get("counts_source"))), f"{_fmt(em.get('counts_source'))}"
+            )
+            txt += (
+                f". Erythroid-mimicry calls, per sample: each tumour cell's adult-globin counts "
+                f"({_e(_fmt(em.get('hb_genes')))}) in its {_e(src)} tested against a "
+                f"{_e(_fmt(em['null']))}, at the cell's own library size; Benjamini–Hochberg "
+                f"within the sample's tumour cells at FDR {_fmt(em.get('fdr'))}, with at least "
+                f"{_fmt(em.get('min_hb_counts'))} globin counts and {_fmt(em.get('min_fold'))}× "
+                "the null's mean share; a globin-positive cell that also carries erythroid "
+                f"identity ({_e(_fmt(em.get('identity_genes')))}) is counted as an erythroid "
+                "cell or doublet, not a call, as are predicted doublets"
+                + (
+                    " and cells in the doublet-score tail"
+                    if _given(em.get("doublet_quantile"))
+                    else ""
+                )
+                + "; per-sample called fractions with "
+                f"{_e(_fmt(em.get('ci', 'Wilson')))} intervals"
+            )
+        elif isinstance(em, Mapping) and _given(em.get("quantile")):  # results of older runs
             txt += (
                 f". Erythroid-mimicry calls: haemoglobin counts above the "
                 f"{_fmt(em['quantile'])} quantile of background cells ({_fmt(em.get('background'))}"
@@ -478,14 +499,18 @@ def methods_html(
         mcells = P.get("compare", "min_cells")
         txt = (
             f"Conditions ({_e(ck)}) were compared with samples as replicates against the "
-            f"reference {_e(ref) if _given(ref) else '(first level)'}, design ~ {_e(design)}"
+            f"reference {_e(ref) if _given(ref) else '(first level)'}"
+            + (f" ({_e(_v(res['reference_source']))})"
+               if isinstance(res, Mapping) and _given(res.get("reference_source")) else "")
+            + f", design ~ {_e(design)}"
             + (" (paired by subject)" if _given(subj) else "")
             + ". Differential abundance of every population and of the within-lineage fractions: "
             "a quasi-Poisson GLM of each sample's count with log(denominator) as offset, the "
             "condition coefficient is the log2 fold change of the proportion; Pearson "
             "dispersions moderated across tests by empirical Bayes (limma's squeezeVar; "
             f"{CITATIONS[_used('Empirical-Bayes variance moderation', used)][1]}) and floored at 1, Wald t-tests on residual plus prior df. "
-            "Programme scores: per-sample mean score of each population (samples with at least "
+            + _williams_methods(res)
+            + "Programme scores: per-sample mean score of each population (samples with at least "
             f"{_fmt(mcells) if _given(mcells) else 'the minimum'} cells of it), ordinary least squares "
             "on the same design, t-based 95% CI."
         )  # fmt: skip
@@ -607,6 +632,23 @@ def _verdict(row: Mapping[str, Any], ref: str, other: str, n_ref: int, n_test: i
         f" BH-adjusted p = {_p(padj)} (p = {_p(p)}): "
         + (f"<b>significant at FDR {_ALPHA:.0%}</b>." if sig else f"not significant at FDR {_ALPHA:.0%}.")
     )  # fmt: skip
+
+
+def _williams_methods(res: Any) -> str:
+    """The Methods sentence for the abundance units the compare stage fitted with Williams'
+    variance (read from the table's ``model`` column), or ``""`` when there are none."""
+    da = res.get("differential_abundance") if isinstance(res, Mapping) else None
+    if not isinstance(da, pd.DataFrame) or "model" not in da or "test" not in da:
+        return ""
+    units = list(dict.fromkeys(da.loc[da["model"].astype(str) == "Williams", "test"].astype(str)))
+    if not units:
+        return ""
+    return (
+        f"{'; '.join(_e(u) for u in units)}: the same log-link GLM with a beta-binomial-type "
+        "variance (Williams; φ·μ·(1 + (n − 1)ρ), ρ the between-sample spread of the true "
+        "fraction), because their denominators vary widely between samples and a single "
+        "dispersion over-weights the large samples. "
+    )
 
 
 def _da_sentence(row: Mapping[str, Any], ref: str, other: str, min_per_group: int | None) -> str:
