@@ -375,6 +375,7 @@ def test_mimicry_called_fraction_is_a_tested_unit() -> None:
     n0 = int((tum["sample"] == s0).sum()) - 1
     assert f"{s0}={n0}" in row["cells_per_sample"].split(";")
     assert res["units"]["erythroid_mimicry"].startswith("obs[")
+    assert "lineage fraction" in res["abundance_models"]["fraction units"]
     # absent call column: no unit, and the record says why
     b = bm.datasets.simulate_condition_design(n_per_group=2, seed=22, **SMALL)
     bm.tl.compare(b, de=False)

@@ -1426,6 +1426,13 @@ def compare(
         **kw,
     )
     result["units"] = units
+    result["abundance_models"] = {
+        "population": "quasi-Poisson, log(cells) offset, dispersions moderated, floor 1",
+        "fraction units": (
+            f"{', '.join(_WILLIAMS_KINDS)}: Williams, variance phi*mu(1-mu/n)(1+(n-1)rho), "
+            "one rho per contrast, phi moderated across these units, floor 1"
+        ),
+    }
     st = score_tests(
         adata,
         population_key=population_key,
