@@ -265,3 +265,27 @@ def test_methods_describe_the_mimicry_call_and_the_models_compare_used(run) -> N
         c.uns["bonemet_compare"], differential_abundance=da[da["model"] != "Williams"]
     )
     assert "the same log-link GLM" not in methods_html(c, cfg.to_dict(), {})
+
+
+def test_embedded_figures_are_downscaled_opaque_pngs_that_decode() -> None:
+    import base64
+    import io
+
+    from bonemet.report._html import _png_bytes_to_data_uri
+
+    buf = io.BytesIO()
+    im = Image.new("RGBA", (3000, 1500), (255, 255, 255, 255))
+    im.paste((200, 30, 30, 255), (100, 100, 2900, 1400))
+    im.save(buf, format="PNG", dpi=(300, 300))
+    uri, w, h = _png_bytes_to_data_uri(buf.getvalue())
+    assert (w, h) == (1000, 500)  # 10 x 5 inches shown at ~100 CSS px per inch
+    assert uri.startswith("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as out:
+        assert out.size == (2000, 1000) and out.mode == "RGB"  # 2x for dense screens
+        assert out.getpixel((1000, 500)) == (200, 30, 30)
+    # a figure with transparency keeps its alpha channel
+    buf = io.BytesIO()
+    Image.new("RGBA", (3000, 1500), (255, 255, 255, 0)).save(buf, format="PNG", dpi=(300, 300))
+    uri, _, _ = _png_bytes_to_data_uri(buf.getvalue())
+    with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as out:
+        assert out.mode == "RGBA"
