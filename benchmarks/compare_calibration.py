@@ -5,9 +5,9 @@ Dirichlet-multinomial and every gene's mean varies between samples (log-normal),
 between biological replicates (:func:`bonemet.datasets.simulate_condition_design`). On
 each null the script records the fraction of p-values below 0.05 for
 
-- differential abundance: bonemet's quasi-Poisson GLM with moderated dispersions
-  (populations and within-lineage fractions, the latter also alone as
-  ``da_lineage_fraction``; also without moderation), a quasi-binomial
+- differential abundance: bonemet's models (quasi-Poisson with moderated dispersions for
+  populations, the pooled-rho moderated Williams model for within-lineage fractions, the
+  latter also alone as ``da_lineage_fraction``; also without moderation), a quasi-binomial
   GLM (logit link, same design, unmoderated), and scanpro (propeller, logit transform,
   populations only);
 - pseudobulk DE (PyDESeq2) in three populations;
@@ -25,13 +25,24 @@ own nulls: per-sample tumour-cell counts log-uniform between 20 and 500, each sa
 called fraction drawn from a beta around a mean of 5-10 % (concentration 10-60, i.e.
 between-sample overdispersion rho 0.016-0.09), no condition effect; 3 vs 3 and 4 vs 4. The
 unit's model (Williams' beta-binomial-type quasi-likelihood, :func:`bonemet.tl._compare.
-_williams`) against the plain quasi-Poisson with offset it would otherwise get and a
+_williams`, the unit alone; in ``differential_abundance`` it shares rho with the lineage
+fractions) against the plain quasi-Poisson with offset it would otherwise get and a
 quasi-binomial GLM: false-positive rates at 0.05 and 0.01, the KS distance of p from
 uniform with its p-value, and the power at a planted 2x fraction.
 
+``lineage_spread_sweep``: where the quasi-Poisson breaks. Null sets of 6 fractions whose
+denominators spread between samples by a max/min ratio of 1.5, 3, 5, 10 or 25 (log-spaced
+around 100 cells), with low (concentration 150, the standard null's) or high (15)
+between-sample overdispersion of the true fraction, 3 vs 3 and 4 vs 4: FPR at 0.05 and
+power at a planted 2x fraction of the moderated quasi-Poisson the lineage fractions had,
+Williams per unit, and pooled-rho moderated Williams variants (closed form for the
+two-group design); the beta-binomial one with its scale floored at 1 is the model
+``differential_abundance`` now uses for the fraction units.
+
 Needs scanpro (``pip install scanpro``) for the comparison. Usage:
 ``nice python benchmarks/compare_calibration.py [--n-null 50] [--n-power 20]``;
-``--only called_fraction`` runs that part alone and updates it in the existing JSON.
+``--only called_fraction`` / ``--only spread_sweep`` runs that part alone and updates it in
+the existing JSON.
 """
 
 from __future__ import annotations
@@ -142,6 +153,14 @@ def _quasi_binomial_fit(x, n, xm):
     return float(res.params[-1]), float(res.bse[-1]), df, phi
 
 
+NOTE_CALLED = (
+    "'williams (used)' is the unit alone, Williams with its own rho (differential_abundance "
+    "with moderate=False); by default the unit shares one rho with the lineage fractions "
+    "and its scale is moderated with theirs (lineage_spread_sweep, "
+    "lineage_fractions_wide_denominators)"
+)
+
+
 def called_fraction_calibration(reps: int, power_reps: int) -> dict:
     from scipy import stats
 
@@ -167,6 +186,7 @@ def called_fraction_calibration(reps: int, power_reps: int) -> dict:
         "test group's mean x2); t on the residual df, dispersion floored at 1",
         "n_datasets_per_design": reps,
         "n_power_datasets_per_design": power_reps,
+        "note": NOTE_CALLED,
     }
     for k, seed in ((3, 71), (4, 72)):
         design = f"{k}v{k}"
@@ -191,8 +211,15 @@ def called_fraction_calibration(reps: int, power_reps: int) -> dict:
 def lineage_fractions_wide(reps: int) -> dict:
     """Six within-lineage fractions per null set, denominators 20-500 cells per sample,
     true fractions 5-40 % (beta, concentration 10-60): the moderated quasi-Poisson the
-    lineage fractions use against Williams' quasi-likelihood (the read-out units' model)."""
-    from bonemet.tl._compare import _quasi_poisson, _wald_t, _williams, squeeze_dispersions
+    lineage fractions had, Williams per unit, and the pooled-rho moderated Williams
+    model (:func:`bonemet.tl._compare._williams_pooled`) they use now."""
+    from bonemet.tl._compare import (
+        _quasi_poisson,
+        _wald_t,
+        _williams,
+        _williams_pooled,
+        squeeze_dispersions,
+    )
 
     out: dict = {
         "simulation": "per null set 6 fractions; denominators log-uniform 20-500 per "
@@ -202,15 +229,16 @@ def lineage_fractions_wide(reps: int) -> dict:
     for k, seed in ((3, 81), (4, 82)):
         rng = np.random.default_rng(seed)
         xm = np.column_stack([np.ones(2 * k), np.r_[np.zeros(k), np.ones(k)]])
-        p_qp, p_w = [], []
+        p_qp, p_w, p_pool = [], [], []
         for _ in range(reps):
-            fits, ws = [], []
+            fits, ws, units = [], [], []
             for _u in range(6):
                 n = np.rint(np.exp(rng.uniform(np.log(20), np.log(500), 2 * k))).astype(int)
                 m, conc = rng.uniform(0.05, 0.4), rng.uniform(10, 60)
                 x = rng.binomial(n, rng.beta(m * conc, (1 - m) * conc, 2 * k))
                 fits.append(_quasi_poisson(x, n, xm))
                 ws.append(_williams(x, n, xm))
+                units.append((x, n, xm))
             phi = np.array([f[3] for f in fits])
             dfs = np.array([f[2] for f in fits], dtype=float)
             post, d0 = squeeze_dispersions(phi, dfs)
@@ -218,17 +246,174 @@ def lineage_fractions_wide(reps: int) -> dict:
                 p_qp.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), min(dfr + d0, 1e6))[0])
             for b, se, dfr, ph, _ in ws:
                 p_w.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), dfr)[0])
+            pooled, _ = _williams_pooled(units)
+            post, d0 = squeeze_dispersions(
+                np.array([f[3] for f in pooled]), np.array([f[2] for f in pooled], dtype=float)
+            )
+            for (b, se, dfr, _), ph in zip(pooled, post, strict=True):
+                p_pool.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), min(dfr + d0, 1e6))[0])
         out[f"{k}v{k}"] = {
-            "quasi_poisson_moderated (used)": {
+            "quasi_poisson_moderated (before)": {
                 "fpr_0.05": frac_below(p_qp),
                 "fpr_0.01": frac_below(p_qp, 0.01),
             },
-            "williams (alternative)": {
+            "williams_pooled_rho_moderated (used)": {
+                "fpr_0.05": frac_below(p_pool),
+                "fpr_0.01": frac_below(p_pool, 0.01),
+            },
+            "williams_per_unit": {
                 "fpr_0.05": frac_below(p_w),
                 "fpr_0.01": frac_below(p_w, 0.01),
             },
             "n_pvalues": len(p_w),
         }
+    return out
+
+
+# ------------------------------------------------------------ denominator-spread sweep
+SPREADS = (1.5, 3.0, 5.0, 10.0, 25.0)
+#: Dirichlet-type concentration of the samples' true fractions: 150 as the standard null
+#: (rho ~ 0.007), 15 for a high between-sample spread (rho ~ 0.06)
+CONCENTRATIONS = {"low": 150.0, "high": 15.0}
+
+
+def _spread_sets(k: int, reps: int, spread: float, conc: float, rng, fold: float = 1.0):
+    """``reps`` null sets of 6 fractions: (x, n) arrays of shape (reps, 6, 2k).
+
+    A unit's 2k denominators are log-spaced from ``100 / sqrt(spread)`` to ``100 *
+    sqrt(spread)`` (max/min = ``spread``), in random order over the samples; its mean
+    fraction is uniform 5-40 % and each sample's true fraction ~ Beta(mean, ``conc``)."""
+    base = np.exp(np.linspace(-0.5, 0.5, 2 * k) * np.log(spread)) * 100.0
+    n = np.rint(base)[rng.permuted(np.tile(np.arange(2 * k), (reps, 6, 1)), axis=2)]
+    m = rng.uniform(0.05, 0.4, (reps, 6, 1)) * np.r_[np.ones(k), np.full(k, fold)]
+    f = rng.beta(m * conc, (1 - m) * conc)
+    return rng.binomial(n.astype(int), f).astype(float), n
+
+
+def _two_group_fit(x, n, k, rho, binomial: bool = False):
+    """Closed form of the log-link offset GLM with Williams weights on ``~ condition``
+    (first k samples reference): beta, SE without scale, Pearson statistic. ``rho`` 0 is
+    the quasi-Poisson fit; ``binomial``: counting variance ``mu (1 - mu / n)`` (the
+    beta-binomial form) instead of ``mu``."""
+    w = 1.0 / (1.0 + (n - 1.0) * rho)
+    g0, g1 = slice(0, k), slice(k, 2 * k)
+    p0 = (w[..., g0] * x[..., g0]).sum(-1) / (w[..., g0] * n[..., g0]).sum(-1)
+    p1 = (w[..., g1] * x[..., g1]).sum(-1) / (w[..., g1] * n[..., g1]).sum(-1)
+    mu = n * np.concatenate([np.repeat(p0[..., None], k, -1), np.repeat(p1[..., None], k, -1)], -1)
+    q0, q1 = (1.0 - p0, 1.0 - p1) if binomial else (1.0, 1.0)
+    q = mu / n if binomial else 0.0
+    x2 = (w * (x - mu) ** 2 / (mu * (1.0 - q))).sum(-1)
+    var = q0 / (w[..., g0] * mu[..., g0]).sum(-1) + q1 / (w[..., g1] * mu[..., g1]).sum(-1)
+    return np.log(p1 / p0), np.sqrt(var), x2
+
+
+def _rho_root(x, n, k, target, *, pooled: bool, binomial: bool = False):
+    """rho with Pearson = ``target`` (per unit, or summed over a set's units when
+    ``pooled``), by bisection on [0, 0.999]; 0 where Pearson at 0 is already below."""
+
+    def stat(r):
+        r = r[..., None] if not pooled else r[..., None, None]
+        x2 = _two_group_fit(x, n, k, r, binomial)[2]
+        return x2.sum(-1) if pooled else x2
+
+    shape = x.shape[:-2] if pooled else x.shape[:-1]
+    lo, hi = np.zeros(shape), np.full(shape, 0.999)
+    t = target * (x.shape[-2] if pooled else 1)
+    for _ in range(45):
+        mid = (lo + hi) / 2
+        above = stat(mid) > t
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return np.where(stat(np.zeros(shape)) > t, hi, 0.0)
+
+
+def _sweep_pvalues(x, n, k):
+    """p-values (flattened) of the lineage-fraction models on (reps, 6, 2k) sets."""
+    from scipy import stats
+
+    from bonemet.tl._compare import squeeze_dispersions
+
+    df = 2 * k - 2
+    out = {}
+    # moderated quasi-Poisson (as the lineage fractions were tested), floored at 1
+    xx = np.where(
+        (x[..., :k].sum(-1, keepdims=True) == 0) | (x[..., k:].sum(-1, keepdims=True) == 0),
+        x + 0.5,
+        x,
+    )
+    beta, se, x2 = _two_group_fit(xx, n, k, 0.0)
+    phi = x2 / df
+    post = np.empty_like(phi)
+    d0 = np.empty(phi.shape[0])
+    for i in range(phi.shape[0]):
+        post[i], d0[i] = squeeze_dispersions(phi[i], np.full(6, float(df)))
+    dft = np.minimum(df + d0, 1e6)[:, None]
+    out["quasi_poisson_moderated (before)"] = 2 * stats.t.sf(
+        np.abs(beta / (se * np.sqrt(np.maximum(post, 1.0)))), dft
+    )
+    # Williams per unit (the read-out units' model), t on the residual df
+    rho = _rho_root(xx, n, k, df, pooled=False)
+    beta, se, x2 = _two_group_fit(xx, n, k, rho[..., None])
+    out["williams_per_unit"] = 2 * stats.t.sf(
+        np.abs(beta / (se * np.sqrt(np.maximum(x2 / df, 1.0)))), df
+    )
+    # moderated Williams: one rho per set (pooled Pearson = pooled df), then each unit's
+    # scale phi at that rho squeezed across the set's units, t on df + d0
+    rho0 = _rho_root(xx, n, k, df, pooled=True)
+    beta, se, x2 = _two_group_fit(xx, n, k, rho0[:, None, None])
+    phi = x2 / df
+    for i in range(phi.shape[0]):
+        post[i], d0[i] = squeeze_dispersions(phi[i], np.full(6, float(df)))
+    dft = np.minimum(df + d0, 1e6)[:, None]
+    out["williams_poisson_pooled_rho_moderated_no_floor"] = 2 * stats.t.sf(
+        np.abs(beta / (se * np.sqrt(post))), dft
+    )
+    out["williams_poisson_pooled_rho_moderated"] = 2 * stats.t.sf(
+        np.abs(beta / (se * np.sqrt(np.maximum(post, 1.0)))), dft
+    )
+    # the same with the beta-binomial counting variance mu (1 - mu / n): the model
+    # differential_abundance uses (checked against _williams_pooled to 1e-5)
+    rho0 = _rho_root(xx, n, k, df, pooled=True, binomial=True)
+    beta, se, x2 = _two_group_fit(xx, n, k, rho0[:, None, None], True)
+    phi = x2 / df
+    for i in range(phi.shape[0]):
+        post[i], d0[i] = squeeze_dispersions(phi[i], np.full(6, float(df)))
+    dft = np.minimum(df + d0, 1e6)[:, None]
+    out["williams_binomial_pooled_rho_moderated (used)"] = 2 * stats.t.sf(
+        np.abs(beta / (se * np.sqrt(np.maximum(post, 1.0)))), dft
+    )
+    floor = np.where(rho0 > 0, 0.0, 1.0)[:, None]
+    out["williams_binomial_pooled_rho_moderated_no_floor_when_rho_above_0"] = 2 * stats.t.sf(
+        np.abs(beta / (se * np.sqrt(np.maximum(post, floor)))), dft
+    )
+    return {m: p.ravel() for m, p in out.items()}
+
+
+def spread_sweep(reps: int, power_reps: int) -> dict:
+    """FPR at 0.05 of the lineage-fraction models by denominator spread (max/min between
+    samples) and between-sample overdispersion of the true fraction, 3v3 and 4v4; power
+    at a planted 2x fraction."""
+    out: dict = {
+        "simulation": "per set 6 fractions; a unit's denominators log-spaced between "
+        "100/sqrt(s) and 100*sqrt(s) cells (max/min = s), random order over samples; "
+        "mean fraction uniform 5-40 %, sample fraction ~ Beta(mean, concentration c): "
+        "overdispersion low c=150 (the standard null's), high c=15; power: test group x2",
+        "n_datasets_per_cell": reps,
+        "n_power_datasets_per_cell": power_reps,
+        "fpr_0.05": {},
+        "power_2x_p_0.05": {},
+    }
+    rng = np.random.default_rng(91)
+    for k in (3, 4):
+        for od, conc in CONCENTRATIONS.items():
+            for s in SPREADS:
+                cell = f"{k}v{k} {od} spread {s:g}"
+                x, n = _spread_sets(k, reps, s, conc, rng)
+                p = _sweep_pvalues(x, n, k)
+                out["fpr_0.05"][cell] = {m: frac_below(v) for m, v in p.items()}
+                x, n = _spread_sets(k, power_reps, s, conc, rng, fold=2.0)
+                p = _sweep_pvalues(x, n, k)
+                out["power_2x_p_0.05"][cell] = {m: frac_below(v) for m, v in p.items()}
+                print(cell, out["fpr_0.05"][cell], out["power_2x_p_0.05"][cell], flush=True)
     return out
 
 
@@ -244,9 +429,20 @@ def main() -> None:
     ap.add_argument("--timing-cells", type=int, default=20_000)
     ap.add_argument("--out", default="benchmarks/results/compare_calibration.json")
     ap.add_argument("--n-called", type=int, default=5000)
-    ap.add_argument("--only", choices=["called_fraction"], default=None)
+    ap.add_argument("--only", choices=["called_fraction", "spread_sweep"], default=None)
+    ap.add_argument("--n-sweep", type=int, default=2000)
     args = ap.parse_args()
     t_all = time.perf_counter()
+    t0 = time.perf_counter()
+    sweep = spread_sweep(args.n_sweep, max(args.n_sweep // 2, 100))
+    sweep["seconds"] = round(time.perf_counter() - t0, 1)
+    if args.only == "spread_sweep":
+        path = Path(args.out)
+        out = json.loads(path.read_text()) if path.exists() else {}
+        out["lineage_spread_sweep"] = sweep
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        print(json.dumps(sweep, indent=2))
+        return
     called = called_fraction_calibration(args.n_called, max(args.n_called // 5, 200))
     called["lineage_fractions_wide_denominators"] = lineage_fractions_wide(
         max(args.n_called // 10, 100)
@@ -397,6 +593,7 @@ def main() -> None:
         "null": null,
         "power": power,
         "called_fraction": called,
+        "lineage_spread_sweep": sweep,
         "timing_compare": timing,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "total_seconds": round(time.perf_counter() - t_all, 1),
