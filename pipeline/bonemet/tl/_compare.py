@@ -2,16 +2,15 @@
 
 Three read-outs share one sample-level design (``~ covariates [+ subject] + condition``):
 
-- differential abundance of every population: a quasi-Poisson GLM of a sample's cell
-  count with the log of its cell total as offset, so the condition coefficient is the log
-  fold change of the proportion; Pearson dispersions moderated across tests by empirical
-  Bayes (limma's squeezeVar) and floored at 1, Wald t-tests on the residual plus prior
-  degrees of freedom. The within-lineage fractions of :data:`LINEAGE_FRACTIONS`, the
-  erythroid-mimicry called fraction of tumour cells and the earliest neutrophil
-  maturation stage's share of the neutrophil lineage, whose denominators vary between
-  samples: the same log-link GLM with a beta-binomial variance (Williams'
-  quasi-likelihood) whose between-sample spread rho is shared by these units of a
-  contrast, each unit's scale moderated across them the same way;
+- differential abundance of every population and of the within-lineage fractions in
+  :data:`LINEAGE_FRACTIONS`: a quasi-Poisson GLM of a sample's cell count with the log of
+  its denominator as offset, so the condition coefficient is the log fold change of the
+  proportion; Pearson dispersions moderated across tests by empirical Bayes (limma's
+  squeezeVar) and floored at 1, Wald t-tests on the residual plus prior degrees of
+  freedom. The erythroid-mimicry called fraction of tumour cells and the earliest
+  neutrophil maturation stage's share of the neutrophil lineage: the same log-link GLM
+  with a beta-binomial-type variance (Williams' quasi-likelihood), because their
+  denominators vary tenfold or more between samples;
 - pseudobulk differential expression per population (counts summed per sample ×
   population from ``layers["counts"]``) with PyDESeq2;
 - score tests: the per-sample mean of each ``obs["score_*"]`` per population, ordinary
@@ -468,95 +467,40 @@ def _williams(
     return float(beta[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), df_resid, phi, rho
 
 
-def _williams_irls(
-    y: np.ndarray, n: np.ndarray, design_x: np.ndarray, rho: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Log-link offset GLM with beta-binomial variance ``mu (1 - mu / n) (1 + (n - 1) rho)``
-    by IRLS: coefficients, covariance (scale 1), Pearson statistic."""
-    offset = np.log(n)
-    w = 1.0 / (1.0 + (n - 1.0) * rho)
-    beta = np.linalg.lstsq(design_x, np.log((y + 0.5) / n), rcond=None)[0]
-    for _ in range(100):
-        mu = np.exp(design_x @ beta + offset)
-        q = np.minimum(mu / n, 0.999)
-        ww = w * mu / (1.0 - q)
-        z = design_x @ beta + (y - mu) / mu
-        xtw = design_x.T * ww
-        new = np.linalg.solve(xtw @ design_x, xtw @ z)
-        done = np.max(np.abs(new - beta)) < 1e-9
-        beta = new
-        if done:
-            break
-    mu = np.exp(design_x @ beta + offset)
-    q = np.minimum(mu / n, 0.999)
-    cov = np.linalg.inv((design_x.T * (w * mu / (1.0 - q))) @ design_x)
-    return beta, cov, float(np.sum(w * (y - mu) ** 2 / (mu * (1.0 - q))))
+#: max/min denominator across a quasi-Poisson row's samples from which its p is marked
+#: unreliable. Measured in ``benchmarks/compare_calibration.py`` (``lineage_spread_sweep``:
+#: 6 fractions per null set, denominators log-spaced around 100 cells, 2,000 sets per
+#: cell): the moderated quasi-Poisson's FPR at 0.05 is 0.054 / 0.056 (3 vs 3 / 4 vs 4) at
+#: a 1.5-fold spread and 0.069 / 0.062 at 3-fold with high between-sample overdispersion
+#: (Beta concentration 15), rising to 0.154 / 0.152 at 25-fold; with low overdispersion
+#: (concentration 150) it passes 0.06 from 10-fold (0.070 / 0.073). Spreads between 1.5
+#: and 3 were not measured. A pooled-rho moderated Williams model was calibrated at every
+#: spread but lost power on the planted CHI3L3+ fraction (100 sets: 0.73 -> 0.49), so the
+#: model is kept and the row is marked instead.
+DENOMINATOR_SPREAD_LIMIT = 3.0
+_SPREAD_NOTE = (
+    "denominator spread {s:.1f}x between samples (>= {lim:g}x): the quasi-Poisson p is "
+    "anti-conservative there (null FPR at 0.05 up to {fpr} at this spread)"
+)
+#: measured null FPR at 0.05 (3 vs 3, high overdispersion) per sweep spread, for the note
+_SPREAD_FPR = ((3.0, 0.069), (5.0, 0.082), (10.0, 0.104), (25.0, 0.154))
 
 
-def _williams_pooled(
-    units: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-) -> tuple[list[tuple[float, float, int, float]], float]:
-    """The fraction units of one contrast with one between-sample spread ``rho``.
-
-    Each unit ``(x, n, design)`` gets the log-link GLM with beta-binomial variance
-    ``phi_u * mu (1 - mu / n) (1 + (n - 1) rho)`` (:func:`_williams_irls`). ``rho`` is
-    shared: the moment estimate that brings the units' summed Pearson statistic to their
-    summed residual df (0 when already below), so its shape, which sets how much a
-    sample with 500 cells counts against one with 20, is estimated on all the units'
-    residual df rather than on one unit's 4; each unit's scale ``phi_u`` (Pearson / df at
-    that ``rho``) is then moderated across the units by :func:`squeeze_dispersions` by the
-    caller. Per-unit, unmoderated ``rho`` (:func:`_williams`) keeps the false-positive
-    rate but loses power with 3 vs 3 samples; the plain quasi-Poisson is anti-
-    conservative once the denominators vary between samples (measured in
-    ``benchmarks/compare_calibration.py``, ``spread_sweep``).
-
-    Returns per unit ``(beta, SE at scale 1, residual df, phi_u)`` and ``rho``.
-    """
-    from scipy.optimize import brentq
-
-    nan = float("nan")
-    prepared = []
-    for x, n, design_x in units:
-        df_resid = design_x.shape[0] - design_x.shape[1]
-        if np.linalg.matrix_rank(design_x) < design_x.shape[1]:
-            prepared.append(None)
-            continue
-        y = x.astype(float)
-        alt = design_x[:, -1] > 0
-        if y[alt].sum() == 0 or y[~alt].sum() == 0:
-            y = y + 0.5  # a group without any cell: a continuity correction keeps the log finite
-        prepared.append((y, n.astype(float), design_x, df_resid))
-    ok = [u for u in prepared if u is not None and u[3] > 0]
-    rho = 0.0
-    if ok:
-        total_df = sum(u[3] for u in ok)
-
-        def excess(r: float) -> float:
-            return sum(_williams_irls(y, n, xm, r)[2] for y, n, xm, _ in ok) - total_df
-
-        if excess(0.0) > 0:
-            hi = 0.999
-            rho = hi if excess(hi) > 0 else float(brentq(excess, 0.0, hi, xtol=1e-7))
-    out = []
-    for u in prepared:
-        if u is None:
-            out.append((nan, nan, 0, nan))
-            continue
-        y, n, xm, df_resid = u
-        beta, cov, x2 = _williams_irls(y, n, xm, rho)
-        phi = x2 / df_resid if df_resid > 0 else nan
-        out.append((float(beta[-1]), math.sqrt(max(cov[-1, -1], 0.0)), df_resid, phi))
-    return out, rho
+def _spread_note(spread: float) -> str:
+    fpr = max((f for s, f in _SPREAD_FPR if s <= spread), default=_SPREAD_FPR[0][1])
+    worse = spread > _SPREAD_FPR[-1][0]
+    return _SPREAD_NOTE.format(
+        s=spread, lim=DENOMINATOR_SPREAD_LIMIT, fpr=f"{fpr:.3f}" + (" or more" if worse else "")
+    )
 
 
 #: obs column of the neutrophil maturation stage (:func:`bonemet.tl.neutrophil_maturation`)
 NEUTROPHIL_STAGE_KEY = "neutrophil_maturation_stage"
 #: the differential-abundance unit of the earliest maturation stage
 NEUTROPHIL_STAGE1_FRACTION = "Neutrophil stage 1 / neutrophil lineage"
-#: unit kinds whose denominators (a lineage's or the tumour's cells) vary between samples:
-#: fitted together by :func:`_williams_pooled` (one rho per contrast, scales moderated
-#: across these units); :func:`_williams` per unit with ``moderate=False``
-_WILLIAMS_KINDS = ("lineage fraction", "called fraction", "maturation stage")
+#: unit kinds whose denominators vary most between samples: fitted by :func:`_williams`
+#: and tested alone (their dispersion is not moderated with other units)
+_WILLIAMS_KINDS = ("called fraction", "maturation stage")
 
 
 def _per_sample(mask: np.ndarray, samples: pd.Series, index: pd.Index) -> pd.Series:
@@ -692,19 +636,13 @@ def differential_abundance(
     numerator) with ``log(denominator)`` as offset (all the sample's cells for a
     population, the lineage's cells for a fraction), design ``~ covariates [+ subject] +
     condition``. The condition coefficient is the log fold change of the proportion.
-    Populations: quasi-Poisson, the SE scaled by the Pearson dispersion, moderated across
-    the populations (``moderate``) and floored at 1, tested with a t. Fractions (within-
-    lineage, called, maturation stage), whose denominators vary between samples: a
-    beta-binomial variance ``phi * mu (1 - mu / n) (1 + (n - 1) rho)`` (Williams'
-    quasi-likelihood, ``model`` column; ``overdispersion`` = rho) with one rho for the
-    fraction units of a contrast and each unit's scale phi moderated across them and
-    floored at 1 (:func:`_williams_pooled`), tested with a t on residual plus prior df;
-    with ``moderate=False`` each fraction gets its own rho (:func:`_williams`) and its
-    residual df. The quasi-Poisson the lineage fractions had before is anti-conservative
-    once their denominators vary: FPR at 0.05 0.095 / 0.152 for 3 vs 3 at a 25-fold
-    spread (low / high between-sample overdispersion), against 0.059 / 0.041 for this
-    model (``benchmarks/compare_calibration.py``, ``spread_sweep``). BH adjustment across
-    all tests of one contrast.
+    Populations and within-lineage fractions: quasi-Poisson, the SE scaled by the Pearson
+    dispersion, moderated across the tests of one kind (``moderate``) and floored at 1,
+    tested with a t. The read-out fractions (called, maturation stage): their denominators
+    vary tenfold or more between samples, so they get a beta-binomial-type variance
+    (Williams' quasi-likelihood, ``model`` column; ``overdispersion`` = its rho), tested
+    with a t on the residual df without moderation. BH adjustment across all tests of one
+    contrast.
 
     Two read-out units join them when their inputs are there: the erythroid-mimicry
     called fraction (``"Erythroid-mimicry calls / tumour cells"``, kind ``called
@@ -726,9 +664,8 @@ def differential_abundance(
         Below this many samples in a group, ``p_reliable`` is False.
     moderate
         Moderate the dispersions across the tests of a contrast by empirical Bayes
-        (:func:`squeeze_dispersions`, as limma and edgeR's quasi-likelihood do; the
-        populations as one family, the fraction units with their shared rho as another);
-        the t-tests then use the residual plus the prior degrees of freedom.
+        (:func:`squeeze_dispersions`, as limma and edgeR's quasi-likelihood do; not the
+        Williams units); the t-tests then use the residual plus the prior degrees of freedom.
     neutrophil_stages
         Stages for the neutrophil stage-1 unit when ``obs["neutrophil_maturation_stage"]``
         is absent (0: no such unit).
@@ -742,8 +679,12 @@ def differential_abundance(
     ``p``, ``padj``, ``p_reliable``, ``n_ref``, ``n_test``, ``prop_ref``, ``prop_test``
     (mean of the samples' proportions), ``dispersion`` (moderated, at least 1), ``df`` (of
     the t-test), ``cells_per_sample`` (the denominator per sample), ``model``
-    (``quasi-Poisson`` or ``Williams``) and ``overdispersion`` (Williams' rho, shared by
-    the contrast's fraction units; NaN for quasi-Poisson units).
+    (``quasi-Poisson`` or ``Williams``), ``overdispersion`` (Williams' rho, NaN for
+    quasi-Poisson units), ``denominator_spread`` (max/min denominator across the samples
+    tested) and ``note``. A quasi-Poisson row whose denominator spread is at least
+    :data:`DENOMINATOR_SPREAD_LIMIT` has ``p_reliable`` False and a note saying why: the
+    quasi-Poisson's null FPR at 0.05 passes 0.06 there (``benchmarks/
+    compare_calibration.py``, ``lineage_spread_sweep``).
     """
     if population_key not in adata.obs:
         raise InputError(
@@ -767,7 +708,6 @@ def differential_abundance(
         n_ref, n_alt = _group_sizes(sub, reference, other)
         reliable = min(n_ref, n_alt) >= min_samples_per_group
         fits = []
-        pooled: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
         for test in numer.columns:
             n = denom.loc[sub.index, test]
             keep = n > 0
@@ -782,14 +722,17 @@ def differential_abundance(
                 xm = _model_matrix(
                     d, covariates=covariates, subject=subject_key is not None, reference=reference
                 )
-                if williams and moderate:
-                    pooled.append((len(fits), (x, nn, xm)))
-                elif williams:
+                if williams:
                     beta, se0, df_resid, phi, rho = _williams(x, nn, xm)
                 else:
                     beta, se0, df_resid, phi = _quasi_poisson(x, nn, xm)
             prop = pd.Series(x / nn, index=d.index)
             is_ref = d["condition"] == reference
+            spread = float(nn.max() / nn.min()) if len(nn) else float("nan")
+            # the Williams units are calibrated at every measured spread; the quasi-Poisson
+            # rows are not beyond DENOMINATOR_SPREAD_LIMIT
+            wide = bool(not williams and spread >= DENOMINATOR_SPREAD_LIMIT)
+            ok = bool(reliable and min(k_ref, k_alt) >= min_samples_per_group)
             fits.append((beta, se0, df_resid, phi, min(k_ref, k_alt)))
             rows.append(
                 {
@@ -797,7 +740,7 @@ def differential_abundance(
                     "test": test,
                     "kind": kinds[test],
                     "log2fc": beta / _LN2,
-                    "p_reliable": bool(reliable and min(k_ref, k_alt) >= min_samples_per_group),
+                    "p_reliable": ok and not wide,
                     "n_ref": k_ref,
                     "n_test": k_alt,
                     "prop_ref": float(prop[is_ref].mean()) if is_ref.any() else float("nan"),
@@ -805,23 +748,21 @@ def differential_abundance(
                     "cells_per_sample": _cells_text(n[keep]),
                     "model": "Williams" if williams else "quasi-Poisson",
                     "overdispersion": rho,
+                    "denominator_spread": spread,
+                    "note": _spread_note(spread) if wide else "",
                 }
             )
-        if pooled:
-            done, rho = _williams_pooled([u for _, u in pooled])
-            own = rows[len(rows) - len(fits) :]
-            for (i, _), (beta, se0, df_resid, phi) in zip(pooled, done, strict=True):
-                fits[i] = (beta, se0, df_resid, phi, fits[i][4])
-                own[i].update(log2fc=beta / _LN2, overdispersion=rho)
         phis = np.array([f[3] for f in fits])
         dfs = np.array([f[2] for f in fits], dtype=float)
         kind = np.array([kinds[t] for t in numer.columns])
-        # one family for the units fitted with the pooled rho, one per other kind
-        family = np.where(np.isin(kind, _WILLIAMS_KINDS), "fraction", kind)
         post, prior_df = phis.copy(), np.zeros(len(fits))
         if moderate:
-            for k in np.unique(family):
-                m = family == k
+            # each kind gets its own prior; the fractions' Williams dispersions are ~1 by
+            # construction and are not moderated
+            for k in np.unique(kind):
+                if k in _WILLIAMS_KINDS:
+                    continue
+                m = kind == k
                 post[m], prior_df[m] = squeeze_dispersions(phis[m], dfs[m])
         for row, (beta, se0, df_resid, _, k_min), ph, d0 in zip(
             rows[len(rows) - len(fits) :], fits, post, prior_df, strict=True
@@ -862,6 +803,8 @@ _DA_COLUMNS = [
     "cells_per_sample",
     "model",
     "overdispersion",
+    "denominator_spread",
+    "note",
 ]
 
 
@@ -1426,12 +1369,14 @@ def compare(
         **kw,
     )
     result["units"] = units
-    result["abundance_models"] = {
-        "population": "quasi-Poisson, log(cells) offset, dispersions moderated, floor 1",
-        "fraction units": (
-            f"{', '.join(_WILLIAMS_KINDS)}: Williams, variance phi*mu(1-mu/n)(1+(n-1)rho), "
-            "one rho per contrast, phi moderated across these units, floor 1"
-        ),
+    result["denominator_spread_limit"] = {
+        "limit": DENOMINATOR_SPREAD_LIMIT,
+        "applies_to": "quasi-Poisson rows (populations, within-lineage fractions)",
+        "basis": "benchmarks/compare_calibration.py lineage_spread_sweep: moderated "
+        "quasi-Poisson null FPR at 0.05, 3 vs 3 / 4 vs 4, high between-sample "
+        "overdispersion: 0.054 / 0.056 at a 1.5-fold spread, 0.069 / 0.062 at 3-fold, "
+        "0.154 / 0.152 at 25-fold; 1.5-3 not measured",
+        "rows_marked": int((da["note"] != "").sum()) if "note" in da else 0,
     }
     st = score_tests(
         adata,
