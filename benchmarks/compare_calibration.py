@@ -5,9 +5,9 @@ Dirichlet-multinomial and every gene's mean varies between samples (log-normal),
 between biological replicates (:func:`bonemet.datasets.simulate_condition_design`). On
 each null the script records the fraction of p-values below 0.05 for
 
-- differential abundance: bonemet's models (quasi-Poisson with moderated dispersions for
-  populations, the pooled-rho moderated Williams model for within-lineage fractions, the
-  latter also alone as ``da_lineage_fraction``; also without moderation), a quasi-binomial
+- differential abundance: bonemet's quasi-Poisson GLM with moderated dispersions
+  (populations and within-lineage fractions, the latter also alone as
+  ``da_lineage_fraction``; also without moderation), a quasi-binomial
   GLM (logit link, same design, unmoderated), and scanpro (propeller, logit transform,
   populations only);
 - pseudobulk DE (PyDESeq2) in three populations;
@@ -25,8 +25,7 @@ own nulls: per-sample tumour-cell counts log-uniform between 20 and 500, each sa
 called fraction drawn from a beta around a mean of 5-10 % (concentration 10-60, i.e.
 between-sample overdispersion rho 0.016-0.09), no condition effect; 3 vs 3 and 4 vs 4. The
 unit's model (Williams' beta-binomial-type quasi-likelihood, :func:`bonemet.tl._compare.
-_williams`, the unit alone; in ``differential_abundance`` it shares rho with the lineage
-fractions) against the plain quasi-Poisson with offset it would otherwise get and a
+_williams`) against the plain quasi-Poisson with offset it would otherwise get and a
 quasi-binomial GLM: false-positive rates at 0.05 and 0.01, the KS distance of p from
 uniform with its p-value, and the power at a planted 2x fraction.
 
@@ -36,12 +35,18 @@ around 100 cells), with low (concentration 150, the standard null's) or high (15
 between-sample overdispersion of the true fraction, 3 vs 3 and 4 vs 4: FPR at 0.05 and
 power at a planted 2x fraction of the moderated quasi-Poisson the lineage fractions had,
 Williams per unit, and pooled-rho moderated Williams variants (closed form for the
-two-group design); the beta-binomial one with its scale floored at 1 is the model
-``differential_abundance`` now uses for the fraction units.
+two-group design). ``differential_abundance`` marks a quasi-Poisson row whose
+denominators spread 3-fold or more (``DENOMINATOR_SPREAD_LIMIT``) as not reliable: the
+smallest swept spread whose FPR passes 0.06. ``lineage_model_trial``: the pooled-rho
+beta-binomial Williams model (calibrated at every spread) on the standard design, where
+it loses power on the planted CHI3L3+ fraction, so it is not used.
+``population_spread_check``: the same quasi-Poisson on population-like units (about 1,000
+cells per sample, shares 2-20 %), where a 3- or 10-fold spread does not make it
+anti-conservative; the spread mark is for the within-lineage fractions only.
 
 Needs scanpro (``pip install scanpro``) for the comparison. Usage:
 ``nice python benchmarks/compare_calibration.py [--n-null 50] [--n-power 20]``;
-``--only called_fraction`` / ``--only spread_sweep`` runs that part alone and updates it in
+``--only called_fraction`` / ``spread_sweep`` / ``population_spread`` runs that part alone and updates it in
 the existing JSON.
 """
 
@@ -153,14 +158,6 @@ def _quasi_binomial_fit(x, n, xm):
     return float(res.params[-1]), float(res.bse[-1]), df, phi
 
 
-NOTE_CALLED = (
-    "'williams (used)' is the unit alone, Williams with its own rho (differential_abundance "
-    "with moderate=False); by default the unit shares one rho with the lineage fractions "
-    "and its scale is moderated with theirs (lineage_spread_sweep, "
-    "lineage_fractions_wide_denominators)"
-)
-
-
 def called_fraction_calibration(reps: int, power_reps: int) -> dict:
     from scipy import stats
 
@@ -186,7 +183,6 @@ def called_fraction_calibration(reps: int, power_reps: int) -> dict:
         "test group's mean x2); t on the residual df, dispersion floored at 1",
         "n_datasets_per_design": reps,
         "n_power_datasets_per_design": power_reps,
-        "note": NOTE_CALLED,
     }
     for k, seed in ((3, 71), (4, 72)):
         design = f"{k}v{k}"
@@ -211,15 +207,9 @@ def called_fraction_calibration(reps: int, power_reps: int) -> dict:
 def lineage_fractions_wide(reps: int) -> dict:
     """Six within-lineage fractions per null set, denominators 20-500 cells per sample,
     true fractions 5-40 % (beta, concentration 10-60): the moderated quasi-Poisson the
-    lineage fractions had, Williams per unit, and the pooled-rho moderated Williams
-    model (:func:`bonemet.tl._compare._williams_pooled`) they use now."""
-    from bonemet.tl._compare import (
-        _quasi_poisson,
-        _wald_t,
-        _williams,
-        _williams_pooled,
-        squeeze_dispersions,
-    )
+    lineage fractions use, Williams per unit, and the pooled-rho moderated Williams
+    model (:func:`_williams_pooled`, tried and not used)."""
+    from bonemet.tl._compare import _quasi_poisson, _wald_t, _williams, squeeze_dispersions
 
     out: dict = {
         "simulation": "per null set 6 fractions; denominators log-uniform 20-500 per "
@@ -253,11 +243,11 @@ def lineage_fractions_wide(reps: int) -> dict:
             for (b, se, dfr, _), ph in zip(pooled, post, strict=True):
                 p_pool.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), min(dfr + d0, 1e6))[0])
         out[f"{k}v{k}"] = {
-            "quasi_poisson_moderated (before)": {
+            "quasi_poisson_moderated (used)": {
                 "fpr_0.05": frac_below(p_qp),
                 "fpr_0.01": frac_below(p_qp, 0.01),
             },
-            "williams_pooled_rho_moderated (used)": {
+            "williams_pooled_rho_moderated (tried, not used)": {
                 "fpr_0.05": frac_below(p_pool),
                 "fpr_0.01": frac_below(p_pool, 0.01),
             },
@@ -271,6 +261,87 @@ def lineage_fractions_wide(reps: int) -> dict:
 
 
 # ------------------------------------------------------------ denominator-spread sweep
+# A candidate model for the lineage fractions (beta-binomial variance, one rho per
+# contrast, each unit's scale moderated), kept here with its measurements.
+def _williams_irls(
+    y: np.ndarray, n: np.ndarray, design_x: np.ndarray, rho: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Log-link offset GLM with beta-binomial variance ``mu (1 - mu / n) (1 + (n - 1) rho)``
+    by IRLS: coefficients, covariance (scale 1), Pearson statistic."""
+    offset = np.log(n)
+    w = 1.0 / (1.0 + (n - 1.0) * rho)
+    beta = np.linalg.lstsq(design_x, np.log((y + 0.5) / n), rcond=None)[0]
+    for _ in range(100):
+        mu = np.exp(design_x @ beta + offset)
+        q = np.minimum(mu / n, 0.999)
+        ww = w * mu / (1.0 - q)
+        z = design_x @ beta + (y - mu) / mu
+        xtw = design_x.T * ww
+        new = np.linalg.solve(xtw @ design_x, xtw @ z)
+        done = np.max(np.abs(new - beta)) < 1e-9
+        beta = new
+        if done:
+            break
+    mu = np.exp(design_x @ beta + offset)
+    q = np.minimum(mu / n, 0.999)
+    cov = np.linalg.inv((design_x.T * (w * mu / (1.0 - q))) @ design_x)
+    return beta, cov, float(np.sum(w * (y - mu) ** 2 / (mu * (1.0 - q))))
+
+
+def _williams_pooled(
+    units: list,
+) -> tuple[list[tuple[float, float, int, float]], float]:
+    """The fraction units of one contrast with one between-sample spread ``rho``.
+
+    Each unit ``(x, n, design)`` gets the log-link GLM with beta-binomial variance
+    ``phi_u * mu (1 - mu / n) (1 + (n - 1) rho)`` (:func:`_williams_irls`). ``rho`` is
+    shared: the moment estimate that brings the units' summed Pearson statistic to their
+    summed residual df (0 when already below), so its shape, which sets how much a
+    sample with 500 cells counts against one with 20, is estimated on all the units'
+    residual df rather than on one unit's 4; each unit's scale ``phi_u`` (Pearson / df at
+    that ``rho``) is then moderated across the units by :func:`squeeze_dispersions` by the
+    caller. Tried for the lineage fractions and not used: calibrated at every spread of
+    the sweep, but it loses power on the standard set (``lineage_model_trial``).
+
+    Returns per unit ``(beta, SE at scale 1, residual df, phi_u)`` and ``rho``.
+    """
+    from scipy.optimize import brentq
+
+    nan = float("nan")
+    prepared = []
+    for x, n, design_x in units:
+        df_resid = design_x.shape[0] - design_x.shape[1]
+        if np.linalg.matrix_rank(design_x) < design_x.shape[1]:
+            prepared.append(None)
+            continue
+        y = x.astype(float)
+        alt = design_x[:, -1] > 0
+        if y[alt].sum() == 0 or y[~alt].sum() == 0:
+            y = y + 0.5  # a group without any cell: a continuity correction keeps the log finite
+        prepared.append((y, n.astype(float), design_x, df_resid))
+    ok = [u for u in prepared if u is not None and u[3] > 0]
+    rho = 0.0
+    if ok:
+        total_df = sum(u[3] for u in ok)
+
+        def excess(r: float) -> float:
+            return sum(_williams_irls(y, n, xm, r)[2] for y, n, xm, _ in ok) - total_df
+
+        if excess(0.0) > 0:
+            hi = 0.999
+            rho = hi if excess(hi) > 0 else float(brentq(excess, 0.0, hi, xtol=1e-7))
+    out = []
+    for u in prepared:
+        if u is None:
+            out.append((nan, nan, 0, nan))
+            continue
+        y, n, xm, df_resid = u
+        beta, cov, x2 = _williams_irls(y, n, xm, rho)
+        phi = x2 / df_resid if df_resid > 0 else nan
+        out.append((float(beta[-1]), math.sqrt(max(cov[-1, -1], 0.0)), df_resid, phi))
+    return out, rho
+
+
 SPREADS = (1.5, 3.0, 5.0, 10.0, 25.0)
 #: Dirichlet-type concentration of the samples' true fractions: 150 as the standard null
 #: (rho ~ 0.007), 15 for a high between-sample spread (rho ~ 0.06)
@@ -334,7 +405,7 @@ def _sweep_pvalues(x, n, k):
 
     df = 2 * k - 2
     out = {}
-    # moderated quasi-Poisson (as the lineage fractions were tested), floored at 1
+    # moderated quasi-Poisson (as the lineage fractions are tested), floored at 1
     xx = np.where(
         (x[..., :k].sum(-1, keepdims=True) == 0) | (x[..., k:].sum(-1, keepdims=True) == 0),
         x + 0.5,
@@ -347,7 +418,7 @@ def _sweep_pvalues(x, n, k):
     for i in range(phi.shape[0]):
         post[i], d0[i] = squeeze_dispersions(phi[i], np.full(6, float(df)))
     dft = np.minimum(df + d0, 1e6)[:, None]
-    out["quasi_poisson_moderated (before)"] = 2 * stats.t.sf(
+    out["quasi_poisson_moderated (used)"] = 2 * stats.t.sf(
         np.abs(beta / (se * np.sqrt(np.maximum(post, 1.0)))), dft
     )
     # Williams per unit (the read-out units' model), t on the residual df
@@ -370,15 +441,15 @@ def _sweep_pvalues(x, n, k):
     out["williams_poisson_pooled_rho_moderated"] = 2 * stats.t.sf(
         np.abs(beta / (se * np.sqrt(np.maximum(post, 1.0)))), dft
     )
-    # the same with the beta-binomial counting variance mu (1 - mu / n): the model
-    # differential_abundance uses (checked against _williams_pooled to 1e-5)
+    # the same with the beta-binomial counting variance mu (1 - mu / n), as
+    # _williams_pooled (checked against it to 1e-5)
     rho0 = _rho_root(xx, n, k, df, pooled=True, binomial=True)
     beta, se, x2 = _two_group_fit(xx, n, k, rho0[:, None, None], True)
     phi = x2 / df
     for i in range(phi.shape[0]):
         post[i], d0[i] = squeeze_dispersions(phi[i], np.full(6, float(df)))
     dft = np.minimum(df + d0, 1e6)[:, None]
-    out["williams_binomial_pooled_rho_moderated (used)"] = 2 * stats.t.sf(
+    out["williams_binomial_pooled_rho_moderated"] = 2 * stats.t.sf(
         np.abs(beta / (se * np.sqrt(np.maximum(post, 1.0)))), dft
     )
     floor = np.where(rho0 > 0, 0.0, 1.0)[:, None]
@@ -386,6 +457,98 @@ def _sweep_pvalues(x, n, k):
         np.abs(beta / (se * np.sqrt(np.maximum(post, floor)))), dft
     )
     return {m: p.ravel() for m, p in out.items()}
+
+
+def lineage_model_trial(n_power: int, n_null: int) -> dict:
+    """The standard design (:func:`bonemet.datasets.simulate_condition_design`, 3 vs 3,
+    ~600 cells per sample, CHI3L3+ x3 on the power sets): the lineage fractions' moderated
+    quasi-Poisson against :func:`_williams_pooled` (scale floored at 1 or not), other
+    rows as ``differential_abundance`` fits them, one BH family per table."""
+    from bonemet.tl._compare import _bh, _quasi_poisson, _wald_t, squeeze_dispersions
+
+    common = {"n_per_group": 3, "cells_per_sample": 600, "n_genes": 300}
+    planted = {
+        "abundance_fold": {PLANTED_POP: 3.0},
+        "de_population": "Tumour epithelial",
+        "de_genes": 20,
+        "de_lfc": 1.5,
+        "score_shift": {"Tumour epithelial": 0.2},
+    }
+    models = (
+        "quasi_poisson_moderated (used)",
+        "williams_pooled_floor_1",
+        "williams_pooled_no_floor",
+    )
+    power = {m: [] for m in models}
+    power_p = {m: [] for m in models}
+    null = {m: [] for m in models}
+    for null_set, reps, seed in ((False, n_power, 5000), (True, n_null, 1000)):
+        for i in range(reps):
+            kw = {} if null_set else planted
+            a = bm.datasets.simulate_condition_design(seed=seed + i, **kw, **common)
+            da = bm.tl.differential_abundance(a, neutrophil_stages=0).set_index("test")
+            design, ref, _ = bm.tl.compare_design(a)
+            num, den, kinds = _abundance_units(a, "population", "sample")
+            lin = [t for t in num.columns if kinds[t] == "lineage fraction"]
+            xm = _model_matrix(design, covariates=[], subject=False, reference=ref)
+            units = [
+                (num.loc[design.index, t].to_numpy(), den.loc[design.index, t].to_numpy(), xm)
+                for t in lin
+            ]
+            for m in models:
+                if m.startswith("quasi"):
+                    fits = [_quasi_poisson(*u) for u in units]
+                else:
+                    fits = _williams_pooled(units)[0]
+                post, d0 = squeeze_dispersions(
+                    np.array([f[3] for f in fits]), np.array([f[2] for f in fits], dtype=float)
+                )
+                floor = 0.0 if m.endswith("no_floor") else 1.0
+                p = da["p"].copy()
+                for t, f, ph in zip(lin, fits, post, strict=True):
+                    se = f[1] * math.sqrt(max(floor, ph))
+                    p[t] = _wald_t(f[0], se, min(f[2] + d0, 1e6))[0]
+                if null_set:
+                    null[m].extend(p[lin].tolist())
+                else:
+                    power[m].append(bool(_bh(p)[PLANTED_FRACTION] < 0.05))
+                    power_p[m].append(bool(p[PLANTED_FRACTION] < 0.05))
+    return {
+        "design": "3 vs 3, ~600 cells/sample, Dirichlet concentration 150 (power sets: "
+        "CHI3L3+ x3, seeds 5000+; nulls seeds 1000+); neutrophil stage unit left out",
+        "n_power_datasets": n_power,
+        "n_null_datasets": n_null,
+        "chi3l3_fraction_detected_padj_0.05": {
+            m: round(float(np.mean(v)), 3) for m, v in power.items()
+        },
+        "chi3l3_fraction_detected_p_0.05": {
+            m: round(float(np.mean(v)), 3) for m, v in power_p.items()
+        },
+        "lineage_null_fpr_0.05": {m: frac_below(np.asarray(v, float)) for m, v in null.items()},
+        "note": "the pooled rho is shared by fractions whose true spread differs (a "
+        "lineage's Dirichlet concentration scales with its share), which costs the large "
+        "neutrophil lineage its efficiency; not used",
+    }
+
+
+def population_spread_check(reps: int) -> dict:
+    """The sweep's quasi-Poisson on population-like units: 6 per set, denominators (a
+    sample's cells) log-spaced around 1,000 with max/min 3 or 10, shares 2-20 %, 3 vs 3."""
+    rng = np.random.default_rng(7)
+    out: dict = {
+        "simulation": "6 units per set, denominators log-spaced around 1,000 cells, mean "
+        "share uniform 2-20 %, sample share ~ Beta(mean, c), 3 vs 3, no effect",
+        "n_datasets_per_cell": reps,
+        "fpr_0.05": {},
+    }
+    for s, conc in ((3.0, 150.0), (10.0, 150.0), (3.0, 15.0), (10.0, 15.0)):
+        base = np.exp(np.linspace(-0.5, 0.5, 6) * np.log(s)) * 1000.0
+        n = np.rint(base)[rng.permuted(np.tile(np.arange(6), (reps, 6, 1)), axis=2)]
+        m = rng.uniform(0.02, 0.2, (reps, 6, 1))
+        x = rng.binomial(n.astype(int), rng.beta(m * conc, (1 - m) * conc)).astype(float)
+        p = _sweep_pvalues(x, n, 3)["quasi_poisson_moderated (used)"]
+        out["fpr_0.05"][f"spread {s:g} concentration {conc:g}"] = frac_below(p)
+    return out
 
 
 def spread_sweep(reps: int, power_reps: int) -> dict:
@@ -429,19 +592,37 @@ def main() -> None:
     ap.add_argument("--timing-cells", type=int, default=20_000)
     ap.add_argument("--out", default="benchmarks/results/compare_calibration.json")
     ap.add_argument("--n-called", type=int, default=5000)
-    ap.add_argument("--only", choices=["called_fraction", "spread_sweep"], default=None)
+    ap.add_argument(
+        "--only", choices=["called_fraction", "spread_sweep", "population_spread"], default=None
+    )
     ap.add_argument("--n-sweep", type=int, default=2000)
+    ap.add_argument("--n-trial", type=int, default=100)
     args = ap.parse_args()
     t_all = time.perf_counter()
+    pop_spread = population_spread_check(1500)
+    if args.only == "population_spread":
+        path = Path(args.out)
+        out = json.loads(path.read_text()) if path.exists() else {}
+        out["population_spread_check"] = pop_spread
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        print(json.dumps(pop_spread, indent=2))
+        return
     t0 = time.perf_counter()
     sweep = spread_sweep(args.n_sweep, max(args.n_sweep // 2, 100))
     sweep["seconds"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    trial = lineage_model_trial(args.n_trial, args.n_trial)
+    trial["seconds"] = round(time.perf_counter() - t0, 1)
     if args.only == "spread_sweep":
         path = Path(args.out)
         out = json.loads(path.read_text()) if path.exists() else {}
         out["lineage_spread_sweep"] = sweep
+        out["lineage_model_trial"] = trial
+        out.setdefault("called_fraction", {})["lineage_fractions_wide_denominators"] = (
+            lineage_fractions_wide(max(args.n_called // 10, 100))
+        )
         path.write_text(json.dumps(out, indent=2) + "\n")
-        print(json.dumps(sweep, indent=2))
+        print(json.dumps({"sweep": sweep, "trial": trial}, indent=2))
         return
     called = called_fraction_calibration(args.n_called, max(args.n_called // 5, 200))
     called["lineage_fractions_wide_denominators"] = lineage_fractions_wide(
@@ -594,6 +775,8 @@ def main() -> None:
         "power": power,
         "called_fraction": called,
         "lineage_spread_sweep": sweep,
+        "lineage_model_trial": trial,
+        "population_spread_check": pop_spread,
         "timing_compare": timing,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "total_seconds": round(time.perf_counter() - t_all, 1),
