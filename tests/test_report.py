@@ -289,3 +289,18 @@ def test_embedded_figures_are_downscaled_opaque_pngs_that_decode() -> None:
     uri, _, _ = _png_bytes_to_data_uri(buf.getvalue())
     with Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))) as out:
         assert out.mode == "RGBA"
+
+
+def test_a_p_marked_unreliable_for_denominator_spread_says_so_not_too_few_samples() -> None:
+    from bonemet.report._narrative import _verdict
+
+    row = {"p": 0.01, "padj": 0.04, "p_reliable": False,
+           "note": "denominator spread 7.0x between samples (>= 3x): the quasi-Poisson p is "
+                   "anti-conservative there (null FPR at 0.05 up to 0.082 at this spread)"}  # fmt: skip
+    text = _verdict(row, "control", "bone_met", 4, 4, 3)
+    assert "not reliable" in text and "denominator spread 7.0x" in text
+    assert "Not testable" not in text and "significant" not in text
+    # too few samples stays the reason when it is one
+    assert "Not testable: 2 vs 2 samples" in _verdict(row, "control", "bone_met", 2, 2, 3)
+    # no note: the small-design wording as before
+    assert "fewer than 3 per group" in _verdict({**row, "note": ""}, "c", "b", 2, 2, 3)

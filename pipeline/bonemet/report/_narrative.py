@@ -621,6 +621,14 @@ def _verdict(row: Mapping[str, Any], ref: str, other: str, n_ref: int, n_test: i
             f" <b>Not testable: {n_test} vs {n_ref} samples</b> (a group needs at least two "
             "samples for a p-value)."
         )
+    note = str(_v(row.get("note", "")) or "")
+    enough = not min_per_group or min(n_ref, n_test) >= int(min_per_group)
+    if not bool(row.get("p_reliable", True)) and enough and "spread" in note:
+        # enough samples, but denominators too unequal for the model's p (compare's note)
+        return (
+            f" p = {_p(p)} (adjusted {_p(padj)}), <b>not reliable</b>: {_e(note)}; read "
+            "the estimate and its CI, with the per-sample values in the figure."
+        )
     if not bool(row.get("p_reliable", True)):
         need = f" (fewer than {min_per_group} per group)" if min_per_group else ""
         return (
