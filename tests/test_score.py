@@ -222,6 +222,41 @@ def test_aucell_equals_decoupler():
     assert v.min() >= 0 and v.max() <= 1
 
 
+def test_control_gene_score_equals_scanpy_score_genes():
+    """bonemet's control-gene score is scanpy's score_genes, draw for draw, with the gene
+    means computed once instead of once per set."""
+    from bonemet.tl._score import _method_score_genes
+
+    rng = np.random.default_rng(5)
+    S = sp.random(500, 1200, density=0.08, random_state=3, format="csr", dtype=np.float32)
+    S.data = np.log1p(S.data * 20).astype(np.float32)
+    S = sp.csr_matrix(S.multiply(np.r_[np.ones(5), 0, np.ones(1194)][None, :]), dtype=np.float32)
+    # (G5 is never detected)
+    S.eliminate_zeros()
+    names = [f"G{i}" for i in range(1200)]
+    sets = {
+        "a": names[:30],
+        "b": [names[i] for i in rng.choice(1200, 12, replace=False)],
+        "c": names[100:104] + ["NOT_A_GENE"],
+        "d": [names[5], names[6]],
+    }
+    for X in (S, S.toarray()):
+        got = _method_score_genes(X, names, sets, seed=11)
+        tmp = ad.AnnData(X=X.copy(), var=pd.DataFrame(index=names))
+        for j, genes in enumerate(sets.values()):
+            sc.tl.score_genes(tmp, genes, ctrl_size=50, n_bins=25, random_state=11,
+                              score_name="_s", use_raw=False)  # fmt: skip
+            np.testing.assert_array_equal(got[:, j], tmp.obs["_s"].to_numpy())
+    # NaN entries are left out of the means, as scanpy leaves them out
+    T = S.copy()
+    T.data[::97] = np.nan
+    got = _method_score_genes(T, names, {"a": names[:30]}, seed=2)
+    tmp = ad.AnnData(X=T.copy(), var=pd.DataFrame(index=names))
+    sc.tl.score_genes(tmp, names[:30], ctrl_size=50, n_bins=25, random_state=2, use_raw=False)
+    # (equal to float32 precision: the two sum float32 data in different orders)
+    np.testing.assert_allclose(got[:, 0], tmp.obs["score"].to_numpy(), rtol=1e-4, atol=1e-7)
+
+
 # ---- summaries -------------------------------------------------------------------------
 def test_score_summary(scored: ad.AnnData):
     tab = bm.tl.score_summary(scored)

@@ -197,6 +197,44 @@ def _set_genes(gs: GeneSet | list[str], species: Species) -> tuple[list[str], st
 # --------------------------------------------------------------------------------------
 # methods (decoupler's shape): (X, var_names, sets, *, seed) -> cells x sets array
 # --------------------------------------------------------------------------------------
+def _row_means(X: Any, idx: np.ndarray) -> np.ndarray:
+    """Per cell, the mean of the columns ``idx`` (NaN-aware, float64), summed in ``idx``
+    order as :func:`scanpy.tl.score_genes` sums them."""
+    import scipy.sparse as sp
+
+    sub = X[:, idx]
+    if sp.issparse(sub):
+        sub = sp.csr_matrix(sub)
+        nan = np.isnan(sub.data)
+        if nan.any():
+            sub = sub.copy()
+            n_nan = np.bincount(
+                np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))[nan],
+                minlength=sub.shape[0],
+            )
+            sub.data[nan] = 0
+        else:
+            n_nan = 0
+        s = np.asarray(sub.sum(axis=1, dtype="float64")).ravel()
+        return s / (sub.shape[1] - n_nan)
+    return np.nanmean(np.asarray(sub), axis=1, dtype="float64")
+
+
+def _gene_means(X: Any) -> np.ndarray:
+    """Per gene, the NaN-aware mean over cells (float64), without copying ``X``."""
+    import scipy.sparse as sp
+
+    if not sp.issparse(X):
+        return np.nanmean(np.asarray(X), axis=0)
+    X = sp.csr_matrix(X)
+    nan = np.isnan(X.data)
+    if not nan.any():
+        return np.asarray(X.sum(axis=0, dtype="float64")).ravel() / X.shape[0]
+    data = np.where(nan, 0, X.data)
+    s = np.bincount(X.indices, weights=data, minlength=X.shape[1])
+    return s / (X.shape[0] - np.bincount(X.indices[nan], minlength=X.shape[1]))
+
+
 def _method_score_genes(
     X: Any, var_names: Sequence[str], sets: Mapping[str, list[str]], *, seed: int
 ) -> np.ndarray:
@@ -204,17 +242,37 @@ def _method_score_genes(
 
     Mean expression of a set's genes minus the mean of ``50`` control genes per gene drawn
     from the same expression bins (25 bins), with ``random_state=seed`` for every set.
-    """
-    import scanpy as sc
 
-    tmp = AnnData(X=X, var=pd.DataFrame(index=pd.Index(var_names).astype(str)))
+    The same steps and random draws as :func:`scanpy.tl.score_genes` (``ctrl_as_ref``),
+    tested equal to it, with the genes' mean expression computed once: scanpy recomputes it
+    for every set from two whole copies of the matrix (at 100k cells about 3 GB more
+    memory, 16 times).
+    """
+    var = pd.Index(var_names).astype(str)
+    pool = var.astype("string")
+    obs_avg = pd.Series(_gene_means(X), index=pool)
+    obs_avg = obs_avg[np.isfinite(obs_avg)]
+    n_items = int(np.round(len(obs_avg) / (25 - 1)))
+    obs_cut = obs_avg.rank(method="min") // n_items
     out = np.empty((X.shape[0], len(sets)), dtype=np.float64)
     for j, genes in enumerate(sets.values()):
-        sc.tl.score_genes(
-            tmp, list(genes), ctrl_size=50, n_bins=25, random_state=seed, score_name="_s",
-            use_raw=False,
-        )  # fmt: skip
-        out[:, j] = tmp.obs["_s"].to_numpy(dtype=np.float64)
+        # the draws score_genes(random_state=seed) makes from the seeded global generator,
+        # from a generator of its own (the global one is left alone)
+        rs = np.random.RandomState(seed)
+        gene_list = pd.Index(list(genes)).intersection(var)
+        if len(gene_list) == 0:
+            raise ValueError("No valid genes were passed for scoring.")
+        control = pd.Index([], dtype="string")
+        for cut in np.unique(obs_cut.loc[gene_list]):
+            r_genes = obs_cut[obs_cut == cut].index
+            if 50 < len(r_genes):
+                r_genes = r_genes.to_series().sample(50, random_state=rs).index
+            control = control.union(r_genes.difference(gene_list))
+        if len(control) == 0:
+            raise RuntimeError("No control genes found in any cut.")
+        out[:, j] = _row_means(X, var.get_indexer(gene_list)) - _row_means(
+            X, var.get_indexer(control)
+        )
     return out
 
 
