@@ -254,7 +254,9 @@ def test_methods_describe_the_mimicry_call_and_the_models_compare_used(run) -> N
     assert re.search(
         re.escape(escape(MIMICRY_CALLED_FRACTION)) + r"[^.]*: the same log-link GLM", text
     )
-    assert "Williams" in text
+    assert "Williams 1982" in text
+    lim = b.uns["bonemet_compare"]["denominator_spread_limit"]["limit"]
+    assert f"varies {lim:g}-fold or more" in text
     # how the reference was chosen ("control" is a control-like level name here)
     ref = b.uns["bonemet_compare"]["reference"]
     src = b.uns["bonemet_compare"]["reference_source"]

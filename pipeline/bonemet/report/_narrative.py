@@ -510,6 +510,7 @@ def methods_html(
             "dispersions moderated across tests by empirical Bayes (limma's squeezeVar; "
             f"{CITATIONS[_used('Empirical-Bayes variance moderation', used)][1]}) and floored at 1, Wald t-tests on residual plus prior df. "
             + _williams_methods(res)
+            + (_spread_methods(res) if isinstance(res, Mapping) else "")
             + "Programme scores: per-sample mean score of each population (samples with at least "
             f"{_fmt(mcells) if _given(mcells) else 'the minimum'} cells of it), ordinary least squares "
             "on the same design, t-based 95% CI."
@@ -653,9 +654,24 @@ def _williams_methods(res: Any) -> str:
         return ""
     return (
         f"{'; '.join(_e(u) for u in units)}: the same log-link GLM with a beta-binomial-type "
-        "variance (Williams; φ·μ·(1 + (n − 1)ρ), ρ the between-sample spread of the true "
-        "fraction), because their denominators vary widely between samples and a single "
-        "dispersion over-weights the large samples. "
+        "variance (Williams 1982, J R Stat Soc C 31:144; φ·μ·(1 + (n − 1)ρ), ρ the "
+        "between-sample spread of the true fraction), because their denominators vary "
+        "widely between samples and a single dispersion over-weights the large samples. "
+    )
+
+
+def _spread_methods(res: Mapping[str, Any]) -> str:
+    """The Methods sentence on within-lineage fractions whose denominators vary widely."""
+    rec = res.get("denominator_spread_limit")
+    if not isinstance(rec, Mapping) or not _given(rec.get("limit")):
+        return ""
+    n = rec.get("rows_marked")
+    return (
+        f"A within-lineage fraction whose denominator varies {_fmt(rec['limit'])}-fold or more "
+        "between the samples tested has its p-value marked unreliable (the quasi-Poisson was "
+        "measured anti-conservative there on null simulations)"
+        + (f"; {_fmt(n)} row(s) here" if _given(n) else "")
+        + ". "
     )
 
 
