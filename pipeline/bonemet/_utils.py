@@ -146,3 +146,28 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
             while block := fh.read(chunk):
                 h.update(block)
     return h.hexdigest()
+
+
+def release_memory() -> bool:
+    """Hand freed memory back to the operating system (between stages).
+
+    CPython frees an object's memory into the C allocator, and glibc keeps the freed heap
+    pages of many small allocations (below its mmap threshold, up to 32 MB: every
+    per-sample matrix of a run with thousands of cells per sample) in the process, so the
+    resident size stays at a stage's high-water mark for the rest of the run. ``gc`` first
+    (reference cycles), then glibc's ``malloc_trim(0)``. Measured after the merge stage of a
+    40k-cell, 16-sample run: resident 2.79 -> 1.53 GiB. Returns False where the C library
+    has no ``malloc_trim`` (macOS, musl): nothing else to do there.
+    """
+    gc.collect()
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
+    return True

@@ -28,7 +28,7 @@ from ._meta import bonemet_uns, warnings_of
 from ._outdir import OutputLock, clean_parts, drop_stale, mark_stale
 from ._stages import REGISTRY, StageContext, stage_config
 from ._threads import set_threads
-from ._utils import sha256_file, write_h5ad, write_json
+from ._utils import release_memory, sha256_file, write_h5ad, write_json
 from ._version import __version__
 from .config import Config, config_to_yaml, load_config
 
@@ -316,6 +316,9 @@ class Runner:
             elif stage.checkpoint == "h5ad":
                 assert adata is not None
                 self._write_merged(stage, adata)
+            # freed per-sample objects and a stage's temporaries back to the OS: without it the
+            # resident size stays at the merge stage's high-water mark to the end of the run
+            release_memory()
             self.timings[stage.name] = round(time.perf_counter() - t0, 3)
             self.ran.append(stage.name)
             state[stage.name] = keys[stage.name]
