@@ -142,6 +142,24 @@ def test_one_haemoglobin_warning_per_sample() -> None:
     assert stage_msg in s1[0]
 
 
+def test_raw_count_haemoglobin_flag_reports_the_graded_read_out_when_it_ran() -> None:
+    """QC's 1% flag reads raw counts; once the mimicry read-out graded the sample on the
+    counts it used, the warning says that grade instead of doubting the mimicry scores."""
+    from bonemet._meta import MIMICRY_KEY
+
+    a = make_annotated(n_cells=200, n_samples=2)  # sample S1 is flagged by QC
+    plain = next(w for w in bm.report.collect_warnings(a) if "S1" in w)
+    assert "erythroid-mimicry scores may reflect ambient RNA" in plain
+    a.uns[MIMICRY_KEY] = pd.DataFrame(
+        {"sample": ["S1", "S2"], "ambient_grade": ["moderate", "low"],
+         "background_hb_fraction": [0.0042, 0.001],
+         "counts_source": ["decontaminated", "decontaminated"]}
+    )  # fmt: skip
+    s1 = next(w for w in bm.report.collect_warnings(a) if "S1" in w)
+    assert "before correction" in s1 and "graded moderate" in s1 and "0.42%" in s1
+    assert "may reflect ambient RNA" not in s1
+
+
 def test_a_failing_text_section_is_reported_not_fatal(tmp_path: Path, monkeypatch) -> None:
     from bonemet.report import _html
 

@@ -282,6 +282,28 @@ def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
 # ----------------------------------------------------------------------- warnings
 
 
+def _mimicry_grade(adata: Any, sample: str) -> str:
+    """What the erythroid-mimicry read-out made of a sample's ambient globin, read from its
+    per-sample table (the graded guard on the counts the calls used), or ``""``."""
+    from .._meta import MIMICRY_KEY
+
+    t = getattr(adata, "uns", {}).get(MIMICRY_KEY)
+    if not isinstance(t, pd.DataFrame) or "ambient_grade" not in t or "sample" not in t:
+        return ""
+    row = t[t["sample"].astype(str) == sample]
+    if row.empty or not str(row["ambient_grade"].iloc[0]):
+        return ""
+    r = row.iloc[0]
+    share = r.get("background_hb_fraction", np.nan)
+    src = str(r.get("counts_source", "") or "the counts used")
+    return (
+        f"in the counts the mimicry calls used ({src}), the T/B/NK globin share is "
+        + (f"{float(share):.2%}, " if np.isfinite(float(share)) else "")
+        + f"graded {r['ambient_grade']} (tables/erythroid_mimicry.csv), and each call is "
+        "tested against a null fitted to the sample's own tumour cells"
+    )
+
+
 def collect_warnings(
     adata: Any,
     *,
@@ -338,9 +360,11 @@ def collect_warnings(
                     if amb.startswith("decontx")
                     else "set qc.ambient: decontx, or correct with SoupX/CellBender"
                 )
-                msg = (
-                    f"high ambient haemoglobin in sample {s}{extra}: erythroid-mimicry scores may "
-                    f"reflect ambient RNA; {advice}"
+                graded = _mimicry_grade(adata, str(s))
+                msg = f"high ambient haemoglobin in sample {s}{extra}: " + (
+                    f"before correction (QC's flag reads the raw counts); {graded}; {advice}"
+                    if graded
+                    else f"erythroid-mimicry scores may reflect ambient RNA; {advice}"
                 )
                 # said once per sample: a stage's own haemoglobin warning about it joins this one
                 same = [
