@@ -250,6 +250,13 @@ def test_mimicry_paragraph_reads_the_called_fraction_or_says_not_tested(run) -> 
     assert "called fraction of the assessed tumour epithelial cells" in p and "Not tested" not in p
     assert "log2 fold change 1.25 (95% CI 0.50 to 2.00)" in p
     assert "GLM with beta-binomial-type (Williams) variance of the called fraction" in p
+    # it refers to the figures that show the calls, not to the composition plot
+    nums = {"condition_comparisons": 1, "composition_condition": 2, "signature_umaps": 3}
+    res = results_html(b, cfg.to_dict(), figure_numbers=nums)
+    p = next(x for x in res.split("<div class='result'") if head in x)
+    assert "#fig-signature_umaps'>Figure 3" in p and "#fig-composition_condition" not in p
+    osteo = next(x for x in res.split("<div class='result'") if "Osteoclast abundance" in x)
+    assert "#fig-composition_condition'>Figure 2" in osteo
 
 
 def test_methods_describe_the_mimicry_call_and_the_models_compare_used(run) -> None:

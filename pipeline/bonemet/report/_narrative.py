@@ -751,8 +751,11 @@ def _not_tested_score(adata: Any, P: _Params, pop: str | None, mcells: Any) -> s
 _RESULT_FIGURES = {
     "da": ("condition_comparisons", "review_axes", "composition_condition"),
     "score": ("condition_comparisons", "signature_violins_population", "review_axes"),
+    # a called fraction (erythroid mimicry) is not a population's share: no composition plot
+    "called": ("condition_comparisons", "review_axes", "signature_umaps"),
 }
-_RESULT_TABLES = {"da": "differential_abundance", "score": "score_tests"}
+_RESULT_TABLES = {"da": "differential_abundance", "score": "score_tests",
+                  "called": "differential_abundance"}
 
 
 def _refs(kind: str, figure_numbers: Mapping[str, int] | None) -> str:
@@ -1046,7 +1049,8 @@ def results_html(
                     body = _not_tested_score(adata, P, pop, mcells)
             items.append(
                 f"<div class='result' id='result-{_e(contrast.replace(' ', '_'))}-{i}'>"
-                f"<p><b>{_e(head)}.</b> {body}{_refs(kind, figure_numbers)}</p></div>"
+                f"<p><b>{_e(head)}.</b> {body}"
+                f"{_refs('called' if test in CALLED_FRACTIONS else kind, figure_numbers)}</p></div>"
             )
         out.extend(items)
         de = res.get("pseudobulk_de")
