@@ -143,6 +143,9 @@ def test_planted_pair_is_found_in_bone_met_samples_only(liana) -> None:
     ]
     assert any("Spp1 → Cd44  (Osteoclast → CD8 T)" == t.get_text()
                for t in fig.axes[0].get_yticklabels())  # fmt: skip
+    # pair labels are legible (8 pt) and no text overlaps another
+    assert min(t.get_fontsize() for t in fig.axes[0].get_yticklabels()) >= 8
+    assert bm.pl.text_overlaps(fig) == []
 
 
 def test_without_liana_it_warns_and_skips(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -180,7 +180,7 @@ def ligand_receptor_dotplot(
     if not panels:
         raise MissingDataError("no ligand-receptor interaction to draw")
     vmax = 4.0
-    height = max(len(r) for _, _, r in panels) * 0.26 + 2.2
+    height = max(len(r) for _, _, r in panels) * 0.28 + 2.2
     fig = new_figure(len(panels) * (4.6 + 0.45 * len(conds)) + 1.4, height)
     from matplotlib.colors import Normalize
 
@@ -201,7 +201,7 @@ def ligand_receptor_dotplot(
                 c = -np.log10(max(float(row["median_magnitude_rank"]), 10**-vmax))
                 sc = ax.scatter(x, j, s=25 + 200 * frac, c=[c], cmap="viridis", norm=norm,
                                 edgecolors="#222222", linewidths=0.5, zorder=3)  # fmt: skip
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
         ax.set_ylim(len(labels) - 0.5, -0.5)
         ax.set_xticks(range(len(conds)), [f"{c}\n(n = {n_samples[c]})" for c in conds])
         ax.set_xlim(-0.6, len(conds) - 0.4)
