@@ -41,7 +41,7 @@ def _size(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def test_resume_from_lean_checkpoints_equals_a_fresh_run(sim, tmp_path):
+def test_resume_from_lean_checkpoints_equals_a_fresh_run(sim, tmp_path, capsys):
     lean_out = tmp_path / "lean"
     Runner(_cfg(sim, lean_out)).run()
     ck = lean_out / ".bonemet"
@@ -57,6 +57,14 @@ def test_resume_from_lean_checkpoints_equals_a_fresh_run(sim, tmp_path):
     # deltas: the neighbour graphs are stored once, by the stage that made them
     assert set(ad.read_h5ad(ck / "cluster.h5ad").obsp) == {"connectivities", "distances"}
     assert not ad.read_h5ad(ck / "annotate.h5ad").obsp
+    # a lean checkpoint given to a per-stage command: a clear error, nothing written
+    from bonemet.cli import main
+
+    assert main(["report", "--input", str(ck / "score.h5ad"), "--output", str(tmp_path / "r"),
+                 "-q"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "is a lean checkpoint of `bonemet run`" in err and "bonemet.h5ad" in err
+    assert not (tmp_path / "r").exists()
     # a changed annotation setting resumes from the cluster checkpoint (merge + 2 lean ones)
     runner = Runner(_cfg(sim, lean_out, min_confidence=0.3))
     resumed = runner.run()

@@ -315,9 +315,20 @@ def _read(path: str):
             f"input {path!r} does not exist: give the .h5ad written by the previous stage"
         )
     try:
-        return ad.read_h5ad(p)
+        adata = ad.read_h5ad(p)
     except Exception as e:  # noqa: BLE001 - h5py/anndata raise many types
         raise InputError(f"cannot read {path!r} as .h5ad ({type(e).__name__}: {e})") from None
+    from ._checkpoint import MARK
+
+    if MARK in adata.uns:
+        # a lean checkpoint holds only what its stage added: it is not a stage's input
+        raise InputError(
+            f"{path!r} is a lean checkpoint of `bonemet run` (it holds only what its stage "
+            "added, not the whole object): give a stage's full output (bonemet.h5ad, or "
+            "the .h5ad a per-stage command wrote), or continue the run with `bonemet run` "
+            "(it resumes from its checkpoints)"
+        )
+    return adata
 
 
 def demo_config(
