@@ -326,6 +326,36 @@ def test_null_calibrated_when_tumour_ambient_differs_from_background():
     assert call[planted].mean() >= 0.8
 
 
+def test_small_sample_borrows_the_tumour_null_of_the_others():
+    """A sample with too few tumour cells for its own null borrows the run's tumour-cell
+    null, moved to its ambient level, instead of the narrow T/B/NK one: its null tumour
+    cells are not called, its mimics are."""
+    blocks = []
+    for s, amb in (("s1", 0.002), ("s2", 0.003), ("s3", 0.0025)):
+        blocks.append((s, *T, 300, 3000, amb, 0.0, 0.0, False, 0.25))
+        n_tum = 400 if s != "s3" else 15  # s3: below min_tumour_null (30)
+        blocks.append((s, *TUM, n_tum, 9000, 2.5 * amb, 0.0, 0.0, False, 0.6))
+        blocks.append((s, *TUM, 40 if s != "s3" else 3, 9000, 2.5 * amb, 0.04, 0.0, True, 0.6))
+    a = _adata(blocks, seed=11)
+    planted = a.obs["planted"].to_numpy()
+    tum = (a.obs["population"] == "Tumour epithelial").to_numpy()
+    s3 = (a.obs["sample"] == "s3").to_numpy()
+    tab = bm.tl.erythroid_mimicry(a, species="human").set_index("sample")
+    call = a.obs["erythroid_mimicry_call"].to_numpy()
+    assert tab.loc["s3", "null_source"] == "borrowed" and "borrowed from" in tab.loc["s3", "note"]
+    assert list(tab.loc[["s1", "s2"], "null_source"]) == ["tumour_mixture"] * 2
+    assert call[s3 & tum & ~planted].sum() <= 1 and call[s3 & planted].all()
+    # the background null with its mean at the tumour median (what a small sample used
+    # before) keeps the T cells' narrow spread and calls many of them
+    bm.tl.erythroid_mimicry(a, species="human", null="background")
+    assert a.obs["erythroid_mimicry_call"].to_numpy()[s3 & tum & ~planted].sum() >= 4
+    # one large sample is too few to borrow from: background null, and the note says so
+    b = a[a.obs["sample"].isin(["s1", "s3"]).to_numpy()].copy()
+    tab = bm.tl.erythroid_mimicry(b, species="human").set_index("sample")
+    assert tab.loc["s3", "null_source"] == "background"
+    assert "anti-conservative" in tab.loc["s3", "note"]
+
+
 def test_mimicry_parameters_in_the_config():
     from pydantic import ValidationError
 
