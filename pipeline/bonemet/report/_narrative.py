@@ -754,8 +754,11 @@ _RESULT_FIGURES = {
     # a called fraction (erythroid mimicry) is not a population's share: no composition plot
     "called": ("condition_comparisons", "review_axes", "signature_umaps"),
 }
-_RESULT_TABLES = {"da": "differential_abundance", "score": "score_tests",
-                  "called": "differential_abundance"}
+_RESULT_TABLES = {
+    "da": "differential_abundance",
+    "score": "score_tests",
+    "called": "differential_abundance",
+}
 
 
 def _refs(kind: str, figure_numbers: Mapping[str, int] | None) -> str:
