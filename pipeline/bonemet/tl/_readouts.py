@@ -828,9 +828,10 @@ def erythroid_mimicry(
                 # run's other samples, carried over by the ambient level of this one
                 ratio, cv2, n_from = borrowed
                 mu = min(a_ / (a_ + b_) * ratio, 0.5)
-                raised = t.any() and float(np.median(frac[t])) > mu
+                med_t = float(np.median(frac[t])) if t.any() else 0.0
+                raised = med_t > mu
                 if null_floor and raised:
-                    mu = min(float(np.median(frac[t])), 0.5)
+                    mu = min(med_t, 0.5)
                 rho_n = min(cv2 * mu / (1 - mu), 0.999)
                 conc = 1.0 / rho_n - 1.0
                 a_, b_ = mu * conc, (1 - mu) * conc
