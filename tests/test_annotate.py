@@ -363,6 +363,13 @@ def test_scanvi_reference_rescues_low_confidence_cells(scanvi_split) -> None:
     # confident marker calls are never overridden by the reference
     sure = plain.obs["annotation_confidence"].to_numpy() >= 2 * 0.4
     assert (after[sure] == before[sure]).all()
+    # neither the reference's training copy nor the query stays in scvi-tools' class-level
+    # stores (it would stay resident for the rest of the process)
+    import scvi
+
+    for cls in (scvi.model.SCVI, scvi.model.SCANVI):
+        kept = [m.adata.n_obs for m in cls._setup_adata_manager_store.values()]
+        assert ref.n_obs not in kept and query.n_obs not in kept, (cls.__name__, kept)
 
 
 def test_refine_lineages_counts_and_agreement() -> None:

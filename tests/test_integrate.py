@@ -110,6 +110,17 @@ def test_single_batch_runs():
     assert adata.uns["bonemet"]["integrate"]["n_batches"] == 1
 
 
+@pytest.mark.parametrize("fast_path", ["off", "on"])
+def test_training_copy_is_not_kept_after_integrate(fast_path):
+    # scvi-tools keeps each AnnData given to setup_anndata in a class-level store; in a
+    # one-process run the training copy of the counts then stays resident in every later stage
+    store = scvi.model.SCVI._setup_adata_manager_store
+    before = set(store)
+    adata = _adata(n=500)
+    bm.tl.integrate(adata, fast_path=fast_path, **SMALL)
+    assert set(store) == before  # nothing left registered: the training copy is freed
+
+
 def test_copy_returns_new_object():
     adata = _adata(n=500)
     out = bm.tl.integrate(adata, method="pca", copy=True)

@@ -332,6 +332,10 @@ def _run_scvi(
     if model_dir is not None:
         path = _save_model_atomic(model, model_dir)
         logger.info("scVI model saved to %s", path)
+    # scvi-tools keeps every AnnData given to setup_anndata in a class-level store, so the
+    # training copy of the counts would stay resident for the rest of the process (every
+    # later stage of a one-process run): let it go with the model
+    model.deregister_manager(lean)
 
     info: dict[str, Any] = {
         "method": "scvi",

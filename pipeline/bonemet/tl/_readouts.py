@@ -1208,6 +1208,7 @@ def ferroptosis_index(
         net_median=("_n", "median"),
         _sd=("_n", "std"),
     )
+    agg = agg.copy()  # a frame of its own: assigning columns below must not warn
     se = agg["_sd"].fillna(0.0) / np.sqrt(agg["n_cells"])
     agg["net_ci_low"] = agg["net_mean"] - 1.96 * se
     agg["net_ci_high"] = agg["net_mean"] + 1.96 * se

@@ -180,6 +180,9 @@ def build_scanvi_reference(
         )
         secs = time.perf_counter() - t0
     path = _save_model_atomic(model, out)
+    # scvi-tools' class-level store holds every AnnData set up: let the training copy go
+    vae.deregister_manager(lean)
+    model.deregister_manager(lean)
     logger.info(
         "scANVI reference: %d cells x %d genes, %d labels, %.0f s; saved to %s",
         lean.n_obs,
@@ -286,6 +289,7 @@ def scanvi_predict(
             )
         secs = time.perf_counter() - t0
         soft = model.predict(soft=True)
+    model.deregister_manager(q)  # the class-level store would keep the query resident
     soft = soft.drop(columns=[setup["unlabeled_category"]], errors="ignore")
     P = soft.to_numpy(dtype=np.float32)
     best = P.argmax(axis=1)
