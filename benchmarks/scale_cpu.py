@@ -11,7 +11,10 @@ and per stage the cost per cell relative to the reference size (20k when measure
 Usage::
 
     python benchmarks/scale_cpu.py [--sizes 2000 20000 50000 100000 200000] [--epochs 10]
-        [--out results/bench_scale] [--json benchmarks/results/scale_cpu.json]
+        [--out results/bench_scale] [--json benchmarks/results/scale_cpu.json] [--merge]
+
+``--merge`` keeps the records of the JSON already there for the sizes not run now (each
+record carries its own ``date`` and ``code``), so sizes can be measured in separate sittings.
 
 Targets: per-cell time of every stage at 100k within 1.3x of 20k; peak RSS <= 3 GB +
 40 KB per cell; ``.bonemet/`` <= 1.5x ``bonemet.h5ad``. Run on an otherwise idle machine.
@@ -108,6 +111,24 @@ def one_size(cells: int, *, epochs: int, out: Path, threads: int | None) -> dict
     }
 
 
+def _code() -> str | None:
+    """The commit the benchmark runs (``+dirty`` with uncommitted changes), if in git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=HERE, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, cwd=HERE).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
+    """``old``'s records for the sizes ``new`` lacks, then ``new``'s, ordered by size."""
+    now = {r["cells"] for r in new}
+    return sorted([r for r in old if r["cells"] not in now] + new, key=lambda r: r["cells"])
+
+
 def per_cell_ratios(records: list[dict], reference: int) -> dict[str, dict[str, float]]:
     """Per stage: (seconds per cell at each size) / (seconds per cell at ``reference``)."""
     ref = next((r for r in records if r["cells"] == reference), None)
@@ -131,6 +152,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="results/bench_scale")
     ap.add_argument("--json", default="benchmarks/results/scale_cpu.json")
+    ap.add_argument("--merge", action="store_true", help="keep the JSON's other sizes")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size
     args = ap.parse_args()
     if args.one is not None:
@@ -139,6 +161,14 @@ def main() -> None:
         )
         print("SCALE_RECORD " + json.dumps(rec), flush=True)
         return
+    previous: dict = {}
+    if args.merge and Path(args.json).is_file():  # checked before hours of runs, not after
+        previous = json.loads(Path(args.json).read_text())
+        if previous.get("scvi_epochs") != args.epochs:
+            sys.exit(
+                f"--merge: {args.json} was measured at {previous.get('scvi_epochs')} epochs, "
+                f"this run at {args.epochs}; use the same --epochs or another --json"
+            )
     records, failed = [], {}
     for cells in args.sizes:
         cmd = [sys.executable, __file__, "--one", str(cells), "--epochs", str(args.epochs),
@@ -168,10 +198,16 @@ def main() -> None:
             "mean": round(sum(loads) / len(loads), 2) if loads else None,
             "max": round(max(loads), 2) if loads else None,
         }
+        rec["date"], rec["code"] = time.strftime("%Y-%m-%d"), _code()
         records.append(rec)
         print(json.dumps(rec), flush=True)
+    if previous:
+        records = merge_records(previous.get("sizes", []), records)
+        failed = {**{k: v for k, v in previous.get("failed", {}).items()
+                     if int(k) not in args.sizes}, **failed}  # fmt: skip
     reference = 20000 if any(r["cells"] == 20000 for r in records) else args.sizes[0]
     report = {
+        **{k: v for k, v in previous.items() if k not in ("sizes", "failed")},
         "benchmark": "scale_cpu",
         "date": time.strftime("%Y-%m-%d"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

@@ -46,6 +46,7 @@ def test_scale_benchmark_json_has_every_field(tmp_path):
     (rec,) = report["sizes"]
     assert set(SIZE_FIELDS) <= set(rec)
     assert set(rec["load_average"]) == {"mean", "max"}  # what else shared the machine
+    assert rec["date"] == report["date"] and rec["code"]  # which code measured it (git checkout)
     assert rec["cells"] == 700 and rec["samples"] == 2 and 0 < rec["cells_after_qc"] <= 700
     stages = {"ingest", "qc", "merge", "integrate", "cluster", "annotate", "score", "report"}
     assert stages <= set(rec["stage_s"]) and stages <= set(rec["stage_peak_rss_mib"])
@@ -56,3 +57,38 @@ def test_scale_benchmark_json_has_every_field(tmp_path):
     # per-cell cost relative to the reference size: 1.0 for the reference itself
     assert set(report["per_cell_time_vs_reference"]["700"].values()) == {1.0}
     assert not (tmp_path / "runs" / "700" / "input").exists()  # the generated input is removed
+
+
+def test_merge_keeps_other_sizes_and_refuses_other_epochs(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scale_cpu import merge_records
+
+    old = [{"cells": 2000, "wall_s": 1}, {"cells": 200000, "wall_s": 2}]
+    new = [{"cells": 200000, "wall_s": 3}, {"cells": 20000, "wall_s": 4}]
+    merged = merge_records(old, new)
+    assert [(r["cells"], r["wall_s"]) for r in merged] == [(2000, 1), (20000, 4), (200000, 3)]
+    # a record measured at other epochs is not merged: refused before any size runs
+    prior = tmp_path / "scale.json"
+    prior.write_text(json.dumps({"scvi_epochs": 10, "sizes": old, "failed": {}}))
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--sizes",
+            "700",
+            "--epochs",
+            "1",
+            "--merge",
+            "--out",
+            str(tmp_path / "runs"),
+            "--json",
+            str(prior),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert res.returncode != 0 and "10 epochs" in res.stderr and "--epochs" in res.stderr
+    assert json.loads(prior.read_text())["sizes"] == old  # left as it was
+    assert not (tmp_path / "runs").exists()
