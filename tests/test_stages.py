@@ -78,6 +78,29 @@ def test_a_merged_stage_runs_through_the_registry_call(tmp_path) -> None:
     assert out.uns["bonemet"]["timings"]["integrate"] >= 0
 
 
+def test_merge_frees_the_samples_only_when_handed_over() -> None:
+    """The runner hands its samples over (each sample would otherwise be held twice at the
+    merge stage's peak); a caller's own dict is left as it was."""
+    import gc
+    import weakref
+
+    cfg = bm.load_config({"normalize": {"n_top_genes": 100}})
+    sim = bm.datasets.simulate_bone_metastasis(n_cells=400, n_samples=2, species="mouse", seed=3)
+    samples = {s: sim[sim.obs["sample"] == s].copy() for s in sim.obs["sample"].unique()}
+    del sim
+    merge = _stages.get_stage("merge")
+    kept = merge(samples, cfg)
+    assert len(samples) == 2 and kept.n_obs == sum(a.n_obs for a in samples.values())
+    refs = [weakref.ref(a) for a in samples.values()]
+    handed = merge(samples, cfg, _stages.StageContext(consume_input=True))
+    gc.collect()
+    assert samples == {} and not any(r() is not None for r in refs)
+    assert handed.n_obs == kept.n_obs and (handed.X != kept.X).nnz == 0
+    listed = [kept[kept.obs["sample"] == s].copy() for s in kept.obs["sample"].cat.categories]
+    merge(listed, cfg, _stages.StageContext(consume_input=True))  # the CLI's list of files
+    assert listed == []
+
+
 def test_a_ligrec_setting_reruns_ligrec_and_the_report_not_compare(tmp_path) -> None:
     """Ligand-receptor analysis is its own stage: its settings leave the DE results cached."""
     from bonemet.runner import Runner

@@ -23,7 +23,7 @@ Scopes say what a stage takes and returns, and so how it is checkpointed:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -73,11 +73,18 @@ class StageContext:
         Where the integrate stage saves the scVI model (``None``: not saved).
     provenance
         The runner's run facts, shown by the report.
+    consume_input
+        The caller hands its input over: the gather stage empties the ``{sample: AnnData}``
+        mapping it was given as soon as the samples are concatenated, so their memory is
+        free before normalisation (the merge stage's peak held every sample twice: at 100k
+        cells 5.9 GiB, 2.1 GiB of it the per-sample objects). Off by default: a notebook
+        user's dict is left alone.
     """
 
     out_dir: Path | None = None
     model_dir: Path | None = None
     provenance: Mapping[str, Any] | None = None
+    consume_input: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,6 +272,13 @@ def merge(
         items = dict(sorted(items.items()))
     # empty samples (dropped by qc.drop_empty_samples) keep their QC record through merge
     adata = pp.merge(items)
+    if ctx is not None and ctx.consume_input:
+        items.clear()
+        if isinstance(samples, (MutableMapping, list)):
+            samples.clear()
+        from ._utils import release_memory
+
+        release_memory()
     n = cfg.normalize
     pp.normalize(
         adata,

@@ -593,7 +593,9 @@ def _stage_cmd(name: str):
         stage = get_stage(name)
         cfg = _load(args)
         if stage.scope == "gather":
-            adata = stage([_read(p) for p in args.input], cfg, _context(stage, args))
+            # the list is this command's own: the samples are freed once concatenated
+            ctx = _context(stage, args, consume_input=True)
+            adata = stage([_read(p) for p in args.input], cfg, ctx)
         elif stage.scope == "sink":
             out = Path(args.output)
             adata = _read(args.input)

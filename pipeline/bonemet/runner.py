@@ -213,7 +213,9 @@ class Runner:
         checkpoint, its matrices checked against the stub's fingerprint."""
         i = [s.name for s in REGISTRY].index(name)
         source = next(s for s in reversed(REGISTRY[:i]) if s.checkpoint == "samples")
-        ctx = StageContext(out_dir=self.out, model_dir=self.out / "model", provenance=None)
+        ctx = StageContext(
+            out_dir=self.out, model_dir=self.out / "model", provenance=None, consume_input=True
+        )
         adata = REGISTRY[i](self._read_samples(source.name), self.cfg, ctx)
         _checkpoint.check_rerun(adata, part)
         _checkpoint.apply(adata, part)
@@ -296,6 +298,7 @@ class Runner:
                 out_dir=self.out,
                 model_dir=self.out / "model",
                 provenance=self.provenance(adata, t_start) if stage.scope == "sink" else None,
+                consume_input=True,  # the samples are not read again once merged
             )
             if stage.scope == "source":
                 samples = stage(None, self.cfg, ctx)
