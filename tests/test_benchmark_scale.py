@@ -15,30 +15,19 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "scale_cpu.py"
 
 
+def _scale(tmp_path, out_json, *extra, timeout=None):
+    """The benchmark at 700 cells and 1 epoch into ``out_json``."""
+    cmd = [sys.executable, str(SCRIPT), "--sizes", "700", "--epochs", "1", *extra,
+           "--out", str(tmp_path / "runs"), "--json", str(out_json)]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+
+
 def test_scale_benchmark_json_has_every_field(tmp_path):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from scale_cpu import SIZE_FIELDS
 
     out_json = tmp_path / "scale.json"
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "700",
-            "--epochs",
-            "1",
-            "--threads",
-            "1",
-            "--out",
-            str(tmp_path / "runs"),
-            "--json",
-            str(out_json),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    res = _scale(tmp_path, out_json, "--threads", "1")
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(out_json.read_text())
     assert report["failed"] == {}, report["failed"]
@@ -70,25 +59,7 @@ def test_merge_keeps_other_sizes_and_refuses_other_epochs(tmp_path):
     # a record measured at other epochs is not merged: refused before any size runs
     prior = tmp_path / "scale.json"
     prior.write_text(json.dumps({"scvi_epochs": 10, "sizes": old, "failed": {}}))
-    res = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPT),
-            "--sizes",
-            "700",
-            "--epochs",
-            "1",
-            "--merge",
-            "--out",
-            str(tmp_path / "runs"),
-            "--json",
-            str(prior),
-        ],  # fmt: skip
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    res = _scale(tmp_path, prior, "--merge", timeout=60)
     assert res.returncode != 0 and "10 epochs" in res.stderr and "--epochs" in res.stderr
     assert json.loads(prior.read_text())["sizes"] == old  # left as it was
     assert not (tmp_path / "runs").exists()
