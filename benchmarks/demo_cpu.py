@@ -16,10 +16,27 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+
+def git_rev(*, dirty: bool = False) -> str | None:
+    """The short commit of this checkout (``+dirty`` after it with ``dirty`` and uncommitted
+    changes to tracked files); None outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, cwd=here, check=True).stdout.strip()  # fmt: skip
+        changed = dirty and subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, cwd=here,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if changed else "")
 
 
 def _rss_mib() -> float:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -45,24 +45,15 @@ from bonemet._meta import MIMICRY_KEY, bonemet_uns
 from bonemet.config import Config
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from demo_cpu import git_rev  # noqa: E402
+
 OUT = ROOT / "benchmarks" / "results" / "mimicry_accuracy.json"
 TUMOUR = "Tumour epithelial"
 #: own globin >= this x the droplet's expected ambient globin: a mimic a test can see
 DETECTION_LIMIT = 2.0
 FOLD_BINS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0, np.inf)
-
-
-def _git_rev() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _jsonable(v):
@@ -276,7 +267,7 @@ def main() -> None:
     doc = {
         "benchmark": "mimicry_accuracy",
         "label": args.label,
-        "git": _git_rev(),
+        "git": git_rev() or "unknown",
         "data": f"simulate_bone_metastasis({args.cells}, {args.samples}, seed={args.seed})",
         "path": f"stages qc -> merge -> integrate({args.integrate}) -> cluster -> annotate -> score",
         "targets": {"recall": 0.80, "precision": 0.90},

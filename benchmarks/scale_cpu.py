@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from demo_cpu import git_rev  # noqa: E402
 
 #: fields every size's record has (the test checks them)
 SIZE_FIELDS = (
@@ -64,7 +67,6 @@ def samples_for(cells: int) -> int:
 
 def one_size(cells: int, *, epochs: int, out: Path, threads: int | None) -> dict:
     """Simulate and run one size in this process; returns its record."""
-    sys.path.insert(0, str(HERE))
     from demo_cpu import run_with_peaks
 
     import bonemet as bm
@@ -109,18 +111,6 @@ def one_size(cells: int, *, epochs: int, out: Path, threads: int | None) -> dict
         "checkpoint_ratio": round(ckpt / h5ad, 3) if h5ad else None,
         "rss_target_mib": round((3 * 2**30 + 40 * 1024 * cells) / 2**20, 1),
     }
-
-
-def _code() -> str | None:
-    """The commit the benchmark runs (``+dirty`` with uncommitted changes), if in git."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, cwd=HERE, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, cwd=HERE).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha + ("+dirty" if dirty else "")
 
 
 def merge_records(old: list[dict], new: list[dict]) -> list[dict]:
@@ -198,7 +188,7 @@ def main() -> None:
             "mean": round(sum(loads) / len(loads), 2) if loads else None,
             "max": round(max(loads), 2) if loads else None,
         }
-        rec["date"], rec["code"] = time.strftime("%Y-%m-%d"), _code()
+        rec["date"], rec["code"] = time.strftime("%Y-%m-%d"), git_rev(dirty=True)
         records.append(rec)
         print(json.dumps(rec), flush=True)
     if previous:
