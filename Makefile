@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make test's pytest-xdist workers (TEST_WORKERS=0 runs in one process)
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast lint nextflow clean browser container base-image container-engine
 
@@ -37,7 +39,7 @@ container:  ## the image bonemet:<version> (ENGINE=docker|podman BASE= CA= CONST
 	bash scripts/build_container.sh
 
 test: install nextflow browser container-engine  ## the whole test suite
-	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=15 $(PYTEST_ARGS)
+	PATH="$(CURDIR)/bin:$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest --durations=15 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 FAST_TIERS := not (slow or nextflow or notebooks or browser or e2e or realdata or container or gpu)
 

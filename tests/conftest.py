@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -30,11 +31,53 @@ def _find_shared_data() -> Path | None:
     return None
 
 
+# pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``): a worker takes whole modules, so a
+# module's fixtures are built once. The modules that share one session fixture (``test_run``:
+# a single ``nextflow run -profile test``) go to one worker together, so the run happens once.
+_SHARED_RUN_MODULES = {"test_nextflow": "nextflow", "test_container": "nextflow"}
+# Heavier tiers are handed out first, so the last module to finish is a short one.
+_TIER_RANK = {"container": 0, "nextflow": 0, "e2e": 1, "notebooks": 1, "slow": 1}
+
+
+def _module_group(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return _SHARED_RUN_MODULES.get(Path(module).stem, module)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests that read the real data sets (the ``shared_data`` fixture) form the realdata tier."""
+    """Tests that read the real data sets (the ``shared_data`` fixture) form the realdata tier.
+
+    In a pytest-xdist worker the modules are also ordered heaviest tier first (a stable sort:
+    within a module, and between modules of one tier, the order is kept).
+    """
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.realdata)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        rank: dict[str, int] = {}
+        for item in items:
+            r = min(
+                (_TIER_RANK.get(m.name, len(_TIER_RANK)) for m in item.iter_markers()),
+                default=len(_TIER_RANK),
+            )
+            g = _module_group(item.nodeid)
+            rank[g] = min(rank.get(g, r), r)
+        items.sort(key=lambda it: rank[_module_group(it.nodeid)])
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile`` with the shared-run modules as one unit, in collection order."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _ModuleGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _module_group(nodeid)
+
+    config.option.loadscopereorder = False  # keep the heaviest-first order made above
+    return _ModuleGroups(config, log)
 
 
 @pytest.fixture(scope="session")
