@@ -1,4 +1,4 @@
-"""Ambient-RNA correction measured against the generated truth (issue 14).
+"""Ambient-RNA correction measured against the generated truth.
 
 Simulates the 20k-cell demo data (``simulate_bone_metastasis(20000, 4, seed=0)``, mouse),
 runs bonemet's QC without ambient correction (``mad_scope="cluster"``), then DecontX per

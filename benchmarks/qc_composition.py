@@ -1,6 +1,6 @@
 """Does QC bias composition between conditions? Before → after on generated and real data.
 
-Issue 14: with per-sample MAD thresholds, populations with more mitochondrial reads (tumour
+With per-sample MAD thresholds, populations with more mitochondrial reads (tumour
 cells, osteoclasts) are removed unevenly between conditions, and fixed floors remove most
 cells of gene-panel data. This script measures, on
 
