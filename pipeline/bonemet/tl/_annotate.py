@@ -32,8 +32,12 @@
    embedding: ``adata.obsp["connectivities"]`` when present, else a graph computed on
    ``use_rep`` / ``X_scVI`` / ``X_harmony`` / ``X_pca`` (or a PCA made here).
 3. **Lineage (``obs["cell_type"]``).** Each cell's evidence is the mean of its own
-   smoothed lineage scores and its cluster's mean scores (``cluster_key``); a cell whose
-   own evidence for another lineage is stronger by ``0.1`` overrides its cluster.
+   smoothed lineage scores and its over-cluster's mean scores; a cell whose own evidence
+   for another lineage is stronger by ``0.1`` overrides its cluster. The over-clusters
+   are leiden clusters of the annotation graph at a resolution that grows with the
+   number of cells (CellTypist's majority-voting ladder: 5 below 5k cells up to 30 above
+   200k), a few dozen cells each, so that a small population is not pooled with a large
+   neighbour and its call does not change when unrelated cells are added to the data.
    Confidence is ``sqrt(best) x (best - second) / best``; cells below ``min_confidence``
    or with a best score under ``0.1`` are ``Unassigned`` (not forced into a lineage).
 4. **Population (``obs["population"]``), cell level within the lineage.** A lineage has
@@ -106,6 +110,7 @@ from ._annotate_graph import (
     _clusters,
     _graph,
     _lineage_embedding,
+    _over_clusters,
     _seeded_roots,
     _seeded_state,
     _smooth,
@@ -217,8 +222,10 @@ def annotate(
     species
         ``"auto"`` (the species whose marker lists match more genes), ``"human"``, ``"mouse"``.
     cluster_key
-        ``obs`` column with clusters for cluster-level evidence (default ``leiden``); when
-        absent, the graph is clustered with leiden for this purpose only.
+        ``obs`` column with clusters for the T-vs-NK discriminators' cluster-level
+        evidence of which genes are measured (default ``leiden``); when absent, the graph
+        is clustered with leiden for this purpose only. The lineage call pools cells over
+        its own over-clustering (step 3), not over these clusters.
     min_confidence
         Cells whose lineage confidence is below this are ``Unassigned``.
     layer
@@ -377,14 +384,17 @@ def annotate(
         lineage_raw, lineages, expr, col, discs, lineage_neg, thin, smoother, clusters
     )
     lineage_smooth = _smooth(lineage_raw, smoother, *_LINEAGE_SMOOTH)
-    ncl = int(clusters.max()) + 1
+    # the cluster term pools over small over-clusters, not the user's clusters: a coarse
+    # cluster that merges a small population with a big neighbour would decide its call
+    over, over_resolution = _over_clusters(connectivities, seed)
+    ncl = int(over.max()) + 1
     onehot = sp.csr_matrix(
-        (np.ones(adata.n_obs, dtype=np.float32), (clusters, np.arange(adata.n_obs))),
+        (np.ones(adata.n_obs, dtype=np.float32), (over, np.arange(adata.n_obs))),
         shape=(ncl, adata.n_obs),
     )
     sizes = np.asarray(onehot.sum(axis=1)).ravel()
     lineage_cluster = (onehot @ lineage_smooth) / np.maximum(sizes, 1)[:, None]
-    combined = (1 - _CLUSTER_WEIGHT) * lineage_smooth + _CLUSTER_WEIGHT * lineage_cluster[clusters]
+    combined = (1 - _CLUSTER_WEIGHT) * lineage_smooth + _CLUSTER_WEIGHT * lineage_cluster[over]
     best_comb = combined.argmax(axis=1)
     best_cell = lineage_smooth.argmax(axis=1)
     rows = np.arange(adata.n_obs)
@@ -464,6 +474,8 @@ def annotate(
         "cluster_key": cluster_key
         if cluster_key and cluster_key in adata.obs
         else "leiden (computed here)",
+        "cluster_term": f"leiden over-clustering at resolution {over_resolution:g} "
+        f"({ncl} clusters)",
         "min_confidence": float(min_confidence),
         "layer": layer if layer is not None else "X",
         "use_rep": use_rep if use_rep is not None else "auto",
@@ -478,7 +490,7 @@ def annotate(
     meta["annotate"] = {
         "method": (
             "marker scores (top-half mean of per-gene-scaled log expression, minus 0.5x negatives), "
-            "kNN-graph smoothed; lineage from cell + cluster evidence with per-cell override; "
+            "kNN-graph smoothed; lineage from cell + over-cluster evidence with per-cell override; "
             "populations within lineage at cell level (roots on lineage-distinguishing genes, "
             "states on their own genes above a parent-relative threshold; AND sets by geometric mean); "
             "roots and abundant T-cell states refined by marker-seeded logistic regression "

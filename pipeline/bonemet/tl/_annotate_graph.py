@@ -15,6 +15,8 @@ from .._errors import InputError
 from .._logging import logger
 from ._annotate_markers import _log_normalised
 from ._annotate_params import (
+    _OVER_CLUSTER_LADDER,
+    _OVER_CLUSTER_MAX,
     _SEED_C,
     _SEED_MIN,
     _SEED_OTHER,
@@ -142,23 +144,16 @@ def _smooth(S: np.ndarray, W: sp.csr_matrix, weight: float, n_iter: int) -> np.n
     return out.astype(np.float32)
 
 
-def _clusters(
-    adata: ad.AnnData, cluster_key: str | None, C: sp.csr_matrix, seed: int
-) -> np.ndarray:
-    if cluster_key and cluster_key in adata.obs:
-        return pd.Categorical(adata.obs[cluster_key]).codes.astype(np.int64)
+def _leiden(C: sp.csr_matrix, resolution: float, seed: int) -> np.ndarray:
+    """Leiden (igraph, two iterations) of the graph ``C``; integer codes per cell."""
     import scanpy as sc
 
-    logger.info(
-        "annotate: obs[%r] not found; clustering the graph (leiden) for cluster evidence",
-        cluster_key,
-    )
-    tmp = ad.AnnData(X=sp.csr_matrix((adata.n_obs, 1), dtype=np.float32))
+    tmp = ad.AnnData(X=sp.csr_matrix((C.shape[0], 1), dtype=np.float32))
     tmp.obsp["connectivities"] = C
     tmp.uns["neighbors"] = {"connectivities_key": "connectivities", "params": {"method": "umap"}}
     sc.tl.leiden(
         tmp,
-        resolution=1.0,
+        resolution=resolution,
         key_added="c",
         random_state=seed,
         flavor="igraph",
@@ -167,3 +162,28 @@ def _clusters(
         neighbors_key="neighbors",
     )
     return pd.Categorical(tmp.obs["c"]).codes.astype(np.int64)
+
+
+def _clusters(
+    adata: ad.AnnData, cluster_key: str | None, C: sp.csr_matrix, seed: int
+) -> np.ndarray:
+    if cluster_key and cluster_key in adata.obs:
+        return pd.Categorical(adata.obs[cluster_key]).codes.astype(np.int64)
+    logger.info(
+        "annotate: obs[%r] not found; clustering the graph (leiden) for cluster evidence",
+        cluster_key,
+    )
+    return _leiden(C, 1.0, seed)
+
+
+def _over_clusters(C: sp.csr_matrix, seed: int) -> tuple[np.ndarray, float]:
+    """Small, many clusters of the annotation graph for the lineage cluster term.
+
+    The resolution grows with the number of cells (CellTypist's majority-voting ladder),
+    so that an over-cluster holds a few dozen cells at any size: a small population gets
+    clusters of its own instead of being pooled with a large neighbour, and its call does
+    not depend on what else is in the data set. Returns the codes and the resolution.
+    """
+    n = C.shape[0]
+    resolution = next((r for limit, r in _OVER_CLUSTER_LADDER if n < limit), _OVER_CLUSTER_MAX)
+    return _leiden(C, resolution, seed), float(resolution)

@@ -17,6 +17,11 @@ _LINEAGE_SMOOTH = (0.7, 2)  # (weight of the neighbourhood mean, iterations)
 _ROOT_SMOOTH = (0.7, 2)
 _STATE_SMOOTH = (0.5, 1)
 _CLUSTER_WEIGHT = 0.5
+# The lineage cluster term pools a cell with its over-cluster: leiden of the annotation
+# graph at a resolution that grows with the number of cells (CellTypist's majority-voting
+# ladder: (cells below, resolution), and _OVER_CLUSTER_MAX above the last step).
+_OVER_CLUSTER_LADDER = ((5_000, 5), (20_000, 10), (40_000, 15), (100_000, 20), (200_000, 25))
+_OVER_CLUSTER_MAX = 30
 _OVERRIDE_MARGIN = 0.1
 _MIN_LINEAGE_SCORE = 0.1
 _STATE_FLOOR = 0.15
