@@ -30,13 +30,13 @@ quasi-binomial GLM: false-positive rates at 0.05 and 0.01, the KS distance of p 
 uniform with its p-value, and the power at a planted 2x fraction.
 
 ``lineage_spread_sweep``: where the quasi-Poisson breaks. Null sets of 6 fractions whose
-denominators spread between samples by a max/min ratio of 1.5, 3, 5, 10 or 25 (log-spaced
-around 100 cells), with low (concentration 150, the standard null's) or high (15)
+denominators spread between samples by a max/min ratio of 1.5, 2, 2.5, 3, 5, 10 or 25
+(log-spaced around 100 cells), with low (concentration 150, the standard null's) or high (15)
 between-sample overdispersion of the true fraction, 3 vs 3 and 4 vs 4: FPR at 0.05 and
 power at a planted 2x fraction of the moderated quasi-Poisson the lineage fractions had,
 Williams per unit, and pooled-rho moderated Williams variants (closed form for the
 two-group design). ``differential_abundance`` marks a quasi-Poisson row whose
-denominators spread 3-fold or more (``DENOMINATOR_SPREAD_LIMIT``) as not reliable: the
+denominators spread 2.5-fold or more (``DENOMINATOR_SPREAD_LIMIT``) as not reliable: the
 smallest swept spread whose FPR passes 0.06. ``lineage_model_trial``: the pooled-rho
 beta-binomial Williams model (calibrated at every spread) on the standard design, where
 it loses power on the planted CHI3L3+ fraction, so it is not used.
@@ -342,7 +342,7 @@ def _williams_pooled(
     return out, rho
 
 
-SPREADS = (1.5, 3.0, 5.0, 10.0, 25.0)
+SPREADS = (1.5, 2.0, 2.5, 3.0, 5.0, 10.0, 25.0)
 #: Dirichlet-type concentration of the samples' true fractions: 150 as the standard null
 #: (rho ~ 0.007), 15 for a high between-sample spread (rho ~ 0.06)
 CONCENTRATIONS = {"low": 150.0, "high": 15.0}
