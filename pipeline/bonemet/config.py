@@ -133,8 +133,8 @@ class IntegrateConfig(_Section):
     gene_likelihood: Literal["nb", "zinb", "poisson"] = "nb"
     max_epochs: int | None = Field(None, ge=1)
     batch_size: int = Field(128, ge=8)
-    early_stopping: bool = False
-    early_stopping_patience: int = Field(45, ge=1)
+    early_stopping: bool = True
+    early_stopping_patience: int = Field(20, ge=1)
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     fast_path: Literal["auto", "on", "off"] = "auto"
     save_model: bool = True

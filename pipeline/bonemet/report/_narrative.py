@@ -349,7 +349,10 @@ def methods_html(
                 + ". Training: "
                 + (f"{_fmt(ep)} epochs" if _given(ep) else "epochs not recorded")
                 + (f" (max_epochs {_fmt(mx)}"
-                   + (", early stopping" if P.get("integrate", "early_stopping") else
+                   + (", early stopping on the validation ELBO"
+                      + (f", patience {_fmt(integ['early_stopping_patience'])}"
+                         if _given(integ.get("early_stopping_patience")) else "")
+                      if integ.get("early_stopping", P.get("integrate", "early_stopping")) else
                       ", no early stopping") + ")" if _given(mx) else "")
                 + (f", batch size {_fmt(integ.get('batch_size') or P.get('integrate', 'batch_size'))}"
                    if _given(integ.get("batch_size") or P.get("integrate", "batch_size")) else "")
