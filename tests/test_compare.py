@@ -52,15 +52,16 @@ def test_planted_abundance_found_and_nulls_not(planted: ad.AnnData) -> None:
         assert da.loc[frac, "ci_low"] < 0 < da.loc[frac, "ci_high"], frac
     assert set(da["kind"]) == {"population", "lineage fraction"}
     assert (da["n_ref"] == 4).all() and (da["n_test"] == 4).all()
-    # only a within-lineage fraction whose denominators spread widely is marked (here the
-    # iron-recycling / macrophage fraction, 2.7-fold)
-    from bonemet.tl._compare import DENOMINATOR_SPREAD_LIMIT
+    assert da["p_reliable"].all()
+    # a within-lineage fraction whose denominators spread widely (here the iron-recycling
+    # / macrophage fraction, 2.7-fold) is tested by the shrunk-rho Williams GLM
+    from bonemet.tl._compare import DENOMINATOR_SPREAD_LIMIT, WILLIAMS_SHRUNK
 
     wide = (da["kind"] == "lineage fraction") & (
         da["denominator_spread"] >= DENOMINATOR_SPREAD_LIMIT
     )
-    assert (da["p_reliable"] == ~wide).all()
-    assert da.loc[[CHI3L3, "CHI3L3+ immature / neutrophils"], "p_reliable"].all()
+    assert wide.any() and (da.loc[wide, "model"] == WILLIAMS_SHRUNK).all()
+    assert (da.loc[~wide & (da["kind"] == "lineage fraction"), "model"] == "quasi-Poisson").all()
     assert da.loc[CHI3L3, "cells_per_sample"].count("=") == 8
     assert "compare:" not in " ".join(_warnings(planted))  # a 4 vs 4 design warns nothing
 
@@ -523,12 +524,13 @@ def test_reference_not_a_level_lists_the_levels() -> None:
         bm.tl.compare(a, reference="control")
 
 
-def test_wide_denominator_spread_marks_quasi_poisson_rows_unreliable() -> None:
+def test_wide_denominator_spread_is_tested_with_the_shrunk_rho_williams_model() -> None:
     """A within-lineage fraction whose denominators differ 6-fold between samples: the row
-    says its spread, ``p_reliable`` False and why; rows with even denominators stay
-    reliable; the limit and its basis are in the result's record."""
+    says its spread and is tested by the beta-binomial GLM instead of the quasi-Poisson,
+    with a note saying why; rows with even denominators keep the quasi-Poisson; the limit
+    and its basis are in the result's record."""
     from bonemet._vocab import TEX, TPEX
-    from bonemet.tl._compare import DENOMINATOR_SPREAD_LIMIT
+    from bonemet.tl._compare import DENOMINATOR_SPREAD_LIMIT, WILLIAMS_SHRUNK
 
     a = bm.datasets.simulate_condition_design(seed=3, n_per_group=3, cells_per_sample=600)
     pop = a.obs["population"].astype(str).to_numpy()
@@ -545,34 +547,43 @@ def test_wide_denominator_spread_marks_quasi_poisson_rows_unreliable() -> None:
     n = [int(v.split("=")[1]) for v in row["cells_per_sample"].split(";")]
     assert row["denominator_spread"] == pytest.approx(max(n) / min(n))
     assert row["denominator_spread"] >= DENOMINATOR_SPREAD_LIMIT
-    assert not row["p_reliable"] and "anti-conservative" in row["note"]
-    assert np.isfinite(row["p"])  # kept, only marked
+    assert row["model"] == WILLIAMS_SHRUNK and "beta-binomial" in row["note"]
+    assert row["p_reliable"] and np.isfinite(row["p"]) and row["ci_low"] < row["ci_high"]
+    assert 0 <= row["overdispersion"] < 1
     even = da[da["denominator_spread"] < DENOMINATOR_SPREAD_LIMIT]
     assert len(even) > 10 and even["p_reliable"].all() and (even["note"] == "").all()
+    assert (even.loc[even["kind"] == "lineage fraction", "model"] == "quasi-Poisson").all()
     rec = res["denominator_spread_limit"]
-    assert rec["limit"] == DENOMINATOR_SPREAD_LIMIT and rec["rows_marked"] >= 1
+    assert rec["limit"] == DENOMINATOR_SPREAD_LIMIT and rec["rows_williams"] >= 1
     assert "lineage_spread_sweep" in rec["basis"]
 
 
-def _spread_null_fpr(spread: float, reps: int = 300, seed: int = 5) -> float:
-    """Moderated quasi-Poisson (as the lineage fractions are tested) on 3 vs 3 nulls of 6
-    fractions, denominators log-spaced around 100 cells with max/min ``spread``, high
-    between-sample overdispersion (Beta concentration 15)."""
+def _spread_null_fpr(
+    spread: float, reps: int = 300, seed: int = 5, *, williams: bool = False
+) -> float:
+    """Moderated quasi-Poisson (as the even lineage fractions are tested), or the shrunk-rho
+    Williams GLM (as the wide ones are), on 3 vs 3 nulls of 6 fractions, denominators
+    log-spaced around 100 cells with max/min ``spread``, high between-sample
+    overdispersion (Beta concentration 15)."""
     import math
 
-    from bonemet.tl._compare import _quasi_poisson, _wald_t, squeeze_dispersions
+    from bonemet.tl._compare import _quasi_poisson, _wald_t, squeeze_dispersions, williams_shrunk
 
     rng = np.random.default_rng(seed)
     base = np.rint(100 * np.exp(np.linspace(-0.5, 0.5, 6) * math.log(spread)))
     x = np.column_stack([np.ones(6), np.r_[np.zeros(3), np.ones(3)]])
     p = []
     for _ in range(reps):
-        fits = []
+        units = []
         for _u in range(6):
             n = rng.permutation(base)
             m = rng.uniform(0.05, 0.4)
             c = rng.binomial(n.astype(int), rng.beta(m * 15, (1 - m) * 15, 6))
-            fits.append(_quasi_poisson(c, n, x))
+            units.append((c, n, x))
+        if williams:
+            fits = [f[:4] for f in williams_shrunk(units)[0]]
+        else:
+            fits = [_quasi_poisson(*u) for u in units]
         post, d0 = squeeze_dispersions(np.array([f[3] for f in fits]), np.full(6, 4.0))
         for (b, se, df, _), ph in zip(fits, post, strict=True):
             p.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), min(df + d0, 1e6))[0])
@@ -584,3 +595,10 @@ def test_denominator_spread_limit_matches_the_quasi_poisson_null_fpr() -> None:
     10-fold (the sweep: 0.054 and 0.104), the basis of DENOMINATOR_SPREAD_LIMIT."""
     assert _spread_null_fpr(1.5) <= 0.065
     assert _spread_null_fpr(10.0) > 0.075
+
+
+def test_shrunk_rho_williams_is_calibrated_where_the_quasi_poisson_is_not() -> None:
+    """The same 1,800 null p-values at 10- and 25-fold spreads through the model the wide
+    lineage fractions get (the sweep, 2,000 sets per cell: at most 0.05 there)."""
+    assert _spread_null_fpr(10.0, williams=True) <= 0.065
+    assert _spread_null_fpr(25.0, williams=True) <= 0.065

@@ -233,3 +233,7 @@ def hypothesis(key: str) -> Hypothesis:
 
 assert len({h.key for h in HYPOTHESES}) == len({h.title for h in HYPOTHESES}) == len(HYPOTHESES)
 assert all(h.population in POPULATIONS for h in HYPOTHESES if h.population is not None)
+
+#: ``model`` of a within-lineage fraction that compare tests with the beta-binomial
+#: (Williams) GLM and a shrunk per-fraction rho, because its denominators spread widely
+WILLIAMS_SHRUNK = "Williams (shrunk rho)"

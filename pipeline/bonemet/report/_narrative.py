@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._meta import bonemet_uns
-from .._vocab import CALLED_FRACTIONS, MIMICRY_CALLED_FRACTION
+from .._vocab import CALLED_FRACTIONS, MIMICRY_CALLED_FRACTION, WILLIAMS_SHRUNK
 from .._vocab import HYPOTHESES as _HYPOTHESES
 
 __all__ = [
@@ -668,11 +668,21 @@ def _spread_methods(res: Mapping[str, Any]) -> str:
     rec = res.get("denominator_spread_limit")
     if not isinstance(rec, Mapping) or not _given(rec.get("limit")):
         return ""
-    n = rec.get("rows_marked")
+    n = rec.get("rows_williams", rec.get("rows_marked"))
+    if "rows_williams" not in rec:  # a result from before the shrunk-rho model
+        return (
+            f"A within-lineage fraction whose denominator varies {_fmt(rec['limit'])}-fold or "
+            "more between the samples tested has its p-value marked unreliable (the "
+            "quasi-Poisson was measured anti-conservative there on null simulations)"
+            + (f"; {_fmt(n)} row(s) here" if _given(n) else "")
+            + ". "
+        )
     return (
         f"A within-lineage fraction whose denominator varies {_fmt(rec['limit'])}-fold or more "
-        "between the samples tested has its p-value marked unreliable (the quasi-Poisson was "
-        "measured anti-conservative there on null simulations)"
+        "between the samples tested, where the quasi-Poisson was measured anti-conservative "
+        "on null simulations, is tested instead with a log-link GLM with beta-binomial "
+        "variance (Williams 1982), its between-sample spread ρ shrunk towards the pooled ρ "
+        "of the contrast's lineage fractions (calibrated on the same simulations)"
         + (f"; {_fmt(n)} row(s) here" if _given(n) else "")
         + ". "
     )
@@ -688,11 +698,11 @@ def _da_sentence(row: Mapping[str, Any], ref: str, other: str, min_per_group: in
         kind = "within-lineage fraction"
     else:
         kind = "proportion of all cells"
-    model = (
-        "Log-link GLM with beta-binomial-type (Williams) variance"
-        if str(row.get("model", "")) == "Williams"
-        else "Quasi-Poisson GLM"
-    )
+    model = {
+        "Williams": "Log-link GLM with beta-binomial-type (Williams) variance",
+        WILLIAMS_SHRUNK: "Log-link GLM with beta-binomial (Williams) variance, ρ shrunk "
+        "towards the pooled ρ because the denominators vary widely",
+    }.get(str(row.get("model", "")), "Quasi-Poisson GLM")
     txt = (
         f"{model} of the {kind} ({n_test} {_e(other)} vs {n_ref} {_e(ref)} samples): "
         f"mean {float(row['prop_ref']):.1%} in {_e(ref)} vs {float(row['prop_test']):.1%} in "

@@ -55,6 +55,7 @@ from .._vocab import (
     TPEX,
     TUMOUR,
     UNASSIGNED,
+    WILLIAMS_SHRUNK,
 )
 
 __all__ = [
@@ -467,6 +468,109 @@ def _williams(
     return float(beta[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), df_resid, phi, rho
 
 
+def _beta_binomial_irls(
+    y: np.ndarray, n: np.ndarray, design_x: np.ndarray, rho: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Log-link offset GLM with beta-binomial variance ``mu (1 - mu / n) (1 + (n - 1) rho)``
+    by IRLS: coefficients, covariance (scale 1), Pearson statistic."""
+    offset = np.log(n)
+    w = 1.0 / (1.0 + (n - 1.0) * rho)
+    beta = np.linalg.lstsq(design_x, np.log((y + 0.5) / n), rcond=None)[0]
+    for _ in range(100):
+        mu = np.exp(design_x @ beta + offset)
+        q = np.minimum(mu / n, 0.999)
+        ww = w * mu / (1.0 - q)
+        z = design_x @ beta + (y - mu) / mu
+        xtw = design_x.T * ww
+        new = np.linalg.solve(xtw @ design_x, xtw @ z)
+        done = np.max(np.abs(new - beta)) < 1e-9
+        beta = new
+        if done:
+            break
+    mu = np.exp(design_x @ beta + offset)
+    q = np.minimum(mu / n, 0.999)
+    cov = np.linalg.inv((design_x.T * (w * mu / (1.0 - q))) @ design_x)
+    return beta, cov, float(np.sum(w * (y - mu) ** 2 / (mu * (1.0 - q))))
+
+
+def _rho_moment(stat: Any, target: float) -> float:
+    """``rho`` in [0, 0.999] with ``stat(rho) == target`` (0 when already below at 0)."""
+    from scipy.optimize import brentq
+
+    if stat(0.0) <= target:
+        return 0.0
+    hi = 0.999
+    return (
+        hi if stat(hi) > target else float(brentq(lambda r: stat(r) - target, 0.0, hi, xtol=1e-7))
+    )
+
+
+#: prior weight, in units' residual df, of the pooled rho in :func:`williams_shrunk`
+_RHO_PRIOR_UNITS = 5.0
+
+
+def williams_shrunk(
+    units: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    prior_units: float = _RHO_PRIOR_UNITS,
+) -> tuple[list[tuple[float, float, int, float, float]], float]:
+    """Beta-binomial (Williams) GLMs of several fractions, each with its own between-sample
+    spread ``rho`` shrunk towards the one they share.
+
+    Each unit ``(x, n, design)`` is a log-link offset GLM with variance
+    ``phi_u * mu (1 - mu / n) (1 + (n - 1) rho_u)`` (:func:`_beta_binomial_irls`), which
+    weights a sample by ``1 / (1 + (n - 1) rho)`` so that one with 500 cells in the
+    denominator does not count 25x one with 20. A unit's own moment estimate of ``rho``
+    (Pearson = its residual df) rests on 4 or 6 df; it is shrunk towards the pooled
+    estimate (summed Pearson = summed df over the units) with a prior weight of
+    ``prior_units`` units' df: ``rho_u = (df rho_own + prior rho_pooled) / (df + prior)``.
+    The scale ``phi_u`` (Pearson / df at ``rho_u``) is moderated across the units by the
+    caller; ``prior_units`` ``inf`` gives every unit the pooled rho. Measured in
+    ``benchmarks/compare_calibration.py``: calibrated at every swept denominator spread
+    (1.5- to 25-fold) where the quasi-Poisson is not.
+
+    Returns per unit ``(beta, SE at scale 1, residual df, phi_u, rho_u)`` and the pooled rho.
+    """
+    nan = float("nan")
+    prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray, int] | None] = []
+    for x, n, design_x in units:
+        df_resid = design_x.shape[0] - design_x.shape[1]
+        if np.linalg.matrix_rank(design_x) < design_x.shape[1]:
+            prepared.append(None)
+            continue
+        y = x.astype(float)
+        alt = design_x[:, -1] > 0
+        if y[alt].sum() == 0 or y[~alt].sum() == 0:
+            y = y + 0.5  # a group without any cell: a continuity correction keeps the log finite
+        prepared.append((y, n.astype(float), design_x, df_resid))
+    ok = [u for u in prepared if u is not None and u[3] > 0]
+    pooled = 0.0
+    if ok:
+        pooled = _rho_moment(
+            lambda r: sum(_beta_binomial_irls(y, n, xm, r)[2] for y, n, xm, _ in ok),
+            float(sum(u[3] for u in ok)),
+        )
+    out = []
+    for u in prepared:
+        if u is None:
+            out.append((nan, nan, 0, nan, nan))
+            continue
+        y, n, xm, df_resid = u
+        rho = pooled
+        if df_resid > 0:
+            own = _rho_moment(
+                lambda r, y=y, n=n, xm=xm: _beta_binomial_irls(y, n, xm, r)[2], df_resid
+            )
+            if math.isinf(prior_units):
+                rho = pooled
+            else:
+                prior = prior_units * df_resid
+                rho = (df_resid * own + prior * pooled) / (df_resid + prior)
+        beta, cov, x2 = _beta_binomial_irls(y, n, xm, rho)
+        phi = x2 / df_resid if df_resid > 0 else nan
+        out.append((float(beta[-1]), math.sqrt(max(cov[-1, -1], 0.0)), df_resid, phi, rho))
+    return out, pooled
+
+
 #: max/min denominator across a within-lineage fraction's samples from which its p is
 #: marked unreliable. Measured in ``benchmarks/compare_calibration.py`` (``lineage_spread_sweep``:
 #: 6 fractions per null set, denominators log-spaced around 100 cells, 2,000 sets per
@@ -482,8 +586,9 @@ def _williams(
 #: fraction (100 sets: 0.73 -> 0.49), so the model is kept and the row is marked instead.
 DENOMINATOR_SPREAD_LIMIT = 2.5
 _SPREAD_NOTE = (
-    "denominator spread {s:.1f}x between samples (>= {lim:g}x): the quasi-Poisson p is "
-    "anti-conservative there (null FPR at 0.05 up to {fpr} at this spread)"
+    "denominator spread {s:.1f}x between samples (>= {lim:g}x): tested with the "
+    "beta-binomial GLM (per-fraction rho shrunk towards the pooled rho) instead of the "
+    "quasi-Poisson, whose null FPR at 0.05 is up to {fpr} at this spread"
 )
 #: measured null FPR at 0.05 (3 vs 3, high overdispersion) per sweep spread, for the note
 _SPREAD_FPR = ((2.5, 0.067), (3.0, 0.066), (5.0, 0.083), (10.0, 0.109), (25.0, 0.147))
@@ -682,12 +787,13 @@ def differential_abundance(
     ``p``, ``padj``, ``p_reliable``, ``n_ref``, ``n_test``, ``prop_ref``, ``prop_test``
     (mean of the samples' proportions), ``dispersion`` (moderated, at least 1), ``df`` (of
     the t-test), ``cells_per_sample`` (the denominator per sample), ``model``
-    (``quasi-Poisson`` or ``Williams``), ``overdispersion`` (Williams' rho, NaN for
-    quasi-Poisson units), ``denominator_spread`` (max/min denominator across the samples
-    tested) and ``note``. A within-lineage fraction whose denominator spread is at least
-    :data:`DENOMINATOR_SPREAD_LIMIT` has ``p_reliable`` False and a note saying why: the
-    quasi-Poisson's null FPR at 0.05 passes 0.06 there (``benchmarks/
-    compare_calibration.py``, ``lineage_spread_sweep``).
+    (``quasi-Poisson``, ``Williams`` or ``Williams (shrunk rho)``), ``overdispersion``
+    (Williams' rho, NaN for quasi-Poisson units), ``denominator_spread`` (max/min
+    denominator across the samples tested) and ``note``. A within-lineage fraction whose denominator spread is at least
+    :data:`DENOMINATOR_SPREAD_LIMIT`, where the quasi-Poisson's null FPR at 0.05 passes
+    0.06 (``benchmarks/compare_calibration.py``, ``lineage_spread_sweep``), is tested with
+    :func:`williams_shrunk` instead (``model`` ``"Williams (shrunk rho)"``, its rho in
+    ``overdispersion``, and a note saying why), which is calibrated at every swept spread.
     """
     if population_key not in adata.obs:
         raise InputError(
@@ -711,6 +817,7 @@ def differential_abundance(
         n_ref, n_alt = _group_sizes(sub, reference, other)
         reliable = min(n_ref, n_alt) >= min_samples_per_group
         fits = []
+        lineage_units: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         for test in numer.columns:
             n = denom.loc[sub.index, test]
             keep = n > 0
@@ -729,13 +836,11 @@ def differential_abundance(
                     beta, se0, df_resid, phi, rho = _williams(x, nn, xm)
                 else:
                     beta, se0, df_resid, phi = _quasi_poisson(x, nn, xm)
+                if kinds[test] == "lineage fraction":
+                    lineage_units[len(fits)] = (x, nn, xm)
             prop = pd.Series(x / nn, index=d.index)
             is_ref = d["condition"] == reference
             spread = float(nn.max() / nn.min()) if len(nn) else float("nan")
-            # measured for the lineage fractions (denominators of tens to hundreds of
-            # cells); the Williams units are calibrated at every measured spread, and the
-            # populations (all of a sample's cells) were not found anti-conservative
-            wide = bool(kinds[test] == "lineage fraction" and spread >= DENOMINATOR_SPREAD_LIMIT)
             ok = bool(reliable and min(k_ref, k_alt) >= min_samples_per_group)
             fits.append((beta, se0, df_resid, phi, min(k_ref, k_alt)))
             rows.append(
@@ -744,7 +849,7 @@ def differential_abundance(
                     "test": test,
                     "kind": kinds[test],
                     "log2fc": beta / _LN2,
-                    "p_reliable": ok and not wide,
+                    "p_reliable": ok,
                     "n_ref": k_ref,
                     "n_test": k_alt,
                     "prop_ref": float(prop[is_ref].mean()) if is_ref.any() else float("nan"),
@@ -753,7 +858,7 @@ def differential_abundance(
                     "model": "Williams" if williams else "quasi-Poisson",
                     "overdispersion": rho,
                     "denominator_spread": spread,
-                    "note": _spread_note(spread) if wide else "",
+                    "note": "",
                 }
             )
         phis = np.array([f[3] for f in fits])
@@ -768,6 +873,34 @@ def differential_abundance(
                     continue
                 m = kind == k
                 post[m], prior_df[m] = squeeze_dispersions(phis[m], dfs[m])
+        # A within-lineage fraction whose denominators spread widely between samples: the
+        # quasi-Poisson over-weights its large samples and is anti-conservative there, so
+        # it is tested by the beta-binomial GLM with a shrunk per-unit rho instead (fitted
+        # over all the contrast's lineage fractions, whose scales are moderated together)
+        contrast_rows = rows[len(rows) - len(fits) :]
+        wide = [
+            i
+            for i in lineage_units
+            if contrast_rows[i]["denominator_spread"] >= DENOMINATOR_SPREAD_LIMIT
+        ]
+        if wide:
+            order = sorted(lineage_units)
+            shrunk, _ = williams_shrunk([lineage_units[i] for i in order])
+            w_phi = np.array([f[3] for f in shrunk])
+            w_df = np.array([f[2] for f in shrunk], dtype=float)
+            w_post, w_d0 = squeeze_dispersions(w_phi, w_df) if moderate else (w_phi.copy(), 0.0)
+            for j, i in enumerate(order):
+                if i not in wide:
+                    continue
+                beta, se0, df_resid, _, rho = shrunk[j]
+                fits[i] = (beta, se0, df_resid, w_phi[j], fits[i][4])
+                post[i], prior_df[i] = w_post[j], w_d0
+                contrast_rows[i].update(
+                    log2fc=beta / _LN2,
+                    model=WILLIAMS_SHRUNK,
+                    overdispersion=rho,
+                    note=_spread_note(contrast_rows[i]["denominator_spread"]),
+                )
         for row, (beta, se0, df_resid, _, k_min), ph, d0 in zip(
             rows[len(rows) - len(fits) :], fits, post, prior_df, strict=True
         ):
@@ -1375,12 +1508,13 @@ def compare(
     result["units"] = units
     result["denominator_spread_limit"] = {
         "limit": DENOMINATOR_SPREAD_LIMIT,
-        "applies_to": "within-lineage fractions (quasi-Poisson)",
+        "applies_to": "within-lineage fractions: from this spread on they are tested with "
+        "the shrunk-rho Williams GLM instead of the quasi-Poisson",
         "basis": "benchmarks/compare_calibration.py lineage_spread_sweep: moderated "
         "quasi-Poisson null FPR at 0.05, 3 vs 3 / 4 vs 4, high between-sample "
         "overdispersion: 0.053 / 0.055 at a 1.5-fold spread, 0.058 / 0.055 at 2-fold, "
         "0.067 / 0.061 at 2.5-fold, 0.066 / 0.063 at 3-fold, 0.147 / 0.145 at 25-fold",
-        "rows_marked": int((da["note"] != "").sum()) if "note" in da else 0,
+        "rows_williams": int((da["model"] == WILLIAMS_SHRUNK).sum()) if "model" in da else 0,
     }
     st = score_tests(
         adata,
