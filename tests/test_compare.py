@@ -524,13 +524,10 @@ def test_reference_not_a_level_lists_the_levels() -> None:
         bm.tl.compare(a, reference="control")
 
 
-def test_wide_denominator_spread_is_tested_with_the_shrunk_rho_williams_model() -> None:
-    """A within-lineage fraction whose denominators differ 6-fold between samples: the row
-    says its spread and is tested by the beta-binomial GLM instead of the quasi-Poisson,
-    with a note saying why; rows with even denominators keep the quasi-Poisson; the limit
-    and its basis are in the result's record."""
+def _wide_tpex_design() -> ad.AnnData:
+    """3 vs 3 with most CD8 T cells of the first sample removed: the Tpex fractions'
+    denominators spread about 6-fold between samples."""
     from bonemet._vocab import TEX, TPEX
-    from bonemet.tl._compare import DENOMINATOR_SPREAD_LIMIT, WILLIAMS_SHRUNK
 
     a = bm.datasets.simulate_condition_design(seed=3, n_per_group=3, cells_per_sample=600)
     pop = a.obs["population"].astype(str).to_numpy()
@@ -539,7 +536,17 @@ def test_wide_denominator_spread_is_tested_with_the_shrunk_rho_williams_model() 
     cd8 = np.flatnonzero(np.isin(pop, [TPEX, TEX]) & (smp == first))
     rng = np.random.default_rng(0)
     drop = rng.choice(cd8, size=len(cd8) - max(len(cd8) // 8, 3), replace=False)
-    a = a[np.setdiff1d(np.arange(a.n_obs), drop)].copy()
+    return a[np.setdiff1d(np.arange(a.n_obs), drop)].copy()
+
+
+def test_wide_denominator_spread_is_tested_with_the_shrunk_rho_williams_model() -> None:
+    """A within-lineage fraction whose denominators differ 6-fold between samples: the row
+    says its spread and is tested by the beta-binomial GLM instead of the quasi-Poisson,
+    with a note saying why; rows with even denominators keep the quasi-Poisson; the limit
+    and its basis are in the result's record."""
+    from bonemet.tl._compare import DENOMINATOR_SPREAD_LIMIT, WILLIAMS_SHRUNK
+
+    a = _wide_tpex_design()
     bm.tl.compare(a, de=False)
     res = a.uns["bonemet_compare"]
     da = res["differential_abundance"].set_index("test")
@@ -556,6 +563,42 @@ def test_wide_denominator_spread_is_tested_with_the_shrunk_rho_williams_model() 
     rec = res["denominator_spread_limit"]
     assert rec["limit"] == DENOMINATOR_SPREAD_LIMIT and rec["rows_williams"] >= 1
     assert "lineage_spread_sweep" in rec["basis"]
+
+
+def test_wide_fraction_keeps_the_quasi_poisson_marked_when_the_williams_fit_fails(
+    monkeypatch,
+) -> None:
+    """A beta-binomial fit that cannot be made (non-finite) leaves the quasi-Poisson p in
+    place, with p_reliable False and a note that says so."""
+    import bonemet.tl._compare as cmp
+
+    def no_fit(units, prior_units=5.0):
+        nan = float("nan")
+        return [(nan, nan, u[2].shape[0] - u[2].shape[1], nan, nan) for u in units], nan
+
+    monkeypatch.setattr(cmp, "williams_shrunk", no_fit)
+    a = _wide_tpex_design()
+    da = bm.tl.differential_abundance(a).set_index("test")
+    row = da.loc["Tpex / (Tpex + Tex)"]
+    assert row["model"] == "quasi-Poisson" and not row["p_reliable"]
+    assert np.isfinite(row["p"]) and "could not be fitted" in row["note"]
+
+
+def test_williams_shrunk_survives_degenerate_fractions() -> None:
+    """A fraction of 0 in one group and one of 100 % everywhere give finite or NaN fits,
+    no exception and no warning (warnings are errors in this suite)."""
+    from bonemet.tl._compare import williams_shrunk
+
+    x = np.column_stack([np.ones(6), np.r_[np.zeros(3), np.ones(3)]])
+    n = np.array([20.0, 50, 400, 30, 100, 250])
+    units = [
+        (np.array([0, 0, 0, 5, 9, 30]), n, x),
+        (n.copy(), n, x),
+        (np.array([2, 6, 40, 3, 11, 20]), n, x),
+    ]
+    fits, pooled = williams_shrunk(units)
+    assert len(fits) == 3 and 0.0 <= pooled <= 0.999
+    assert np.isfinite(fits[2][0]) and fits[2][1] > 0
 
 
 def _spread_null_fpr(

@@ -497,12 +497,19 @@ def _rho_moment(stat: Any, target: float) -> float:
     """``rho`` in [0, 0.999] with ``stat(rho) == target`` (0 when already below at 0)."""
     from scipy.optimize import brentq
 
-    if stat(0.0) <= target:
+    at0 = stat(0.0)
+    if not np.isfinite(at0) or at0 <= target:
         return 0.0
     hi = 0.999
-    return (
-        hi if stat(hi) > target else float(brentq(lambda r: stat(r) - target, 0.0, hi, xtol=1e-7))
-    )
+    at_hi = stat(hi)
+    if not np.isfinite(at_hi):
+        return 0.0
+    if at_hi > target:
+        return hi
+    try:
+        return float(brentq(lambda r: stat(r) - target, 0.0, hi, xtol=1e-7))
+    except ValueError:  # a non-finite Pearson statistic inside the bracket
+        return 0.0
 
 
 #: prior weight, in units' residual df, of the pooled rho in :func:`williams_shrunk`
@@ -530,7 +537,6 @@ def williams_shrunk(
 
     Returns per unit ``(beta, SE at scale 1, residual df, phi_u, rho_u)`` and the pooled rho.
     """
-    nan = float("nan")
     prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray, int] | None] = []
     for x, n, design_x in units:
         df_resid = design_x.shape[0] - design_x.shape[1]
@@ -542,30 +548,44 @@ def williams_shrunk(
         if y[alt].sum() == 0 or y[~alt].sum() == 0:
             y = y + 0.5  # a group without any cell: a continuity correction keeps the log finite
         prepared.append((y, n.astype(float), design_x, df_resid))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        # a degenerate fit gives non-finite values, which the caller checks
+        return _williams_shrunk_fits(prepared, prior_units)
+
+
+def _williams_shrunk_fits(
+    prepared: list[tuple[np.ndarray, np.ndarray, np.ndarray, int] | None], prior_units: float
+) -> tuple[list[tuple[float, float, int, float, float]], float]:
+    nan = float("nan")
+    failed = (np.linalg.LinAlgError, FloatingPointError, ValueError)
     ok = [u for u in prepared if u is not None and u[3] > 0]
     pooled = 0.0
     if ok:
-        pooled = _rho_moment(
-            lambda r: sum(_beta_binomial_irls(y, n, xm, r)[2] for y, n, xm, _ in ok),
-            float(sum(u[3] for u in ok)),
-        )
+        try:
+            pooled = _rho_moment(
+                lambda r: sum(_beta_binomial_irls(y, n, xm, r)[2] for y, n, xm, _ in ok),
+                float(sum(u[3] for u in ok)),
+            )
+        except failed:
+            pooled = 0.0
     out = []
     for u in prepared:
         if u is None:
             out.append((nan, nan, 0, nan, nan))
             continue
         y, n, xm, df_resid = u
-        rho = pooled
-        if df_resid > 0:
-            own = _rho_moment(
-                lambda r, y=y, n=n, xm=xm: _beta_binomial_irls(y, n, xm, r)[2], df_resid
-            )
-            if math.isinf(prior_units):
-                rho = pooled
-            else:
+        try:
+            rho = pooled
+            if df_resid > 0 and not math.isinf(prior_units):
+                own = _rho_moment(
+                    lambda r, y=y, n=n, xm=xm: _beta_binomial_irls(y, n, xm, r)[2], df_resid
+                )
                 prior = prior_units * df_resid
                 rho = (df_resid * own + prior * pooled) / (df_resid + prior)
-        beta, cov, x2 = _beta_binomial_irls(y, n, xm, rho)
+            beta, cov, x2 = _beta_binomial_irls(y, n, xm, rho)
+        except failed:  # a singular fit: the caller keeps its other model
+            out.append((nan, nan, df_resid, nan, nan))
+            continue
         phi = x2 / df_resid if df_resid > 0 else nan
         out.append((float(beta[-1]), math.sqrt(max(cov[-1, -1], 0.0)), df_resid, phi, rho))
     return out, pooled
@@ -590,14 +610,19 @@ _SPREAD_NOTE = (
     "beta-binomial GLM (per-fraction rho shrunk towards the pooled rho) instead of the "
     "quasi-Poisson, whose null FPR at 0.05 is up to {fpr} at this spread"
 )
+_SPREAD_NOTE_UNFITTED = (
+    "denominator spread {s:.1f}x between samples (>= {lim:g}x): the beta-binomial GLM "
+    "could not be fitted, so the quasi-Poisson p is kept; it is anti-conservative at this "
+    "spread (null FPR at 0.05 up to {fpr})"
+)
 #: measured null FPR at 0.05 (3 vs 3, high overdispersion) per sweep spread, for the note
 _SPREAD_FPR = ((2.5, 0.067), (3.0, 0.066), (5.0, 0.083), (10.0, 0.109), (25.0, 0.147))
 
 
-def _spread_note(spread: float) -> str:
+def _spread_note(spread: float, *, fitted: bool = True) -> str:
     fpr = max((f for s, f in _SPREAD_FPR if s <= spread), default=_SPREAD_FPR[0][1])
     worse = spread > _SPREAD_FPR[-1][0]
-    return _SPREAD_NOTE.format(
+    return (_SPREAD_NOTE if fitted else _SPREAD_NOTE_UNFITTED).format(
         s=spread, lim=DENOMINATOR_SPREAD_LIMIT, fpr=f"{fpr:.3f}" + (" or more" if worse else "")
     )
 
@@ -893,6 +918,13 @@ def differential_abundance(
                 if i not in wide:
                     continue
                 beta, se0, df_resid, _, rho = shrunk[j]
+                if not (np.isfinite(beta) and np.isfinite(se0) and np.isfinite(w_phi[j])):
+                    # no beta-binomial fit: the quasi-Poisson p stays, said to be unreliable
+                    contrast_rows[i].update(
+                        p_reliable=False,
+                        note=_spread_note(contrast_rows[i]["denominator_spread"], fitted=False),
+                    )
+                    continue
                 fits[i] = (beta, se0, df_resid, w_phi[j], fits[i][4])
                 post[i], prior_df[i] = w_post[j], w_d0
                 contrast_rows[i].update(
