@@ -35,11 +35,13 @@ denominators spread between samples by a max/min ratio of 1.5, 2, 2.5, 3, 5, 10 
 between-sample overdispersion of the true fraction, 3 vs 3 and 4 vs 4: FPR at 0.05 and
 power at a planted 2x fraction of the moderated quasi-Poisson the lineage fractions had,
 Williams per unit, and pooled-rho moderated Williams variants (closed form for the
-two-group design). ``differential_abundance`` marks a quasi-Poisson row whose
-denominators spread 2.5-fold or more (``DENOMINATOR_SPREAD_LIMIT``) as not reliable: the
-smallest swept spread whose FPR passes 0.06. ``lineage_model_trial``: the pooled-rho
-beta-binomial Williams model (calibrated at every spread) on the standard design, where
-it loses power on the planted CHI3L3+ fraction, so it is not used.
+two-group design), and the per-fraction rho shrunk towards the pooled one.
+``differential_abundance`` tests a lineage fraction whose denominators spread 2.5-fold or
+more (``DENOMINATOR_SPREAD_LIMIT``: the smallest swept spread whose quasi-Poisson FPR
+passes 0.06) with the shrunk-rho Williams model (prior 5 units' df) instead.
+``lineage_model_trial``: the pooled-rho and shrunk-rho beta-binomial Williams models on
+the standard design, where the pooled rho loses power on the planted CHI3L3+ fraction
+(so the quasi-Poisson stays where it is calibrated).
 ``population_spread_check``: the same quasi-Poisson on population-like units (about 1,000
 cells per sample, shares 2-20 %), where a 3- or 10-fold spread does not make it
 anti-conservative; the spread mark is for the within-lineage fractions only.
@@ -207,9 +209,17 @@ def called_fraction_calibration(reps: int, power_reps: int) -> dict:
 def lineage_fractions_wide(reps: int) -> dict:
     """Six within-lineage fractions per null set, denominators 20-500 cells per sample,
     true fractions 5-40 % (beta, concentration 10-60): the moderated quasi-Poisson the
-    lineage fractions use, Williams per unit, and the pooled-rho moderated Williams
-    model (:func:`_williams_pooled`, tried and not used)."""
-    from bonemet.tl._compare import _quasi_poisson, _wald_t, _williams, squeeze_dispersions
+    lineage fractions use below the spread limit, Williams per unit, the pooled-rho
+    moderated Williams model (:func:`_williams_pooled`, tried and not used), the shrunk-rho
+    model and the pipeline's rule (quasi-Poisson below the spread limit, shrunk rho above)."""
+    from bonemet.tl._compare import (
+        _RHO_PRIOR_UNITS,
+        DENOMINATOR_SPREAD_LIMIT,
+        _quasi_poisson,
+        _wald_t,
+        _williams,
+        squeeze_dispersions,
+    )
 
     out: dict = {
         "simulation": "per null set 6 fractions; denominators log-uniform 20-500 per "
@@ -219,7 +229,7 @@ def lineage_fractions_wide(reps: int) -> dict:
     for k, seed in ((3, 81), (4, 82)):
         rng = np.random.default_rng(seed)
         xm = np.column_stack([np.ones(2 * k), np.r_[np.zeros(k), np.ones(k)]])
-        p_qp, p_w, p_pool = [], [], []
+        p_qp, p_w, p_pool, p_shrunk, p_rule = [], [], [], [], []
         for _ in range(reps):
             fits, ws, units = [], [], []
             for _u in range(6):
@@ -232,24 +242,43 @@ def lineage_fractions_wide(reps: int) -> dict:
             phi = np.array([f[3] for f in fits])
             dfs = np.array([f[2] for f in fits], dtype=float)
             post, d0 = squeeze_dispersions(phi, dfs)
-            for (b, se, dfr, _), ph in zip(fits, post, strict=True):
-                p_qp.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), min(dfr + d0, 1e6))[0])
+            qp = [
+                _wald_t(b, se * math.sqrt(max(1.0, ph)), min(dfr + d0, 1e6))[0]
+                for (b, se, dfr, _), ph in zip(fits, post, strict=True)
+            ]
+            p_qp.extend(qp)
             for b, se, dfr, ph, _ in ws:
                 p_w.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), dfr)[0])
-            pooled, _ = _williams_pooled(units)
-            post, d0 = squeeze_dispersions(
-                np.array([f[3] for f in pooled]), np.array([f[2] for f in pooled], dtype=float)
-            )
-            for (b, se, dfr, _), ph in zip(pooled, post, strict=True):
-                p_pool.append(_wald_t(b, se * math.sqrt(max(1.0, ph)), min(dfr + d0, 1e6))[0])
+            for out_p, fitted in (
+                (p_pool, _williams_pooled(units)[0]),
+                (p_shrunk, _williams_shrunk(units, _RHO_PRIOR_UNITS)[0]),
+            ):
+                post, d0 = squeeze_dispersions(
+                    np.array([f[3] for f in fitted]), np.array([f[2] for f in fitted], float)
+                )
+                out_p.extend(
+                    _wald_t(b, se * math.sqrt(max(1.0, ph)), min(dfr + d0, 1e6))[0]
+                    for (b, se, dfr, *_), ph in zip(fitted, post, strict=True)
+                )
+            # the pipeline's rule: quasi-Poisson below the spread limit, shrunk rho above
+            wide = [u[1].max() / u[1].min() >= DENOMINATOR_SPREAD_LIMIT for u in units]
+            p_rule.extend(s if w else q for q, s, w in zip(qp, p_shrunk[-6:], wide, strict=True))
         out[f"{k}v{k}"] = {
-            "quasi_poisson_moderated (used)": {
+            "quasi_poisson_moderated (used below the spread limit)": {
                 "fpr_0.05": frac_below(p_qp),
                 "fpr_0.01": frac_below(p_qp, 0.01),
             },
             "williams_pooled_rho_moderated (tried, not used)": {
                 "fpr_0.05": frac_below(p_pool),
                 "fpr_0.01": frac_below(p_pool, 0.01),
+            },
+            "williams_shrunk_rho_5x_moderated": {
+                "fpr_0.05": frac_below(p_shrunk),
+                "fpr_0.01": frac_below(p_shrunk, 0.01),
+            },
+            "pipeline rule (used: quasi-Poisson below the spread limit, shrunk rho above)": {
+                "fpr_0.05": frac_below(p_rule),
+                "fpr_0.01": frac_below(p_rule, 0.01),
             },
             "williams_per_unit": {
                 "fpr_0.05": frac_below(p_w),
@@ -261,85 +290,24 @@ def lineage_fractions_wide(reps: int) -> dict:
 
 
 # ------------------------------------------------------------ denominator-spread sweep
-# A candidate model for the lineage fractions (beta-binomial variance, one rho per
-# contrast, each unit's scale moderated), kept here with its measurements.
-def _williams_irls(
-    y: np.ndarray, n: np.ndarray, design_x: np.ndarray, rho: float
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Log-link offset GLM with beta-binomial variance ``mu (1 - mu / n) (1 + (n - 1) rho)``
-    by IRLS: coefficients, covariance (scale 1), Pearson statistic."""
-    offset = np.log(n)
-    w = 1.0 / (1.0 + (n - 1.0) * rho)
-    beta = np.linalg.lstsq(design_x, np.log((y + 0.5) / n), rcond=None)[0]
-    for _ in range(100):
-        mu = np.exp(design_x @ beta + offset)
-        q = np.minimum(mu / n, 0.999)
-        ww = w * mu / (1.0 - q)
-        z = design_x @ beta + (y - mu) / mu
-        xtw = design_x.T * ww
-        new = np.linalg.solve(xtw @ design_x, xtw @ z)
-        done = np.max(np.abs(new - beta)) < 1e-9
-        beta = new
-        if done:
-            break
-    mu = np.exp(design_x @ beta + offset)
-    q = np.minimum(mu / n, 0.999)
-    cov = np.linalg.inv((design_x.T * (w * mu / (1.0 - q))) @ design_x)
-    return beta, cov, float(np.sum(w * (y - mu) ** 2 / (mu * (1.0 - q))))
+def _williams_pooled(units: list) -> tuple[list, float]:
+    """The fraction units of one contrast with one between-sample spread ``rho`` (the
+    pipeline's :func:`~bonemet.tl._compare.williams_shrunk` with an infinite prior): each
+    unit's scale ``phi_u`` is then moderated across the units by the caller. Tried for
+    every lineage fraction and not used: calibrated at every spread of the sweep, but it
+    loses power on the standard set (``lineage_model_trial``)."""
+    from bonemet.tl._compare import williams_shrunk
+
+    return williams_shrunk(units, math.inf)
 
 
-def _williams_pooled(
-    units: list,
-) -> tuple[list[tuple[float, float, int, float]], float]:
-    """The fraction units of one contrast with one between-sample spread ``rho``.
+def _williams_shrunk(units: list, prior_units: float) -> tuple[list, float]:
+    """Each unit's own rho shrunk towards the pooled one with a prior of ``prior_units``
+    units' residual df (:func:`~bonemet.tl._compare.williams_shrunk`; the pipeline uses
+    it, prior 5, for the lineage fractions whose denominators spread widely)."""
+    from bonemet.tl._compare import williams_shrunk
 
-    Each unit ``(x, n, design)`` gets the log-link GLM with beta-binomial variance
-    ``phi_u * mu (1 - mu / n) (1 + (n - 1) rho)`` (:func:`_williams_irls`). ``rho`` is
-    shared: the moment estimate that brings the units' summed Pearson statistic to their
-    summed residual df (0 when already below), so its shape, which sets how much a
-    sample with 500 cells counts against one with 20, is estimated on all the units'
-    residual df rather than on one unit's 4; each unit's scale ``phi_u`` (Pearson / df at
-    that ``rho``) is then moderated across the units by :func:`squeeze_dispersions` by the
-    caller. Tried for the lineage fractions and not used: calibrated at every spread of
-    the sweep, but it loses power on the standard set (``lineage_model_trial``).
-
-    Returns per unit ``(beta, SE at scale 1, residual df, phi_u)`` and ``rho``.
-    """
-    from scipy.optimize import brentq
-
-    nan = float("nan")
-    prepared = []
-    for x, n, design_x in units:
-        df_resid = design_x.shape[0] - design_x.shape[1]
-        if np.linalg.matrix_rank(design_x) < design_x.shape[1]:
-            prepared.append(None)
-            continue
-        y = x.astype(float)
-        alt = design_x[:, -1] > 0
-        if y[alt].sum() == 0 or y[~alt].sum() == 0:
-            y = y + 0.5  # a group without any cell: a continuity correction keeps the log finite
-        prepared.append((y, n.astype(float), design_x, df_resid))
-    ok = [u for u in prepared if u is not None and u[3] > 0]
-    rho = 0.0
-    if ok:
-        total_df = sum(u[3] for u in ok)
-
-        def excess(r: float) -> float:
-            return sum(_williams_irls(y, n, xm, r)[2] for y, n, xm, _ in ok) - total_df
-
-        if excess(0.0) > 0:
-            hi = 0.999
-            rho = hi if excess(hi) > 0 else float(brentq(excess, 0.0, hi, xtol=1e-7))
-    out = []
-    for u in prepared:
-        if u is None:
-            out.append((nan, nan, 0, nan))
-            continue
-        y, n, xm, df_resid = u
-        beta, cov, x2 = _williams_irls(y, n, xm, rho)
-        phi = x2 / df_resid if df_resid > 0 else nan
-        out.append((float(beta[-1]), math.sqrt(max(cov[-1, -1], 0.0)), df_resid, phi))
-    return out, rho
+    return williams_shrunk(units, prior_units)
 
 
 SPREADS = (1.5, 2.0, 2.5, 3.0, 5.0, 10.0, 25.0)
@@ -418,7 +386,7 @@ def _sweep_pvalues(x, n, k):
     for i in range(phi.shape[0]):
         post[i], d0[i] = squeeze_dispersions(phi[i], np.full(6, float(df)))
     dft = np.minimum(df + d0, 1e6)[:, None]
-    out["quasi_poisson_moderated (used)"] = 2 * stats.t.sf(
+    out["quasi_poisson_moderated (used below the spread limit)"] = 2 * stats.t.sf(
         np.abs(beta / (se * np.sqrt(np.maximum(post, 1.0)))), dft
     )
     # Williams per unit (the read-out units' model), t on the residual df
@@ -456,6 +424,19 @@ def _sweep_pvalues(x, n, k):
     out["williams_binomial_pooled_rho_moderated_no_floor_when_rho_above_0"] = 2 * stats.t.sf(
         np.abs(beta / (se * np.sqrt(np.maximum(post, floor)))), dft
     )
+    # per-unit rho shrunk towards the set's pooled rho (prior weight in residual df:
+    # one unit's df, or the other five units' df), then moderated scale floored at 1
+    rho_u = _rho_root(xx, n, k, df, pooled=False, binomial=True)
+    for name, prior in (("1x", df), ("5x", 5 * df)):
+        rho_s = (df * rho_u + prior * rho0[:, None]) / (df + prior)
+        beta, se, x2 = _two_group_fit(xx, n, k, rho_s[..., None], True)
+        phi = x2 / df
+        for i in range(phi.shape[0]):
+            post[i], d0[i] = squeeze_dispersions(phi[i], np.full(6, float(df)))
+        dft = np.minimum(df + d0, 1e6)[:, None]
+        out[f"williams_binomial_shrunk_rho_{name}_moderated"] = 2 * stats.t.sf(
+            np.abs(beta / (se * np.sqrt(np.maximum(post, 1.0)))), dft
+        )
     return {m: p.ravel() for m, p in out.items()}
 
 
@@ -475,9 +456,12 @@ def lineage_model_trial(n_power: int, n_null: int) -> dict:
         "score_shift": {"Tumour epithelial": 0.2},
     }
     models = (
-        "quasi_poisson_moderated (used)",
+        "quasi_poisson_moderated (used below the spread limit)",
         "williams_pooled_floor_1",
         "williams_pooled_no_floor",
+        "williams_shrunk_1x_floor_1",
+        "williams_shrunk_5x_floor_1",
+        "pipeline rule (used)",
     )
     power = {m: [] for m in models}
     power_p = {m: [] for m in models}
@@ -496,8 +480,18 @@ def lineage_model_trial(n_power: int, n_null: int) -> dict:
                 for t in lin
             ]
             for m in models:
+                if m.startswith("pipeline"):
+                    p = da["p"]  # differential_abundance as it is (the spread rule included)
+                    if null_set:
+                        null[m].extend(p[lin].tolist())
+                    else:
+                        power[m].append(bool(_bh(p)[PLANTED_FRACTION] < 0.05))
+                        power_p[m].append(bool(p[PLANTED_FRACTION] < 0.05))
+                    continue
                 if m.startswith("quasi"):
                     fits = [_quasi_poisson(*u) for u in units]
+                elif m.startswith("williams_shrunk"):
+                    fits = _williams_shrunk(units, 1.0 if "_1x" in m else 5.0)[0]
                 else:
                     fits = _williams_pooled(units)[0]
                 post, d0 = squeeze_dispersions(
@@ -527,7 +521,10 @@ def lineage_model_trial(n_power: int, n_null: int) -> dict:
         "lineage_null_fpr_0.05": {m: frac_below(np.asarray(v, float)) for m, v in null.items()},
         "note": "the pooled rho is shared by fractions whose true spread differs (a "
         "lineage's Dirichlet concentration scales with its share), which costs the large "
-        "neutrophil lineage its efficiency; not used",
+        "neutrophil lineage its efficiency; each fraction's own rho shrunk towards the "
+        "pooled one (prior 1 or 5 units' df) gets part of it back. The pipeline keeps the "
+        "quasi-Poisson where the denominators spread less than DENOMINATOR_SPREAD_LIMIT "
+        "and uses the shrunk-rho model (prior 5, calibrated at every swept spread) above",
     }
 
 
@@ -546,7 +543,7 @@ def population_spread_check(reps: int) -> dict:
         n = np.rint(base)[rng.permuted(np.tile(np.arange(6), (reps, 6, 1)), axis=2)]
         m = rng.uniform(0.02, 0.2, (reps, 6, 1))
         x = rng.binomial(n.astype(int), rng.beta(m * conc, (1 - m) * conc)).astype(float)
-        p = _sweep_pvalues(x, n, 3)["quasi_poisson_moderated (used)"]
+        p = _sweep_pvalues(x, n, 3)["quasi_poisson_moderated (used below the spread limit)"]
         out["fpr_0.05"][f"spread {s:g} concentration {conc:g}"] = frac_below(p)
     return out
 
