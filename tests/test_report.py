@@ -318,6 +318,23 @@ def test_embedded_figures_are_downscaled_opaque_pngs_that_decode() -> None:
         assert out.mode == "RGBA"
 
 
+def test_methods_say_which_fractions_got_the_shrunk_rho_model() -> None:
+    """The Methods sentence on wide denominators names the model they were tested with and
+    how many rows; a result from before that model keeps the older wording."""
+    from bonemet._vocab import WILLIAMS_SHRUNK
+    from bonemet.report._narrative import _da_sentence, _spread_methods
+
+    text = _spread_methods({"denominator_spread_limit": {"limit": 2.5, "rows_williams": 2}})
+    assert "2.5-fold" in text and "beta-binomial" in text and "2 row(s)" in text
+    old = _spread_methods({"denominator_spread_limit": {"limit": 3.0, "rows_marked": 1}})
+    assert "marked unreliable" in old and "1 row(s)" in old
+    row = {"test": "Tpex / (Tpex + Tex)", "kind": "lineage fraction", "model": WILLIAMS_SHRUNK,
+           "n_ref": 3, "n_test": 3, "log2fc": 0.5, "prop_ref": 0.2, "prop_test": 0.28,
+           "ci_low": -0.4, "ci_high": 1.4, "p": 0.2, "padj": 0.5, "p_reliable": True,
+           "note": ""}  # fmt: skip
+    assert "shrunk" in _da_sentence(row, "control", "bone_met", 3)
+
+
 def test_a_p_marked_unreliable_for_denominator_spread_says_so_not_too_few_samples() -> None:
     from bonemet.report._narrative import _verdict
 
