@@ -433,27 +433,14 @@ def _williams(
     alt = design_x[:, -1] > 0
     if y[alt].sum() == 0 or y[~alt].sum() == 0:
         y = y + 0.5  # a group without any call: a continuity correction keeps the log finite
-    offset = np.log(n)
     start = [np.linalg.lstsq(design_x, np.log((y + 0.5) / n), rcond=None)[0]]
 
     def fit(rho: float) -> tuple[np.ndarray, np.ndarray, float]:
         """Weighted Poisson IRLS (log link, offset); coefficients, covariance, Pearson."""
-        w = 1.0 / (1.0 + (n - 1.0) * rho)
-        beta = start[0].copy()  # warm start: the last fit of the root search
-        for _ in range(100):
-            mu = np.exp(design_x @ beta + offset)
-            ww = w * mu
-            z = design_x @ beta + (y - mu) / mu
-            xtw = design_x.T * ww
-            new = np.linalg.solve(xtw @ design_x, xtw @ z)
-            done = np.max(np.abs(new - beta)) < 1e-9
-            beta = new
-            if done:
-                break
+        # warm start: the last fit of the root search
+        beta, cov, x2 = _williams_irls(y, n, design_x, rho, binomial=False, start=start[0])
         start[0] = beta
-        mu = np.exp(design_x @ beta + offset)
-        cov = np.linalg.inv((design_x.T * (w * mu)) @ design_x)
-        return beta, cov, float(np.sum(w * (y - mu) ** 2 / mu))
+        return beta, cov, x2
 
     beta, cov, x2 = fit(0.0)
     rho = 0.0
@@ -468,17 +455,28 @@ def _williams(
     return float(beta[-1]), float(math.sqrt(max(cov[-1, -1], 0.0))), df_resid, phi, rho
 
 
-def _beta_binomial_irls(
-    y: np.ndarray, n: np.ndarray, design_x: np.ndarray, rho: float
+def _williams_irls(
+    y: np.ndarray,
+    n: np.ndarray,
+    design_x: np.ndarray,
+    rho: float,
+    *,
+    binomial: bool = True,
+    start: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Log-link offset GLM with beta-binomial variance ``mu (1 - mu / n) (1 + (n - 1) rho)``
-    by IRLS: coefficients, covariance (scale 1), Pearson statistic."""
+    """Log-link offset GLM with Williams weights ``1 / (1 + (n - 1) rho)`` by IRLS:
+    coefficients, covariance (scale 1), Pearson statistic. ``binomial``: beta-binomial
+    variance ``mu (1 - mu / n) (1 + (n - 1) rho)``; else ``mu (1 + (n - 1) rho)`` (the
+    read-out units of :func:`_williams`). ``start``: initial coefficients (default the
+    least-squares fit of the log fractions)."""
     offset = np.log(n)
     w = 1.0 / (1.0 + (n - 1.0) * rho)
-    beta = np.linalg.lstsq(design_x, np.log((y + 0.5) / n), rcond=None)[0]
+    if start is None:
+        start = np.linalg.lstsq(design_x, np.log((y + 0.5) / n), rcond=None)[0]
+    beta = start.copy()
     for _ in range(100):
         mu = np.exp(design_x @ beta + offset)
-        q = np.minimum(mu / n, 0.999)
+        q = np.minimum(mu / n, 0.999) if binomial else 0.0
         ww = w * mu / (1.0 - q)
         z = design_x @ beta + (y - mu) / mu
         xtw = design_x.T * ww
@@ -488,7 +486,7 @@ def _beta_binomial_irls(
         if done:
             break
     mu = np.exp(design_x @ beta + offset)
-    q = np.minimum(mu / n, 0.999)
+    q = np.minimum(mu / n, 0.999) if binomial else 0.0
     cov = np.linalg.inv((design_x.T * (w * mu / (1.0 - q))) @ design_x)
     return beta, cov, float(np.sum(w * (y - mu) ** 2 / (mu * (1.0 - q))))
 
@@ -524,7 +522,7 @@ def williams_shrunk(
     spread ``rho`` shrunk towards the one they share.
 
     Each unit ``(x, n, design)`` is a log-link offset GLM with variance
-    ``phi_u * mu (1 - mu / n) (1 + (n - 1) rho_u)`` (:func:`_beta_binomial_irls`), which
+    ``phi_u * mu (1 - mu / n) (1 + (n - 1) rho_u)`` (:func:`_williams_irls`), which
     weights a sample by ``1 / (1 + (n - 1) rho)`` so that one with 500 cells in the
     denominator does not count 25x one with 20. A unit's own moment estimate of ``rho``
     (Pearson = its residual df) rests on 4 or 6 df; it is shrunk towards the pooled
@@ -563,7 +561,7 @@ def _williams_shrunk_fits(
     if ok:
         try:
             pooled = _rho_moment(
-                lambda r: sum(_beta_binomial_irls(y, n, xm, r)[2] for y, n, xm, _ in ok),
+                lambda r: sum(_williams_irls(y, n, xm, r)[2] for y, n, xm, _ in ok),
                 float(sum(u[3] for u in ok)),
             )
         except failed:
@@ -578,11 +576,11 @@ def _williams_shrunk_fits(
             rho = pooled
             if df_resid > 0 and not math.isinf(prior_units):
                 own = _rho_moment(
-                    lambda r, y=y, n=n, xm=xm: _beta_binomial_irls(y, n, xm, r)[2], df_resid
+                    lambda r, y=y, n=n, xm=xm: _williams_irls(y, n, xm, r)[2], df_resid
                 )
                 prior = prior_units * df_resid
                 rho = (df_resid * own + prior * pooled) / (df_resid + prior)
-            beta, cov, x2 = _beta_binomial_irls(y, n, xm, rho)
+            beta, cov, x2 = _williams_irls(y, n, xm, rho)
         except failed:  # a singular fit: the caller keeps its other model
             out.append((nan, nan, df_resid, nan, nan))
             continue
