@@ -18,7 +18,12 @@ HVG) -> integrate (``method="pca"`` by default, fast) -> cluster -> annotate -> 
   simulator's expected values before counting noise), overall and above the stated
   detection limit (own >= ``DETECTION_LIMIT`` x ambient), with a curve by fold bin;
 * a null check: the true mimics removed from the scored object, the read-out re-run on
-  the remaining cells; the fraction of tumour cells called must be at most the FDR level.
+  the remaining cells; the fraction of tumour cells called must be at most the FDR level;
+* oracle ceilings: the best recall at precision >= 0.90 / 0.95 that callers reading a
+  cell's globin counts reach when told the simulator's truth (which cells are tumour
+  singlets, the threshold) and more or less of the null: each droplet's exact ambient
+  globin, or only each sample's ambient rate (all a per-sample null can know), or DecontX's
+  per-cell contamination estimate; and a classifier trained on the truth.
 
 Prints JSON and writes ``benchmarks/results/mimicry_accuracy.json`` (``--out`` to change).
 
@@ -103,6 +108,7 @@ def run(cells: int, n_samples: int, seed: int, integrate: str, save: Path | None
         b.uns[MIMICRY_KEY] = bm.tl.erythroid_mimicry(b, layer="counts")
         raw = evaluate(b, truth_pre, {}, time.perf_counter())
         res["null_check"] = null_check(adata)
+        res["oracle_ceiling"] = oracle_ceiling(adata)
         res["on_raw_counts"] = {
             k: raw[k]
             for k in ("n_called", "n_true_positive", "recall", "precision", "n_called_doublets",
@@ -132,6 +138,130 @@ def null_check(adata) -> dict:
         "null_source": tab["null_source"].tolist(),
         "null_weight": [round(float(x), 3) for x in tab["null_weight"]],
     }
+
+
+#: precision levels at which the oracle's best recall is reported
+ORACLE_PRECISION = (0.90, 0.95)
+
+
+def oracle_ceiling(adata) -> dict:
+    """Best recall of globin-count callers that are told the simulator's truth.
+
+    Among the true tumour singlets QC kept, each cell's raw globin UMIs ``k`` (of its
+    ``n``) are ranked and the threshold with the highest recall at each precision level is
+    picked on the truth (no caller without labels can choose it better). The callers differ
+    in what they know of the null, the globin a non-mimic cell's droplet holds:
+
+    * ``exact_droplet_ambient``: each droplet's expected ambient globin
+      (``true_globin_ambient``, which carries the droplet's own contamination fraction) plus
+      the tumour's baseline own globin; ranked by the Poisson upper tail ``P(K >= k)``;
+    * ``sample_ambient_rate``: only each sample's median ambient globin per UMI (from the
+      truth), times ``n``: what a per-sample null can know at best;
+    * ``decontx_contamination``: the sample's rate per contaminating UMI times DecontX's
+      estimated contamination of the cell (``obs["ambient_contamination"]``) times ``n``;
+    * ``globin_share``: ``k / n`` alone;
+    * ``supervised_cv_globins`` / ``supervised_cv_programme``: a logistic regression trained
+      on the truth (5-fold cross-validated) on the log counts of each globin gene (or of
+      every gene the simulator's mimicry programme moves: globins, erythroid genes, haem
+      enzymes), ``log n`` and the sample. It can learn what a caller built from biology
+      should not: the simulator's own globin-gene ratios and the erythroid genes it plants
+      in mimics.
+    """
+    from scipy.stats import poisson
+
+    from bonemet._signatures import load_gene_sets, match_genes
+
+    obs = adata.obs
+    if "true_globin_own" not in obs or "counts" not in adata.layers:
+        return {}
+    core = load_gene_sets("programme")["erythroid_mimicry_core"].genes("mouse")
+    idx = adata.var_names.get_indexer(match_genes(core, adata.var_names)[0])
+    C = adata.layers["counts"]
+    k_all = np.asarray(C[:, idx].sum(1)).ravel()
+    n_all = np.asarray(C.sum(1)).ravel()
+    single = ~obs["true_doublet"].to_numpy(dtype=bool)
+    tum = (obs["true_population"].astype(str) == TUMOUR).to_numpy() & single
+    mim = obs["true_erythroid_mimicry"].to_numpy(dtype=bool)
+    own = obs["true_globin_own"].to_numpy(dtype=float)
+    amb = obs["true_globin_ambient"].to_numpy(dtype=float)
+    sample = obs["sample"].astype(str).to_numpy()
+    null = tum & ~mim
+    base_rate = float(np.median(own[null] / np.maximum(n_all[null], 1)))
+    own0 = np.where(mim, n_all * base_rate, own)
+    lam = {"exact_droplet_ambient": amb + own0}
+    rate = np.zeros(len(k_all))
+    per_contam = np.zeros(len(k_all))
+    cont = obs["ambient_contamination"].to_numpy(dtype=float) if "ambient_contamination" in obs \
+        else None  # fmt: skip
+    for s in np.unique(sample):
+        m = sample == s
+        rate[m] = np.median(amb[m & null] / np.maximum(n_all[m & null], 1))
+        if cont is not None:
+            per_contam[m] = np.median(amb[m & null] / np.maximum(cont * n_all, 1e-9)[m & null])
+    lam["sample_ambient_rate"] = n_all * (rate + base_rate)
+    if cont is not None:
+        lam["decontx_contamination"] = n_all * (per_contam * cont + base_rate)
+    k, n, y = k_all[tum], n_all[tum], mim[tum]
+    stats = {name: -poisson.logsf(k - 1, v[tum]) for name, v in lam.items()}
+    stats["globin_share"] = k / np.maximum(n, 1)
+    from bonemet.datasets import _simulate as sim
+
+    programme = [*sim._HB, *sim._SIGNATURES["mimicry_erythroid"], *sim._HAEM]
+    stats["supervised_cv_globins"] = _supervised_cv_score(adata, tum, y, sample[tum], sim._HB)
+    stats["supervised_cv_programme"] = _supervised_cv_score(adata, tum, y, sample[tum], programme)
+    res: dict = {
+        "what": "best recall at each precision of globin-count callers told the truth "
+        "(tumour singlets, the threshold) and, by caller, more or less of the null",
+        "n_tumour_singlets": int(len(y)),
+        "n_true_mimics": int(y.sum()),
+        "baseline_own_globin_per_umi": base_rate,
+    }
+    for name, st in stats.items():
+        order = np.argsort(-st, kind="stable")
+        tp = np.cumsum(y[order])
+        prec, rec = tp / np.arange(1, len(order) + 1), tp / max(int(y.sum()), 1)
+        res[name] = {
+            f"recall_at_precision_{p:.2f}": float(rec[prec >= p].max()) if (prec >= p).any()
+            else 0.0
+            for p in ORACLE_PRECISION
+        }  # fmt: skip
+    if cont is not None:
+        from scipy.stats import spearmanr
+
+        res["decontx_contamination_vs_true_ambient_share_spearman"] = float(
+            spearmanr(cont[tum], amb[tum] / np.maximum(n, 1))[0]
+        )
+    return res
+
+
+def _supervised_cv_score(
+    adata, tum: np.ndarray, y: np.ndarray, sample: np.ndarray, tokens: list[str]
+) -> np.ndarray:
+    """Out-of-fold mimicry probability of each tumour singlet (``tum``; ``y`` and ``sample``
+    are already restricted to them) from a classifier trained on the truth with the log
+    counts of the simulator's genes ``tokens``, library size and the sample."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from bonemet.datasets import _simulate as sim
+
+    genes = [g for g in dict.fromkeys(sim._parse_token(t, "mouse")[0] for t in tokens)
+             if g in adata.var_names]  # fmt: skip
+    C = adata.layers["counts"][tum]
+    sub = C[:, adata.var_names.get_indexer(genes)]
+    G = np.log1p(sub.toarray() if hasattr(sub, "toarray") else np.asarray(sub))
+    tot = np.asarray(C.sum(1)).ravel()
+    onehot = (sample[:, None] == np.unique(sample)[None, :]).astype(float)
+    X = np.c_[G, np.log(np.maximum(tot, 1)), onehot]
+    out = np.zeros(len(y))
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    for train, test in folds.split(X, y):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+        clf.fit(X[train], y[train])
+        out[test] = clf.predict_proba(X[test])[:, 1]
+    return out
 
 
 def detectability(obs: pd.DataFrame, call: np.ndarray, pos: np.ndarray) -> dict:
