@@ -57,9 +57,11 @@ def test_held_apart_plants_half_of_the_annotator_genes(species: str) -> None:
 
 
 def test_annotation_on_held_apart_programmes_meets_a_floor() -> None:
-    """Measured (``benchmarks/annotation_accuracy.py --fast``, human seed 0): macro-F1 0.895,
-    lineage 0.985, iron-recycling macrophage 1.00, PMN-MDSC 0.92, CD8 Tex 0.96 (with the
-    previous annotator: macro-F1 0.881, PMN-MDSC 0.64)."""
+    """Measured (``benchmarks/annotation_accuracy.py --fast``, human seed 0): macro-F1 0.913,
+    lineage 0.977, iron-recycling macrophage 1.00, PMN-MDSC 0.97, CD8 Tex 0.98, osteoblast
+    1.00. Before the osteoblast/fibroblast discriminator its osteoblasts (the collagen and
+    lumican genes of the shared mesenchymal programme planted, half of the osteogenic genes
+    held out) tied with the fibroblast set and were all Unassigned (F1 0.00, macro-F1 0.895)."""
     adata = bm.datasets.simulate_bone_metastasis(
         6000, 2, species="human", seed=0, programmes="held_apart"
     )
@@ -71,7 +73,7 @@ def test_annotation_on_held_apart_programmes_meets_a_floor() -> None:
     labels = sorted(set(truth))
     f1 = dict(zip(labels, f1_score(truth, pred, labels=labels, average=None, zero_division=0)))
     lineage = (adata.obs["true_cell_type"].astype(str) == adata.obs["cell_type"].astype(str)).mean()
-    assert float(np.mean(list(f1.values()))) >= 0.85, f1
+    assert float(np.mean(list(f1.values()))) >= 0.89, f1
     assert lineage >= 0.95
     for state in (
         "Iron-recycling macrophage (VCAM1+CD163+CCR3+)",
@@ -79,3 +81,4 @@ def test_annotation_on_held_apart_programmes_meets_a_floor() -> None:
         "CD8 Tex (terminal)",
     ):
         assert f1[state] >= 0.8, (state, f1[state])
+    assert f1["Osteoblast"] >= 0.9, f1["Osteoblast"]

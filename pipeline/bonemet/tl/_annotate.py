@@ -9,7 +9,10 @@
    values, its 99th percentile over all cells and ``log1p(1)``) and clipped to ``[0, 1]``.
    A set's score is the mean of the *top half* of its positive genes minus ``0.5 x`` the
    mean of the top half of its negative genes. The top half makes a score robust to
-   dropout and to one ambient transcript (haemoglobin, LYZ); a set measured by fewer
+   dropout and to one ambient transcript (haemoglobin, LYZ); the haemoglobin chains
+   (``pp.hb_genes``) count as one gene of a set, their mean, so that the four mouse chains
+   cannot fill the top half of the erythroid set in droplets that only carry ambient
+   haemoglobin; a set measured by fewer
    than three of its genes (or not all of a shorter set) is shrunk in proportion, so
    that one gene cannot make a call.
    Several lineage files with one target are *alternative* programmes (the larger score
@@ -17,17 +20,20 @@
    progenitors' primary granules vs the mature neutrophil programme.
    **Lineage discriminators** (``signatures/discriminate_*.yaml``, see
    ``_annotate_discriminate``) then split the evidence of two lineages that share a
-   programme (T vs NK) by the genes only one of them has (TCR/CD3/CD8B/CD5/CD6/CD28 vs
-   KLRF1/NCR1/FCER1G/TYROBP/SH2D1B), using what the matrix measures: an unmeasured side
+   programme by the genes only one of them has: T vs NK (TCR/CD3/CD8B/CD5/CD6/CD28 vs
+   KLRF1/NCR1/FCER1G/TYROBP/SH2D1B, the cytotoxic programme shared) and osteoblast vs
+   fibroblast (RUNX2/SP7/ALPL/BGLAP/IBSP/DMP1/SOST/PHEX vs DPT/PI16/MFAP5/FBLN1, the
+   collagen/decorin/lumican programme shared), using what the matrix measures: an unmeasured side
    stands at a fixed prior and the shared programme stands in for a thinly measured
    lineage; the two sides are compared over the cell's kNN neighbourhood, and a side's
    genes that the pair's clusters show to be measured (CD3/TCR in the T clusters) count
    against a cell whose neighbourhood lacks them, in proportion to how well they are
    measured (none for genes absent from the matrix or undetected everywhere); cells with
-   both programmes (NKT-like) whose kNN neighbourhood also shows both are ``Unassigned``
-   with a reason in ``obs["annotation_note"]`` (a lone cell with a few UMIs of the other
-   side amid cells of one programme is decided by the lineage rule).
-   Coverage of each side is in ``uns``.
+   both programmes (NKT-like; ``"both programmes: Osteoblast and Fibroblast"``) whose kNN
+   neighbourhood also shows both are ``Unassigned`` with that reason in
+   ``obs["annotation_note"]`` (a lone cell with a few UMIs of the other side amid cells of
+   one programme is decided by the lineage rule). Coverage of each side is in ``uns``; a
+   thinly measured side is warned about where the data hold cells of the pair.
 2. **Graph smoothing.** Scores are diffused over the kNN graph of the (integrated)
    embedding: ``adata.obsp["connectivities"]`` when present, else a graph computed on
    ``use_rep`` / ``X_scVI`` / ``X_harmony`` / ``X_pca`` (or a PCA made here).
@@ -104,6 +110,7 @@ from .._meta import add_warning, bonemet_uns
 from .._signatures import GeneSet, load_gene_sets
 from .._species import resolve_species
 from .._vocab import CELL_TYPES, POPULATION_TO_CELL_TYPE, POPULATIONS, UNASSIGNED
+from ..pp._qc import hb_genes
 from ._annotate_discriminate import NKT_NOTE, _Discriminator, discriminate
 from ._annotate_eval import _reference_lineages
 from ._annotate_graph import (
@@ -128,6 +135,7 @@ from ._annotate_markers import (
     _shrink,
 )
 from ._annotate_params import (
+    _ABSENCE_MIN_CELLS,
     _CLUSTER_WEIGHT,
     _LINEAGE_SMOOTH,
     _MIN_GENES,
@@ -293,15 +301,28 @@ def annotate(
     sp_ = resolve_species(adata, species)
     index = _gene_index(adata.var_names)
 
+    # the haemoglobin chains count as one gene of a set (their mean, a virtual column one
+    # past the last gene): they are the main ambient transcripts of marrow and blood, and
+    # four mouse chains would otherwise fill the top half of the erythroid set in every
+    # droplet that carries ambient haemoglobin
+    hb_var = set(np.flatnonzero(hb_genes(adata.var_names, sp_)).tolist())
+    hb_col = adata.n_vars
+    hb_used: set[int] = set()
+
+    def match(genes: list[str]) -> list[int]:
+        js = _match(genes, index)
+        chains = [j for j in js if j in hb_var]
+        hb_used.update(chains)
+        return [j for j in js if j not in hb_var] + ([hb_col] if chains else [])
+
+    def n_slots(genes: list[str]) -> int:
+        hb = hb_genes(pd.Index(genes), sp_) if genes else np.zeros(0, dtype=bool)
+        return int((~hb).sum()) + int(hb.any())
+
     def build(s: GeneSet) -> _Set:
         pos_g, neg_g = s.genes(sp_, sign="positive"), s.genes(sp_, sign="negative")
         return _Set(
-            s.name,
-            str(s.target),
-            _match(pos_g, index),
-            _match(neg_g, index),
-            len(pos_g),
-            len(neg_g),
+            s.name, str(s.target), match(pos_g), match(neg_g), n_slots(pos_g), n_slots(neg_g)
         )
 
     lsets = {n: build(s) for n, s in lin_sets.items()}
@@ -310,12 +331,12 @@ def annotate(
             n,
             str(s.target),
             str(s.versus),
-            _match(s.genes(sp_, sign="positive"), index),
-            _match(s.genes(sp_, sign="negative"), index),
-            _match(s.genes(sp_, sign="shared"), index),
-            len(s.genes(sp_, sign="positive")),
-            len(s.genes(sp_, sign="negative")),
-            len(s.genes(sp_, sign="shared")),
+            match(s.genes(sp_, sign="positive")),
+            match(s.genes(sp_, sign="negative")),
+            match(s.genes(sp_, sign="shared")),
+            n_slots(s.genes(sp_, sign="positive")),
+            n_slots(s.genes(sp_, sign="negative")),
+            n_slots(s.genes(sp_, sign="shared")),
         )
         for n, s in disc_sets.items()
     ]
@@ -327,8 +348,12 @@ def annotate(
         raise InputError(f"marker sets target labels outside the vocabulary: {sorted(bad)}")
 
     cols = sorted(
-        {j for s in (*lsets.values(), *psets.values()) for j in (*s.pos, *s.neg)}
-        | {j for d in discs for j in (*d.pos, *d.neg, *d.shared)}
+        (
+            {j for s in (*lsets.values(), *psets.values()) for j in (*s.pos, *s.neg)}
+            | {j for d in discs for j in (*d.pos, *d.neg, *d.shared)}
+            | hb_used
+        )
+        - {hb_col}
     )
     if not cols:
         # nothing to annotate with: say so and leave every cell Unassigned, rather than
@@ -350,6 +375,10 @@ def annotate(
     expr = _scale(
         _remove_background(expr, adata.obs[sample_key] if sample_key in adata.obs else None)
     )
+    if hb_used:
+        chains = expr[:, [col[j] for j in sorted(hb_used)]].mean(axis=1, keepdims=True)
+        expr = np.hstack([expr, chains]).astype(np.float32, copy=False)
+        col[hb_col] = expr.shape[1] - 1
 
     connectivities = _graph(adata, use_rep, layer, normalised_here, seed)
     smoother = _smoother(connectivities)
@@ -380,7 +409,7 @@ def annotate(
         )
         for lin in lineages
     }
-    lineage_raw, nkt_like, disc_info = discriminate(
+    lineage_raw, both_notes, disc_info = discriminate(
         lineage_raw, lineages, expr, col, discs, lineage_neg, thin, smoother, clusters
     )
     lineage_smooth = _smooth(lineage_raw, smoother, *_LINEAGE_SMOOTH)
@@ -445,10 +474,13 @@ def annotate(
     unassigned = (lin_conf < min_confidence) | (s1 < _MIN_LINEAGE_SCORE)
     # NKT-like cells (T and NK discriminating programmes both present): a defined outcome,
     # Unassigned with a reason, not whichever of the two a small difference favours
-    pair = {x for d in discs for x in (d.target, d.versus)}
-    nkt_like &= np.isin(lin_label, list(pair)) & ~refined
-    unassigned |= nkt_like
-    note = np.where(nkt_like, NKT_NOTE, "")
+    in_pair = np.zeros(adata.n_obs, dtype=bool)
+    for d in discs:
+        in_pair |= (both_notes == d.note) & np.isin(lin_label, [d.target, d.versus])
+    both_programmes = in_pair & ~refined
+    unassigned |= both_programmes
+    note = np.where(both_programmes, both_notes, "")
+    nkt_like = note == NKT_NOTE
     lin_label = np.where(unassigned, UNASSIGNED, lin_label)
 
     # ---- populations within lineages
@@ -503,6 +535,7 @@ def annotate(
         "low_coverage_sets": low,
         "n_unassigned": int(unassigned.sum()),
         "n_nkt_like": int(nkt_like.sum()),
+        "n_both_programmes": int(both_programmes.sum()),
         "discriminators": disc_info,
         "constants": {
             "neg_weight": _NEG_WEIGHT,
@@ -538,7 +571,9 @@ def annotate(
             adata, f"annotate: marker sets with <50% of genes found ({sp_}): {', '.join(low)}"
         )
     for name, d in disc_info.items():
-        if d["prior_used_for"]:
+        # only where the data hold cells of the pair: a PBMC matrix without osteoblast genes
+        # needs no warning about the osteoblast/fibroblast split
+        if d["prior_used_for"] and d["n_pair_cells"] >= _ABSENCE_MIN_CELLS:
             add_warning(
                 adata,
                 f"annotate: {name}: discriminating genes thinly measured for "

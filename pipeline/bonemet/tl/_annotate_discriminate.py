@@ -1,4 +1,5 @@
-"""Discriminating two lineages that share a programme (T vs NK), with partial coverage.
+"""Discriminating two lineages that share a programme (T vs NK, osteoblast vs fibroblast),
+with partial coverage.
 
 Cytotoxic CD8 T cells and NK cells share NKG7, GNLY, PRF1, CD2 and CD247; the genes that
 tell them apart are few (TCR constant chains, CD3, CD8B, CD5, CD6, CD28 vs KLRF1, NCR1,
@@ -42,8 +43,9 @@ names the target's discriminating genes (``positive``), the other lineage's
   quarter of its T score.
 * **NKT-like** cells carry both programmes clearly (both sides measured, ``dA`` and ``dB``
   >= ``_NKT_PRESENT``, and ``r = dA / (dA + dB)`` within ``[0.4, 0.6]``: neither side has 1.5x the other). They get a defined outcome:
-  ``Unassigned`` with the note ``"NKT-like: T and NK programmes"`` in
-  ``obs["annotation_note"]`` rather than whichever lineage a small difference favours.
+  ``Unassigned`` with the note ``"NKT-like: T and NK programmes"`` (other pairs:
+  ``"both programmes: <target> and <versus>"``) in ``obs["annotation_note"]`` rather than
+  whichever lineage a small difference favours.
   With a kNN graph (``W``), the cell's *neighbourhood* must show both programmes too (the
   graph-smoothed ``r`` within the same band): NKT-like cells are a population, while a
   single cell with a few UMIs of both sides (a handful of TRDC/CD3 counts in an NK cell)
@@ -77,6 +79,13 @@ from ._annotate_params import (
 NKT_NOTE = "NKT-like: T and NK programmes"
 
 
+def both_note(target: str, versus: str) -> str:
+    """The ``annotation_note`` of cells with both programmes of a pair (T/NK: NKT-like)."""
+    if {target, versus} == {"T cell", "NK cell"}:
+        return NKT_NOTE
+    return f"both programmes: {target} and {versus}"
+
+
 @dataclass
 class _Discriminator:
     name: str
@@ -88,6 +97,10 @@ class _Discriminator:
     n_pos_total: int
     n_neg_total: int
     n_shared_total: int
+
+    @property
+    def note(self) -> str:
+        return both_note(self.target, self.versus)
 
 
 def _side_parts(
@@ -167,12 +180,13 @@ def discriminate(
     detection, and NKT-like needs the neighbourhood's discriminating evidence to be mixed
     as well. ``clusters`` (cluster code per cell, optional):
     where each side's genes are expressed, for the evidence by absence (none without it).
-    Returns the adjusted scores, a mask of NKT-like cells (both programmes present) and a
-    record per discriminator (coverage of each side, expected detections and absence
+    Returns the adjusted scores, per cell the note of a pair whose programmes it carries
+    both (``""`` for none; T/NK: NKT-like; the first pair applied wins) and a record per
+    discriminator (coverage of each side, expected detections and absence
     weight of each side, NKT-like).
     """
     out = raw.copy()
-    both = np.zeros(raw.shape[0], dtype=bool)
+    both = np.full(raw.shape[0], "", dtype=object)
     info: dict[str, Any] = {}
     for d in discriminators:
         if d.target not in lineages or d.versus not in lineages:
@@ -226,7 +240,7 @@ def discriminate(
             dS = _smooth(np.stack([dA, dB], axis=1), W, *_LINEAGE_SMOOTH)
             r_nb = dS[:, 0] / np.maximum(dS.sum(axis=1), 1e-6)
             nkt &= (r_nb >= _NKT_RATIO) & (r_nb <= 1 - _NKT_RATIO)
-        both |= nkt
+        both[nkt & (both == "")] = d.note
         info[d.name] = {
             "target": d.target,
             "versus": d.versus,
@@ -246,7 +260,9 @@ def discriminate(
             "versus_expected_detections": float(pB.sum()),
             "target_absence_weight": float(wA),
             "versus_absence_weight": float(wB),
+            "n_pair_cells": int(pair.sum()),
+            "both_programmes_note": d.note,
             "n_both_programmes": int(nkt.sum()),
             "n_both_programmes_cell_level": n_cell_level,
         }
-    return out.astype(np.float32), both, info
+    return out.astype(np.float32), both.astype(str), info
