@@ -99,12 +99,15 @@ PAUL_LINEAGES: dict[str, tuple[str, ...]] = {
 #: Jaitin 2014 sort gates -> accepted lineages (and the population for the recall
 #: figures). Ambiguous: the CD8- pDC gate lacks the pDC genes (Siglech 7%, Klk1 0%; Bst2,
 #: Ly6c2, Cd209a high) and reads as DC or monocyte-derived, so DC or Monocyte/Macrophage
-#: is accepted; "monocyte_or_neutrophil" accepts either; GC B cells are B cells (plasma
-#: blasts leave the gate). The bulk gates (CD11c+, CD11c+ after LPS, splenocyte) hold every
-#: kind of cell and are not scored (they are the context of the stability check).
+#: is accepted; "monocyte_or_neutrophil" accepts either. The GC B gate holds plasmablasts
+#: as well: of its cells, those called Plasma carry Sdc1 (CD138) 75%, Tnfrsf17 (BCMA) 75%,
+#: Xbp1 100% and Cd19 0%, against 12%, 12%, 31% and 42% for those called B, so B or Plasma
+#: is accepted (``lineage_accuracy_strict`` scores the gate as B only). The bulk gates
+#: (CD11c+, CD11c+ after LPS, splenocyte) hold every kind of cell and are not scored (they
+#: are the context of the stability check).
 JAITIN_LINEAGES: dict[str, tuple[str, ...]] = {
     "B cell": ("B cell",),
-    "GC B cell": ("B cell",),
+    "GC B cell": ("B cell", "Plasma cell"),
     "NK_cell": ("NK cell",),
     "CD8+CD86+": ("Dendritic cell",),
     "CD8+CD86-": ("Dendritic cell",),
@@ -189,6 +192,11 @@ def jaitin(*, fast: bool, max_epochs: int | None) -> dict:
             adata, "CD8+pDC", "cell_type", ("Dendritic cell",)
         )
         r["nk_recall"] = _recall(adata, "NK_cell", "cell_type", ("NK cell",))
+        r["lineage_accuracy_strict"] = bm.tl.lineage_accuracy(
+            adata,
+            label_key="reference_label",
+            mapping={**JAITIN_LINEAGES, "GC B cell": ("B cell",)},
+        )["accuracy"]
         r["population_confusion_labelled"] = bm.tl.label_agreement(
             adata[~adata.obs["reference_label"].isin(_JAITIN_BULK).to_numpy()],
             label_key="reference_label",
@@ -424,7 +432,8 @@ def main() -> None:
     for run in ("whole_file", "labelled_only"):
         x = j[run]
         print(
-            f"jaitin2014 {run}: lineage {x['lineage_accuracy']:.4f} on {x['n_evaluated']} "
+            f"jaitin2014 {run}: lineage {x['lineage_accuracy']:.4f} (GC B gate as B only "
+            f"{x['lineage_accuracy_strict']:.4f}) on {x['n_evaluated']} "
             f"labelled cells  CD8+ pDC recall {x['cd8_pos_pdc_recall']:.3f} (DC lineage "
             f"{x['cd8_pos_pdc_recall_dc_lineage']:.3f})  NK recall {x['nk_recall']:.3f}  per label "
             + ", ".join(f"{k}={v:.2f}" for k, v in x["lineage_per_label"].items())

@@ -480,3 +480,19 @@ def test_bad_arguments() -> None:
     assert set(adata.obs["population"]) == {"Unassigned"}
     assert (adata.obs["annotation_confidence"] == 0).all()
     assert any("none of the human marker genes" in w for w in adata.uns["bonemet"]["warnings"])
+
+
+def test_over_cluster_vote_only_confirms_a_cells_own_best_lineage() -> None:
+    """Weak cells take their over-cluster's confident majority only where their own best
+    lineage agrees; a cluster without a confident majority, a disagreeing cell and a cell
+    with almost no evidence stay Unassigned."""
+    lab = np.array(["B cell"] * 6 + ["T cell"] * 2 + ["B cell"] * 2 + ["T cell"] * 4, dtype=object)
+    unassigned = np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0], dtype=bool)
+    s1 = np.array([0.5] * 4 + [0.08, 0.02, 0.08, 0.08, 0.08, 0.08, 0.08, 0.08, 0.08, 0.5])
+    over = np.array([0] * 8 + [1] * 6)
+    voted = annot._over_cluster_vote(lab, unassigned, s1, over)
+    # cluster 0: 4 of 8 confident B calls (half): cell 4 (B, 0.08) is voted, cell 5 (B,
+    # 0.02) has too little evidence, cells 6-7 (best T) disagree
+    assert voted.tolist()[:8] == [False] * 4 + [True, False, False, False]
+    # cluster 1: one confident call of six: no majority, nobody is voted
+    assert not voted[8:].any()

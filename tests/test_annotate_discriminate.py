@@ -19,6 +19,7 @@ from builders import read_labelled, scanpy_prep  # tests/builders.py
 
 import bonemet as bm
 from bonemet._signatures import load_gene_sets
+from bonemet.tl._annotate import VOTE_NOTE
 from bonemet.tl._annotate_discriminate import NKT_NOTE, _Discriminator, both_note, discriminate
 
 _CD3 = ["CD3D", "CD3E", "CD3G"]
@@ -240,16 +241,16 @@ def test_jaitin_pdc_are_dendritic_cells_not_b(shared_data) -> None:
     assert (pop[ref == "CD8+pDC"] == "pDC").mean() >= 0.9  # measured 1.00 (before 0.19)
     assert (ct[ref == "B cell"] == "B cell").mean() >= 0.8  # measured 0.88
     assert not (ct[ref == "B cell"] == "Dendritic cell").any()
-    assert (ct[ref == "NK_cell"] == "NK cell").mean() >= 0.85  # measured 0.89
+    assert (ct[ref == "NK_cell"] == "NK cell").mean() >= 0.88  # measured 0.91
     notes = set(adata.obs["annotation_note"].astype(str)) - {""}
-    assert notes <= {NKT_NOTE, both_note("Osteoblast", "Fibroblast")}
+    assert notes <= {NKT_NOTE, both_note("Osteoblast", "Fibroblast"), VOTE_NOTE}
 
 
 def test_jaitin_calls_hold_when_unrelated_cells_are_added(shared_data) -> None:
     """The 664 sorted cells annotated alone and among the 3,804 bulk-gate cells of the same
     file get the same lineages: a small population's call must not depend on what else is
-    in the data set. Measured: 0.845 alone vs 0.836 whole (before the over-clustered
-    cluster term: 0.850 vs 0.806)."""
+    in the data set. Measured: 0.883 alone vs 0.904 whole (before the over-clustered
+    cluster term: 0.850 vs 0.806 with the GC B gate scored as B only)."""
     # the benchmark's gate -> lineage map (ambiguous gates accept two) and light filter
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from annotation_accuracy import _JAITIN_BULK, JAITIN_LINEAGES, _light_filter
@@ -266,7 +267,7 @@ def test_jaitin_calls_hold_when_unrelated_cells_are_added(shared_data) -> None:
         )["accuracy"]
         assert "over-clustering" in adata.uns["bonemet"]["annotate"]["parameters"]["cluster_term"]
     assert abs(acc["whole"] - acc["alone"]) <= 0.03, acc
-    assert acc["whole"] >= 0.80, acc
+    assert acc["whole"] >= 0.88, acc
 
 
 # ----------------------------------------------------------------------------- agreement

@@ -45,7 +45,13 @@
    200k), a few dozen cells each, so that a small population is not pooled with a large
    neighbour and its call does not change when unrelated cells are added to the data.
    Confidence is ``sqrt(best) x (best - second) / best``; cells below ``min_confidence``
-   or with a best score under ``0.1`` are ``Unassigned`` (not forced into a lineage).
+   or with a best score under ``0.1`` are ``Unassigned`` (not forced into a lineage),
+   unless their best lineage is the confident call of at least half of their
+   over-cluster's cells and their best score is at least ``0.05`` (majority voting over
+   over-clusters, as CellTypist does, but never against the cell's own evidence): a cell
+   with few UMIs detects every marker less often, and its neighbours say what it is. Such
+   cells keep their low confidence and the note ``"weak own evidence: lineage of its
+   over-cluster"``; a cluster without a confident majority stays ``Unassigned``.
 4. **Population (``obs["population"]``), cell level within the lineage.** A lineage has
    root populations (CD4 T vs CD8 T; classical / non-classical monocyte vs macrophage;
    mature vs immature neutrophil; cDC1 / cDC2 / pDC) that compete on the genes that
@@ -157,6 +163,8 @@ from ._annotate_params import (
     _SUBGRAPH_HVG,
     _SUBGRAPH_PCS,
     _SUBGRAPH_SMOOTH,
+    _VOTE_MIN_SCORE,
+    _VOTE_SHARE,
 )
 
 __all__ = ["CELL_TYPES", "POPULATIONS", "POPULATION_TO_CELL_TYPE", "annotate"]
@@ -194,6 +202,8 @@ _STATES: dict[str, tuple[str, ...]] = {
     "MSC/Stromal": ("Osteoprogenitor",),
     "Immature neutrophil (CHI3L3+)": ("PMN-MDSC",),
 }
+
+VOTE_NOTE = "weak own evidence: lineage of its over-cluster"
 
 # States defined by a transcriptional programme get the seeded classifier. States defined by
 # a surface phenotype keep the threshold on their own markers: with the classifier, healthy
@@ -472,6 +482,8 @@ def annotate(
     s1 = np.where(refined, 1.0, s1)
 
     unassigned = (lin_conf < min_confidence) | (s1 < _MIN_LINEAGE_SCORE)
+    voted = _over_cluster_vote(lin_label, unassigned, s1, over)
+    unassigned &= ~voted
     # NKT-like cells (T and NK discriminating programmes both present): a defined outcome,
     # Unassigned with a reason, not whichever of the two a small difference favours
     in_pair = np.zeros(adata.n_obs, dtype=bool)
@@ -479,7 +491,8 @@ def annotate(
         in_pair |= (both_notes == d.note) & np.isin(lin_label, [d.target, d.versus])
     both_programmes = in_pair & ~refined
     unassigned |= both_programmes
-    note = np.where(both_programmes, both_notes, "")
+    voted &= ~both_programmes
+    note = np.where(both_programmes, both_notes, np.where(voted, VOTE_NOTE, ""))
     nkt_like = note == NKT_NOTE
     lin_label = np.where(unassigned, UNASSIGNED, lin_label)
 
@@ -536,6 +549,7 @@ def annotate(
         "n_unassigned": int(unassigned.sum()),
         "n_nkt_like": int(nkt_like.sum()),
         "n_both_programmes": int(both_programmes.sum()),
+        "n_over_cluster_vote": int(voted.sum()),
         "discriminators": disc_info,
         "constants": {
             "neg_weight": _NEG_WEIGHT,
@@ -589,6 +603,31 @@ def annotate(
         ", ".join(f"{k}={v}" for k, v in pd.Series(lin_label).value_counts().items()),
     )
     return adata if copy else None
+
+
+def _over_cluster_vote(
+    lin_label: np.ndarray, unassigned: np.ndarray, s1: np.ndarray, over: np.ndarray
+) -> np.ndarray:
+    """Cells whose weak evidence agrees with their over-cluster's majority call.
+
+    A cell below the confidence rule (few UMIs: every marker detected less often) keeps its
+    best lineage when that lineage is the confident call of at least ``_VOTE_SHARE`` of its
+    over-cluster's cells and its own best score is at least ``_VOTE_MIN_SCORE``: majority
+    voting over over-clusters as in CellTypist, but never against the cell's own evidence,
+    and a cluster of weak cells (no confident majority) stays Unassigned.
+    """
+    voted = np.zeros(lin_label.shape[0], dtype=bool)
+    called = ~unassigned
+    for k in np.unique(over[unassigned]):
+        members = over == k
+        labels, counts = np.unique(lin_label[members & called], return_counts=True)
+        if not counts.size:
+            continue
+        top = int(counts.argmax())
+        if counts[top] < _VOTE_SHARE * int(members.sum()):
+            continue
+        voted |= members & unassigned & (lin_label == labels[top]) & (s1 >= _VOTE_MIN_SCORE)
+    return voted
 
 
 def _set_scores(

@@ -24,6 +24,10 @@ _OVER_CLUSTER_LADDER = ((5_000, 5), (20_000, 10), (40_000, 15), (100_000, 20), (
 _OVER_CLUSTER_MAX = 30
 _OVERRIDE_MARGIN = 0.1
 _MIN_LINEAGE_SCORE = 0.1
+# Over-cluster vote: a weak cell keeps its best lineage when that is the confident call of
+# at least _VOTE_SHARE of its over-cluster and its own best score is >= _VOTE_MIN_SCORE.
+_VOTE_SHARE = 0.5
+_VOTE_MIN_SCORE = 0.05
 _STATE_FLOOR = 0.15
 _STATE_MARGIN = 0.2
 _STATE_CAP = 0.45
