@@ -311,6 +311,46 @@ def _mmdsc_fraction(adata: ad.AnnData) -> float:
     return float((pop == "M-MDSC").sum() / max(int(mono.sum()), 1))
 
 
+def _named_own_genes_planted(adata: ad.AnnData, species: str) -> dict[str, dict[str, str]]:
+    """Per named state and each of its marker sets (a state with several needs all of
+    them): how many of the genes the annotator judges it on (the set's positive genes that
+    neither its parent population's sets nor its lineage's sets hold) the generator planted
+    in any programme, as "k of n" (held-apart runs: the others were held out or are not
+    in the generator)."""
+    from bonemet._signatures import load_gene_sets
+    from bonemet._vocab import POPULATION_TO_CELL_TYPE
+    from bonemet.tl._annotate import _STATES
+
+    sets = load_gene_sets(("lineage_marker", "population_marker"))
+    used = {
+        g.upper()
+        for genes in adata.uns["bonemet_simulation"]["markers_used"].values()
+        for g in genes
+    }
+
+    def genes_of(target: str) -> set[str]:
+        return {
+            g.upper()
+            for s in sets.values()
+            if s.target == target
+            for g in s.genes(species)  # type: ignore[arg-type]
+        }
+
+    out: dict[str, dict[str, str]] = {}
+    for state in NAMED:
+        parents = [p for p, states in _STATES.items() if state in states]
+        drop = set().union(
+            *(genes_of(p) for p in parents), genes_of(POPULATION_TO_CELL_TYPE[state])
+        )
+        out[state] = {}
+        for name, gs in sets.items():
+            if gs.target != state:
+                continue
+            own = {g.upper() for g in gs.genes(species)} - drop  # type: ignore[arg-type]
+            out[state][name] = f"{len(own & used)} of {len(own)}"
+    return out
+
+
 def generated(
     species: str,
     *,
@@ -356,6 +396,7 @@ def generated(
         "lineage_accuracy": lineage,
         "f1": f1,
         "annotate_seconds": round(secs, 2),
+        "named_own_genes_planted": _named_own_genes_planted(adata, species),
     }
 
 

@@ -351,19 +351,23 @@ def test_bone_and_stromal_lineages_are_called() -> None:
     assert (pop[truth == "Stromal"] == "MSC/Stromal").mean() >= 0.8
 
 
-def test_osteoblasts_with_the_shared_mesenchymal_programme_are_not_fibroblasts() -> None:
-    """Osteoblasts carry the collagen/decorin/lumican programme of fibroblasts. With only a
-    few osteogenic genes detected the two lineage sets tie; the discriminator decides on
-    the genes one side has (RUNX2/SP7/ALPL vs DPT/PI16/MFAP5/FBLN1), and matrix fibroblasts
-    stay fibroblasts. Without the discriminator the osteoblasts were Unassigned (a tie)."""
+def test_osteoblasts_and_car_stroma_with_the_mesenchymal_programme_are_not_fibroblasts() -> None:
+    """Osteoblasts carry the collagen/decorin/lumican/PDGFRA programme of fibroblasts. With
+    only a few osteogenic genes detected the two lineage sets tie; the discriminator decides
+    on the genes one side has (RUNX2/SP7/ALPL vs DPT/PI16/MFAP5/FBLN1), matrix fibroblasts
+    stay fibroblasts, and marrow CAR stroma (CXCL12/KITLG, LEPR dropped out), which has
+    neither side's genes, keeps its own lineage. Without the discriminator the osteoblasts
+    were half Unassigned (a tie)."""
     rng = np.random.default_rng(0)
-    shared = ["COL1A1", "COL1A2", "COL3A1", "DCN", "LUM", "SPARC", "PRRX1"]
+    shared = ["COL1A1", "COL1A2", "COL3A1", "DCN", "LUM", "SPARC", "PRRX1", "PDGFRA"]
     groups = {
         "Osteoblast": [*shared, "RUNX2", "SP7", "ALPL"],
+        "Stromal": [*shared, "CXCL12", "KITLG"],
         "Fibroblast": [*shared, "DPT", "PI16", "MFAP5", "FBLN1"],
         "T cell": ["CD3D", "CD3E", "CD3G", "TRAC", "CD5", "CD28", "PTPRC", "CD2"],
     }
-    markers = sorted({g for gs in groups.values() for g in gs} | {"BGLAP", "IBSP", "FAP"})
+    extra = {"BGLAP", "IBSP", "FAP", "LEPR", "VCAM1", "ADIPOQ"}
+    markers = sorted({g for gs in groups.values() for g in gs} | extra)
     genes = markers + [f"FILLER{i}" for i in range(300)]
     blocks, truth = [], []
     for lin, on in groups.items():
@@ -387,7 +391,7 @@ def test_osteoblasts_with_the_shared_mesenchymal_programme_are_not_fibroblasts()
             lin,
             pd.Series(ct[truth == lin]).value_counts(),
         )
-    rec = adata.uns["bonemet"]["annotate"]["discriminators"][
-        "discriminate_osteoblast_vs_fibroblast"
-    ]
+    recs = adata.uns["bonemet"]["annotate"]["discriminators"]
+    rec = recs["discriminate_osteoblast_vs_fibroblast"]
     assert rec["target_genes_found"] == 5 and rec["versus_genes_found"] == 4
+    assert recs["discriminate_stromal_vs_fibroblast"]["target_genes_found"] == 5

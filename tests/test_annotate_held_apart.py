@@ -82,3 +82,4 @@ def test_annotation_on_held_apart_programmes_meets_a_floor() -> None:
     ):
         assert f1[state] >= 0.8, (state, f1[state])
     assert f1["Osteoblast"] >= 0.9, f1["Osteoblast"]
+    assert f1["MSC/Stromal"] >= 0.9, f1["MSC/Stromal"]

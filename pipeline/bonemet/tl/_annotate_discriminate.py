@@ -40,7 +40,14 @@ names the target's discriminating genes (``positive``), the other lineage's
   Without ``clusters`` there is no absence evidence;
 * the side with more evidence (``eA`` vs ``eB``) keeps ``U``, the other gets
   ``U x (e_less / e_more)^2``: a cell with twice the NK evidence of T evidence keeps a
-  quarter of its T score.
+  quarter of its T score. A side with none of its discriminating genes in the matrix that
+  wins at the prior keeps its own lineage score, not ``U`` (unless the shared programme
+  stands in for its thinly measured lineage): it has shown nothing of its own, so a stromal
+  or tumour cell's collagen genes, which score for osteoblasts, do not become fibroblast
+  evidence in a matrix without the fibroblast genes. Where both sides are measured and
+  neither shows its genes (both ``< _DISCRIM_NONE``), the pair is left as it was: the cell
+  is of neither lineage's discriminating kind (a CAR stromal cell to the osteoblast /
+  fibroblast pair), and a tie must not hand one of them the other's score.
 * **NKT-like** cells carry both programmes clearly (both sides measured, ``dA`` and ``dB``
   >= ``_NKT_PRESENT``, and ``r = dA / (dA + dB)`` within ``[0.4, 0.6]``: neither side has 1.5x the other). They get a defined outcome:
   ``Unassigned`` with the note ``"NKT-like: T and NK programmes"`` (other pairs:
@@ -69,6 +76,7 @@ from ._annotate_markers import _topk_mean
 from ._annotate_params import (
     _ABSENCE_MIN_CELLS,
     _DISCRIM_MIN_GENES,
+    _DISCRIM_NONE,
     _DISCRIM_PRIOR,
     _LINEAGE_SMOOTH,
     _NEG_WEIGHT,
@@ -228,10 +236,21 @@ def discriminate(
         eA = sA * vA * fA + (1.0 - sA) * _DISCRIM_PRIOR
         eB = sB * vB * fB + (1.0 - sB) * _DISCRIM_PRIOR
         # the side with more discriminating evidence keeps U; the other is scaled by the
-        # squared ratio of the two sides' evidence
+        # squared ratio of the two sides' evidence. A side that wins with none of its
+        # genes in the matrix (it stands at the prior) keeps its own lineage score instead
+        # of U, unless the shared programme stands in for it: it has shown nothing of its
+        # own, so the other lineage's score (a stromal or tumour cell's collagen genes
+        # scoring for osteoblasts) must not become its evidence
         ratio = np.minimum(eA, eB) / np.maximum(np.maximum(eA, eB), 1e-6)
-        out[:, a] = U * np.where(eA >= eB, 1.0, ratio**2)
-        out[:, b] = U * np.where(eB > eA, 1.0, ratio**2)
+        keepA = U if (d.pos or d.target in stand_in) else out[:, a]
+        keepB = U if (d.neg or d.versus in stand_in) else out[:, b]
+        newA = np.where(eA >= eB, keepA, U * ratio**2)
+        newB = np.where(eB > eA, keepB, U * ratio**2)
+        # both sides measured and neither shows its genes (a marrow CAR cell with the
+        # collagen programme, neither osteoblast nor fibroblast genes): nothing to split
+        silent = bool(d.pos and d.neg) & (np.maximum(eA, eB) < _DISCRIM_NONE)
+        out[:, a] = np.where(silent, out[:, a], newA)
+        out[:, b] = np.where(silent, out[:, b], newB)
         measured = len(d.pos) >= _DISCRIM_MIN_GENES and len(d.neg) >= _DISCRIM_MIN_GENES
         nkt = measured & (dA >= _NKT_PRESENT) & (dB >= _NKT_PRESENT) & (r >= _NKT_RATIO)
         nkt &= r <= 1 - _NKT_RATIO

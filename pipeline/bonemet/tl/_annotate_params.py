@@ -48,6 +48,7 @@ _STATE_SEED_FRAC = 0.05
 # with r = dA / (dA + dB) within [_NKT_RATIO, 1 - _NKT_RATIO] is the NKT-like outcome.
 _DISCRIM_MIN_GENES = 3
 _DISCRIM_PRIOR = 0.15
+_DISCRIM_NONE = 0.05  # both sides measured and below this: the pair is not split
 _NKT_PRESENT = 0.3
 _NKT_RATIO = 0.4
 # Evidence by absence: a gene's expected detection is learnt from clusters holding at least
