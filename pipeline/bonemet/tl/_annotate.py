@@ -21,9 +21,10 @@
    **Lineage discriminators** (``signatures/discriminate_*.yaml``, see
    ``_annotate_discriminate``) then split the evidence of two lineages that share a
    programme by the genes only one of them has: T vs NK (TCR/CD3/CD8B/CD5/CD6/CD28 vs
-   KLRF1/NCR1/FCER1G/TYROBP/SH2D1B, the cytotoxic programme shared) and osteoblast vs
-   fibroblast (RUNX2/SP7/ALPL/BGLAP/IBSP/DMP1/SOST/PHEX vs DPT/PI16/MFAP5/FBLN1, the
-   collagen/decorin/lumican programme shared), using what the matrix measures: an unmeasured side
+   KLRF1/NCR1/FCER1G/TYROBP/SH2D1B, the cytotoxic programme shared), osteoblast and marrow
+   CAR stroma vs fibroblast (RUNX2/SP7/ALPL/BGLAP/IBSP/DMP1/SOST/PHEX and
+   CXCL12/LEPR/KITLG/VCAM1/ADIPOQ/EBF3 vs DPT/PI16/MFAP5/FBLN1, the collagen/decorin/lumican
+   programme shared), using what the matrix measures: an unmeasured side
    stands at a fixed prior and the shared programme stands in for a thinly measured
    lineage; the two sides are compared over the cell's kNN neighbourhood, and a side's
    genes that the pair's clusters show to be measured (CD3/TCR in the T clusters) count
@@ -484,8 +485,8 @@ def annotate(
     unassigned = (lin_conf < min_confidence) | (s1 < _MIN_LINEAGE_SCORE)
     voted = _over_cluster_vote(lin_label, unassigned, s1, over)
     unassigned &= ~voted
-    # NKT-like cells (T and NK discriminating programmes both present): a defined outcome,
-    # Unassigned with a reason, not whichever of the two a small difference favours
+    # cells with both programmes of a discriminated pair (T/NK: NKT-like): a defined
+    # outcome, Unassigned with a reason, not whichever of the two a small difference favours
     in_pair = np.zeros(adata.n_obs, dtype=bool)
     for d in discs:
         in_pair |= (both_notes == d.note) & np.isin(lin_label, [d.target, d.versus])
@@ -616,17 +617,15 @@ def _over_cluster_vote(
     voting over over-clusters as in CellTypist, but never against the cell's own evidence,
     and a cluster of weak cells (no confident majority) stays Unassigned.
     """
-    voted = np.zeros(lin_label.shape[0], dtype=bool)
+    labels, codes = np.unique(lin_label.astype(str), return_inverse=True)
+    ncl = int(over.max()) + 1
     called = ~unassigned
-    for k in np.unique(over[unassigned]):
-        members = over == k
-        labels, counts = np.unique(lin_label[members & called], return_counts=True)
-        if not counts.size:
-            continue
-        top = int(counts.argmax())
-        if counts[top] < _VOTE_SHARE * int(members.sum()):
-            continue
-        voted |= members & unassigned & (lin_label == labels[top]) & (s1 >= _VOTE_MIN_SCORE)
+    counts = np.zeros((ncl, labels.size), dtype=np.int64)
+    np.add.at(counts, (over[called], codes[called]), 1)
+    sizes = np.bincount(over, minlength=ncl)
+    top = counts.argmax(axis=1)  # ties: the first label in sorted order
+    majority = (counts.max(axis=1) > 0) & (counts.max(axis=1) >= _VOTE_SHARE * sizes)
+    voted = unassigned & majority[over] & (codes == top[over]) & (s1 >= _VOTE_MIN_SCORE)
     return voted
 
 

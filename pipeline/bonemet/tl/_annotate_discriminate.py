@@ -1,5 +1,5 @@
-"""Discriminating two lineages that share a programme (T vs NK, osteoblast vs fibroblast),
-with partial coverage.
+"""Discriminating two lineages that share a programme (T vs NK; osteoblast and CAR stroma
+vs fibroblast), with partial coverage.
 
 Cytotoxic CD8 T cells and NK cells share NKG7, GNLY, PRF1, CD2 and CD247; the genes that
 tell them apart are few (TCR constant chains, CD3, CD8B, CD5, CD6, CD28 vs KLRF1, NCR1,
