@@ -70,13 +70,13 @@ def test_nkt_like_needs_a_neighbourhood_with_both_programmes() -> None:
                 C[i, j] = 0.0 if i == j else 1.0
     disc = [_pair([0, 1, 2], [3, 4, 5], [6, 7, 8])]
     _, nkt_cell, _ = discriminate(raw, ["T cell", "NK cell"], E, col, disc, {}, {})
-    assert (nkt_cell[[0, 6, 7, 8, 9]] == NKT_NOTE).all()  # on its own counts, cell 0 looks NKT-like
+    # on its own counts, cell 0 looks NKT-like
+    assert (nkt_cell[[0, 6, 7, 8, 9]] == NKT_NOTE).all()
     W = _smoother(sp.csr_matrix(C))
     _, nkt, info = discriminate(raw, ["T cell", "NK cell"], E, col, disc, {}, {}, W)
     assert nkt[0] == ""  # its neighbours are NK cells: the lineage rule decides
-    assert (
-        nkt[6:] == NKT_NOTE
-    ).all()  # a population with both programmes keeps the defined outcome
+    # a population with both programmes keeps the defined outcome
+    assert (nkt[6:] == NKT_NOTE).all()
     assert info["d"]["n_both_programmes"] == 4
     assert info["d"]["n_both_programmes_cell_level"] == 5
 
