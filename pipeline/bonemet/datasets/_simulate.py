@@ -351,18 +351,67 @@ def _build_gene_universe(
 # --------------------------------------------------------------------------------------
 
 
-def _annotator_genes(species: str) -> set[str]:
-    """Upper-cased symbols of every gene ``bm.tl.annotate`` reads for ``species`` (positive,
-    negative and shared genes of the lineage, population and discriminator marker sets)."""
+def _annotator_sets(species: str) -> dict[str, set[str]]:
+    """Per marker set ``bm.tl.annotate`` reads for ``species`` (lineage, population and
+    discriminator sets): the upper-cased symbols of its positive, negative and shared
+    genes."""
     from .._signatures import load_gene_sets
 
     sets = load_gene_sets(("lineage_marker", "population_marker", "lineage_discriminator"))
-    return {
-        g.upper()
-        for s in sets.values()
-        for sign in ("positive", "negative", "shared")
-        for g in s.genes(species, sign=sign)  # type: ignore[arg-type]
+    out = {
+        name: {
+            g.upper()
+            for sign in ("positive", "negative", "shared")
+            for g in s.genes(species, sign=sign)  # type: ignore[arg-type]
+        }
+        for name, s in sets.items()
     }
+    return {k: v for k, v in out.items() if v}
+
+
+def _annotator_genes(species: str) -> set[str]:
+    """Upper-cased symbols of every gene ``bm.tl.annotate`` reads for ``species`` (positive,
+    negative and shared genes of the lineage, population and discriminator marker sets)."""
+    return set().union(*_annotator_sets(species).values())
+
+
+def _held_out_half(
+    cand: list[str],
+    sets: dict[str, set[str]],
+    hold_rng: np.random.Generator,
+    n_draws: int = 2048,
+) -> list[str]:
+    """A seeded half of ``cand`` (a programme's annotator-read genes) to hold out, balanced
+    per marker set as well as over the programme.
+
+    Of ``n_draws`` seeded random halves of the programme (an odd count rounds either way),
+    the one kept is the one that leaves fewest marker sets of two or more genes wholly
+    held out or wholly planted there (a population set, what a named state rests on,
+    counting ten times a lineage or discriminator set), then the one whose sets are
+    nearest half. A draw over the programme alone could hold out every gene of a short
+    set (both PD-1/TOX genes of a required exhaustion set), which no marker reader could
+    then see; that would measure the generator, not the annotator.
+    """
+    n = len(cand)
+    if n == 0:
+        return []
+    up = [g.upper() for g in cand]
+    touched = [
+        (np.array([u in genes for u in up]), name.startswith("population_"))
+        for name, genes in sets.items()
+    ]
+    touched = [t for t in touched if t[0].any()]
+    member = np.array([m for m, _ in touched] + [np.ones(n, dtype=bool)], dtype=float).T
+    whole_cost = np.array([10.0 if pop else 1.0 for _, pop in touched] + [1.0])
+    size = member.sum(axis=0)
+    n_hold = n // 2 + (hold_rng.random(n_draws) < 0.5) * (n % 2)
+    order = hold_rng.random((n_draws, n)).argsort(axis=1)
+    held = order < n_hold[:, None]  # each row: a random set of n_hold genes
+    h = held.astype(float) @ member  # held genes per set, per draw
+    wholly = ((h == 0) | (h == size)) & (size >= 2)
+    cost = (wholly * whole_cost).sum(axis=1) + (np.abs(h - size / 2) / size).sum(axis=1) / 100
+    best = held[int(np.argmin(cost))]
+    return [c for c, x in zip(cand, best) if x]
 
 
 def _held_apart_swaps(
@@ -371,7 +420,8 @@ def _held_apart_swaps(
     """Per marker programme: the annotator-read genes held out -> the private gene that
     takes each one's slot; and the universe's baseline with the private genes made
     marker-like (silent outside their programme)."""
-    read = _annotator_genes(species)
+    sets = _annotator_sets(species)
+    read = set().union(*sets.values())
     base = uni.base.copy()
     fill = np.flatnonzero(uni.role == "filler")
     # private genes: fillers the annotator never reads, from the less expressed half, so
@@ -385,10 +435,8 @@ def _held_apart_swaps(
             continue
         syms = [_parse_token(t, species)[0] for t in (*prog.core, *prog.optional)]
         cand = list(dict.fromkeys(s for s in syms if s is not None and s.upper() in read))
-        n_hold = len(cand) // 2 + int(len(cand) % 2 == 1 and hold_rng.random() < 0.5)
-        held = [cand[i] for i in sorted(hold_rng.choice(len(cand), n_hold, replace=False))]
         sw: dict[str, str] = {}
-        for s in held:
+        for s in _held_out_half(cand, sets, hold_rng):
             g = int(pool.pop())
             base[g] = float(np.log(1e-6) + hold_rng.normal(0, 0.5))
             sw[s] = uni.genes[g]
@@ -790,7 +838,9 @@ def simulate_bone_metastasis(
         genes always, a seeded 40-70 % of the others), so annotation accuracy on such data
         is optimistic. ``"held_apart"``: validation that is not circular. In each marker
         programme the genes the annotator reads (any lineage, population or discriminator
-        marker set, positive, negative or shared) are split by a seeded draw: one half is
+        marker set, positive, negative or shared) are split by a seeded draw, made per
+        marker set so that every set the programme touches (a short required set such as
+        PD-1/TOX too) keeps half of its genes there: one half is
         planted, the other half is **not** up-regulated, and each gene left out hands its
         slot (core or not, its level and effect-size draw) to a *private* gene: a filler
         symbol the annotator never reads, given a marker-like silent baseline. Signal
