@@ -1,8 +1,8 @@
 """Generated data whose populations are not built from the annotator's own marker lists.
 
 ``simulate_bone_metastasis(programmes="held_apart")`` plants, per programme, a seeded half of
-the genes ``bm.tl.annotate`` reads (drawn per marker set) and gives the other half's slots to private genes the
-annotator never reads. These tests check that the split is real and that annotation still
+the genes ``bm.tl.annotate`` reads (balanced per marker set) and gives the other half's
+slots to private genes the annotator never reads. These tests check that the split is real and that annotation still
 recognises the populations from the half it can see.
 """
 

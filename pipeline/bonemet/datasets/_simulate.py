@@ -838,9 +838,10 @@ def simulate_bone_metastasis(
         genes always, a seeded 40-70 % of the others), so annotation accuracy on such data
         is optimistic. ``"held_apart"``: validation that is not circular. In each marker
         programme the genes the annotator reads (any lineage, population or discriminator
-        marker set, positive, negative or shared) are split by a seeded draw, made per
-        marker set so that every set the programme touches (a short required set such as
-        PD-1/TOX too) keeps half of its genes there: one half is
+        marker set, positive, negative or shared) are split by a seeded draw, balanced
+        per marker set so that no set the programme touches (a short required set such as
+        PD-1/TOX too) is wholly held out or wholly planted there where a half avoids it:
+        one half is
         planted, the other half is **not** up-regulated, and each gene left out hands its
         slot (core or not, its level and effect-size draw) to a *private* gene: a filler
         symbol the annotator never reads, given a marker-like silent baseline. Signal
