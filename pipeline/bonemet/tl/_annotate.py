@@ -18,16 +18,24 @@
    Several lineage files with one target are *alternative* programmes (the larger score
    counts): pDC (``lineage_pdc``) vs cDC (``lineage_dendritic_cell``), neutrophil
    progenitors' primary granules vs the mature neutrophil programme.
+   A marker gene detected in fewer than three cells (or 1% of the cells, if fewer) counts
+   as not measured, exactly as if a gene filter (scanpy's ``min_cells=3``, which
+   ``bm.pp.normalize`` applies) had removed it, so the calls do not depend on whether the
+   matrix was filtered first (the genes are listed in ``uns``).
    **Lineage discriminators** (``signatures/discriminate_*.yaml``, see
    ``_annotate_discriminate``) then split the evidence of two lineages that share a
-   programme by the genes only one of them has: T vs NK (TCR/CD3/CD8B/CD5/CD6/CD28 vs
-   KLRF1/NCR1/FCER1G/TYROBP/SH2D1B, the cytotoxic programme shared), osteoblast and marrow
-   CAR stroma vs fibroblast (RUNX2/SP7/ALPL/BGLAP/IBSP/DMP1/SOST/PHEX and
-   CXCL12/LEPR/KITLG/VCAM1/ADIPOQ/EBF3 vs DPT/PI16/MFAP5/FBLN1, the collagen/decorin/lumican
-   programme shared), using what the matrix measures: an unmeasured side
-   stands at a fixed prior and the shared programme stands in for a thinly measured
-   lineage; the two sides are compared over the cell's kNN neighbourhood, and a side's
-   genes that the pair's clusters show to be measured (CD3/TCR in the T clusters) count
+   programme or tie on their own sets by the genes only one of them has: T vs NK
+   (TCR/CD3/CD8B/CD5/CD6/CD28 vs KLRF1/NCR1/FCER1G/TYROBP/SH2D1B, the cytotoxic programme
+   shared), osteoblast and marrow CAR stroma vs fibroblast (RUNX2/SP7/ALPL/BGLAP/IBSP/
+   DMP1/SOST/PHEX and CXCL12/LEPR/KITLG/VCAM1/ADIPOQ/EBF3 vs DPT/PI16/MFAP5/FBLN1, the
+   collagen/decorin/lumican programme shared), dendritic cells vs monocytes/macrophages
+   (FLT3/DPP4/ZBTB46 vs C5AR1/FCGR1A/MERTK/MAFB: monocyte-like DCs, Ly6C+ Cd209a+ without
+   Siglech, tie the two lineage sets), using what the matrix measures: an unmeasured side
+   stands at a fixed prior (or, for a pair whose lineage sets tell it apart on their own
+   genes, ``unmeasured: skip``, the pair is not split), and the shared programme stands in
+   for a thinly measured lineage; the two sides are compared over the cell's kNN
+   neighbourhood, and a side's genes that the pair's clusters show to be measured
+   (CD3/TCR in the T clusters) count
    against a cell whose neighbourhood lacks them, in proportion to how well they are
    measured (none for genes absent from the matrix or undetected everywhere); cells with
    both programmes (NKT-like; ``"both programmes: Osteoblast and Fibroblast"``) whose kNN
@@ -102,6 +110,7 @@ An optional scANVI reference (``scanvi_reference=``, a saved ``scvi.model.SCANVI
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,6 +154,7 @@ from ._annotate_params import (
     _ABSENCE_MIN_CELLS,
     _CLUSTER_WEIGHT,
     _LINEAGE_SMOOTH,
+    _MIN_DETECTED_CELLS,
     _MIN_GENES,
     _MIN_LINEAGE_SCORE,
     _NEG_WEIGHT,
@@ -311,6 +321,15 @@ def annotate(
     pop_sets = load_gene_sets("population_marker")
     sp_ = resolve_species(adata, species)
     index = _gene_index(adata.var_names)
+    # a marker detected in (almost) no cell is unmeasured, the same as one a gene filter
+    # removed: calls must not depend on whether the user filtered genes before annotating
+    listed = [
+        g
+        for s in (*lin_sets.values(), *disc_sets.values(), *pop_sets.values())
+        for sign in ("positive", "negative", "shared")
+        for g in s.genes(sp_, sign=sign)  # type: ignore[arg-type]
+    ]
+    index, undetected = _drop_undetected(adata, layer, index, listed)
 
     # the haemoglobin chains count as one gene of a set (their mean, a virtual column one
     # past the last gene): they are the main ambient transcripts of marrow and blood, and
@@ -348,6 +367,7 @@ def annotate(
             n_slots(s.genes(sp_, sign="positive")),
             n_slots(s.genes(sp_, sign="negative")),
             n_slots(s.genes(sp_, sign="shared")),
+            s.unmeasured or "prior",
         )
         for n, s in disc_sets.items()
     ]
@@ -552,9 +572,11 @@ def annotate(
         "n_both_programmes": int(both_programmes.sum()),
         "n_over_cluster_vote": int(voted.sum()),
         "discriminators": disc_info,
+        "markers_undetected": undetected,
         "constants": {
             "neg_weight": _NEG_WEIGHT,
             "min_genes_lineage": _MIN_GENES,
+            "min_detected_cells": _MIN_DETECTED_CELLS,
             "cluster_weight": _CLUSTER_WEIGHT,
             "override_margin": _OVERRIDE_MARGIN,
             "min_lineage_score": _MIN_LINEAGE_SCORE,
@@ -588,7 +610,17 @@ def annotate(
     for name, d in disc_info.items():
         # only where the data hold cells of the pair: a PBMC matrix without osteoblast genes
         # needs no warning about the osteoblast/fibroblast split
-        if d["prior_used_for"] and d["n_pair_cells"] >= _ABSENCE_MIN_CELLS:
+        if d["n_pair_cells"] < _ABSENCE_MIN_CELLS:
+            continue
+        if not d["applied"]:
+            add_warning(
+                adata,
+                f"annotate: {name} not applied: {d['not_applied_because']} "
+                f"({d['target_genes_found']}/{d['target_genes_total']} {d['target']}, "
+                f"{d['versus_genes_found']}/{d['versus_genes_total']} {d['versus']} found); "
+                "their own marker sets tell the two lineages apart",
+            )
+        elif d["prior_used_for"]:
             add_warning(
                 adata,
                 f"annotate: {name}: discriminating genes thinly measured for "
@@ -604,6 +636,25 @@ def annotate(
         ", ".join(f"{k}={v}" for k, v in pd.Series(lin_label).value_counts().items()),
     )
     return adata if copy else None
+
+
+def _drop_undetected(
+    adata: ad.AnnData, layer: str | None, index: dict[str, int], genes: Sequence[str]
+) -> tuple[dict[str, int], list[str]]:
+    """``index`` without the marker genes detected in fewer than ``_MIN_DETECTED_CELLS``
+    cells (or 1% of the cells, if fewer), and those genes' names."""
+    cols = sorted(set(_match(list(genes), index)))
+    if not cols:
+        return index, []
+    X = adata.X if layer is None else adata.layers[layer]
+    sub = X[:, cols]
+    n_det = np.asarray((sub > 0).sum(axis=0)).ravel()
+    floor = min(_MIN_DETECTED_CELLS, max(1, math.ceil(0.01 * adata.n_obs)))
+    gone = {c for c, n in zip(cols, n_det) if n < floor}
+    if not gone:
+        return index, []
+    kept = {g: j for g, j in index.items() if j not in gone}
+    return kept, sorted(str(adata.var_names[j]) for j in gone)
 
 
 def _over_cluster_vote(

@@ -1,5 +1,6 @@
-"""Discriminating two lineages that share a programme (T vs NK; osteoblast and CAR stroma
-vs fibroblast), with partial coverage.
+"""Discriminating two lineages that share a programme or tie on their own marker sets (T vs
+NK; osteoblast and CAR stroma vs fibroblast; dendritic cell vs monocyte/macrophage), with
+partial coverage.
 
 Cytotoxic CD8 T cells and NK cells share NKG7, GNLY, PRF1, CD2 and CD247; the genes that
 tell them apart are few (TCR constant chains, CD3, CD8B, CD5, CD6, CD28 vs KLRF1, NCR1,
@@ -16,7 +17,12 @@ names the target's discriminating genes (``positive``), the other lineage's
   measured by fewer than ``_DISCRIM_MIN_GENES`` genes is shrunk towards a fixed prior
   ``_DISCRIM_PRIOR`` (with none measured it *is* the prior), so that where CD3/TCR genes
   are absent the NK side must show its own genes clearly to win, instead of winning by
-  default on the shared cytotoxic genes;
+  default on the shared cytotoxic genes. That prior is for pairs whose lineage sets carry
+  the shared programme; a discriminator with ``unmeasured: skip`` (DC vs monocyte, whose
+  lineage sets share no gene) is not applied when one side has no gene in the matrix: a
+  prior would then take monocytes whose few C5AR1/MAFB counts dropped out away from their
+  lineage. With neither side in the matrix no pair is split (``applied: False`` and the
+  reason in the record);
 * the split compares the two sides at the scale of the cell's neighbourhood: with a kNN
   graph (``W``) the measured part of each side (``dA = s v + (1 - s) prior``, ``v`` the
   top-half mean, ``s`` the shrinkage weight) has ``v`` graph-smoothed, so a side resting on
@@ -105,6 +111,7 @@ class _Discriminator:
     n_pos_total: int
     n_neg_total: int
     n_shared_total: int
+    unmeasured: str = "prior"  # a side with no gene in the matrix: "prior" or "skip"
 
     @property
     def note(self) -> str:
@@ -200,6 +207,21 @@ def discriminate(
         if d.target not in lineages or d.versus not in lineages:
             continue
         a, b = lineages.index(d.target), lineages.index(d.versus)
+        coverage = _coverage(d)
+        # nothing to split on: neither side in the matrix, or (``unmeasured: skip``, lineage
+        # sets that tell the pair apart themselves) one side missing
+        missing = [s for s, g in ((d.target, d.pos), (d.versus, d.neg)) if not g]
+        if len(missing) == 2 or (missing and d.unmeasured == "skip"):
+            best = out.argmax(axis=1)
+            info[d.name] = {
+                **coverage,
+                "applied": False,
+                "not_applied_because": f"no discriminating gene of {' or '.join(missing)} in "
+                "the matrix",
+                "prior_used_for": [],
+                "n_pair_cells": int(((best == a) | (best == b)).sum()),
+            }
+            continue
         dA = _side(E, col, d.pos)
         dB = _side(E, col, d.neg)
         U = np.maximum(out[:, a], out[:, b])
@@ -261,16 +283,8 @@ def discriminate(
             nkt &= (r_nb >= _NKT_RATIO) & (r_nb <= 1 - _NKT_RATIO)
         both[nkt & (both == "")] = d.note
         info[d.name] = {
-            "target": d.target,
-            "versus": d.versus,
-            "target_genes_found": len(d.pos),
-            "target_genes_total": d.n_pos_total,
-            "versus_genes_found": len(d.neg),
-            "versus_genes_total": d.n_neg_total,
-            "shared_genes_found": len(d.shared),
-            "shared_genes_total": d.n_shared_total,
-            "target_coverage": len(d.pos) / max(d.n_pos_total, 1),
-            "versus_coverage": len(d.neg) / max(d.n_neg_total, 1),
+            **coverage,
+            "applied": True,
             "prior_used_for": [
                 s for s, g in ((d.target, d.pos), (d.versus, d.neg)) if len(g) < _DISCRIM_MIN_GENES
             ],
@@ -285,3 +299,20 @@ def discriminate(
             "n_both_programmes_cell_level": n_cell_level,
         }
     return out.astype(np.float32), both.astype(str), info
+
+
+def _coverage(d: _Discriminator) -> dict[str, Any]:
+    """Genes found / listed of each side of a discriminator."""
+    return {
+        "target": d.target,
+        "versus": d.versus,
+        "target_genes_found": len(d.pos),
+        "target_genes_total": d.n_pos_total,
+        "versus_genes_found": len(d.neg),
+        "versus_genes_total": d.n_neg_total,
+        "shared_genes_found": len(d.shared),
+        "shared_genes_total": d.n_shared_total,
+        "target_coverage": len(d.pos) / max(d.n_pos_total, 1),
+        "versus_coverage": len(d.neg) / max(d.n_neg_total, 1),
+        "unmeasured_side": d.unmeasured,
+    }

@@ -9,6 +9,9 @@ import math
 # Scoring constants (documented in the module docstring).
 _NEG_WEIGHT = 0.5
 _MIN_GENES = 3
+# a marker gene detected in fewer cells than this (or than 1% of the cells, whichever is
+# fewer) counts as unmeasured, as if a gene filter (scanpy's min_cells=3) had removed it
+_MIN_DETECTED_CELLS = 3
 _SCALE_QUANTILE = 0.9
 _SCALE_FLOOR = math.log1p(1.0)
 _BACKGROUND_QUANTILE = 0.25
