@@ -208,18 +208,19 @@ def discriminate(
             continue
         a, b = lineages.index(d.target), lineages.index(d.versus)
         coverage = _coverage(d)
+        best = out.argmax(axis=1)
+        pair = (best == a) | (best == b)  # the cells the pair claims
         # nothing to split on: neither side in the matrix, or (``unmeasured: skip``, lineage
         # sets that tell the pair apart themselves) one side missing
         missing = [s for s, g in ((d.target, d.pos), (d.versus, d.neg)) if not g]
         if len(missing) == 2 or (missing and d.unmeasured == "skip"):
-            best = out.argmax(axis=1)
             info[d.name] = {
                 **coverage,
                 "applied": False,
                 "not_applied_because": f"no discriminating gene of {' or '.join(missing)} in "
                 "the matrix",
                 "prior_used_for": [],
-                "n_pair_cells": int(((best == a) | (best == b)).sum()),
+                "n_pair_cells": int(pair.sum()),
             }
             continue
         dA = _side(E, col, d.pos)
@@ -241,8 +242,6 @@ def discriminate(
         r = dA / np.maximum(dA + dB, 1e-6)
         # evidence by absence: a side's genes measured in the pair's clusters but missing
         # from the cell's neighbourhood lower that side's evidence
-        best = out.argmax(axis=1)
-        pair = (best == a) | (best == b)
         pA = _expected_detection(E, col, d.pos, pair, clusters)
         pB = _expected_detection(E, col, d.neg, pair, clusters)
         fA, wA = _absence_factor(E, col, d.pos, pA, W)
