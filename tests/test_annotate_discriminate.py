@@ -105,11 +105,12 @@ def test_unmeasured_side_stands_at_the_prior_and_shared_programme_stands_in() ->
     assert info["d"]["shared_stands_in_for"] == ["T cell"]
 
 
-@pytest.mark.parametrize("mode", ["prior", "skip"])
+@pytest.mark.parametrize("mode", ["overlapping", "distinct"])
 def test_pair_is_not_split_without_discriminating_genes(mode: str) -> None:
     """Neither side in the matrix: nothing to split on (before, the versus lineage took the
-    larger of the two scores). One side missing: ``unmeasured: skip`` leaves the pair to
-    the lineage sets; ``prior`` (T/NK) lets the measured side's genes decide."""
+    larger of the two scores). One side missing: ``lineage_sets: distinct`` leaves the pair
+    to the lineage sets; ``overlapping`` (T/NK: a prior for the missing side) lets the
+    measured side's genes decide."""
     E = np.zeros((2, 6), np.float32)
     E[1, [0, 1, 2]] = 0.7  # NK genes in cell 1
     col = {j: j for j in range(6)}
@@ -128,7 +129,7 @@ def test_pair_is_not_split_without_discriminating_genes(mode: str) -> None:
         and "Dendritic cell or Monocyte/Macrophage" in (info["not_applied_because"])
     )
     out, info = run([], [0, 1, 2])  # only the versus side measured
-    if mode == "skip":
+    if mode == "distinct":
         np.testing.assert_array_equal(out, raw)
         assert not info["applied"]
     else:  # cell 0 shows no versus genes: the prior side keeps its own score and wins

@@ -215,14 +215,14 @@ mouse: [A1a, B2b]
         ),
         (
             "name: bad_set\nkind: programme\nversion: '1'\nsource: PMID 1\nhuman: [A]\n"
-            "mouse: [a]\nunmeasured: skip\n",
+            "mouse: [a]\nlineage_sets: distinct\n",
             "lineage_discriminator only",
         ),
         (
             "name: bad_set\nkind: lineage_discriminator\nversion: '1'\nsource: PMID 1\n"
             "target: T cell\nversus: NK cell\npositive: {human: [A], mouse: [a]}\n"
-            "negative: {human: [B], mouse: [b]}\nunmeasured: sometimes\n",
-            "unmeasured",
+            "negative: {human: [B], mouse: [b]}\nlineage_sets: sometimes\n",
+            "lineage_sets",
         ),
         ("- just\n- a list\n", "mapping"),
         ("name: [unclosed\n", "cannot read"),

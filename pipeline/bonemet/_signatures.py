@@ -18,7 +18,7 @@ Every file holds one gene set::
     # a lineage_discriminator separates two lineages that share a programme (T vs NK):
     #   target: "T cell"; versus: "NK cell"; positive: the target's discriminating genes;
     #   negative: the other lineage's; shared: the programme both carry (optional);
-    #   unmeasured: prior | skip (a side with no gene in the matrix; default prior)
+    #   lineage_sets: overlapping | distinct (default overlapping)
 
 Matching is case-robust: mouse data whose symbols are upper-cased still match.
 """
@@ -74,11 +74,10 @@ class GeneSet(BaseModel):
     missing: dict[Species, str] = Field(default_factory=dict)
     versus: str | None = None  # lineage_discriminator: the lineage the target is told from
     shared: SpeciesLists | None = None  # lineage_discriminator: programme both lineages carry
-    # lineage_discriminator: a side with none of its genes in the matrix stands at a fixed
-    # prior ("prior", the default: lineage sets that carry the shared programme, where the
-    # measured side's lineage would otherwise win the other's cells by default) or the
-    # pair is not split ("skip": lineage sets that tell the two apart on their own genes)
-    unmeasured: Literal["prior", "skip"] | None = None
+    # lineage_discriminator: whether the two lineage sets overlap (carry the shared
+    # programme: T vs NK, the default) or are distinct (DC vs monocyte), see
+    # bonemet.tl._annotate_discriminate
+    lineage_sets: Literal["overlapping", "distinct"] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> GeneSet:
@@ -106,9 +105,9 @@ class GeneSet(BaseModel):
                 "mouse": self.positive.mouse if self.positive else [],
             }
         if self.kind != "lineage_discriminator" and (
-            self.versus is not None or self.shared is not None or self.unmeasured is not None
+            self.versus is not None or self.shared is not None or self.lineage_sets is not None
         ):
-            problems.append("versus/shared/unmeasured belong to a lineage_discriminator only")
+            problems.append("versus/shared/lineage_sets belong to a lineage_discriminator only")
         for sp, genes in lists.items():
             if not genes and sp not in self.missing:
                 problems.append(f"the {sp} list is empty and missing.{sp} does not explain why")

@@ -32,11 +32,11 @@
    (FLT3/DPP4/ZBTB46 vs C5AR1/FCGR1A/MERTK/MAFB: monocyte-like DCs, Ly6C+ Cd209a+ without
    Siglech, tie the two lineage sets), using what the matrix measures: an unmeasured side
    stands at a fixed prior (or, for a pair whose lineage sets tell it apart on their own
-   genes, ``unmeasured: skip``, the pair is not split), and the shared programme stands in
-   for a thinly measured lineage; the two sides are compared over the cell's kNN
-   neighbourhood, and a side's genes that the pair's clusters show to be measured
-   (CD3/TCR in the T clusters) count
-   against a cell whose neighbourhood lacks them, in proportion to how well they are
+   genes, ``lineage_sets: distinct``, the pair is not split), and the shared programme
+   stands in for a thinly measured lineage; the two sides are compared over the cell's
+   kNN neighbourhood, and a side's genes that the pair's clusters show to be measured
+   (CD3/TCR in the T clusters) count against a cell whose neighbourhood lacks them, in
+   proportion to how well they are
    measured (none for genes absent from the matrix or undetected everywhere); cells with
    both programmes (NKT-like; ``"both programmes: Osteoblast and Fibroblast"``) whose kNN
    neighbourhood also shows both are ``Unassigned`` with that reason in
@@ -367,7 +367,7 @@ def annotate(
             n_slots(s.genes(sp_, sign="positive")),
             n_slots(s.genes(sp_, sign="negative")),
             n_slots(s.genes(sp_, sign="shared")),
-            s.unmeasured or "prior",
+            s.lineage_sets or "overlapping",
         )
         for n, s in disc_sets.items()
     ]

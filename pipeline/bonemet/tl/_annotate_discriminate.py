@@ -17,11 +17,12 @@ names the target's discriminating genes (``positive``), the other lineage's
   measured by fewer than ``_DISCRIM_MIN_GENES`` genes is shrunk towards a fixed prior
   ``_DISCRIM_PRIOR`` (with none measured it *is* the prior), so that where CD3/TCR genes
   are absent the NK side must show its own genes clearly to win, instead of winning by
-  default on the shared cytotoxic genes. That prior is for pairs whose lineage sets carry
-  the shared programme; a discriminator with ``unmeasured: skip`` (DC vs monocyte, whose
-  lineage sets share no gene) is not applied when one side has no gene in the matrix: a
-  prior would then take monocytes whose few C5AR1/MAFB counts dropped out away from their
-  lineage. With neither side in the matrix no pair is split (``applied: False`` and the
+  default on the shared cytotoxic genes. That prior is for pairs whose lineage sets
+  overlap (carry the shared programme; ``lineage_sets: overlapping``, the default); a
+  discriminator with ``lineage_sets: distinct`` (DC vs monocyte, whose lineage sets share
+  no gene and tell the two apart on their own) is not applied when one side has no gene in
+  the matrix: a prior would then take monocytes whose few C5AR1/MAFB counts dropped out
+  away from their lineage. With neither side in the matrix no pair is split (``applied: False`` and the
   reason in the record);
 * the split compares the two sides at the scale of the cell's neighbourhood: with a kNN
   graph (``W``) the measured part of each side (``dA = s v + (1 - s) prior``, ``v`` the
@@ -111,7 +112,7 @@ class _Discriminator:
     n_pos_total: int
     n_neg_total: int
     n_shared_total: int
-    unmeasured: str = "prior"  # a side with no gene in the matrix: "prior" or "skip"
+    lineage_sets: str = "overlapping"  # or "distinct" (module docstring)
 
     @property
     def note(self) -> str:
@@ -210,10 +211,11 @@ def discriminate(
         coverage = _coverage(d)
         best = out.argmax(axis=1)
         pair = (best == a) | (best == b)  # the cells the pair claims
-        # nothing to split on: neither side in the matrix, or (``unmeasured: skip``, lineage
-        # sets that tell the pair apart themselves) one side missing
+        # nothing to split on: neither side in the matrix, or (distinct lineage sets, which
+        # tell the pair apart themselves) one side missing
+        distinct = d.lineage_sets == "distinct"
         missing = [s for s, g in ((d.target, d.pos), (d.versus, d.neg)) if not g]
-        if len(missing) == 2 or (missing and d.unmeasured == "skip"):
+        if len(missing) == 2 or (missing and distinct):
             info[d.name] = {
                 **coverage,
                 "applied": False,
@@ -313,5 +315,5 @@ def _coverage(d: _Discriminator) -> dict[str, Any]:
         "shared_genes_total": d.n_shared_total,
         "target_coverage": len(d.pos) / max(d.n_pos_total, 1),
         "versus_coverage": len(d.neg) / max(d.n_neg_total, 1),
-        "unmeasured_side": d.unmeasured,
+        "lineage_sets": d.lineage_sets,
     }
