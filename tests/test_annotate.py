@@ -496,3 +496,24 @@ def test_over_cluster_vote_only_confirms_a_cells_own_best_lineage() -> None:
     assert voted.tolist()[:8] == [False] * 4 + [True, False, False, False]
     # cluster 1: one confident call of six: no majority, nobody is voted
     assert not voted[8:].any()
+
+
+def test_a_state_left_with_few_own_genes_is_not_called_on_one_gene() -> None:
+    """A state is judged on the genes its parent lacks; where only one or two of those are
+    measured (human M-MDSC in PBMC: ARG1/NOS2 undetected, CD33/IL1B left after the
+    monocyte genes) the score shrinks as a lineage set's does, so one high IL1B is not a
+    call. Measured (fast path): healthy-blood M-MDSC calls, Kang 0.050 -> 0.000 and PBMC
+    4k 0.032 -> 0.000 of monocytes, generated data unchanged."""
+    from bonemet.tl._annotate_markers import _Set
+
+    # genes 0-3 are the parent's; 4 and 5 the state's own; 6 and 7 listed but unmeasured
+    E = np.zeros((1, 6), np.float32)
+    E[0, 4] = 1.0  # one own gene high
+    col = {j: j for j in range(6)}
+    state = _Set("s", "M-MDSC", [0, 1, 2, 3, 4, 5], [], 8, 0)
+    full = annot._set_scores(E, col, [state], set())
+    own = annot._set_scores(E, col, [state], {0, 1, 2, 3})
+    # top half of the 2 own genes is the one high gene, shrunk by 2 of min(4 listed, 3)
+    assert own[0] == pytest.approx(2 / 3)
+    # without dropping parent genes the set keeps its 6 measured genes: no shrinkage
+    assert full[0] == pytest.approx(1 / 3)  # top 3 of 6: (1 + 0 + 0) / 3

@@ -71,7 +71,8 @@
    within CD8 T; M-MDSC within classical monocytes; iron-recycling macrophages within
    macrophages; PMN-MDSC within either neutrophil root. A state is judged only on genes
    that neither its parent nor its lineage set holds (so shared S100A8/9 or CD8A say
-   nothing), and is called when that score exceeds the parent's median cell by ``0.2``
+   nothing; shrunk like a lineage set where fewer than three of them are measured: M-MDSC
+   without ARG1/NOS2 is not called on CD33 or IL1B alone), and is called when that score exceeds the parent's median cell by ``0.2``
    (the threshold clipped to ``[0.15, 0.45]``): a data-derived "high" rather than a fixed
    cut-off. A state of several roots (PMN-MDSC) can make up most of one of them, so its
    typical cell is the lower of that root's median and the median over all its roots.
@@ -696,7 +697,11 @@ def _set_scores(
             # names: without them it would rest on one or two genes, and its high level
             # of a shared gene (CD163) is part of the phenotype
             pos = list(s.pos)
-        vals.append(_score(E, col, pos, s.neg) * _shrink(s))
+        # shrunk by the genes actually scored: a state left with one or two of its own
+        # genes measured (M-MDSC without ARG1/NOS2) must not be called on one gene
+        n_listed = s.n_pos_total - (len(s.pos) - len(pos))
+        shrink = min(1.0, len(pos) / min(n_listed, _MIN_GENES))
+        vals.append(_score(E, col, pos, s.neg) * shrink)
     if not vals:
         return None
     if len(vals) == 1:
