@@ -426,7 +426,7 @@ def annotate(
             continue
         vals = []
         for s in members:
-            v = _score(expr, col, s.pos, s.neg) * _shrink(s)
+            v = _score(expr, col, s.pos, s.neg) * _shrink(len(s.pos), s.n_pos_total)
             vals.append(v)
         # several files of one lineage are alternative programmes (cDC vs pDC): any of them
         lineage_raw[:, k] = np.max(vals, axis=0)
@@ -700,8 +700,7 @@ def _set_scores(
         # shrunk by the genes actually scored: a state left with one or two of its own
         # genes measured (M-MDSC without ARG1/NOS2) must not be called on one gene
         n_listed = s.n_pos_total - (len(s.pos) - len(pos))
-        shrink = min(1.0, len(pos) / min(n_listed, _MIN_GENES))
-        vals.append(_score(E, col, pos, s.neg) * shrink)
+        vals.append(_score(E, col, pos, s.neg) * _shrink(len(pos), n_listed))
     if not vals:
         return None
     if len(vals) == 1:

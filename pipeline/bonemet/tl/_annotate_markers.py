@@ -66,9 +66,9 @@ class _Set:
         self.coverage = len(self.pos) / max(self.n_pos_total, 1)
 
 
-def _shrink(s: _Set) -> float:
+def _shrink(n_found: int, n_listed: int) -> float:
     """Down-weight a set measured by fewer than three (or all of fewer) of its genes."""
-    return min(1.0, len(s.pos) / min(s.n_pos_total, _MIN_GENES))
+    return min(1.0, n_found / min(n_listed, _MIN_GENES))
 
 
 def _topk_mean(m: np.ndarray) -> np.ndarray:
