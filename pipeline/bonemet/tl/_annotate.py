@@ -36,8 +36,8 @@
    stands in for a thinly measured lineage; the two sides are compared over the cell's
    kNN neighbourhood, and a side's genes that the pair's clusters show to be measured
    (CD3/TCR in the T clusters) count against a cell whose neighbourhood lacks them, in
-   proportion to how well they are
-   measured (none for genes absent from the matrix or undetected everywhere); cells with
+   proportion to how well they are measured (none for genes absent from the matrix or
+   undetected everywhere); cells with
    both programmes (NKT-like; ``"both programmes: Osteoblast and Fibroblast"``) whose kNN
    neighbourhood also shows both are ``Unassigned`` with that reason in
    ``obs["annotation_note"]`` (a lone cell with a few UMIs of the other side amid cells of
@@ -72,9 +72,9 @@
    macrophages; PMN-MDSC within either neutrophil root. A state is judged only on genes
    that neither its parent nor its lineage set holds (so shared S100A8/9 or CD8A say
    nothing; shrunk like a lineage set where fewer than three of them are measured: M-MDSC
-   without ARG1/NOS2 is not called on CD33 or IL1B alone), and is called when that score exceeds the parent's median cell by ``0.2``
-   (the threshold clipped to ``[0.15, 0.45]``): a data-derived "high" rather than a fixed
-   cut-off. A state of several roots (PMN-MDSC) can make up most of one of them, so its
+   without ARG1/NOS2 is not called on CD33 or IL1B alone), and is called when that score
+   exceeds the parent's median cell by ``0.2`` (the threshold clipped to
+   ``[0.15, 0.45]``): a data-derived "high" rather than a fixed cut-off. A state of several roots (PMN-MDSC) can make up most of one of them, so its
    typical cell is the lower of that root's median and the median over all its roots.
    Several marker files with the same target must *all* be present (geometric mean of
    their scores), e.g. the Tpex progenitor programme AND the PD-1/TOX exhaustion axis;

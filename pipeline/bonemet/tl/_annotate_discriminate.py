@@ -22,8 +22,8 @@ names the target's discriminating genes (``positive``), the other lineage's
   discriminator with ``lineage_sets: distinct`` (DC vs monocyte, whose lineage sets share
   no gene and tell the two apart on their own) is not applied when one side has no gene in
   the matrix: a prior would then take monocytes whose few C5AR1/MAFB counts dropped out
-  away from their lineage. With neither side in the matrix no pair is split (``applied: False`` and the
-  reason in the record);
+  away from their lineage. With neither side in the matrix no pair is split
+  (``applied: False`` and the reason in the record);
 * the split compares the two sides at the scale of the cell's neighbourhood: with a kNN
   graph (``W``) the measured part of each side (``dA = s v + (1 - s) prior``, ``v`` the
   top-half mean, ``s`` the shrinkage weight) has ``v`` graph-smoothed, so a side resting on
