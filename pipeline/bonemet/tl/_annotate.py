@@ -75,8 +75,8 @@
    without ARG1/NOS2 is not called on CD33 or IL1B alone), and is called when that score
    exceeds the parent's median cell by ``0.2`` (the threshold clipped to
    ``[0.15, 0.45]``): a data-derived "high" rather than a fixed cut-off. A state of
-   several roots (PMN-MDSC) can make up most of one of them, so its typical cell is the lower of that root's median and the median over all its roots.
-   Several marker files with the same target must *all* be present (geometric mean of
+   several roots (PMN-MDSC) can make up most of one of them, so its typical cell is the
+   lower of that root's median and the median over all its roots. Several marker files with the same target must *all* be present (geometric mean of
    their scores), e.g. the Tpex progenitor programme AND the PD-1/TOX exhaustion axis;
    the iron-recycling programme AND its VCAM1/CD163/CCR3 phenotype. A short required set
    that dropping the parent's genes would leave with fewer than three genes keeps them
