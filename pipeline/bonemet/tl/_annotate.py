@@ -73,17 +73,17 @@
    that neither its parent nor its lineage set holds (so shared S100A8/9 or CD8A say
    nothing; shrunk like a lineage set where fewer than three of them are measured: M-MDSC
    without ARG1/NOS2 is not called on CD33 or IL1B alone), and is called when that score
-   exceeds the parent's median cell by ``0.2`` (the threshold clipped to
-   ``[0.15, 0.45]``): a data-derived "high" rather than a fixed cut-off. A state of
-   several roots (PMN-MDSC) can make up most of one of them, so its typical cell is the
-   lower of that root's median and the median over all its roots. Several marker files with the same target must *all* be present (geometric mean of
-   their scores), e.g. the Tpex progenitor programme AND the PD-1/TOX exhaustion axis;
-   the iron-recycling programme AND its VCAM1/CD163/CCR3 phenotype. A short required set
-   that dropping the parent's genes would leave with fewer than three genes keeps them
-   (CD163-high is part of the phenotype), so it does not rest on one or two genes. A
-   required set that the data cannot measure (e.g. no PDCD1/TOX in the matrix) means the
-   state is not called. States are smoothed less than lineages so that small subpopulations inside
-   big clusters survive.
+   exceeds the parent's median cell by ``0.2`` (the threshold clipped to ``[0.15, 0.45]``):
+   a data-derived "high" rather than a fixed cut-off. A state of several roots (PMN-MDSC)
+   can make up most of one of them, so its typical cell is the lower of that root's median
+   and the median over all its roots. Several marker files with the same target must *all*
+   be present (geometric mean of their scores), e.g. the Tpex progenitor programme AND the
+   PD-1/TOX exhaustion axis; the iron-recycling programme AND its VCAM1/CD163/CCR3
+   phenotype. A short required set that dropping the parent's genes would leave with fewer
+   than three genes keeps them (CD163-high is part of the phenotype), so it does not rest
+   on one or two genes. A required set that the data cannot measure (e.g. no PDCD1/TOX in
+   the matrix) means the state is not called. States are smoothed less than lineages so
+   that small subpopulations inside big clusters survive.
 5. **Seeded refinement in the lineage's own embedding.** Sub-types differ in few genes and
    mix on the whole-data embedding, so each lineage with several roots (>= 50 cells) is
    re-embedded alone (its own 1,000 variable genes, 20 PCs, kNN), as one would by hand.
